@@ -1,0 +1,428 @@
+"""The ``online_inference`` flow, and its command line: ``python -m flows.online --xobs ...``.
+
+Each round chains the stage tasks: sample proposal -> simulate (Dask) -> append
+simulations -> train -> build posterior -> checkpoint. The run file is the source of truth:
+rerunning the same command continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import shlex  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import FrameType  # noqa: E402
+from typing import Any  # noqa: E402
+
+from prefect import flow, get_run_logger  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from sbi_rounds.config import (  # noqa: E402
+    IDENTITY_FIELDS,
+    METHODS,
+    RunConfig,
+    format_validation_error,
+    load_config_file,
+)
+from sbi_rounds.stages import (  # noqa: E402
+    Run,
+    RunInterrupted,
+    format_round_table,
+    round_table,
+    run_session,
+)
+from sbi_rounds.store import Stage  # noqa: E402
+from sbi_rounds.training import ProgressBar, TrackerCallback  # noqa: E402
+from tasks import (  # noqa: E402
+    append_simulations_task,
+    build_posterior_task,
+    checkpoint_task,
+    sample_proposal_task,
+    simulate_task,
+    train_task,
+)
+
+__all__ = ["build_config", "main", "online_inference", "parse_args"]
+
+_STOP = threading.Event()
+
+
+def _simulation_progress(round_: int, enabled: bool) -> Any:
+    if not enabled:
+        return None, lambda: None
+    from tqdm.auto import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int, rate: float) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=f"simulating round {round_}", unit="sim",
+                              dynamic_ncols=True)
+        b = bar["bar"]
+        b.update(done - b.n)
+        b.set_postfix(sims_per_s=f"{rate:.0f}", refresh=True)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+@contextmanager
+def _lazy_client(run: Run) -> Iterator[Any]:
+    """A Dask client started on first use (a finished run starts no cluster)."""
+    from sbi_rounds.cluster import open_client
+
+    with ExitStack() as stack:
+        holder: dict[str, Any] = {}
+
+        def get() -> Any:
+            if "client" not in holder:
+                logger = get_run_logger()
+                t0 = time.perf_counter()
+                holder["client"] = stack.enter_context(open_client(run.config.cluster))
+                client = holder["client"]
+                logger.info("Dask cluster ready in %.1f s: %s, %d worker(s); dashboard: %s",
+                            time.perf_counter() - t0, client.scheduler.address,
+                            len(client.nthreads()),
+                            client.dashboard_link if run.config.cluster.dashboard else "off")
+            return holder["client"]
+
+        yield get
+
+
+def _tracker(run: Run) -> Any:
+    from sbi_rounds.training.trackers import make_tracker
+
+    return make_tracker(run.config.logger, run.directory, run.directory.name)
+
+
+def _log_round(tracker: Any, run: Run, round_: int) -> dict[str, Any]:
+    row = next(r for r in round_table(run.store) if r["round"] == round_)
+    metrics = {
+        "round/simulations": row["simulations"],
+        "round/valid": row["valid"],
+        "round/epochs": row["epochs"],
+        "round/best_val_loss": row["best_val_loss"],
+        **{f"round/{k}": v for k, v in row.items() if k.endswith("_s")},
+    }
+    tracker.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=round_)
+    return row
+
+
+@flow(name="online_inference", log_prints=True)
+def online_inference(
+    config: RunConfig,
+    allow_changes: list[str] | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume, or extend) a multi-round SBI run described by ``config``.
+
+    Args:
+        config: The run's settings.
+        allow_changes: Identity settings (e.g. ``["simulator"]``) allowed to differ from
+            the run file's when resuming.
+        show_progress: Show progress bars for simulation and training (terminal use).
+
+    Returns:
+        ``{"run_file", "run_dir", "rounds": [per-round rows], "pairplots": [...]}``.
+    """
+    logger = get_run_logger()
+    _STOP.clear()
+    with run_session(config, allow_changes=allow_changes or ()) as run, \
+            _lazy_client(run) as client:
+        logger.info("run file %s", run.store.path)
+        tracker = _tracker(run)
+        tracker.log_params(run.config.model_dump(mode="json"))
+        try:
+            epochs_before = 0
+            for r in range(1, config.rounds + 1):
+                if run.store.stage(r) == Stage.DONE:
+                    epochs_before += int(run.store.training_summary(r).get("epochs", 0))
+                    continue
+                sample_proposal_task(run, r)
+                if run.store.stage(r) < Stage.SIMULATED:
+                    progress, close = _simulation_progress(r, show_progress)
+                    try:
+                        simulate_task(run, r, client(), progress, _STOP.is_set)
+                    finally:
+                        close()
+                append_simulations_task(run, r)
+                callbacks: list[Any] = [TrackerCallback(tracker, step_offset=epochs_before,
+                                                         log_params=False)]
+                if show_progress:
+                    callbacks.append(ProgressBar(f"training round {r}", leave=False))
+                train_task(run, r, callbacks)
+                build_posterior_task(run, r)
+                checkpoint_task(run, r)
+                row = _log_round(tracker, run, r)
+                epochs_before += int(row["epochs"] or 0)
+                logger.info("round %d done: %d valid simulations, %s epochs, best validation "
+                            "loss %.4f", r, row["valid"], row["epochs"], row["best_val_loss"])
+        finally:
+            tracker.flush()
+            tracker.close()
+        rows = round_table(run.store)
+        pairplots = sorted(str(p) for p in run.directory.glob("round_*_pairplot.png"))
+        print("\n" + format_round_table(rows))
+        return {"run_file": str(run.store.path), "run_dir": str(run.directory),
+                "rounds": rows, "pairplots": pairplots}
+
+
+# --- command line -----------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flows.online",
+        description="Multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE) as a "
+        "resumable Prefect flow. Rerun the same command to resume an interrupted run or, with "
+        "more --rounds, to extend a finished one. Every option can also be given in a "
+        "--config file; flags override it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    g = p.add_argument_group("problem")
+    g.add_argument("--xobs", nargs="+", metavar="X",
+                   help="the observation: numbers, or a path to .npy, .csv or file.h5:dataset")
+    g.add_argument("--simulator", metavar="MODULE:FUNCTION",
+                   help="importable simulator (default: the built-in linear Gaussian model "
+                   "sbi_rounds.examples:linear_gaussian)")
+    g.add_argument("--simulator-kind", choices=["batched", "per_sample", "command"],
+                   help="batched: f(theta (N,D)) -> x (N,K); per_sample: f((D,)) -> (K,); "
+                   "command: an external program (see --simulator-command)")
+    g.add_argument("--simulator-command", metavar="CMD",
+                   help="external simulator command line, e.g. './sim {input} {output}'")
+    g.add_argument("--prior", metavar="MODULE:FUNCTION",
+                   help="importable function returning a torch Distribution over (D,)")
+    g.add_argument("--low", nargs="+", type=float, metavar="L",
+                   help="box prior lower bounds, one per parameter (default: -2 -2)")
+    g.add_argument("--high", nargs="+", type=float, metavar="H",
+                   help="box prior upper bounds, one per parameter (default: 2 2)")
+    g.add_argument("--parameter-names", nargs="+", metavar="NAME", help="parameter labels")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=list(METHODS), help="inference method (default: snpe)")
+    g.add_argument("--rounds", type=int, help="number of rounds (default: 3)")
+    g.add_argument("--simulations-per-round", nargs="+", type=int, metavar="N",
+                   help="simulations per round; a list gives one per round, the last repeating "
+                   "(default: 1000)")
+    g.add_argument("--network", metavar="MODEL",
+                   help="maf, nsf, mdn, made, zuko_maf, zuko_nsf, ...; snre: mlp, resnet, linear")
+    g.add_argument("--hidden-features", type=int, help="network width (default: 50)")
+    g.add_argument("--num-transforms", type=int, help="flow transforms (default: 5)")
+    g.add_argument("--num-bins", type=int, help="spline bins for nsf (default: 10)")
+    g.add_argument("--embedding-net", metavar="MODULE:FUNCTION",
+                   help="function returning a torch module that embeds x")
+    g.add_argument("--num-atoms", type=int, help="atoms of SNPE's (and NRE-B's) loss (default 10)")
+    g.add_argument("--nre-variant", choices=["b", "c"], help="SNRE loss (default: b)")
+    g.add_argument("--truncation-quantile", type=float,
+                   help="TSNPE: posterior mass left outside the truncated prior (default 1e-4)")
+    g = p.add_argument_group("training")
+    g.add_argument("--device", help="training device: cpu, cuda, cuda:N (default: cpu)")
+    g.add_argument("--batch-size", type=int, help="training batch size (default: 200)")
+    g.add_argument("--learning-rate", type=float, help="Adam learning rate (default: 5e-4)")
+    g.add_argument("--max-epochs", type=int, help="epochs per round at most (default: no limit)")
+    g.add_argument("--patience", type=int,
+                   help="epochs without validation improvement before stopping (default: 20)")
+    g.add_argument("--logger", choices=["stdout", "tensorboard", "mlflow", "wandb", "none"],
+                   help="where training metrics go (default: stdout)")
+    g.add_argument("--logger-uri",
+                   help="TensorBoard dir, MLflow tracking URI or W&B dir (default: in run dir)")
+    g = p.add_argument_group("posterior")
+    g.add_argument("--num-samples", type=int, help="posterior samples stored per round (1000)")
+    g.add_argument("--sampler", choices=["auto", "direct", "mcmc", "rejection", "importance"],
+                   help="posterior sampler (auto: direct for SNPE/TSNPE, mcmc for SNLE/SNRE)")
+    g.add_argument("--num-chains", type=int, help="MCMC chains (default: 20)")
+    g.add_argument("--thin", type=int, help="MCMC thinning (default: 1)")
+    g.add_argument("--warmup-steps", type=int, help="MCMC warm-up steps (default: 50)")
+    g = p.add_argument_group("simulation (Dask)")
+    g.add_argument("--cluster", choices=["local", "address", "scheduler_file", "slurm", "pbs",
+                                         "sge", "lsf", "htcondor", "oar", "moab"],
+                   help="where simulations run (default: local)")
+    g.add_argument("--workers", type=int, help="local Dask workers (default: 2)")
+    g.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
+    g.add_argument("--dask-address", metavar="TCP://HOST:PORT",
+                   help="connect to an existing Dask scheduler")
+    g.add_argument("--scheduler-file", help="connect through a Dask scheduler file")
+    g.add_argument("--jobs", type=int, help="batch jobs to start (SLURM/PBS: scale(jobs=N))")
+    g.add_argument("--chunk-size", help="simulations per Dask task: a number, auto or measure")
+    g.add_argument("--retries", type=int, help="retries of a failing chunk (default: 2)")
+    g.add_argument("--chunk-timeout", type=float, help="seconds before a chunk counts as hung")
+    g.add_argument("--min-valid-fraction", type=float,
+                   help="stop when fewer simulations of a round are valid (default: 0.5)")
+    g.add_argument("--dashboard", action="store_true", help="start the Dask dashboard (local)")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="FILE.yaml|toml",
+                   help="settings file (same names as RunConfig); flags override it")
+    g.add_argument("--run-dir", help="where runs are stored (default: runs)")
+    g.add_argument("--run-id", help="the run's name (default: derived from the settings, so "
+                   "the same command resumes the same run)")
+    g.add_argument("--seed", type=int, help="run seed (default: 0)")
+    g.add_argument("--allow-change", action="append", choices=list(IDENTITY_FIELDS),
+                   metavar="SETTING",
+                   help="resume although this identity setting changed (repeatable; one of "
+                   f"{', '.join(IDENTITY_FIELDS)})")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+#: Flag name -> dotted RunConfig path.
+_FLAG_PATHS = {
+    "xobs": "xobs", "simulator": "simulator.path", "simulator_kind": "simulator.kind",
+    "prior": "prior.path", "low": "prior.low", "high": "prior.high",
+    "parameter_names": "parameter_names", "method": "method", "rounds": "rounds",
+    "simulations_per_round": "simulations_per_round", "network": "network.model",
+    "hidden_features": "network.hidden_features", "num_transforms": "network.num_transforms",
+    "num_bins": "network.num_bins", "embedding_net": "network.embedding_net",
+    "nre_variant": "nre.variant", "truncation_quantile": "tsnpe.quantile",
+    "device": "training.device", "batch_size": "training.batch_size",
+    "learning_rate": "training.learning_rate", "max_epochs": "training.max_epochs",
+    "patience": "training.patience", "logger": "logger.backend", "logger_uri": "logger.uri",
+    "num_samples": "posterior.num_samples", "sampler": "posterior.sampler",
+    "num_chains": "posterior.num_chains", "thin": "posterior.thin",
+    "warmup_steps": "posterior.warmup_steps", "cluster": "cluster.kind",
+    "workers": "cluster.workers", "threads_per_worker": "cluster.threads_per_worker",
+    "dask_address": "cluster.address", "scheduler_file": "cluster.scheduler_file",
+    "jobs": "cluster.jobqueue.jobs", "chunk_size": "cluster.chunk_size",
+    "retries": "cluster.retries", "chunk_timeout": "cluster.chunk_timeout",
+    "min_valid_fraction": "cluster.min_valid_fraction", "dashboard": "cluster.dashboard",
+    "run_dir": "run_dir", "run_id": "run_id", "seed": "seed",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse command-line arguments (only the flags given appear in the namespace)."""
+    return _parser().parse_args(argv)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ValueError(f"setting {key!r} in the config file must be a mapping")
+        node = child
+    node[leaf] = value
+
+
+def _xobs_value(values: list[str]) -> Any:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        if len(values) == 1:
+            return values[0]  # a file path; RunConfig loads it
+        raise ValueError(
+            f"--xobs takes numbers or one file path, got {' '.join(values)!r}; e.g. "
+            "--xobs 0.5 -0.3 or --xobs obs.npy"
+        ) from None
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Merge the config file (if any) and the flags into a validated :class:`RunConfig`."""
+    values = vars(args)
+    data: dict[str, Any] = load_config_file(values["config"]) if "config" in values else {}
+    for flag, dotted in _FLAG_PATHS.items():
+        if flag not in values:
+            continue
+        value = values[flag]
+        if flag == "xobs":
+            value = _xobs_value(value)
+        elif flag == "simulations_per_round" and len(value) == 1:
+            value = value[0]
+        elif flag == "chunk_size" and value.isdigit():
+            value = int(value)
+        _set_path(data, dotted, value)
+    if "simulator_command" in values:
+        _set_path(data, "simulator.command", shlex.split(values["simulator_command"]))
+        data["simulator"].setdefault("kind", "command")
+        data["simulator"].setdefault("path", None)
+    if "num_atoms" in values:
+        _set_path(data, "npe.num_atoms", values["num_atoms"])
+        _set_path(data, "nre.num_atoms", values["num_atoms"])
+    if "dask_address" in values:
+        data["cluster"].setdefault("kind", "address")
+    if "scheduler_file" in values:
+        data["cluster"].setdefault("kind", "scheduler_file")
+    if "prior" in values and "low" not in values and "high" not in values:
+        data["prior"] = {"path": values["prior"]}
+    elif ("low" in values or "high" in values) and "prior" not in values:
+        data["prior"] = {"low": values.get("low", data.get("prior", {}).get("low")),
+                         "high": values.get("high", data.get("prior", {}).get("high"))}
+    if "xobs" not in data:
+        raise ValueError("give the observation: --xobs 0.5 -0.3 (or xobs: in the --config file)")
+    return RunConfig.model_validate(data)
+
+
+def _resume_command(argv: Sequence[str], config: RunConfig) -> str:
+    args = list(argv)
+    if "--run-id" not in args:
+        args += ["--run-id", config.resolved_run_id]
+    return "python -m flows.online " + shlex.join(args)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    _STOP.set()
+    raise RunInterrupted(f"received {signal.Signals(signum).name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point. Returns the exit status (0 done, 2 bad input, 130 stopped)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = build_config(args)
+    except ValidationError as e:
+        print(f"error: {format_validation_error(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = online_inference(
+            config, allow_changes=getattr(args, "allow_change", None),
+            show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
+        )
+    except KeyboardInterrupt:
+        print(f"\nStopped. Everything committed is saved in {config.run_path}.\n"
+              f"Resume with:\n  {_resume_command(argv, config)}", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
+        from sbi_rounds.locking import RunLockedError
+        from sbi_rounds.simulation import SimulationFailed
+        from sbi_rounds.stages import ConfigMismatchError, InvalidRoundError
+        from sbi_rounds.store import RunFileError
+
+        if isinstance(e, (RunFileError, ConfigMismatchError, RunLockedError)) or (
+            isinstance(e, ValueError) and not isinstance(e, ValidationError)
+        ):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, (SimulationFailed, InvalidRoundError)):
+            print(f"error: {e}\n\nAfter fixing it, resume with:\n  "
+                  f"{_resume_command(argv, config)}", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"\nrun file: {result['run_file']}")
+    for path in result["pairplots"]:
+        print(f"pairplot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""The run configuration: one typed, validated model for the CLI, config files and Prefect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sbi_rounds.io import load_vector
+from sbi_rounds.training.config import TrackerConfig, TrainConfig
+
+__all__ = [
+    "IDENTITY_FIELDS",
+    "METHODS",
+    "ClusterConfig",
+    "JobqueueConfig",
+    "NetworkConfig",
+    "NPELossConfig",
+    "NRELossConfig",
+    "PosteriorConfig",
+    "PriorConfig",
+    "RunConfig",
+    "SimulatorConfig",
+    "TruncationConfig",
+    "config_differences",
+    "format_validation_error",
+    "load_config_file",
+]
+
+METHODS = ("snpe", "tsnpe", "snle", "snre")
+DENSITY_MODELS = ("maf", "nsf", "mdn", "made", "zuko_maf", "zuko_nsf", "zuko_nice", "zuko_naf",
+                  "zuko_unaf", "zuko_gf", "zuko_bpf", "zuko_sospf")
+CLASSIFIER_MODELS = ("mlp", "resnet", "linear")
+
+#: Settings that define what a run computes. Resuming with any of them changed is refused.
+IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "npe", "nre",
+                   "tsnpe")
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+ImportPath = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", examples=["mypackage.sims:simulate"]),
+]
+
+
+class PriorConfig(BaseModel):
+    """The prior: box bounds (an independent uniform per parameter) or an import path.
+
+    Give either ``low`` and ``high`` (one value per parameter) or ``path``, a
+    ``module:function`` that returns a ``torch.distributions.Distribution`` over ``(D,)``.
+    """
+
+    model_config = _STRICT
+
+    low: list[float] | None = Field(None, title="Lower bounds", description="One per parameter.")
+    high: list[float] | None = Field(None, title="Upper bounds", description="One per parameter.")
+    path: ImportPath | None = Field(None, title="Prior factory", description="module:function")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PriorConfig:
+        box = self.low is not None or self.high is not None
+        if box and self.path is not None:
+            raise ValueError("give either low/high box bounds or path, not both")
+        if not box and self.path is None:
+            raise ValueError("give low and high box bounds, or path='module:function'")
+        if box:
+            if self.low is None or self.high is None:
+                raise ValueError("box prior needs both low and high")
+            if len(self.low) != len(self.high) or not self.low:
+                raise ValueError(
+                    f"low and high need one value per parameter and the same length, got "
+                    f"{len(self.low)} and {len(self.high)}"
+                )
+            bad = [i for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True))
+                   if not hi > lo]
+            if bad:
+                raise ValueError(
+                    "prior width must be positive: high must exceed low for parameter(s) "
+                    + ", ".join(f"{i} (low={self.low[i]}, high={self.high[i]})" for i in bad)
+                )
+        return self
+
+
+class SimulatorConfig(BaseModel):
+    """The simulator and how it is called.
+
+    ``batched``: ``f(theta (N, D)) -> x (N, K)``, numpy or torch. ``per_sample``:
+    ``f(theta (D,)) -> x (K,)``, batched for you. ``command``: an external program, see
+    ``sbi_rounds.simulation`` for its file protocol.
+    """
+
+    model_config = _STRICT
+
+    path: ImportPath | None = Field(
+        "sbi_rounds.examples:linear_gaussian", title="Simulator", description="module:function"
+    )
+    kind: Literal["batched", "per_sample", "command"] = Field("batched", title="Kind")
+    command: list[str] | None = Field(
+        None, title="Command", description="Program and arguments (kind=command)."
+    )
+    kwargs: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, title="Keyword arguments", description="Passed to the simulator."
+    )
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> SimulatorConfig:
+        if self.kind == "command":
+            if not self.command:
+                raise ValueError("kind='command' needs command=['program', 'arg', ...]")
+        elif self.path is None:
+            raise ValueError(f"kind={self.kind!r} needs path='module:function'")
+        return self
+
+
+class NetworkConfig(BaseModel):
+    """The neural network, built through sbi's builders.
+
+    ``model`` None picks the method's default: ``maf`` for SNPE/TSNPE/SNLE, ``resnet``
+    for SNRE. Density models: maf, nsf, mdn, made and the zuko flows (``zuko_maf``, ...);
+    classifiers (SNRE): mlp, resnet, linear.
+    """
+
+    model_config = _STRICT
+
+    model: Literal[DENSITY_MODELS + CLASSIFIER_MODELS] | None = Field(  # type: ignore[valid-type]
+        None, title="Network"
+    )
+    hidden_features: int = Field(50, ge=1, le=4096, title="Hidden features")
+    num_transforms: int = Field(5, ge=1, le=64, title="Transforms")
+    num_bins: int = Field(10, ge=1, le=256, title="Spline bins")
+    num_components: int = Field(10, ge=1, le=256, title="Mixture components (mdn)")
+    z_score_theta: Literal["independent", "structured", "none"] = Field(
+        "independent", title="z-score theta"
+    )
+    z_score_x: Literal["independent", "structured", "none"] = Field(
+        "independent", title="z-score x"
+    )
+    embedding_net: ImportPath | None = Field(
+        None, title="Embedding network", description="module:function returning a torch module."
+    )
+
+
+class NPELossConfig(BaseModel):
+    """SNPE's atomic (APT) loss settings."""
+
+    model_config = _STRICT
+
+    num_atoms: int = Field(10, ge=2, title="Atoms")
+    use_combined_loss: bool = Field(False, title="Add the MLE loss on prior samples")
+
+
+class NRELossConfig(BaseModel):
+    """SNRE's loss: NRE-B (contrastive, ``num_atoms``) or NRE-C (``num_classes``, ``gamma``)."""
+
+    model_config = _STRICT
+
+    variant: Literal["b", "c"] = Field("b", title="NRE variant")
+    num_atoms: int = Field(10, ge=2, title="Atoms (NRE-B)")
+    num_classes: int = Field(5, ge=1, title="Classes K (NRE-C)")
+    gamma: float = Field(1.0, gt=0, title="Gamma (NRE-C)")
+
+
+class TruncationConfig(BaseModel):
+    """TSNPE: the prior truncated to the posterior's highest-density region."""
+
+    model_config = _STRICT
+
+    quantile: float = Field(
+        1e-4, gt=0, lt=1, title="Truncation quantile",
+        description="Mass of the posterior left outside the truncated region.",
+    )
+    num_samples_to_estimate: int = Field(10_000, ge=100, title="Samples to set the threshold")
+
+
+class PosteriorConfig(BaseModel):
+    """How the posterior at xobs is sampled (stored per round, proposal of the next)."""
+
+    model_config = _STRICT
+
+    num_samples: int = Field(1000, ge=10, le=10_000_000, title="Posterior samples per round")
+    sampler: Literal["auto", "direct", "mcmc", "rejection", "importance"] = Field(
+        "auto", title="Sampler", description="auto: direct for SNPE/TSNPE, mcmc for SNLE/SNRE."
+    )
+    mcmc_method: Literal["slice_np_vectorized", "slice_np"] = Field(
+        "slice_np_vectorized", title="MCMC method"
+    )
+    num_chains: int = Field(20, ge=1, le=10_000, title="MCMC chains")
+    thin: int = Field(1, ge=1, title="Thinning")
+    warmup_steps: int = Field(50, ge=0, title="Warm-up steps")
+    init_strategy: Literal["resample", "sir", "proposal"] = Field(
+        "resample", title="Chain initialisation"
+    )
+    batches: int = Field(4, ge=1, le=1000, title="Commit samples in this many batches")
+
+
+class JobqueueConfig(BaseModel):
+    """A dask-jobqueue batch cluster (SLURM, PBS, ...). Unset fields come from jobqueue.yaml."""
+
+    model_config = _STRICT
+
+    cores: int | None = Field(None, ge=1)
+    memory: str | None = None
+    processes: int | None = Field(None, ge=1)
+    walltime: str | None = Field(None, pattern=r"^(\d+-)?\d{1,2}:\d{2}(:\d{2})?$")
+    queue: str | None = None
+    account: str | None = None
+    interface: str | None = None
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_script_prologue: list[str] = Field(default_factory=list)
+    jobs: int | None = Field(None, ge=1, description="scale(jobs=N)")
+    minimum_jobs: int | None = Field(None, ge=0, description="adapt(minimum_jobs=...)")
+    maximum_jobs: int | None = Field(None, ge=1, description="adapt(maximum_jobs=...)")
+    lifetime_margin: str = Field(
+        "5m", description="Workers retire this long before the job's walltime."
+    )
+
+
+class ClusterConfig(BaseModel):
+    """Where simulations run, and how they are sent."""
+
+    model_config = _STRICT
+
+    kind: Literal["local", "address", "scheduler_file", "slurm", "pbs", "sge", "lsf", "htcondor",
+                  "oar", "moab"] = Field("local", title="Cluster")
+    workers: int = Field(2, ge=1, le=4096, title="Workers (local)")
+    threads_per_worker: int = Field(1, ge=1, le=256, title="Threads per worker (local)")
+    address: str | None = Field(None, title="Scheduler address", examples=["tcp://host:8786"])
+    scheduler_file: str | None = Field(None, title="Scheduler file")
+    jobqueue: JobqueueConfig = Field(default_factory=JobqueueConfig, title="Batch system")
+    chunk_size: int | Literal["auto", "measure"] = Field(
+        "auto", title="Chunk size",
+        description="Simulations per task: a number, auto (N/20, at most 1000, reproducible "
+        "for any number of workers) or measure (aim at chunk_seconds from a timed probe).",
+    )
+    chunk_seconds: float = Field(5.0, gt=0, title="Target seconds per chunk (measure)")
+    max_in_flight: int | None = Field(
+        None, ge=1, title="Chunks in flight", description="Default: 2 per worker thread."
+    )
+    retries: int = Field(2, ge=0, le=100, title="Retries of a failing chunk")
+    chunk_timeout: float | None = Field(None, gt=0, title="Seconds before a chunk counts as hung")
+    min_valid_fraction: float = Field(0.5, ge=0, le=1, title="Minimum valid fraction per round")
+    dashboard: bool = Field(False, title="Start the Dask dashboard (local)")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind='address' needs address='tcp://host:8786'")
+        if self.kind == "scheduler_file" and not self.scheduler_file:
+            raise ValueError("kind='scheduler_file' needs scheduler_file='/path/scheduler.json'")
+        return self
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs. Unknown keys are errors; errors name the field.
+
+    Example:
+        ``RunConfig(xobs=[0.5, -0.3], rounds=3, simulations_per_round=1000)``
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, title="Online inference run"
+    )
+
+    xobs: list[float] = Field(
+        ..., min_length=1, title="Observation x_o",
+        description="Numbers, or a path to .npy, .csv or file.h5:dataset.",
+    )
+    method: Literal[METHODS] = Field("snpe", title="Method")  # type: ignore[valid-type]
+    rounds: int = Field(3, ge=1, le=1000, title="Rounds")
+    simulations_per_round: int | list[int] = Field(
+        1000, title="Simulations per round",
+        description="One number for every round, or one per round (the last repeats).",
+    )
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig, title="Simulator")
+    prior: PriorConfig = Field(
+        default_factory=lambda: PriorConfig(low=[-2.0, -2.0], high=[2.0, 2.0]), title="Prior"
+    )
+    parameter_names: list[str] | None = Field(None, title="Parameter names")
+    network: NetworkConfig = Field(default_factory=NetworkConfig, title="Network")
+    training: TrainConfig = Field(default_factory=TrainConfig, title="Training")
+    npe: NPELossConfig = Field(default_factory=NPELossConfig, title="SNPE loss")
+    nre: NRELossConfig = Field(default_factory=NRELossConfig, title="SNRE loss")
+    tsnpe: TruncationConfig = Field(default_factory=TruncationConfig, title="TSNPE truncation")
+    posterior: PosteriorConfig = Field(default_factory=PosteriorConfig, title="Posterior sampling")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, title="Dask cluster")
+    logger: TrackerConfig = Field(default_factory=TrackerConfig, title="Logging backend")
+    run_dir: str = Field("runs", min_length=1, title="Run directory")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", title="Run id",
+        description="Default: derived from the settings, so the same command resumes.",
+    )
+    seed: int = Field(0, ge=0, le=2**63 - 1, title="Seed")
+
+    @field_validator("xobs", mode="before")
+    @classmethod
+    def _load_xobs(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            return load_vector(str(value)).tolist()
+        if isinstance(value, (int, float)):
+            return [value]
+        return value
+
+    @field_validator("xobs")
+    @classmethod
+    def _finite_xobs(cls, value: list[float]) -> list[float]:
+        bad = [i for i, v in enumerate(value) if v != v or v in (float("inf"), float("-inf"))]
+        if bad:
+            raise ValueError(f"xobs must be finite numbers; entries {bad} are NaN or infinite")
+        return value
+
+    @field_validator("simulations_per_round")
+    @classmethod
+    def _positive_sims(cls, value: int | list[int]) -> int | list[int]:
+        values = [value] if isinstance(value, int) else value
+        if not values or any(v < 2 for v in values):
+            raise ValueError(f"simulations per round must be integers >= 2, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        model = self.network.model
+        if model is not None:
+            if self.method == "snre" and model not in CLASSIFIER_MODELS:
+                raise ValueError(
+                    f"network.model={model!r} is a density estimator; snre needs a classifier: "
+                    f"one of {list(CLASSIFIER_MODELS)}"
+                )
+            if self.method != "snre" and model not in DENSITY_MODELS:
+                raise ValueError(
+                    f"network.model={model!r} is a classifier; {self.method} needs a density "
+                    f"estimator: one of {list(DENSITY_MODELS)}"
+                )
+        if self.prior.low is not None and self.parameter_names is not None:
+            if len(self.parameter_names) != len(self.prior.low):
+                raise ValueError(
+                    f"parameter_names has {len(self.parameter_names)} names but the prior has "
+                    f"{len(self.prior.low)} parameters"
+                )
+        if self.method == "tsnpe" and model == "mdn":
+            pass  # supported: truncation only needs log_prob and sampling
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+    def simulations_for_round(self, round_: int) -> int:
+        """Simulations of 1-based round ``round_`` (the last list entry repeats)."""
+        sims = self.simulations_per_round
+        if isinstance(sims, int):
+            return sims
+        return sims[min(round_, len(sims)) - 1]
+
+    @property
+    def network_model(self) -> str:
+        """The network's model name, with the method's default filled in."""
+        if self.network.model is not None:
+            return self.network.model
+        return "resnet" if self.method == "snre" else "maf"
+
+    @property
+    def posterior_sampler(self) -> str:
+        """The sampler, with ``auto`` resolved for the method."""
+        if self.posterior.sampler != "auto":
+            return self.posterior.sampler
+        return "direct" if self.method in ("snpe", "tsnpe") else "mcmc"
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define what the run computes (see :data:`IDENTITY_FIELDS`)."""
+        dumped = self.model_dump(mode="json")
+        return {k: dumped[k] for k in IDENTITY_FIELDS}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`identity`, as hex."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def resolved_run_id(self) -> str:
+        """``run_id``, or ``<method>-<first 10 hex digits of the fingerprint>``."""
+        return self.run_id or f"{self.method}-{self.fingerprint()[:10]}"
+
+    @property
+    def run_path(self) -> Path:
+        """``<run_dir>/<run_id>/run.h5``."""
+        return Path(self.run_dir) / self.resolved_run_id / "run.h5"
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON-like dicts differ, as ``path: old -> new`` lines."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, prefix=f"{path}.")
+        elif a != b:
+            lines.append(f"{path}: {a!r} -> {b!r}")
+    return lines
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    elif p.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+    else:
+        raise ValueError(f"config file {str(p)!r} must end in .yaml, .yml or .toml")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping of settings at the top")
+    return data
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem: the field's dotted path, what is wrong, and the input."""
+    lines = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-")) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling; see --help for the settings)"
+        given = e.get("input")
+        shown = "" if isinstance(given, dict) or e["type"] == "missing" else f" (got {given!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "invalid configuration:\n" + "\n".join(lines)

@@ -1,0 +1,83 @@
+"""One writer per run: an OS file lock with the holder's PID, host and start time."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["RunLock", "RunLockedError"]
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run."""
+
+
+class RunLock:
+    """An exclusive lock on ``<run dir>/run.lock``, released when the process ends.
+
+    The lock is a POSIX record lock (``fcntl.lockf``): the kernel drops it when its holder
+    dies, even by SIGKILL, so a lock left by a dead process is taken over safely; the PID,
+    host and time of the previous holder are reported in ``previous_holder``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+        self.previous_holder: dict[str, object] | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise :class:`RunLockedError` naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            since = holder.get("since")
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+            raise RunLockedError(
+                f"run {self.path.parent} is in use by PID {holder.get('pid', '?')} on host "
+                f"{holder.get('host', '?')} since {when}. Wait for it to finish or stop it "
+                "(Ctrl-C / kill PID), then rerun the same command to resume; or use another "
+                "--run-id."
+            ) from None
+        previous = _read_holder(fd)
+        self.previous_holder = previous or None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Release the lock (idempotent). The file stays, emptied, for the next holder."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict[str, object]:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        return json.loads(raw) if raw else {}
+    except (OSError, ValueError):
+        return {}

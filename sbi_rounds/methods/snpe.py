@@ -1,0 +1,85 @@
+"""SNPE (APT, Greenberg et al. 2019): NPE loss in round 1, the atomic loss after."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from sbi.inference import DirectPosterior
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from sbi_rounds.config import RunConfig
+from sbi_rounds.methods.base import Proposal
+from sbi_rounds.training.runner import LossFn
+
+__all__ = ["SNPE", "atomic_loss", "npe_loss", "sample_atoms"]
+
+
+def npe_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    """Negative log-density ``-log q(theta | x)`` per sample ``(B,)``."""
+    return model.loss(batch[0], batch[1])
+
+
+def sample_atoms(batch_size: int, num_atoms: int, device: torch.device) -> Tensor:
+    """For each row, ``num_atoms - 1`` distinct other rows, uniformly: ``(B, num_atoms - 1)``.
+
+    Equivalent in distribution to sbi's ``multinomial`` over the off-diagonal, drawn as
+    the indices of the smallest uniforms with the diagonal excluded.
+    """
+    scores = torch.rand(batch_size, batch_size, device=device)
+    scores.fill_diagonal_(2.0)
+    return scores.topk(num_atoms - 1, dim=1, largest=False).indices
+
+
+def atomic_loss(prior: Distribution, num_atoms: int = 10,
+                use_combined_loss: bool = False) -> LossFn:
+    """APT's atomic loss, as sbi's ``NPE_C`` computes it (derived from its private code).
+
+    For each ``(theta_i, x_i)`` the contrasting atoms are ``num_atoms - 1`` other parameters
+    of the batch; the loss is ``-log softmax_j(log q(theta_j|x_i) - log p(theta_j))`` at the
+    true atom. With ``use_combined_loss``, prior samples also get the plain NPE loss.
+    Batches are ``(theta (B, D), x (B, K), from_prior (B,))``.
+    """
+
+    def loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        theta, x = batch[0], batch[1]
+        b = theta.shape[0]
+        k = min(num_atoms, b)
+        if k < 2:
+            raise ValueError("the atomic loss needs batches of at least 2 samples")
+        choices = sample_atoms(b, k, theta.device)
+        atoms = torch.cat((theta[:, None, :], theta[choices]), dim=1).reshape(b * k, -1)
+        repeated_x = x.repeat_interleave(k, dim=0)
+        log_prior = prior.log_prob(atoms).reshape(b, k)
+        log_q = model.log_prob(atoms[None], repeated_x).reshape(b, k)
+        logits = log_q - log_prior
+        log_pp = logits[:, 0] - torch.logsumexp(logits, dim=-1)
+        if use_combined_loss:
+            log_pp = log_pp + batch[2] * model.log_prob(theta[None], x).squeeze(0)
+        return -log_pp
+
+    return loss
+
+
+class SNPE:
+    """Sequential NPE with the atomic loss from round 2 on."""
+
+    name: ClassVar[str] = "snpe"
+
+    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+        """NPE loss in round 1; APT's atomic loss after."""
+        if round_ == 1:
+            return npe_loss
+        return atomic_loss(prior, config.npe.num_atoms, config.npe.use_combined_loss)
+
+    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
+                  xobs: Tensor) -> Any:
+        """A ``DirectPosterior`` (rejects samples outside the prior's support)."""
+        return DirectPosterior(network, prior).set_default_x(xobs)
+
+    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
+                 round_: int) -> Proposal:
+        """The previous round's posterior at xobs."""
+        return Proposal(distribution=posterior,
+                        description={"kind": "posterior", "round": round_ - 1})

@@ -1,0 +1,82 @@
+"""SNRE: NRE-B (Durkan et al. 2020, contrastive) by default, NRE-C (Miller et al. 2022)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from sbi.inference import ratio_estimator_based_potential
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from sbi_rounds.config import RunConfig
+from sbi_rounds.methods.base import Proposal
+from sbi_rounds.methods.mcmc import potential_posterior
+from sbi_rounds.methods.snpe import sample_atoms
+from sbi_rounds.training.runner import LossFn
+
+__all__ = ["SNRE", "nre_b_loss", "nre_c_loss"]
+
+
+def _atom_logits(model: nn.Module, theta: Tensor, x: Tensor, num_atoms: int) -> Tensor:
+    """Classifier logits of ``x_i`` paired with ``theta_i`` then ``num_atoms - 1`` others."""
+    b = theta.shape[0]
+    choices = sample_atoms(b, num_atoms, theta.device)
+    atoms = torch.cat((theta[:, None, :], theta[choices]), dim=1).reshape(b * num_atoms, -1)
+    return model(atoms, x.repeat_interleave(num_atoms, dim=0)).reshape(b, num_atoms)
+
+
+def nre_b_loss(num_atoms: int = 10) -> LossFn:
+    """NRE-B: cross-entropy of picking the joint pair among ``num_atoms`` (per sample)."""
+
+    def loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        k = min(num_atoms, batch[0].shape[0])
+        logits = _atom_logits(model, batch[0], batch[1], k)
+        return -(logits[:, 0] - torch.logsumexp(logits, dim=-1))
+
+    return loss
+
+
+def nre_c_loss(num_classes: int = 5, gamma: float = 1.0) -> LossFn:
+    """NRE-C's multi-class sigmoid loss with ``K = num_classes`` and weight ``gamma``."""
+    log_gamma = math.log(gamma)
+    p_marginal, p_joint = 1 / (1 + gamma), gamma / (1 + gamma)
+
+    def loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        theta, x = batch[0], batch[1]
+        b = theta.shape[0]
+        k = min(num_classes, b - 1)
+        marginal = _atom_logits(model, theta, x, k + 1)[:, 1:]
+        joint = _atom_logits(model, theta, x, k)
+        pad = torch.full((b, 1), math.log(k), dtype=joint.dtype, device=joint.device)
+        den_marginal = torch.cat([log_gamma + marginal, pad], dim=-1)
+        den_joint = torch.cat([log_gamma + joint, pad], dim=-1)
+        log_p_marginal = math.log(k) - torch.logsumexp(den_marginal, dim=-1)
+        log_p_joint = log_gamma + joint[:, 0] - torch.logsumexp(den_joint, dim=-1)
+        return -(p_marginal * log_p_marginal + p_joint * log_p_joint)
+
+    return loss
+
+
+class SNRE:
+    """Sequential neural ratio estimation."""
+
+    name: ClassVar[str] = "snre"
+
+    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+        """NRE-B or NRE-C, as ``config.nre.variant`` says."""
+        n = config.nre
+        return nre_b_loss(n.num_atoms) if n.variant == "b" else nre_c_loss(n.num_classes, n.gamma)
+
+    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
+                  xobs: Tensor) -> Any:
+        """Prior times the learned ratio at xobs, sampled as configured (MCMC)."""
+        potential, transform = ratio_estimator_based_potential(network, prior, x_o=xobs)
+        return potential_posterior(config, potential, transform, prior, xobs)
+
+    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
+                 round_: int) -> Proposal:
+        """The previous round's posterior at xobs."""
+        return Proposal(distribution=posterior,
+                        description={"kind": "posterior", "round": round_ - 1})

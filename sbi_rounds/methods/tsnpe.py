@@ -1,0 +1,65 @@
+"""TSNPE (Deistler et al. 2022): the prior truncated to the posterior's high-density region."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from sbi.inference import DirectPosterior
+from sbi.utils import RestrictedPrior
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from sbi_rounds.config import RunConfig
+from sbi_rounds.methods.base import Proposal
+from sbi_rounds.methods.snpe import npe_loss
+from sbi_rounds.training.runner import LossFn
+
+__all__ = ["TSNPE", "density_threshold", "truncated_prior"]
+
+
+def density_threshold(posterior: Any, quantile: float, num_samples: int) -> float:
+    """The log-density above which ``posterior`` holds ``1 - quantile`` of its mass.
+
+    The same estimate as ``sbi.utils.get_density_thresholder`` (sorted log-probs of
+    ``num_samples`` samples), returned as a number so the region can be stored and
+    rebuilt exactly.
+    """
+    samples = posterior.sample((num_samples,), show_progress_bars=False)
+    log_probs, _ = torch.sort(posterior.log_prob(samples))
+    return float(log_probs[int(quantile * num_samples)])
+
+
+def truncated_prior(prior: Distribution, posterior: Any, threshold: float) -> RestrictedPrior:
+    """sbi's ``RestrictedPrior``: the prior where ``posterior.log_prob > threshold``."""
+
+    def accept(theta: Tensor) -> Tensor:
+        return posterior.log_prob(theta) > threshold
+
+    return RestrictedPrior(prior, accept, posterior=posterior, sample_with="rejection")
+
+
+class TSNPE:
+    """Truncated sequential NPE: plain NPE loss on all rounds, truncated-prior proposals."""
+
+    name: ClassVar[str] = "tsnpe"
+
+    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+        """The NPE loss in every round (truncated proposals need no correction)."""
+        return npe_loss
+
+    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
+                  xobs: Tensor) -> Any:
+        """A ``DirectPosterior`` at xobs."""
+        return DirectPosterior(network, prior).set_default_x(xobs)
+
+    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
+                 round_: int) -> Proposal:
+        """The prior truncated to the previous posterior's ``1 - quantile`` HPD region."""
+        q = config.tsnpe
+        threshold = density_threshold(posterior, q.quantile, q.num_samples_to_estimate)
+        return Proposal(
+            distribution=truncated_prior(prior, posterior, threshold),
+            description={"kind": "truncated_prior", "round": round_ - 1,
+                         "log_prob_threshold": threshold, "quantile": q.quantile},
+        )

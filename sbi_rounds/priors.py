@@ -1,0 +1,42 @@
+"""Building the prior from its configuration."""
+
+from __future__ import annotations
+
+import torch
+from sbi.utils import BoxUniform
+from torch.distributions import Distribution
+
+from sbi_rounds.config import PriorConfig
+from sbi_rounds.imports import import_object
+
+__all__ = ["build_prior"]
+
+
+def build_prior(config: PriorConfig) -> Distribution:
+    """The prior over parameters ``(D,)``: a ``BoxUniform`` or the imported factory's result.
+
+    Raises:
+        ValueError: The factory does not import, does not return a torch distribution, or
+            the distribution is not over vectors ``(D,)``.
+    """
+    if config.path is None:
+        return BoxUniform(low=torch.tensor(config.low, dtype=torch.float32),
+                          high=torch.tensor(config.high, dtype=torch.float32))
+    factory = import_object(config.path, "prior")
+    try:
+        prior = factory()
+    except Exception as e:  # noqa: BLE001 - the user's factory may raise anything
+        raise ValueError(f"prior {config.path} raised {type(e).__name__}: {e}") from e
+    if not isinstance(prior, Distribution):
+        raise ValueError(
+            f"prior {config.path} returned {type(prior).__name__}; it must return a "
+            "torch.distributions.Distribution (e.g. sbi.utils.BoxUniform(low, high))"
+        )
+    sample = prior.sample((2,))
+    if sample.ndim != 2:
+        raise ValueError(
+            f"prior {config.path} samples have shape {tuple(sample.shape[1:])}; it must be a "
+            "distribution over vectors (D,): wrap independent dims with "
+            "torch.distributions.Independent(..., 1)"
+        )
+    return prior

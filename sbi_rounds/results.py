@@ -1,0 +1,61 @@
+"""Using a finished (or interrupted) run: its posterior as an sbi object, and its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sbi_rounds.config import RunConfig
+from sbi_rounds.stages import Run, _resolve, posterior_for_round, round_table
+from sbi_rounds.store import RunStore, Stage
+
+__all__ = ["load_posterior", "load_run", "trained_rounds"]
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run file read-only (no lock needed) with its stored settings.
+
+    Args:
+        path: The run's ``run.h5`` or its directory.
+    """
+    p = Path(path)
+    store = RunStore.open(p / "run.h5" if p.is_dir() else p)
+    return _resolve(RunConfig(**store.read_config()), store)
+
+
+def trained_rounds(run: Run) -> list[int]:
+    """Rounds whose network was committed, ascending."""
+    return [r for r in run.store.rounds() if run.store.stage(r) >= Stage.TRAINED]
+
+
+def load_posterior(path: str | Path, round: int = -1) -> Any:
+    """The posterior of a run's round as an sbi posterior object, with ``xobs`` as default x.
+
+    Args:
+        path: The run's ``run.h5`` or its directory.
+        round: 1-based round, or a negative index into the trained rounds (-1: the last).
+
+    Returns:
+        An sbi ``DirectPosterior`` (SNPE, TSNPE) or ``MCMCPosterior`` (SNLE, SNRE, or as
+        configured) with ``sample``, ``log_prob`` and ``map``.
+
+    Example:
+        >>> posterior = load_posterior("runs/snpe-1a2b3c4d5e/run.h5", round=-1)
+        >>> samples = posterior.sample((1000,))
+    """
+    run = load_run(path)
+    rounds = trained_rounds(run)
+    if not rounds:
+        raise ValueError(f"{run.store.path} has no trained round yet")
+    if round < 0:
+        if -round > len(rounds):
+            raise ValueError(f"round={round}: the run has {len(rounds)} trained round(s)")
+        round = rounds[round]
+    elif round not in rounds:
+        raise ValueError(f"round {round} has no trained network; trained rounds: {rounds}")
+    return posterior_for_round(run, round)
+
+
+def table(path: str | Path) -> list[dict[str, Any]]:
+    """The per-round table of a run (see ``stages.round_table``)."""
+    return round_table(load_run(path).store)

@@ -1,0 +1,510 @@
+"""The per-round stages. Each reads the store, skips what is done and commits its result.
+
+A round runs ``sample_proposal -> simulate -> append_simulations -> train ->
+build_posterior -> checkpoint``. Every function here is idempotent and usable without
+Prefect; ``tasks/`` wraps them as Prefect tasks and ``flows/online.py`` chains them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, config_differences
+from sbi_rounds.locking import RunLock
+from sbi_rounds.methods import Method, get_method, training_tensors
+from sbi_rounds.networks import build_network, load_network, network_settings
+from sbi_rounds.priors import build_prior
+from sbi_rounds.seeding import derive_seed, seeded
+from sbi_rounds.simulation import (
+    SimulatorError,
+    call_simulator,
+    choose_chunk_size,
+    simulate_round,
+)
+from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.training import (
+    Callback,
+    CheckpointCallback,
+    TrainingSummary,
+    run_training,
+)
+
+__all__ = [
+    "ConfigMismatchError",
+    "InvalidRoundError",
+    "Run",
+    "RunInterrupted",
+    "StageResult",
+    "append_simulations",
+    "build_posterior",
+    "checkpoint",
+    "open_run",
+    "posterior_for_round",
+    "run_session",
+    "sample_proposal",
+    "simulate",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ConfigMismatchError(ValueError):
+    """Resuming with settings that change what the run computes."""
+
+
+class InvalidRoundError(RuntimeError):
+    """Too few valid simulations in a round."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was asked to stop (Ctrl-C, SIGTERM, a Prefect cancellation)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """The resolved inputs of a run: settings, store, prior, method and observation."""
+
+    config: RunConfig
+    store: RunStore
+    prior: Distribution
+    method: Method
+    xobs: torch.Tensor  # (K,)
+    theta_dim: int
+
+    @property
+    def directory(self) -> Path:
+        """The run's directory (holds run.h5, the lock and the figures)."""
+        return self.store.path.parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageResult:
+    """What a stage did."""
+
+    round: int
+    stage: str
+    skipped: bool
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve(config: RunConfig, store: RunStore) -> Run:
+    prior = build_prior(config.prior)
+    theta_dim = int(prior.sample((1,)).shape[-1])
+    if config.parameter_names is not None and len(config.parameter_names) != theta_dim:
+        raise ValueError(
+            f"parameter_names has {len(config.parameter_names)} names but the prior has "
+            f"{theta_dim} parameters"
+        )
+    xobs = torch.tensor(config.xobs, dtype=torch.float32)
+    return Run(config=config, store=store, prior=prior, method=get_method(config.method),
+               xobs=xobs, theta_dim=theta_dim)
+
+
+def _check_simulator(run: Run) -> None:
+    """Simulate two prior draws locally: catches import errors and wrong shapes early."""
+    cfg = run.config
+    with seeded(derive_seed(cfg.seed, 0, "probe")):
+        theta = run.prior.sample((2,)).numpy()
+    try:
+        call_simulator(cfg.simulator, theta, derive_seed(cfg.seed, 0, "probe"),
+                       x_dim=len(cfg.xobs))
+    except SimulatorError as e:
+        first = str(e).split("\nTraceback")[0]
+        raise ValueError(f"the simulator failed a check on 2 prior samples: {first}") from None
+
+
+def open_run(config: RunConfig, *, allow_changes: Sequence[str] = (),
+             check_simulator: bool = True) -> Run:
+    """Create the run file, or open it and check the settings still match.
+
+    Settings in :data:`~sbi_rounds.config.IDENTITY_FIELDS` must match the file's unless
+    named in ``allow_changes``; other changes (more rounds, training, cluster) are
+    accepted and recorded in the file's ``config_history``.
+
+    Raises:
+        ConfigMismatchError: Identity settings differ; nothing in the file was touched.
+    """
+    bad = [f for f in allow_changes if f not in IDENTITY_FIELDS]
+    if bad:
+        raise ValueError(f"allow_changes names {bad}; allowed: {list(IDENTITY_FIELDS)}")
+    path = config.run_path
+    new = config.model_dump(mode="json")
+    if not path.exists():
+        store = RunStore.create(path, config=new, fingerprint=config.fingerprint())
+        run = _resolve(config, store)
+        if check_simulator:
+            try:
+                _check_simulator(run)
+            except ValueError:
+                path.unlink(missing_ok=True)
+                raise
+        return run
+    store = RunStore.open(path)
+    old = store.read_config()
+    identity_changes = [
+        line for k in IDENTITY_FIELDS if k not in allow_changes
+        for line in config_differences({k: old.get(k)}, {k: new[k]})
+    ]
+    if identity_changes:
+        raise ConfigMismatchError(
+            f"run {path.parent.name} was started with other settings:\n  "
+            + "\n  ".join(identity_changes)
+            + "\nNothing in the run file was changed. Either start a new run (add "
+            "--run-id NEW_ID, or drop --run-id to get an id from the settings), or, if the "
+            "change does not alter the results so far (e.g. a renamed simulator module), "
+            "rerun with --allow-change "
+            + " --allow-change ".join(sorted({c.split(".")[0].split(":")[0]
+                                                for c in identity_changes}))
+        )
+    changes = [c for c in config_differences(old, new) if c.split(".")[0] != "run_id"]
+    if changes:
+        log.info("settings changed since the last session: %s", "; ".join(changes))
+        store.update_config(new, changes)
+    return _resolve(config, store)
+
+
+@contextmanager
+def run_session(config: RunConfig, *, allow_changes: Sequence[str] = (),
+                check_simulator: bool = True) -> Iterator[Run]:
+    """Lock the run, clean up after killed commits, open it, and release the lock at exit."""
+    directory = config.run_path.parent
+    with RunLock(directory / "run.lock") as lock:
+        if lock.previous_holder and lock.previous_holder.get("pid"):
+            log.warning("took over the run from a process that ended without releasing it: %s",
+                        lock.previous_holder)
+        for stale in RunStore(config.run_path).remove_stale_temporaries():
+            log.info("removed %s left by an interrupted commit", stale.name)
+        yield open_run(config, allow_changes=allow_changes, check_simulator=check_simulator)
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _draw(distribution: Any, n: int) -> torch.Tensor:
+    """``distribution.sample((n,))``, quietly where the sampler takes that option."""
+    sample = distribution.sample
+    try:
+        quiet = "show_progress_bars" in inspect.signature(sample).parameters
+    except (TypeError, ValueError):
+        quiet = False
+    out = sample((n,), show_progress_bars=False) if quiet else sample((n,))
+    return out.reshape(n, -1).float()
+
+
+def _reference_data(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round 1's valid simulations: what every network is (re)built from."""
+    theta, x, valid = run.store.read_simulations(1)
+    return torch.from_numpy(theta[valid]).float(), torch.from_numpy(x[valid]).float()
+
+
+def network_for_round(run: Run, round_: int) -> nn.Module:
+    """Rebuild the network trained in ``round_`` from the run file (no pickle)."""
+    weights, settings = run.store.read_network(round_)
+    theta, x = _reference_data(run)
+    return load_network(settings, weights, theta, x)
+
+
+def posterior_for_round(run: Run, round_: int) -> Any:
+    """The sbi posterior of ``round_``'s network with ``xobs`` as its default x."""
+    return run.method.posterior(run.config, network_for_round(run, round_), run.prior, run.xobs)
+
+
+def _timed(run: Run, round_: int, name: str, seconds: float) -> None:
+    run.store.record_timing(round_, name, seconds)
+
+
+def _skip(round_: int, name: str) -> StageResult:
+    return StageResult(round=round_, stage=name, skipped=True, seconds=0.0)
+
+
+# --- the stages -------------------------------------------------------------------------
+def sample_proposal(run: Run, round_: int) -> StageResult:
+    """Draw the round's parameters from its proposal and commit them in batches.
+
+    Round 1 draws from the prior; later rounds from the method's proposal built from the
+    previous round's posterior at xobs. Batches are committed as they come, so an
+    interrupted (MCMC) sampling resumes from the last committed batch.
+    """
+    store, cfg = run.store, run.config
+    stage = store.stage(round_)
+    if stage is not None and stage >= Stage.SAMPLED:
+        return _skip(round_, "sample")
+    t0 = time.perf_counter()
+    if round_ > 1 and store.stage(round_ - 1) != Stage.DONE:
+        raise RuntimeError(f"round {round_ - 1} is not finished; finish it before round {round_}")
+    with seeded(derive_seed(cfg.seed, round_, "sample", 0)):
+        if round_ == 1:
+            distribution, description = run.prior, {"kind": "prior"}
+        else:
+            posterior = posterior_for_round(run, round_ - 1)
+            proposal = run.method.proposal(cfg, posterior, run.prior, round_)
+            distribution, description = proposal.distribution, proposal.description
+    n = cfg.simulations_for_round(round_)
+    if stage is None:
+        measured = store.read_round_attr(round_ - 1, "seconds_per_simulation") if round_ > 1 \
+            else None
+        store.plan_round(
+            round_, num_simulations=n, theta_dim=run.theta_dim, x_dim=len(cfg.xobs),
+            chunk_size=choose_chunk_size(cfg.cluster, n, measured),
+            num_posterior_samples=cfg.posterior.num_samples, proposal=description,
+        )
+    info = store.round_info(round_)
+    n = info.num_simulations
+    batches = 1 if cfg.posterior_sampler == "direct" or round_ == 1 else cfg.posterior.batches
+    per_batch = math.ceil(n / batches)
+    for b in range(info.theta_done // per_batch, batches):
+        start = b * per_batch
+        count = min(per_batch, n - start)
+        if count <= 0:
+            break
+        with seeded(derive_seed(cfg.seed, round_, "sample", b + 1)):
+            theta = _draw(distribution, count)
+        store.write_theta(round_, start, theta.numpy())
+    store.set_stage(round_, Stage.SAMPLED)
+    seconds = time.perf_counter() - t0
+    _timed(run, round_, "sample", seconds)
+    return StageResult(round=round_, stage="sample", skipped=False, seconds=seconds,
+                       details={"proposal": description, "simulations": n})
+
+
+def simulate(run: Run, round_: int, client: Any,
+             progress: Callable[[int, int, float], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> StageResult:
+    """Simulate the round's uncommitted chunks on Dask (see ``simulate_round``)."""
+    store, cfg = run.store, run.config
+    if store.stage(round_) >= Stage.SIMULATED:
+        return _skip(round_, "simulate")
+    t0 = time.perf_counter()
+    report = simulate_round(store, round_, simulator=cfg.simulator, cluster=cfg.cluster,
+                            client=client, run_seed=cfg.seed, progress=progress,
+                            should_stop=should_stop)
+    seconds = time.perf_counter() - t0
+    _timed(run, round_, "simulate", seconds)
+    if report.stopped:
+        raise RunInterrupted(f"stopped while simulating round {round_}")
+    store.set_stage(round_, Stage.SIMULATED)
+    return StageResult(round=round_, stage="simulate", skipped=False, seconds=seconds,
+                       details={"chunks_run": report.chunks_run,
+                                "chunks_skipped": report.chunks_skipped,
+                                "simulations_run": report.simulations_run,
+                                "retries": report.retries})
+
+
+def append_simulations(run: Run, round_: int) -> StageResult:
+    """Count valid simulations, enforce ``min_valid_fraction`` and add the round to training.
+
+    Invalid rows (NaN or infinite summaries) stay in the file, marked, and are left out of
+    training.
+    """
+    store, cfg = run.store, run.config
+    if store.stage(round_) >= Stage.APPENDED:
+        return _skip(round_, "append")
+    t0 = time.perf_counter()
+    _, _, valid = store.read_simulations(round_)
+    n, n_valid = len(valid), int(valid.sum())
+    store.set_counts(round_, n, n_valid)
+    fraction = n_valid / n
+    if fraction < cfg.cluster.min_valid_fraction:
+        raise InvalidRoundError(
+            f"round {round_}: only {n_valid} of {n} simulations ({fraction:.1%}) are valid "
+            f"(finite); the minimum is cluster.min_valid_fraction="
+            f"{cfg.cluster.min_valid_fraction}. The invalid rows are kept in {store.path} "
+            f"(rounds/{round_:04d}/valid). Fix the simulator or the prior, or lower the "
+            "threshold (--min-valid-fraction) and rerun the same command to continue."
+        )
+    if n_valid < n:
+        log.warning("round %d: %d of %d simulations are invalid and left out of training",
+                    round_, n - n_valid, n)
+    chunk_seconds = store.chunk_seconds(round_)
+    info = store.round_info(round_)
+    per_sim = float(np.nansum(chunk_seconds) / info.num_simulations)
+    store.write_round_attrs(round_, seconds_per_simulation=per_sim)
+    store.set_stage(round_, Stage.APPENDED)
+    seconds = time.perf_counter() - t0
+    _timed(run, round_, "append", seconds)
+    return StageResult(round=round_, stage="append", skipped=False, seconds=seconds,
+                       details={"simulations": n, "valid": n_valid})
+
+
+def _training_data(run: Run, round_: int) -> tuple[torch.Tensor, ...]:
+    thetas, xs, rounds = [], [], []
+    for r in range(1, round_ + 1):
+        theta, x, valid = run.store.read_simulations(r)
+        thetas.append(torch.from_numpy(theta[valid]))
+        xs.append(torch.from_numpy(x[valid]))
+        rounds.append(r)
+    return training_tensors(thetas, xs, rounds).tensors()
+
+
+def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageResult:
+    """Train the round's network on every round's valid data through ``run_training``.
+
+    Round 1 (or ``retrain_from_scratch``) builds a fresh network; later rounds continue
+    from the previous round's weights, as sbi does. Checkpoints go into the run file every
+    ``training.checkpoint_every`` epochs, and an interrupted training resumes from them.
+    """
+    store, cfg = run.store, run.config
+    if store.stage(round_) >= Stage.TRAINED:
+        return _skip(round_, "train")
+    t0 = time.perf_counter()
+    data = _training_data(run, round_)
+    train_seed = derive_seed(cfg.seed, round_, "train") % 2**63
+    tcfg = cfg.training.model_copy(update={"seed": train_seed % 2**31})
+    settings = network_settings(cfg)
+    with seeded(train_seed):
+        if round_ == 1 or tcfg.retrain_from_scratch:
+            net = build_network(settings, data[0], data[1])
+        else:
+            net = network_for_round(run, round_ - 1)
+    all_callbacks: list[Callback] = list(callbacks)
+    checkpoints = None
+    if tcfg.checkpoint_every > 0:
+        checkpoints = CheckpointCallback(store.checkpoint_sink(round_), every=tcfg.checkpoint_every,
+                                         resume=tcfg.resume)
+        all_callbacks.insert(0, checkpoints)
+    summary: TrainingSummary = run_training(
+        tcfg, net, run.method.loss_fn(cfg, run.prior, round_), data, callbacks=all_callbacks,
+        round=round_,
+    )
+    net.cpu()
+    store.write_network(
+        round_, weights=net.state_dict(), architecture=settings, history=summary.history,
+        summary={
+            "epochs": summary.epochs, "steps": summary.steps,
+            "best_val_loss": summary.best_val_loss, "best_epoch": summary.best_epoch,
+            "stop_reason": summary.stop_reason, "elapsed": summary.elapsed,
+            "resumed_from_epoch": summary.resumed_from_epoch,
+            "training_samples": int(data[0].shape[0]),
+        },
+    )
+    store.set_stage(round_, Stage.TRAINED)
+    seconds = time.perf_counter() - t0
+    _timed(run, round_, "train", seconds)
+    return StageResult(round=round_, stage="train", skipped=False, seconds=seconds,
+                       details={"epochs": summary.epochs,
+                                "best_val_loss": summary.best_val_loss,
+                                "stop_reason": summary.stop_reason,
+                                "resumed_from_epoch": summary.resumed_from_epoch})
+
+
+def build_posterior(run: Run, round_: int) -> StageResult:
+    """Build the round's posterior at xobs and commit its samples batch by batch."""
+    store, cfg = run.store, run.config
+    if store.stage(round_) >= Stage.POSTERIOR:
+        return _skip(round_, "posterior")
+    t0 = time.perf_counter()
+    posterior = posterior_for_round(run, round_)
+    info = store.round_info(round_)
+    s = info.num_posterior_samples
+    batches = 1 if cfg.posterior_sampler == "direct" else cfg.posterior.batches
+    per_batch = math.ceil(s / batches)
+    for b in range(info.samples_done // per_batch, batches):
+        start = b * per_batch
+        count = min(per_batch, s - start)
+        if count <= 0:
+            break
+        with seeded(derive_seed(cfg.seed, round_, "posterior", b)):
+            samples = _draw(posterior, count)
+        store.write_samples(round_, start, samples.numpy())
+    store.set_stage(round_, Stage.POSTERIOR)
+    seconds = time.perf_counter() - t0
+    _timed(run, round_, "posterior", seconds)
+    return StageResult(round=round_, stage="posterior", skipped=False, seconds=seconds,
+                       details={"samples": s})
+
+
+def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation and 5/50/95% quantiles per parameter of ``samples (S, D)``."""
+    q = np.quantile(samples, [0.05, 0.5, 0.95], axis=0)
+    return {
+        name: {"mean": float(samples[:, i].mean()), "std": float(samples[:, i].std(ddof=1)),
+               "q05": float(q[0, i]), "median": float(q[1, i]), "q95": float(q[2, i])}
+        for i, name in enumerate(names)
+    }
+
+
+def parameter_names(run: Run) -> list[str]:
+    """The configured parameter names, or ``theta_1 .. theta_D``."""
+    return run.config.parameter_names or [f"theta_{i + 1}" for i in range(run.theta_dim)]
+
+
+def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> StageResult:
+    """Finish the round: posterior summary, pairplot PNG, timings, and the DONE mark."""
+    store = run.store
+    if store.stage(round_) >= Stage.DONE:
+        return _skip(round_, "checkpoint")
+    t0 = time.perf_counter()
+    samples = store.read_samples(round_)
+    names = parameter_names(run)
+    summary = posterior_summary(samples, names)
+    figure = None
+    if pairplot:
+        from sbi_rounds.diagnostics import save_pairplot
+
+        figure = save_pairplot(samples, names, run.directory / f"round_{round_:03d}_pairplot.png",
+                               limits=_prior_limits(run), title=f"round {round_}")
+    store.write_round_attrs(round_, posterior_summary=summary,
+                            pairplot=None if figure is None else figure.name)
+    seconds = time.perf_counter() - t0
+    _timed(run, round_, "checkpoint", seconds)
+    store.set_stage(round_, Stage.DONE)
+    return StageResult(round=round_, stage="checkpoint", skipped=False, seconds=seconds,
+                       details={"summary": summary,
+                                "pairplot": None if figure is None else str(figure)})
+
+
+def _prior_limits(run: Run) -> list[tuple[float, float]] | None:
+    p = run.config.prior
+    if p.low is not None and p.high is not None:
+        return list(zip(p.low, p.high, strict=True))
+    return None
+
+
+def round_table(store: RunStore) -> list[dict[str, Any]]:
+    """One row per round: simulations, valid, epochs, best validation loss, seconds per stage."""
+    rows = []
+    for r in store.rounds():
+        counts = store.counts(r)
+        summary = store.training_summary(r)
+        timings = store.timings(r)
+        rows.append({
+            "round": r,
+            "stage": store.stage(r).name.lower(),
+            "simulations": counts["simulations"],
+            "valid": counts["valid"],
+            "epochs": summary.get("epochs"),
+            "best_val_loss": summary.get("best_val_loss"),
+            **{f"{k}_s": v for k, v in timings.items()},
+        })
+    return rows
+
+
+def format_round_table(rows: list[dict[str, Any]]) -> str:
+    """The round table as aligned text."""
+    cols = [("round", "round"), ("simulations", "sims"), ("valid", "valid"), ("epochs", "epochs"),
+            ("best_val_loss", "best val loss"), ("sample_s", "sample s"),
+            ("simulate_s", "simulate s"), ("train_s", "train s"), ("posterior_s", "posterior s"),
+            ("checkpoint_s", "ckpt s")]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
+            return "-"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    table = [[h for _, h in cols]] + [[fmt(row.get(k)) for k, _ in cols] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table)
+

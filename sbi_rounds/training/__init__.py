@@ -1,0 +1,52 @@
+"""The unified training runner: one loop for NPE, NLE and NRE losses."""
+
+from sbi_rounds.training.callbacks import (
+    EVENTS,
+    Callback,
+    CheckpointCallback,
+    CheckpointSink,
+    Divergence,
+    LearningRateThreshold,
+    ProgressBar,
+    StoppingRule,
+    StopWhen,
+    TrackerCallback,
+    ValidationLossPatience,
+)
+from sbi_rounds.training.config import SBI_KEYWORDS, SchedulerConfig, TrackerConfig, TrainConfig
+from sbi_rounds.training.runner import (
+    LossFn,
+    TrainingLoop,
+    TrainingState,
+    TrainingSummary,
+    default_callbacks,
+    make_scheduler,
+    run_training,
+    split_train_val,
+)
+
+__all__ = [
+    "EVENTS",
+    "SBI_KEYWORDS",
+    "Callback",
+    "CheckpointCallback",
+    "CheckpointSink",
+    "Divergence",
+    "LearningRateThreshold",
+    "LossFn",
+    "ProgressBar",
+    "SchedulerConfig",
+    "StopWhen",
+    "StoppingRule",
+    "TrackerCallback",
+    "TrackerConfig",
+    "TrainConfig",
+    "TrainingLoop",
+    "TrainingState",
+    "TrainingSummary",
+    "ValidationLossPatience",
+    "default_callbacks",
+    "make_scheduler",
+    "run_training",
+    "split_train_val",
+]

@@ -1,0 +1,165 @@
+"""Typed, validated configuration of the training runner and of its trackers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SBI_KEYWORDS",
+    "SchedulerConfig",
+    "TrackerConfig",
+    "TrainConfig",
+]
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+#: The keyword names sbi's ``train()`` uses, mapped onto :class:`TrainConfig` fields.
+#: ``retrain_from_scratch`` keeps its name. Either spelling is accepted; giving both
+#: spellings of one setting with different values is an error.
+SBI_KEYWORDS: dict[str, str] = {
+    "training_batch_size": "batch_size",
+    "stop_after_epochs": "patience",
+    "max_num_epochs": "max_epochs",
+    "clip_max_norm": "clip_grad_norm",
+    "show_train_summary": "show_summary",
+    "resume_training": "resume",
+}
+
+
+class SchedulerConfig(BaseModel):
+    """A learning-rate schedule, stepped once per epoch (``plateau`` on validation loss).
+
+    Attributes:
+        kind: ``cosine`` (to ``min_lr`` over ``t_max`` epochs), ``step`` (multiply by
+            ``gamma`` every ``step_size`` epochs), ``exponential`` (multiply by ``gamma``
+            every epoch) or ``plateau`` (multiply by ``gamma`` after ``patience`` epochs
+            without improvement of the validation loss).
+    """
+
+    model_config = _FROZEN
+
+    kind: Literal["cosine", "step", "exponential", "plateau"] = Field(
+        "plateau", title="Schedule", description="How the learning rate changes."
+    )
+    gamma: float = Field(0.5, gt=0, lt=1, description="Decay factor (step, exponential, plateau).")
+    step_size: int = Field(10, ge=1, description="Epochs between decays (step).")
+    patience: int = Field(5, ge=0, description="Epochs without improvement (plateau).")
+    t_max: int = Field(100, ge=1, description="Epochs of a cosine half period (cosine).")
+    min_lr: float = Field(0.0, ge=0, description="Lower bound of the rate (cosine, plateau).")
+
+
+class TrainConfig(BaseModel):
+    """Settings of one training run. Frozen and validated on construction.
+
+    The names sbi users know are accepted too (see :data:`SBI_KEYWORDS`):
+    ``TrainConfig(training_batch_size=100, learning_rate=1e-3, stop_after_epochs=10)``.
+
+    Attributes:
+        batch_size: Training batch size (sbi: ``training_batch_size``).
+        learning_rate: Adam's learning rate.
+        validation_fraction: Fraction of the data held out for validation, in (0, 1).
+        max_epochs: Upper bound on epochs (sbi: ``max_num_epochs``); None: no bound.
+        max_steps: Upper bound on optimizer steps; None: no bound.
+        max_time: Upper bound on wall time in seconds; None: no bound.
+        patience: Epochs without validation improvement before stopping, restoring the
+            best weights (sbi: ``stop_after_epochs``); None turns early stopping off.
+        min_delta: The decrease of the validation loss that counts as an improvement.
+        min_lr: Stop when a scheduler has driven the learning rate below this value.
+        divergence_ratio: Stop when validation loss exceeds training loss by this
+            factor (on the scale of ``|train loss|``) for ``divergence_checks`` epochs.
+        clip_grad_norm: Clip the total gradient norm (sbi: ``clip_max_norm``).
+        grad_accumulation: Batches whose gradients are summed before a step.
+        scheduler: Learning-rate schedule, or None for a constant rate.
+        ema_decay: Keep an exponential moving average of the weights with this decay and
+            validate and return the averaged weights; None turns EMA off.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: Seed of the data split, batch order and the loss's randomness.
+        show_summary: Print a summary line at the end (sbi: ``show_train_summary``).
+        progress: Print one line per epoch.
+        resume: Continue from a training checkpoint when one exists (sbi:
+            ``resume_training``).
+        retrain_from_scratch: Start each round from freshly initialised weights instead
+            of the previous round's.
+        checkpoint_every: Save a training checkpoint every this many epochs (0: never).
+    """
+
+    model_config = _FROZEN
+
+    batch_size: int = Field(200, ge=1, title="Batch size")
+    learning_rate: float = Field(5e-4, gt=0, le=10, title="Learning rate")
+    validation_fraction: float = Field(0.1, gt=0, lt=1, title="Validation fraction")
+    max_epochs: int | None = Field(None, ge=1, title="Max epochs")
+    max_steps: int | None = Field(None, ge=1, title="Max optimizer steps")
+    max_time: float | None = Field(None, gt=0, title="Max wall time (s)")
+    patience: int | None = Field(20, ge=1, title="Early-stopping patience (epochs)")
+    min_delta: float = Field(0.0, ge=0, title="Min improvement")
+    min_lr: float | None = Field(None, gt=0, title="Stop below this learning rate")
+    divergence_ratio: float | None = Field(None, gt=0, title="Divergence ratio")
+    divergence_checks: int = Field(5, ge=1, title="Divergence checks")
+    clip_grad_norm: float | None = Field(5.0, gt=0, title="Gradient clipping norm")
+    grad_accumulation: int = Field(1, ge=1, title="Gradient accumulation")
+    scheduler: SchedulerConfig | None = Field(None, title="Learning-rate schedule")
+    ema_decay: float | None = Field(None, gt=0, lt=1, title="EMA decay")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", title="Device")
+    seed: int = Field(0, ge=0, title="Seed")
+    show_summary: bool = Field(False, title="Print a summary")
+    progress: bool = Field(False, title="Print each epoch")
+    resume: bool = Field(True, title="Resume from a training checkpoint")
+    retrain_from_scratch: bool = Field(False, title="Retrain from scratch every round")
+    checkpoint_every: int = Field(10, ge=0, title="Checkpoint every N epochs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_sbi_keywords(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in SBI_KEYWORDS.items():
+            if old not in data:
+                continue
+            value = data.pop(old)
+            if new in data and data[new] != value:
+                raise ValueError(
+                    f"both {old}={value!r} (sbi's name) and {new}={data[new]!r} were given; "
+                    f"give one of them, e.g. TrainConfig({new}={value!r})"
+                )
+            data[new] = value
+        return data
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> TrainConfig:
+        if self.max_epochs is None and self.max_steps is None and self.max_time is None:
+            if self.patience is None and self.min_lr is None:
+                raise ValueError(
+                    "training would never stop: set max_epochs, max_steps, max_time or "
+                    "patience, e.g. TrainConfig(max_epochs=100)"
+                )
+        return self
+
+    @classmethod
+    def from_sbi(cls, **kwargs: Any) -> TrainConfig:
+        """Build from sbi-style ``train()`` keywords, mixed freely with our names."""
+        return cls(**kwargs)
+
+
+class TrackerConfig(BaseModel):
+    """Where training metrics go: one setting picks the backend.
+
+    Attributes:
+        backend: ``stdout`` (default), ``tensorboard``, ``mlflow``, ``wandb`` or ``none``.
+        uri: TensorBoard log directory, MLflow tracking URI, or W&B directory. Relative
+            paths are taken under the run's directory when omitted.
+        experiment: MLflow experiment or W&B project name.
+        wandb_mode: W&B mode; ``offline`` writes locally and needs no account.
+    """
+
+    model_config = _FROZEN
+
+    backend: Literal["stdout", "tensorboard", "mlflow", "wandb", "none"] = Field(
+        "stdout", title="Logging backend"
+    )
+    uri: str | None = Field(None, title="Log directory or tracking URI")
+    experiment: str = Field("sbi-rounds", min_length=1, title="Experiment / project")
+    wandb_mode: Literal["offline", "online", "disabled"] = Field("offline", title="W&B mode")

@@ -1,0 +1,19 @@
+"""Prefect tasks: thin wrappers over the library's stage functions, one per stage."""
+
+from tasks.rounds import (
+    append_simulations_task,
+    build_posterior_task,
+    checkpoint_task,
+    sample_proposal_task,
+    simulate_task,
+    train_task,
+)
+
+__all__ = [
+    "append_simulations_task",
+    "build_posterior_task",
+    "checkpoint_task",
+    "sample_proposal_task",
+    "simulate_task",
+    "train_task",
+]

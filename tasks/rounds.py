@@ -1,0 +1,82 @@
+"""The six per-round Prefect tasks. Each only calls its ``sbi_rounds.stages`` function.
+
+Results are neither cached nor persisted by Prefect: the run file is the source of truth,
+and every stage skips what it finds committed there. Retries are set only where a failure
+can be transient (a Dask connection, a shared file system) and never for errors that would
+repeat (bad input, a simulator that raises: those have their own, counted retries).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from sbi_rounds import stages
+from sbi_rounds.stages import Run, StageResult
+
+__all__ = [
+    "append_simulations_task",
+    "build_posterior_task",
+    "checkpoint_task",
+    "sample_proposal_task",
+    "simulate_task",
+    "train_task",
+]
+
+_NO_CACHE: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
+
+
+def _transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only connection and file-system hiccups, never deterministic errors."""
+    try:
+        state.result()
+    except (ConnectionError, TimeoutError, BlockingIOError):
+        return True
+    except OSError as e:  # e.g. a stale NFS handle; not a missing file or a bad path
+        return e.errno not in (2, 13, 20, 21)
+    except BaseException:  # noqa: BLE001 - anything else would fail the same way again
+        return False
+    return False
+
+
+@task(name="sample-proposal", task_run_name="sample-proposal-r{round_}", **_NO_CACHE)
+def sample_proposal_task(run: Run, round_: int) -> StageResult:
+    """Draw the round's parameters from its proposal (prior, posterior, truncated prior)."""
+    return stages.sample_proposal(run, round_)
+
+
+@task(name="simulate", task_run_name="simulate-r{round_}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_transient, **_NO_CACHE)
+def simulate_task(run: Run, round_: int, client: Any, progress: Any = None,
+                  should_stop: Any = None) -> StageResult:
+    """Simulate the round's uncommitted chunks on Dask."""
+    return stages.simulate(run, round_, client, progress=progress, should_stop=should_stop)
+
+
+@task(name="append-simulations", task_run_name="append-simulations-r{round_}", **_NO_CACHE)
+def append_simulations_task(run: Run, round_: int) -> StageResult:
+    """Count valid simulations and add the round to the training data."""
+    return stages.append_simulations(run, round_)
+
+
+@task(name="train", task_run_name="train-r{round_}", **_NO_CACHE)
+def train_task(run: Run, round_: int, callbacks: Any = ()) -> StageResult:
+    """Train the network through the unified runner (resumes from its checkpoint)."""
+    return stages.train(run, round_, callbacks=callbacks)
+
+
+@task(name="build-posterior", task_run_name="build-posterior-r{round_}", **_NO_CACHE)
+def build_posterior_task(run: Run, round_: int) -> StageResult:
+    """Build the posterior at xobs and commit its samples."""
+    return stages.build_posterior(run, round_)
+
+
+@task(name="checkpoint", task_run_name="checkpoint-r{round_}", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_transient, **_NO_CACHE)
+def checkpoint_task(run: Run, round_: int) -> StageResult:
+    """Write the round's summary and pairplot and mark it done."""
+    return stages.checkpoint(run, round_)
