@@ -20,7 +20,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
-from pathlib import Path  # noqa: E402
 from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -66,8 +65,9 @@ def _simulation_progress(round_: int, enabled: bool) -> Any:
 
     def update(done: int, total: int, rate: float) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=f"simulating round {round_}", unit="sim",
-                              dynamic_ncols=True)
+            bar["bar"] = tqdm(
+                total=total, desc=f"simulating round {round_}", unit="sim", dynamic_ncols=True
+            )
         b = bar["bar"]
         b.update(done - b.n)
         b.set_postfix(sims_per_s=f"{rate:.0f}", refresh=True)
@@ -93,10 +93,13 @@ def _lazy_client(run: Run) -> Iterator[Any]:
                 t0 = time.perf_counter()
                 holder["client"] = stack.enter_context(open_client(run.config.cluster))
                 client = holder["client"]
-                logger.info("Dask cluster ready in %.1f s: %s, %d worker(s); dashboard: %s",
-                            time.perf_counter() - t0, client.scheduler.address,
-                            len(client.nthreads()),
-                            client.dashboard_link if run.config.cluster.dashboard else "off")
+                logger.info(
+                    "Dask cluster ready in %.1f s: %s, %d worker(s); dashboard: %s",
+                    time.perf_counter() - t0,
+                    client.scheduler.address,
+                    len(client.nthreads()),
+                    client.dashboard_link if run.config.cluster.dashboard else "off",
+                )
             return holder["client"]
 
         yield get
@@ -140,8 +143,7 @@ def online_inference(
     """
     logger = get_run_logger()
     _STOP.clear()
-    with run_session(config, allow_changes=allow_changes or ()) as run, \
-            _lazy_client(run) as client:
+    with run_session(config, allow_changes=allow_changes or ()) as run, _lazy_client(run) as client:
         logger.info("run file %s", run.store.path)
         tracker = _tracker(run)
         tracker.log_params(run.config.model_dump(mode="json"))
@@ -159,8 +161,9 @@ def online_inference(
                     finally:
                         close()
                 append_simulations_task(run, r)
-                callbacks: list[Any] = [TrackerCallback(tracker, step_offset=epochs_before,
-                                                         log_params=False)]
+                callbacks: list[Any] = [
+                    TrackerCallback(tracker, step_offset=epochs_before, log_params=False)
+                ]
                 if show_progress:
                     callbacks.append(ProgressBar(f"training round {r}", leave=False))
                 train_task(run, r, callbacks)
@@ -168,16 +171,25 @@ def online_inference(
                 checkpoint_task(run, r)
                 row = _log_round(tracker, run, r)
                 epochs_before += int(row["epochs"] or 0)
-                logger.info("round %d done: %d valid simulations, %s epochs, best validation "
-                            "loss %.4f", r, row["valid"], row["epochs"], row["best_val_loss"])
+                logger.info(
+                    "round %d done: %d valid simulations, %s epochs, best validation loss %.4f",
+                    r,
+                    row["valid"],
+                    row["epochs"],
+                    row["best_val_loss"],
+                )
         finally:
             tracker.flush()
             tracker.close()
         rows = round_table(run.store)
         pairplots = sorted(str(p) for p in run.directory.glob("round_*_pairplot.png"))
         print("\n" + format_round_table(rows))
-        return {"run_file": str(run.store.path), "run_dir": str(run.directory),
-                "rounds": rows, "pairplots": pairplots}
+        return {
+            "run_file": str(run.store.path),
+            "run_dir": str(run.directory),
+            "rounds": rows,
+            "pairplots": pairplots,
+        }
 
 
 # --- command line -----------------------------------------------------------------------
@@ -192,110 +204,211 @@ def _parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     g = p.add_argument_group("problem")
-    g.add_argument("--xobs", nargs="+", metavar="X",
-                   help="the observation: numbers, or a path to .npy, .csv or file.h5:dataset")
-    g.add_argument("--simulator", metavar="MODULE:FUNCTION",
-                   help="importable simulator (default: the built-in linear Gaussian model "
-                   "sbi_rounds.examples:linear_gaussian)")
-    g.add_argument("--simulator-kind", choices=["batched", "per_sample", "command"],
-                   help="batched: f(theta (N,D)) -> x (N,K); per_sample: f((D,)) -> (K,); "
-                   "command: an external program (see --simulator-command)")
-    g.add_argument("--simulator-command", metavar="CMD",
-                   help="external simulator command line, e.g. './sim {input} {output}'")
-    g.add_argument("--prior", metavar="MODULE:FUNCTION",
-                   help="importable function returning a torch Distribution over (D,)")
-    g.add_argument("--low", nargs="+", type=float, metavar="L",
-                   help="box prior lower bounds, one per parameter (default: -2 -2)")
-    g.add_argument("--high", nargs="+", type=float, metavar="H",
-                   help="box prior upper bounds, one per parameter (default: 2 2)")
+    g.add_argument(
+        "--xobs",
+        nargs="+",
+        metavar="X",
+        help="the observation: numbers, or a path to .npy, .csv or file.h5:dataset",
+    )
+    g.add_argument(
+        "--simulator",
+        metavar="MODULE:FUNCTION",
+        help="importable simulator (default: the built-in linear Gaussian model "
+        "sbi_rounds.examples:linear_gaussian)",
+    )
+    g.add_argument(
+        "--simulator-kind",
+        choices=["batched", "per_sample", "command"],
+        help="batched: f(theta (N,D)) -> x (N,K); per_sample: f((D,)) -> (K,); "
+        "command: an external program (see --simulator-command)",
+    )
+    g.add_argument(
+        "--simulator-command",
+        metavar="CMD",
+        help="external simulator command line, e.g. './sim {input} {output}'",
+    )
+    g.add_argument(
+        "--prior",
+        metavar="MODULE:FUNCTION",
+        help="importable function returning a torch Distribution over (D,)",
+    )
+    g.add_argument(
+        "--low",
+        nargs="+",
+        type=float,
+        metavar="L",
+        help="box prior lower bounds, one per parameter (default: -2 -2)",
+    )
+    g.add_argument(
+        "--high",
+        nargs="+",
+        type=float,
+        metavar="H",
+        help="box prior upper bounds, one per parameter (default: 2 2)",
+    )
     g.add_argument("--parameter-names", nargs="+", metavar="NAME", help="parameter labels")
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=list(METHODS), help="inference method (default: snpe)")
     g.add_argument("--rounds", type=int, help="number of rounds (default: 3)")
-    g.add_argument("--simulations-per-round", nargs="+", type=int, metavar="N",
-                   help="simulations per round; a list gives one per round, the last repeating "
-                   "(default: 1000)")
-    g.add_argument("--network", metavar="MODEL",
-                   help="maf, nsf, mdn, made, zuko_maf, zuko_nsf, ...; snre: mlp, resnet, linear")
+    g.add_argument(
+        "--simulations-per-round",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="simulations per round; a list gives one per round, the last repeating "
+        "(default: 1000)",
+    )
+    g.add_argument(
+        "--network",
+        metavar="MODEL",
+        help="maf, nsf, mdn, made, zuko_maf, zuko_nsf, ...; snre: mlp, resnet, linear",
+    )
     g.add_argument("--hidden-features", type=int, help="network width (default: 50)")
     g.add_argument("--num-transforms", type=int, help="flow transforms (default: 5)")
     g.add_argument("--num-bins", type=int, help="spline bins for nsf (default: 10)")
-    g.add_argument("--embedding-net", metavar="MODULE:FUNCTION",
-                   help="function returning a torch module that embeds x")
+    g.add_argument(
+        "--embedding-net",
+        metavar="MODULE:FUNCTION",
+        help="function returning a torch module that embeds x",
+    )
     g.add_argument("--num-atoms", type=int, help="atoms of SNPE's (and NRE-B's) loss (default 10)")
     g.add_argument("--nre-variant", choices=["b", "c"], help="SNRE loss (default: b)")
-    g.add_argument("--truncation-quantile", type=float,
-                   help="TSNPE: posterior mass left outside the truncated prior (default 1e-4)")
+    g.add_argument(
+        "--truncation-quantile",
+        type=float,
+        help="TSNPE: posterior mass left outside the truncated prior (default 1e-4)",
+    )
     g = p.add_argument_group("training")
     g.add_argument("--device", help="training device: cpu, cuda, cuda:N (default: cpu)")
     g.add_argument("--batch-size", type=int, help="training batch size (default: 200)")
     g.add_argument("--learning-rate", type=float, help="Adam learning rate (default: 5e-4)")
     g.add_argument("--max-epochs", type=int, help="epochs per round at most (default: no limit)")
-    g.add_argument("--patience", type=int,
-                   help="epochs without validation improvement before stopping (default: 20)")
-    g.add_argument("--logger", choices=["stdout", "tensorboard", "mlflow", "wandb", "none"],
-                   help="where training metrics go (default: stdout)")
-    g.add_argument("--logger-uri",
-                   help="TensorBoard dir, MLflow tracking URI or W&B dir (default: in run dir)")
+    g.add_argument(
+        "--patience",
+        type=int,
+        help="epochs without validation improvement before stopping (default: 20)",
+    )
+    g.add_argument(
+        "--logger",
+        choices=["stdout", "tensorboard", "mlflow", "wandb", "none"],
+        help="where training metrics go (default: stdout)",
+    )
+    g.add_argument(
+        "--logger-uri", help="TensorBoard dir, MLflow tracking URI or W&B dir (default: in run dir)"
+    )
     g = p.add_argument_group("posterior")
     g.add_argument("--num-samples", type=int, help="posterior samples stored per round (1000)")
-    g.add_argument("--sampler", choices=["auto", "direct", "mcmc", "rejection", "importance"],
-                   help="posterior sampler (auto: direct for SNPE/TSNPE, mcmc for SNLE/SNRE)")
+    g.add_argument(
+        "--sampler",
+        choices=["auto", "direct", "mcmc", "rejection", "importance"],
+        help="posterior sampler (auto: direct for SNPE/TSNPE, mcmc for SNLE/SNRE)",
+    )
     g.add_argument("--num-chains", type=int, help="MCMC chains (default: 20)")
     g.add_argument("--thin", type=int, help="MCMC thinning (default: 1)")
     g.add_argument("--warmup-steps", type=int, help="MCMC warm-up steps (default: 50)")
     g = p.add_argument_group("simulation (Dask)")
-    g.add_argument("--cluster", choices=["local", "address", "scheduler_file", "slurm", "pbs",
-                                         "sge", "lsf", "htcondor", "oar", "moab"],
-                   help="where simulations run (default: local)")
+    g.add_argument(
+        "--cluster",
+        choices=[
+            "local",
+            "address",
+            "scheduler_file",
+            "slurm",
+            "pbs",
+            "sge",
+            "lsf",
+            "htcondor",
+            "oar",
+            "moab",
+        ],
+        help="where simulations run (default: local)",
+    )
     g.add_argument("--workers", type=int, help="local Dask workers (default: 2)")
     g.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
-    g.add_argument("--dask-address", metavar="TCP://HOST:PORT",
-                   help="connect to an existing Dask scheduler")
+    g.add_argument(
+        "--dask-address", metavar="TCP://HOST:PORT", help="connect to an existing Dask scheduler"
+    )
     g.add_argument("--scheduler-file", help="connect through a Dask scheduler file")
     g.add_argument("--jobs", type=int, help="batch jobs to start (SLURM/PBS: scale(jobs=N))")
     g.add_argument("--chunk-size", help="simulations per Dask task: a number, auto or measure")
     g.add_argument("--retries", type=int, help="retries of a failing chunk (default: 2)")
     g.add_argument("--chunk-timeout", type=float, help="seconds before a chunk counts as hung")
-    g.add_argument("--min-valid-fraction", type=float,
-                   help="stop when fewer simulations of a round are valid (default: 0.5)")
+    g.add_argument(
+        "--min-valid-fraction",
+        type=float,
+        help="stop when fewer simulations of a round are valid (default: 0.5)",
+    )
     g.add_argument("--dashboard", action="store_true", help="start the Dask dashboard (local)")
     g = p.add_argument_group("run")
-    g.add_argument("--config", metavar="FILE.yaml|toml",
-                   help="settings file (same names as RunConfig); flags override it")
+    g.add_argument(
+        "--config",
+        metavar="FILE.yaml|toml",
+        help="settings file (same names as RunConfig); flags override it",
+    )
     g.add_argument("--run-dir", help="where runs are stored (default: runs)")
-    g.add_argument("--run-id", help="the run's name (default: derived from the settings, so "
-                   "the same command resumes the same run)")
+    g.add_argument(
+        "--run-id",
+        help="the run's name (default: derived from the settings, so "
+        "the same command resumes the same run)",
+    )
     g.add_argument("--seed", type=int, help="run seed (default: 0)")
-    g.add_argument("--allow-change", action="append", choices=list(IDENTITY_FIELDS),
-                   metavar="SETTING",
-                   help="resume although this identity setting changed (repeatable; one of "
-                   f"{', '.join(IDENTITY_FIELDS)})")
+    g.add_argument(
+        "--allow-change",
+        action="append",
+        choices=list(IDENTITY_FIELDS),
+        metavar="SETTING",
+        help="resume although this identity setting changed (repeatable; one of "
+        f"{', '.join(IDENTITY_FIELDS)})",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 #: Flag name -> dotted RunConfig path.
 _FLAG_PATHS = {
-    "xobs": "xobs", "simulator": "simulator.path", "simulator_kind": "simulator.kind",
-    "prior": "prior.path", "low": "prior.low", "high": "prior.high",
-    "parameter_names": "parameter_names", "method": "method", "rounds": "rounds",
-    "simulations_per_round": "simulations_per_round", "network": "network.model",
-    "hidden_features": "network.hidden_features", "num_transforms": "network.num_transforms",
-    "num_bins": "network.num_bins", "embedding_net": "network.embedding_net",
-    "nre_variant": "nre.variant", "truncation_quantile": "tsnpe.quantile",
-    "device": "training.device", "batch_size": "training.batch_size",
-    "learning_rate": "training.learning_rate", "max_epochs": "training.max_epochs",
-    "patience": "training.patience", "logger": "logger.backend", "logger_uri": "logger.uri",
-    "num_samples": "posterior.num_samples", "sampler": "posterior.sampler",
-    "num_chains": "posterior.num_chains", "thin": "posterior.thin",
-    "warmup_steps": "posterior.warmup_steps", "cluster": "cluster.kind",
-    "workers": "cluster.workers", "threads_per_worker": "cluster.threads_per_worker",
-    "dask_address": "cluster.address", "scheduler_file": "cluster.scheduler_file",
-    "jobs": "cluster.jobqueue.jobs", "chunk_size": "cluster.chunk_size",
-    "retries": "cluster.retries", "chunk_timeout": "cluster.chunk_timeout",
-    "min_valid_fraction": "cluster.min_valid_fraction", "dashboard": "cluster.dashboard",
-    "run_dir": "run_dir", "run_id": "run_id", "seed": "seed",
+    "xobs": "xobs",
+    "simulator": "simulator.path",
+    "simulator_kind": "simulator.kind",
+    "prior": "prior.path",
+    "low": "prior.low",
+    "high": "prior.high",
+    "parameter_names": "parameter_names",
+    "method": "method",
+    "rounds": "rounds",
+    "simulations_per_round": "simulations_per_round",
+    "network": "network.model",
+    "hidden_features": "network.hidden_features",
+    "num_transforms": "network.num_transforms",
+    "num_bins": "network.num_bins",
+    "embedding_net": "network.embedding_net",
+    "nre_variant": "nre.variant",
+    "truncation_quantile": "tsnpe.quantile",
+    "device": "training.device",
+    "batch_size": "training.batch_size",
+    "learning_rate": "training.learning_rate",
+    "max_epochs": "training.max_epochs",
+    "patience": "training.patience",
+    "logger": "logger.backend",
+    "logger_uri": "logger.uri",
+    "num_samples": "posterior.num_samples",
+    "sampler": "posterior.sampler",
+    "num_chains": "posterior.num_chains",
+    "thin": "posterior.thin",
+    "warmup_steps": "posterior.warmup_steps",
+    "cluster": "cluster.kind",
+    "workers": "cluster.workers",
+    "threads_per_worker": "cluster.threads_per_worker",
+    "dask_address": "cluster.address",
+    "scheduler_file": "cluster.scheduler_file",
+    "jobs": "cluster.jobqueue.jobs",
+    "chunk_size": "cluster.chunk_size",
+    "retries": "cluster.retries",
+    "chunk_timeout": "cluster.chunk_timeout",
+    "min_valid_fraction": "cluster.min_valid_fraction",
+    "dashboard": "cluster.dashboard",
+    "run_dir": "run_dir",
+    "run_id": "run_id",
+    "seed": "seed",
 }
 
 
@@ -358,8 +471,10 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if "prior" in values and "low" not in values and "high" not in values:
         data["prior"] = {"path": values["prior"]}
     elif ("low" in values or "high" in values) and "prior" not in values:
-        data["prior"] = {"low": values.get("low", data.get("prior", {}).get("low")),
-                         "high": values.get("high", data.get("prior", {}).get("high"))}
+        data["prior"] = {
+            "low": values.get("low", data.get("prior", {}).get("low")),
+            "high": values.get("high", data.get("prior", {}).get("high")),
+        }
     if "xobs" not in data:
         raise ValueError("give the observation: --xobs 0.5 -0.3 (or xobs: in the --config file)")
     return RunConfig.model_validate(data)
@@ -393,12 +508,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = online_inference(
-            config, allow_changes=getattr(args, "allow_change", None),
+            config,
+            allow_changes=getattr(args, "allow_change", None),
             show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
         )
     except KeyboardInterrupt:
-        print(f"\nStopped. Everything committed is saved in {config.run_path}.\n"
-              f"Resume with:\n  {_resume_command(argv, config)}", file=sys.stderr)
+        print(
+            f"\nStopped. Everything committed is saved in {config.run_path}.\n"
+            f"Resume with:\n  {_resume_command(argv, config)}",
+            file=sys.stderr,
+        )
         return 130
     except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
         from sbi_rounds.locking import RunLockedError
@@ -412,8 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if isinstance(e, (SimulationFailed, InvalidRoundError)):
-            print(f"error: {e}\n\nAfter fixing it, resume with:\n  "
-                  f"{_resume_command(argv, config)}", file=sys.stderr)
+            print(
+                f"error: {e}\n\nAfter fixing it, resume with:\n  {_resume_command(argv, config)}",
+                file=sys.stderr,
+            )
             return 1
         raise
     finally:

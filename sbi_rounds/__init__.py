@@ -5,8 +5,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["RunConfig", "RunStore", "Stage", "TrainConfig", "load_posterior", "load_run",
-           "run_training"]
+__all__ = [
+    "RunConfig",
+    "RunStore",
+    "Stage",
+    "TrainConfig",
+    "load_posterior",
+    "load_run",
+    "run_training",
+]
 __version__ = "0.1.0"
 
 # Names resolve on first use, so light submodules (the Dask worker's watchdog and

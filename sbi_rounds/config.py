@@ -40,13 +40,24 @@ __all__ = [
 ]
 
 METHODS = ("snpe", "tsnpe", "snle", "snre")
-DENSITY_MODELS = ("maf", "nsf", "mdn", "made", "zuko_maf", "zuko_nsf", "zuko_nice", "zuko_naf",
-                  "zuko_unaf", "zuko_gf", "zuko_bpf", "zuko_sospf")
+DENSITY_MODELS = (
+    "maf",
+    "nsf",
+    "mdn",
+    "made",
+    "zuko_maf",
+    "zuko_nsf",
+    "zuko_nice",
+    "zuko_naf",
+    "zuko_unaf",
+    "zuko_gf",
+    "zuko_bpf",
+    "zuko_sospf",
+)
 CLASSIFIER_MODELS = ("mlp", "resnet", "linear")
 
 #: Settings that define what a run computes. Resuming with any of them changed is refused.
-IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "npe", "nre",
-                   "tsnpe")
+IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "npe", "nre", "tsnpe")
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 ImportPath = Annotated[
@@ -83,8 +94,9 @@ class PriorConfig(BaseModel):
                     f"low and high need one value per parameter and the same length, got "
                     f"{len(self.low)} and {len(self.high)}"
                 )
-            bad = [i for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True))
-                   if not hi > lo]
+            bad = [
+                i for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)) if not hi > lo
+            ]
             if bad:
                 raise ValueError(
                     "prior width must be positive: high must exceed low for parameter(s) "
@@ -178,7 +190,10 @@ class TruncationConfig(BaseModel):
     model_config = _STRICT
 
     quantile: float = Field(
-        1e-4, gt=0, lt=1, title="Truncation quantile",
+        1e-4,
+        gt=0,
+        lt=1,
+        title="Truncation quantile",
         description="Mass of the posterior left outside the truncated region.",
     )
     num_samples_to_estimate: int = Field(10_000, ge=100, title="Samples to set the threshold")
@@ -232,15 +247,26 @@ class ClusterConfig(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["local", "address", "scheduler_file", "slurm", "pbs", "sge", "lsf", "htcondor",
-                  "oar", "moab"] = Field("local", title="Cluster")
+    kind: Literal[
+        "local",
+        "address",
+        "scheduler_file",
+        "slurm",
+        "pbs",
+        "sge",
+        "lsf",
+        "htcondor",
+        "oar",
+        "moab",
+    ] = Field("local", title="Cluster")
     workers: int = Field(2, ge=1, le=4096, title="Workers (local)")
     threads_per_worker: int = Field(1, ge=1, le=256, title="Threads per worker (local)")
     address: str | None = Field(None, title="Scheduler address", examples=["tcp://host:8786"])
     scheduler_file: str | None = Field(None, title="Scheduler file")
     jobqueue: JobqueueConfig = Field(default_factory=JobqueueConfig, title="Batch system")
     chunk_size: int | Literal["auto", "measure"] = Field(
-        "auto", title="Chunk size",
+        "auto",
+        title="Chunk size",
         description="Simulations per task: a number, auto (N/20, at most 1000, reproducible "
         "for any number of workers) or measure (aim at chunk_seconds from a timed probe).",
     )
@@ -274,13 +300,16 @@ class RunConfig(BaseModel):
     )
 
     xobs: list[float] = Field(
-        ..., min_length=1, title="Observation x_o",
+        ...,
+        min_length=1,
+        title="Observation x_o",
         description="Numbers, or a path to .npy, .csv or file.h5:dataset.",
     )
     method: Literal[METHODS] = Field("snpe", title="Method")  # type: ignore[valid-type]
     rounds: int = Field(3, ge=1, le=1000, title="Rounds")
     simulations_per_round: int | list[int] = Field(
-        1000, title="Simulations per round",
+        1000,
+        title="Simulations per round",
         description="One number for every round, or one per round (the last repeats).",
     )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig, title="Simulator")
@@ -298,7 +327,9 @@ class RunConfig(BaseModel):
     logger: TrackerConfig = Field(default_factory=TrackerConfig, title="Logging backend")
     run_dir: str = Field("runs", min_length=1, title="Run directory")
     run_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", title="Run id",
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        title="Run id",
         description="Default: derived from the settings, so the same command resumes.",
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, title="Seed")

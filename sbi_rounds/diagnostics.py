@@ -10,9 +10,15 @@ import numpy as np
 __all__ = ["save_pairplot"]
 
 
-def save_pairplot(samples: np.ndarray, names: Sequence[str], path: str | Path, *,
-                  limits: Sequence[tuple[float, float]] | None = None,
-                  points: np.ndarray | None = None, title: str | None = None) -> Path:
+def save_pairplot(
+    samples: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    limits: Sequence[tuple[float, float]] | None = None,
+    points: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
     """Write sbi's pairplot of ``samples (S, D)`` to a PNG.
 
     Args:
@@ -37,9 +43,13 @@ def save_pairplot(samples: np.ndarray, names: Sequence[str], path: str | Path, *
     kwargs = {}
     if points is not None:
         kwargs["points"] = [np.asarray(points).reshape(1, -1)]
-    fig, _ = pairplot(np.asarray(samples), limits=list(limits) if limits else None,
-                      labels=list(names), figsize=(2.2 * len(names) + 1, 2.2 * len(names) + 1),
-                      **kwargs)
+    fig, _ = pairplot(
+        np.asarray(samples),
+        limits=list(limits) if limits else None,
+        labels=list(names),
+        figsize=(2.2 * len(names) + 1, 2.2 * len(names) + 1),
+        **kwargs,
+    )
     if title:
         fig.suptitle(title)
     tmp = path.with_suffix(".tmp.png")

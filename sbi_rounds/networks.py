@@ -17,8 +17,12 @@ Role = Literal["posterior", "likelihood", "classifier"]
 
 def network_settings(config: RunConfig) -> dict[str, Any]:
     """The architecture settings of ``config``'s network, as stored in the run file."""
-    role: Role = {"snpe": "posterior", "tsnpe": "posterior", "snle": "likelihood",
-                  "snre": "classifier"}[config.method]
+    role: Role = {
+        "snpe": "posterior",
+        "tsnpe": "posterior",
+        "snle": "likelihood",
+        "snre": "classifier",
+    }[config.method]
     net = config.network
     return {
         "role": role,
@@ -39,8 +43,9 @@ def _embedding(path: str | None) -> nn.Module:
     factory = import_object(path, "embedding network")
     module = factory()
     if not isinstance(module, nn.Module):
-        raise ValueError(f"embedding network {path} returned {type(module).__name__}, "
-                         "not a torch.nn.Module")
+        raise ValueError(
+            f"embedding network {path} returned {type(module).__name__}, not a torch.nn.Module"
+        )
     return module
 
 
@@ -55,22 +60,28 @@ def build_network(settings: dict[str, Any], theta: Tensor, x: Tensor) -> nn.Modu
     z = {"z_score_theta": settings["z_score_theta"], "z_score_x": settings["z_score_x"]}
     if role == "classifier":
         builder = classifier_nn(
-            model=model, hidden_features=settings["hidden_features"],
-            embedding_net_x=_embedding(settings["embedding_net"]), **z,
+            model=model,
+            hidden_features=settings["hidden_features"],
+            embedding_net_x=_embedding(settings["embedding_net"]),
+            **z,
         )
     else:
         factory = posterior_nn if role == "posterior" else likelihood_nn
         builder = factory(
-            model=model, hidden_features=settings["hidden_features"],
-            num_transforms=settings["num_transforms"], num_bins=settings["num_bins"],
+            model=model,
+            hidden_features=settings["hidden_features"],
+            num_transforms=settings["num_transforms"],
+            num_bins=settings["num_bins"],
             num_components=settings["num_components"],
-            embedding_net=_embedding(settings["embedding_net"]), **z,
+            embedding_net=_embedding(settings["embedding_net"]),
+            **z,
         )
     return builder(theta.float(), x.float())
 
 
-def load_network(settings: dict[str, Any], weights: dict[str, Tensor], theta: Tensor,
-                 x: Tensor) -> nn.Module:
+def load_network(
+    settings: dict[str, Any], weights: dict[str, Tensor], theta: Tensor, x: Tensor
+) -> nn.Module:
     """Rebuild a stored network: build it from ``settings`` and load its ``weights``.
 
     Every z-scoring statistic and random permutation is a buffer in ``weights``, so the
@@ -90,4 +101,3 @@ def load_network(settings: dict[str, Any], weights: dict[str, Tensor], theta: Te
 def count_parameters(net: nn.Module) -> int:
     """Trainable parameters of ``net``."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
-

@@ -20,8 +20,10 @@ def build_prior(config: PriorConfig) -> Distribution:
             the distribution is not over vectors ``(D,)``.
     """
     if config.path is None:
-        return BoxUniform(low=torch.tensor(config.low, dtype=torch.float32),
-                          high=torch.tensor(config.high, dtype=torch.float32))
+        return BoxUniform(
+            low=torch.tensor(config.low, dtype=torch.float32),
+            high=torch.tensor(config.high, dtype=torch.float32),
+        )
     factory = import_object(config.path, "prior")
     try:
         prior = factory()

@@ -12,8 +12,16 @@ import torch
 __all__ = ["STAGE_KEYS", "derive_seed", "seeded"]
 
 #: Integer keys of the seeded stages (part of the seed derivation: never renumber).
-STAGE_KEYS = {"sample": 1, "simulate": 2, "train": 3, "posterior": 4, "split": 5, "probe": 6,
-              "calibration": 7, "predictive": 8}
+STAGE_KEYS = {
+    "sample": 1,
+    "simulate": 2,
+    "train": 3,
+    "posterior": 4,
+    "split": 5,
+    "probe": 6,
+    "calibration": 7,
+    "predictive": 8,
+}
 
 
 def derive_seed(run_seed: int, *keys: int | str) -> int:

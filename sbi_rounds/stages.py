@@ -111,8 +111,14 @@ def _resolve(config: RunConfig, store: RunStore) -> Run:
             f"{theta_dim} parameters"
         )
     xobs = torch.tensor(config.xobs, dtype=torch.float32)
-    return Run(config=config, store=store, prior=prior, method=get_method(config.method),
-               xobs=xobs, theta_dim=theta_dim)
+    return Run(
+        config=config,
+        store=store,
+        prior=prior,
+        method=get_method(config.method),
+        xobs=xobs,
+        theta_dim=theta_dim,
+    )
 
 
 def _check_simulator(run: Run) -> None:
@@ -121,15 +127,15 @@ def _check_simulator(run: Run) -> None:
     with seeded(derive_seed(cfg.seed, 0, "probe")):
         theta = run.prior.sample((2,)).numpy()
     try:
-        call_simulator(cfg.simulator, theta, derive_seed(cfg.seed, 0, "probe"),
-                       x_dim=len(cfg.xobs))
+        call_simulator(cfg.simulator, theta, derive_seed(cfg.seed, 0, "probe"), x_dim=len(cfg.xobs))
     except SimulatorError as e:
         first = str(e).split("\nTraceback")[0]
         raise ValueError(f"the simulator failed a check on 2 prior samples: {first}") from None
 
 
-def open_run(config: RunConfig, *, allow_changes: Sequence[str] = (),
-             check_simulator: bool = True) -> Run:
+def open_run(
+    config: RunConfig, *, allow_changes: Sequence[str] = (), check_simulator: bool = True
+) -> Run:
     """Create the run file, or open it and check the settings still match.
 
     Settings in :data:`~sbi_rounds.config.IDENTITY_FIELDS` must match the file's unless
@@ -157,7 +163,9 @@ def open_run(config: RunConfig, *, allow_changes: Sequence[str] = (),
     store = RunStore.open(path)
     old = store.read_config()
     identity_changes = [
-        line for k in IDENTITY_FIELDS if k not in allow_changes
+        line
+        for k in IDENTITY_FIELDS
+        if k not in allow_changes
         for line in config_differences({k: old.get(k)}, {k: new[k]})
     ]
     if identity_changes:
@@ -168,8 +176,9 @@ def open_run(config: RunConfig, *, allow_changes: Sequence[str] = (),
             "--run-id NEW_ID, or drop --run-id to get an id from the settings), or, if the "
             "change does not alter the results so far (e.g. a renamed simulator module), "
             "rerun with --allow-change "
-            + " --allow-change ".join(sorted({c.split(".")[0].split(":")[0]
-                                                for c in identity_changes}))
+            + " --allow-change ".join(
+                sorted({c.split(".")[0].split(":")[0] for c in identity_changes})
+            )
         )
     changes = [c for c in config_differences(old, new) if c.split(".")[0] != "run_id"]
     if changes:
@@ -179,14 +188,17 @@ def open_run(config: RunConfig, *, allow_changes: Sequence[str] = (),
 
 
 @contextmanager
-def run_session(config: RunConfig, *, allow_changes: Sequence[str] = (),
-                check_simulator: bool = True) -> Iterator[Run]:
+def run_session(
+    config: RunConfig, *, allow_changes: Sequence[str] = (), check_simulator: bool = True
+) -> Iterator[Run]:
     """Lock the run, clean up after killed commits, open it, and release the lock at exit."""
     directory = config.run_path.parent
     with RunLock(directory / "run.lock") as lock:
         if lock.previous_holder and lock.previous_holder.get("pid"):
-            log.warning("took over the run from a process that ended without releasing it: %s",
-                        lock.previous_holder)
+            log.warning(
+                "took over the run from a process that ended without releasing it: %s",
+                lock.previous_holder,
+            )
         for stale in RunStore(config.run_path).remove_stale_temporaries():
             log.info("removed %s left by an interrupted commit", stale.name)
         yield open_run(config, allow_changes=allow_changes, check_simulator=check_simulator)
@@ -254,12 +266,17 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
             distribution, description = proposal.distribution, proposal.description
     n = cfg.simulations_for_round(round_)
     if stage is None:
-        measured = store.read_round_attr(round_ - 1, "seconds_per_simulation") if round_ > 1 \
-            else None
+        measured = (
+            store.read_round_attr(round_ - 1, "seconds_per_simulation") if round_ > 1 else None
+        )
         store.plan_round(
-            round_, num_simulations=n, theta_dim=run.theta_dim, x_dim=len(cfg.xobs),
+            round_,
+            num_simulations=n,
+            theta_dim=run.theta_dim,
+            x_dim=len(cfg.xobs),
             chunk_size=choose_chunk_size(cfg.cluster, n, measured),
-            num_posterior_samples=cfg.posterior.num_samples, proposal=description,
+            num_posterior_samples=cfg.posterior.num_samples,
+            proposal=description,
         )
     info = store.round_info(round_)
     n = info.num_simulations
@@ -276,31 +293,54 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
     store.set_stage(round_, Stage.SAMPLED)
     seconds = time.perf_counter() - t0
     _timed(run, round_, "sample", seconds)
-    return StageResult(round=round_, stage="sample", skipped=False, seconds=seconds,
-                       details={"proposal": description, "simulations": n})
+    return StageResult(
+        round=round_,
+        stage="sample",
+        skipped=False,
+        seconds=seconds,
+        details={"proposal": description, "simulations": n},
+    )
 
 
-def simulate(run: Run, round_: int, client: Any,
-             progress: Callable[[int, int, float], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> StageResult:
+def simulate(
+    run: Run,
+    round_: int,
+    client: Any,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> StageResult:
     """Simulate the round's uncommitted chunks on Dask (see ``simulate_round``)."""
     store, cfg = run.store, run.config
     if store.stage(round_) >= Stage.SIMULATED:
         return _skip(round_, "simulate")
     t0 = time.perf_counter()
-    report = simulate_round(store, round_, simulator=cfg.simulator, cluster=cfg.cluster,
-                            client=client, run_seed=cfg.seed, progress=progress,
-                            should_stop=should_stop)
+    report = simulate_round(
+        store,
+        round_,
+        simulator=cfg.simulator,
+        cluster=cfg.cluster,
+        client=client,
+        run_seed=cfg.seed,
+        progress=progress,
+        should_stop=should_stop,
+    )
     seconds = time.perf_counter() - t0
     _timed(run, round_, "simulate", seconds)
     if report.stopped:
         raise RunInterrupted(f"stopped while simulating round {round_}")
     store.set_stage(round_, Stage.SIMULATED)
-    return StageResult(round=round_, stage="simulate", skipped=False, seconds=seconds,
-                       details={"chunks_run": report.chunks_run,
-                                "chunks_skipped": report.chunks_skipped,
-                                "simulations_run": report.simulations_run,
-                                "retries": report.retries})
+    return StageResult(
+        round=round_,
+        stage="simulate",
+        skipped=False,
+        seconds=seconds,
+        details={
+            "chunks_run": report.chunks_run,
+            "chunks_skipped": report.chunks_skipped,
+            "simulations_run": report.simulations_run,
+            "retries": report.retries,
+        },
+    )
 
 
 def append_simulations(run: Run, round_: int) -> StageResult:
@@ -326,8 +366,12 @@ def append_simulations(run: Run, round_: int) -> StageResult:
             "threshold (--min-valid-fraction) and rerun the same command to continue."
         )
     if n_valid < n:
-        log.warning("round %d: %d of %d simulations are invalid and left out of training",
-                    round_, n - n_valid, n)
+        log.warning(
+            "round %d: %d of %d simulations are invalid and left out of training",
+            round_,
+            n - n_valid,
+            n,
+        )
     chunk_seconds = store.chunk_seconds(round_)
     info = store.round_info(round_)
     per_sim = float(np.nansum(chunk_seconds) / info.num_simulations)
@@ -335,8 +379,13 @@ def append_simulations(run: Run, round_: int) -> StageResult:
     store.set_stage(round_, Stage.APPENDED)
     seconds = time.perf_counter() - t0
     _timed(run, round_, "append", seconds)
-    return StageResult(round=round_, stage="append", skipped=False, seconds=seconds,
-                       details={"simulations": n, "valid": n_valid})
+    return StageResult(
+        round=round_,
+        stage="append",
+        skipped=False,
+        seconds=seconds,
+        details={"simulations": n, "valid": n_valid},
+    )
 
 
 def _training_data(run: Run, round_: int) -> tuple[torch.Tensor, ...]:
@@ -372,20 +421,31 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageRes
     all_callbacks: list[Callback] = list(callbacks)
     checkpoints = None
     if tcfg.checkpoint_every > 0:
-        checkpoints = CheckpointCallback(store.checkpoint_sink(round_), every=tcfg.checkpoint_every,
-                                         resume=tcfg.resume)
+        checkpoints = CheckpointCallback(
+            store.checkpoint_sink(round_), every=tcfg.checkpoint_every, resume=tcfg.resume
+        )
         all_callbacks.insert(0, checkpoints)
     summary: TrainingSummary = run_training(
-        tcfg, net, run.method.loss_fn(cfg, run.prior, round_), data, callbacks=all_callbacks,
+        tcfg,
+        net,
+        run.method.loss_fn(cfg, run.prior, round_),
+        data,
+        callbacks=all_callbacks,
         round=round_,
     )
     net.cpu()
     store.write_network(
-        round_, weights=net.state_dict(), architecture=settings, history=summary.history,
+        round_,
+        weights=net.state_dict(),
+        architecture=settings,
+        history=summary.history,
         summary={
-            "epochs": summary.epochs, "steps": summary.steps,
-            "best_val_loss": summary.best_val_loss, "best_epoch": summary.best_epoch,
-            "stop_reason": summary.stop_reason, "elapsed": summary.elapsed,
+            "epochs": summary.epochs,
+            "steps": summary.steps,
+            "best_val_loss": summary.best_val_loss,
+            "best_epoch": summary.best_epoch,
+            "stop_reason": summary.stop_reason,
+            "elapsed": summary.elapsed,
             "resumed_from_epoch": summary.resumed_from_epoch,
             "training_samples": int(data[0].shape[0]),
         },
@@ -393,11 +453,18 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageRes
     store.set_stage(round_, Stage.TRAINED)
     seconds = time.perf_counter() - t0
     _timed(run, round_, "train", seconds)
-    return StageResult(round=round_, stage="train", skipped=False, seconds=seconds,
-                       details={"epochs": summary.epochs,
-                                "best_val_loss": summary.best_val_loss,
-                                "stop_reason": summary.stop_reason,
-                                "resumed_from_epoch": summary.resumed_from_epoch})
+    return StageResult(
+        round=round_,
+        stage="train",
+        skipped=False,
+        seconds=seconds,
+        details={
+            "epochs": summary.epochs,
+            "best_val_loss": summary.best_val_loss,
+            "stop_reason": summary.stop_reason,
+            "resumed_from_epoch": summary.resumed_from_epoch,
+        },
+    )
 
 
 def build_posterior(run: Run, round_: int) -> StageResult:
@@ -422,16 +489,22 @@ def build_posterior(run: Run, round_: int) -> StageResult:
     store.set_stage(round_, Stage.POSTERIOR)
     seconds = time.perf_counter() - t0
     _timed(run, round_, "posterior", seconds)
-    return StageResult(round=round_, stage="posterior", skipped=False, seconds=seconds,
-                       details={"samples": s})
+    return StageResult(
+        round=round_, stage="posterior", skipped=False, seconds=seconds, details={"samples": s}
+    )
 
 
 def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Mean, standard deviation and 5/50/95% quantiles per parameter of ``samples (S, D)``."""
     q = np.quantile(samples, [0.05, 0.5, 0.95], axis=0)
     return {
-        name: {"mean": float(samples[:, i].mean()), "std": float(samples[:, i].std(ddof=1)),
-               "q05": float(q[0, i]), "median": float(q[1, i]), "q95": float(q[2, i])}
+        name: {
+            "mean": float(samples[:, i].mean()),
+            "std": float(samples[:, i].std(ddof=1)),
+            "q05": float(q[0, i]),
+            "median": float(q[1, i]),
+            "q95": float(q[2, i]),
+        }
         for i, name in enumerate(names)
     }
 
@@ -454,16 +527,26 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> StageResult:
     if pairplot:
         from sbi_rounds.diagnostics import save_pairplot
 
-        figure = save_pairplot(samples, names, run.directory / f"round_{round_:03d}_pairplot.png",
-                               limits=_prior_limits(run), title=f"round {round_}")
-    store.write_round_attrs(round_, posterior_summary=summary,
-                            pairplot=None if figure is None else figure.name)
+        figure = save_pairplot(
+            samples,
+            names,
+            run.directory / f"round_{round_:03d}_pairplot.png",
+            limits=_prior_limits(run),
+            title=f"round {round_}",
+        )
+    store.write_round_attrs(
+        round_, posterior_summary=summary, pairplot=None if figure is None else figure.name
+    )
     seconds = time.perf_counter() - t0
     _timed(run, round_, "checkpoint", seconds)
     store.set_stage(round_, Stage.DONE)
-    return StageResult(round=round_, stage="checkpoint", skipped=False, seconds=seconds,
-                       details={"summary": summary,
-                                "pairplot": None if figure is None else str(figure)})
+    return StageResult(
+        round=round_,
+        stage="checkpoint",
+        skipped=False,
+        seconds=seconds,
+        details={"summary": summary, "pairplot": None if figure is None else str(figure)},
+    )
 
 
 def _prior_limits(run: Run) -> list[tuple[float, float]] | None:
@@ -480,24 +563,34 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
         counts = store.counts(r)
         summary = store.training_summary(r)
         timings = store.timings(r)
-        rows.append({
-            "round": r,
-            "stage": store.stage(r).name.lower(),
-            "simulations": counts["simulations"],
-            "valid": counts["valid"],
-            "epochs": summary.get("epochs"),
-            "best_val_loss": summary.get("best_val_loss"),
-            **{f"{k}_s": v for k, v in timings.items()},
-        })
+        rows.append(
+            {
+                "round": r,
+                "stage": store.stage(r).name.lower(),
+                "simulations": counts["simulations"],
+                "valid": counts["valid"],
+                "epochs": summary.get("epochs"),
+                "best_val_loss": summary.get("best_val_loss"),
+                **{f"{k}_s": v for k, v in timings.items()},
+            }
+        )
     return rows
 
 
 def format_round_table(rows: list[dict[str, Any]]) -> str:
     """The round table as aligned text."""
-    cols = [("round", "round"), ("simulations", "sims"), ("valid", "valid"), ("epochs", "epochs"),
-            ("best_val_loss", "best val loss"), ("sample_s", "sample s"),
-            ("simulate_s", "simulate s"), ("train_s", "train s"), ("posterior_s", "posterior s"),
-            ("checkpoint_s", "ckpt s")]
+    cols = [
+        ("round", "round"),
+        ("simulations", "sims"),
+        ("valid", "valid"),
+        ("epochs", "epochs"),
+        ("best_val_loss", "best val loss"),
+        ("sample_s", "sample s"),
+        ("simulate_s", "simulate s"),
+        ("train_s", "train s"),
+        ("posterior_s", "posterior s"),
+        ("checkpoint_s", "ckpt s"),
+    ]
 
     def fmt(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
@@ -507,4 +600,3 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
     table = [[h for _, h in cols]] + [[fmt(row.get(k)) for k, _ in cols] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table)
-

@@ -112,15 +112,16 @@ class RunStore:
     hold the run's lock (:mod:`sbi_rounds.locking`); readers need nothing.
     """
 
-    def __init__(self, path: str | Path, *, durable: bool = True):
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = Path(path)
         self.durable = durable
         self.commit_seconds = 0.0  # time spent committing, for the overhead benchmark
 
     # --- opening ------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, *, config: dict[str, Any], fingerprint: str,
-               durable: bool = True) -> RunStore:
+    def create(
+        cls, path: str | Path, *, config: dict[str, Any], fingerprint: str, durable: bool = True
+    ) -> RunStore:
         """Create a new run file (atomically: it appears complete or not at all)."""
         store = cls(path, durable=durable)
         if store.path.exists():
@@ -276,9 +277,17 @@ class RunStore:
                 proposal=json.loads(g.attrs["proposal"]),
             )
 
-    def plan_round(self, round_: int, *, num_simulations: int, theta_dim: int, x_dim: int,
-                   chunk_size: int, num_posterior_samples: int,
-                   proposal: Mapping[str, Any]) -> RoundInfo:
+    def plan_round(
+        self,
+        round_: int,
+        *,
+        num_simulations: int,
+        theta_dim: int,
+        x_dim: int,
+        chunk_size: int,
+        num_posterior_samples: int,
+        proposal: Mapping[str, Any],
+    ) -> RoundInfo:
         """Allocate every fixed-size buffer of a round, so later writes are in place."""
         num_chunks = math.ceil(num_simulations / chunk_size)
         with self._structural() as f:
@@ -401,9 +410,15 @@ class RunStore:
             return {int(k): (v[()], str(v.attrs["traceback"])) for k, v in g["failures"].items()}
 
     # --- training -----------------------------------------------------------------------
-    def write_network(self, round_: int, *, weights: Mapping[str, torch.Tensor],
-                      architecture: Mapping[str, Any], history: Mapping[str, list[float]],
-                      summary: Mapping[str, Any]) -> None:
+    def write_network(
+        self,
+        round_: int,
+        *,
+        weights: Mapping[str, torch.Tensor],
+        architecture: Mapping[str, Any],
+        history: Mapping[str, list[float]],
+        summary: Mapping[str, Any],
+    ) -> None:
         """Commit the trained network (weights as datasets), history and summary at once.
 
         The round's training checkpoint is dropped in the same commit.
@@ -486,7 +501,7 @@ class RunStore:
 class RoundCheckpointSink:
     """Training checkpoints of one round, inside the run file (no pickle)."""
 
-    def __init__(self, store: RunStore, round_: int):
+    def __init__(self, store: RunStore, round_: int) -> None:
         self.store, self.round = store, round_
 
     def save(self, state: Mapping[str, Any]) -> None:
@@ -514,8 +529,9 @@ def _alloc(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fil
     dcpl.set_layout(h5py.h5d.CONTIGUOUS)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
-    ds = group.create_dataset(name, shape=shape or (1,), dtype=dtype, dcpl=dcpl,
-                              fillvalue=np.array(fill, dtype=dtype))
+    ds = group.create_dataset(
+        name, shape=shape or (1,), dtype=dtype, dcpl=dcpl, fillvalue=np.array(fill, dtype=dtype)
+    )
     if ds.id.get_offset() is None:
         raise RunFileError(f"could not preallocate dataset {name!r} in the run file")
 
@@ -523,5 +539,9 @@ def _alloc(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fil
 def _versions() -> dict[str, str]:
     import sbi
 
-    return {"sbi": sbi.__version__, "torch": torch.__version__, "h5py": h5py.__version__,
-            "numpy": np.__version__}
+    return {
+        "sbi": sbi.__version__,
+        "torch": torch.__version__,
+        "h5py": h5py.__version__,
+        "numpy": np.__version__,
+    }

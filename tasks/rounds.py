@@ -49,10 +49,17 @@ def sample_proposal_task(run: Run, round_: int) -> StageResult:
     return stages.sample_proposal(run, round_)
 
 
-@task(name="simulate", task_run_name="simulate-r{round_}", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_transient, **_NO_CACHE)
-def simulate_task(run: Run, round_: int, client: Any, progress: Any = None,
-                  should_stop: Any = None) -> StageResult:
+@task(
+    name="simulate",
+    task_run_name="simulate-r{round_}",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_transient,
+    **_NO_CACHE,
+)
+def simulate_task(
+    run: Run, round_: int, client: Any, progress: Any = None, should_stop: Any = None
+) -> StageResult:
     """Simulate the round's uncommitted chunks on Dask."""
     return stages.simulate(run, round_, client, progress=progress, should_stop=should_stop)
 
@@ -75,8 +82,14 @@ def build_posterior_task(run: Run, round_: int) -> StageResult:
     return stages.build_posterior(run, round_)
 
 
-@task(name="checkpoint", task_run_name="checkpoint-r{round_}", retries=2, retry_delay_seconds=2,
-      retry_condition_fn=_transient, **_NO_CACHE)
+@task(
+    name="checkpoint",
+    task_run_name="checkpoint-r{round_}",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_transient,
+    **_NO_CACHE,
+)
 def checkpoint_task(run: Run, round_: int) -> StageResult:
     """Write the round's summary and pairplot and mark it done."""
     return stages.checkpoint(run, round_)

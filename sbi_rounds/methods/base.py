@@ -51,13 +51,15 @@ class Method(Protocol):
         """Per-sample loss for training in ``round_`` (1-based)."""
         ...
 
-    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
-                  xobs: Tensor) -> Any:
+    def posterior(
+        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+    ) -> Any:
         """The sbi posterior of the trained ``network`` with ``xobs`` as default x."""
         ...
 
-    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
-                 round_: int) -> Proposal:
+    def proposal(
+        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+    ) -> Proposal:
         """The proposal of ``round_ >= 2``, built from the previous round's posterior."""
         ...
 
@@ -67,6 +69,7 @@ def training_tensors(theta: list[Tensor], x: list[Tensor], rounds: list[int]) ->
     return TrainingData(
         theta=torch.cat(theta).float(),
         x=torch.cat(x).float(),
-        round=torch.cat([torch.full((len(t),), r, dtype=torch.long)
-                         for t, r in zip(theta, rounds, strict=True)]),
+        round=torch.cat(
+            [torch.full((len(t),), r, dtype=torch.long) for t, r in zip(theta, rounds, strict=True)]
+        ),
     )

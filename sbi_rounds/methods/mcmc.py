@@ -14,8 +14,9 @@ from sbi_rounds.config import RunConfig
 __all__ = ["potential_posterior"]
 
 
-def potential_posterior(config: RunConfig, potential_fn: Any, theta_transform: Any,
-                        prior: Distribution, xobs: Tensor) -> Any:
+def potential_posterior(
+    config: RunConfig, potential_fn: Any, theta_transform: Any, prior: Distribution, xobs: Tensor
+) -> Any:
     """The sbi posterior sampling ``potential_fn`` as ``config.posterior`` says.
 
     MCMC runs ``num_chains`` chains (``slice_np_vectorized`` advances them together),
@@ -25,16 +26,22 @@ def potential_posterior(config: RunConfig, potential_fn: Any, theta_transform: A
     sampler = config.posterior_sampler
     if sampler == "mcmc":
         post = MCMCPosterior(
-            potential_fn, proposal=prior, theta_transform=theta_transform,
-            method=p.mcmc_method, thin=p.thin, warmup_steps=p.warmup_steps,
-            num_chains=p.num_chains, init_strategy=p.init_strategy,
+            potential_fn,
+            proposal=prior,
+            theta_transform=theta_transform,
+            method=p.mcmc_method,
+            thin=p.thin,
+            warmup_steps=p.warmup_steps,
+            num_chains=p.num_chains,
+            init_strategy=p.init_strategy,
             num_workers=max(1, min(os.cpu_count() or 1, p.num_chains)),
         )
     elif sampler == "rejection":
         post = RejectionPosterior(potential_fn, proposal=prior, theta_transform=theta_transform)
     elif sampler == "importance":
-        post = ImportanceSamplingPosterior(potential_fn, proposal=prior,
-                                           theta_transform=theta_transform, method="sir")
+        post = ImportanceSamplingPosterior(
+            potential_fn, proposal=prior, theta_transform=theta_transform, method="sir"
+        )
     else:
         raise ValueError(
             f"posterior.sampler={sampler!r} does not apply to {config.method}; use mcmc, "

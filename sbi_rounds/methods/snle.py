@@ -30,14 +30,17 @@ class SNLE:
         """The likelihood loss in every round."""
         return nle_loss
 
-    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
-                  xobs: Tensor) -> Any:
+    def posterior(
+        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+    ) -> Any:
         """Prior times the learned likelihood at xobs, sampled as configured (MCMC)."""
         potential, transform = likelihood_estimator_based_potential(network, prior, x_o=xobs)
         return potential_posterior(config, potential, transform, prior, xobs)
 
-    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
-                 round_: int) -> Proposal:
+    def proposal(
+        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+    ) -> Proposal:
         """The previous round's posterior at xobs."""
-        return Proposal(distribution=posterior,
-                        description={"kind": "posterior", "round": round_ - 1})
+        return Proposal(
+            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
+        )

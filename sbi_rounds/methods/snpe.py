@@ -32,8 +32,9 @@ def sample_atoms(batch_size: int, num_atoms: int, device: torch.device) -> Tenso
     return scores.topk(num_atoms - 1, dim=1, largest=False).indices
 
 
-def atomic_loss(prior: Distribution, num_atoms: int = 10,
-                use_combined_loss: bool = False) -> LossFn:
+def atomic_loss(
+    prior: Distribution, num_atoms: int = 10, use_combined_loss: bool = False
+) -> LossFn:
     """APT's atomic loss, as sbi's ``NPE_C`` computes it (derived from its private code).
 
     For each ``(theta_i, x_i)`` the contrasting atoms are ``num_atoms - 1`` other parameters
@@ -73,13 +74,16 @@ class SNPE:
             return npe_loss
         return atomic_loss(prior, config.npe.num_atoms, config.npe.use_combined_loss)
 
-    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
-                  xobs: Tensor) -> Any:
+    def posterior(
+        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+    ) -> Any:
         """A ``DirectPosterior`` (rejects samples outside the prior's support)."""
         return DirectPosterior(network, prior).set_default_x(xobs)
 
-    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
-                 round_: int) -> Proposal:
+    def proposal(
+        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+    ) -> Proposal:
         """The previous round's posterior at xobs."""
-        return Proposal(distribution=posterior,
-                        description={"kind": "posterior", "round": round_ - 1})
+        return Proposal(
+            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
+        )

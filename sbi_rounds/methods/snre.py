@@ -69,14 +69,17 @@ class SNRE:
         n = config.nre
         return nre_b_loss(n.num_atoms) if n.variant == "b" else nre_c_loss(n.num_classes, n.gamma)
 
-    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
-                  xobs: Tensor) -> Any:
+    def posterior(
+        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+    ) -> Any:
         """Prior times the learned ratio at xobs, sampled as configured (MCMC)."""
         potential, transform = ratio_estimator_based_potential(network, prior, x_o=xobs)
         return potential_posterior(config, potential, transform, prior, xobs)
 
-    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
-                 round_: int) -> Proposal:
+    def proposal(
+        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+    ) -> Proposal:
         """The previous round's posterior at xobs."""
-        return Proposal(distribution=posterior,
-                        description={"kind": "posterior", "round": round_ - 1})
+        return Proposal(
+            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
+        )

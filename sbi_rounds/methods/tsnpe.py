@@ -48,18 +48,24 @@ class TSNPE:
         """The NPE loss in every round (truncated proposals need no correction)."""
         return npe_loss
 
-    def posterior(self, config: RunConfig, network: nn.Module, prior: Distribution,
-                  xobs: Tensor) -> Any:
+    def posterior(
+        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+    ) -> Any:
         """A ``DirectPosterior`` at xobs."""
         return DirectPosterior(network, prior).set_default_x(xobs)
 
-    def proposal(self, config: RunConfig, posterior: Any, prior: Distribution,
-                 round_: int) -> Proposal:
+    def proposal(
+        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+    ) -> Proposal:
         """The prior truncated to the previous posterior's ``1 - quantile`` HPD region."""
         q = config.tsnpe
         threshold = density_threshold(posterior, q.quantile, q.num_samples_to_estimate)
         return Proposal(
             distribution=truncated_prior(prior, posterior, threshold),
-            description={"kind": "truncated_prior", "round": round_ - 1,
-                         "log_prob_threshold": threshold, "quantile": q.quantile},
+            description={
+                "kind": "truncated_prior",
+                "round": round_ - 1,
+                "log_prob_threshold": threshold,
+                "quantile": q.quantile,
+            },
         )

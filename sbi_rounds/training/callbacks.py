@@ -90,7 +90,9 @@ class ValidationLossPatience(Callback):
     serves many fits: it resets itself at fit start.
     """
 
-    def __init__(self, patience: int = 20, min_delta: float = 0.0, restore_best: bool = True):
+    def __init__(
+        self, patience: int = 20, min_delta: float = 0.0, restore_best: bool = True
+    ) -> None:
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
         if min_delta < 0:
@@ -148,7 +150,7 @@ class ValidationLossPatience(Callback):
 class LearningRateThreshold(Callback):
     """Stop once a scheduler has driven the learning rate below ``min_lr``."""
 
-    def __init__(self, min_lr: float):
+    def __init__(self, min_lr: float) -> None:
         if not min_lr > 0:
             raise ValueError(f"min_lr must be > 0, got {min_lr!r}")
         self.min_lr = float(min_lr)
@@ -167,7 +169,7 @@ class Divergence(Callback):
     gap that stays meaningful for negative log-likelihoods near zero.
     """
 
-    def __init__(self, ratio: float = 1.0, checks: int = 5):
+    def __init__(self, ratio: float = 1.0, checks: int = 5) -> None:
         if not ratio > 0:
             raise ValueError(f"ratio must be > 0, got {ratio!r}")
         if not isinstance(checks, int) or checks < 1:
@@ -213,7 +215,7 @@ class StopWhen(Callback):
     answer stops training (a string is used as the reason).
     """
 
-    def __init__(self, rule: StoppingRule | Callable[[Any], str | bool | None]):
+    def __init__(self, rule: StoppingRule | Callable[[Any], str | bool | None]) -> None:
         if not callable(rule):
             raise TypeError(f"StopWhen needs a callable rule(state), got {type(rule).__name__}")
         self.rule = rule
@@ -236,8 +238,9 @@ class TrackerCallback(Callback):
             caller logs its own parameters once, as the flow does for a whole run).
     """
 
-    def __init__(self, tracker: Tracker, prefix: str = "", step_offset: int = 0,
-                 log_params: bool = True):
+    def __init__(
+        self, tracker: Tracker, prefix: str = "", step_offset: int = 0, log_params: bool = True
+    ) -> None:
         self.tracker, self.prefix, self.step_offset = tracker, prefix, step_offset
         self.log_params = log_params
 
@@ -282,7 +285,7 @@ class CheckpointCallback(Callback):
     the same result as one that was never interrupted (same seed, same device).
     """
 
-    def __init__(self, sink: CheckpointSink, every: int = 10, resume: bool = True):
+    def __init__(self, sink: CheckpointSink, every: int = 10, resume: bool = True) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         self.sink, self.every, self.resume = sink, every, resume
@@ -306,7 +309,7 @@ class CheckpointCallback(Callback):
 class ProgressBar(Callback):
     """A tqdm progress bar over epochs with the latest losses (to stderr)."""
 
-    def __init__(self, description: str = "training", leave: bool = True):
+    def __init__(self, description: str = "training", leave: bool = True) -> None:
         self.description, self.leave = description, leave
         self._bar: Any = None
 
@@ -314,14 +317,21 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         total = loop.config.max_epochs
-        self._bar = tqdm(total=total, initial=loop.state.epoch, desc=self.description,
-                         unit="epoch", leave=self.leave, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=total,
+            initial=loop.state.epoch,
+            desc=self.description,
+            unit="epoch",
+            leave=self.leave,
+            dynamic_ncols=True,
+        )
 
     def on_epoch_end(self, loop: TrainingLoop) -> None:
         if self._bar is not None:
             s = loop.state
-            self._bar.set_postfix(train=f"{s.train_loss:.3f}", val=f"{s.val_loss:.3f}",
-                                  refresh=False)
+            self._bar.set_postfix(
+                train=f"{s.train_loss:.3f}", val=f"{s.val_loss:.3f}", refresh=False
+            )
             self._bar.update(1)
 
     def on_fit_end(self, loop: TrainingLoop) -> None:

@@ -150,7 +150,7 @@ def default_callbacks(config: TrainConfig) -> list[Callback]:
 class _TensorBatches:
     """Shuffled mini-batches by index, without a DataLoader's per-sample collation."""
 
-    def __init__(self, tensors: Sequence[Tensor], batch_size: int, device: torch.device):
+    def __init__(self, tensors: Sequence[Tensor], batch_size: int, device: torch.device) -> None:
         self.n = _num_rows(tensors)
         self.tensors = tuple(t.to(device) for t in tensors)
         self.batch_size = min(batch_size, self.n)
@@ -172,7 +172,7 @@ class _TensorBatches:
 class _LoaderBatches:
     """Any iterable of batches (a DataLoader), moved to the device batch by batch."""
 
-    def __init__(self, loader: Iterable[Sequence[Tensor]], device: torch.device):
+    def __init__(self, loader: Iterable[Sequence[Tensor]], device: torch.device) -> None:
         self.loader, self.device = loader, device
 
     def _moved(self) -> Iterable[tuple[Tensor, ...]]:
@@ -213,7 +213,7 @@ class TrainingLoop:
         callbacks: Sequence[Callback],
         device: torch.device,
         generator: torch.Generator,
-    ):
+    ) -> None:
         self.config, self.model, self.loss_fn = config, model, loss_fn
         self._train, self._val = train, val
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -270,7 +270,9 @@ class TrainingLoop:
             "history": {k: list(v) for k, v in s.history.items()},
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "cuda_rng": torch.cuda.get_rng_state(self.device)
+            if self.device.type == "cuda"
+            else None,
             "callbacks": [
                 {"type": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks
             ],
@@ -278,13 +280,7 @@ class TrainingLoop:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from a ``state_dict()`` saved by an earlier, interrupted fit."""
-        saved = [c["type"] for c in state["callbacks"]]
-        current = [type(cb).__name__ for cb in self.callbacks]
-        if saved != current:
-            raise ValueError(
-                f"the checkpoint was saved with callbacks {saved} but this training has "
-                f"{current}; resume with the same callbacks or start the training afresh"
-            )
+        matched = self._match_callbacks(state["callbacks"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
@@ -292,17 +288,52 @@ class TrainingLoop:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         s = self.state
-        s.epoch, s.step, s.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
+        s.epoch, s.step, s.elapsed = (
+            int(state["epoch"]),
+            int(state["step"]),
+            float(state["elapsed"]),
+        )
         s.train_loss, s.val_loss = state.get("train_loss"), state.get("val_loss")
-        s.history = {k: [float(v) for v in state["history"][k]] for k in TrainingSummary.HISTORY_KEYS}
+        s.history = {
+            k: [float(v) for v in state["history"][k]] for k in TrainingSummary.HISTORY_KEYS
+        }
         s.learning_rate = self._current_lr()
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-        for cb, saved_cb in zip(self.callbacks, state["callbacks"], strict=True):
-            cb.load_state_dict(saved_cb["state"])
+        for cb, saved_state in matched:
+            cb.load_state_dict(saved_state)
         self.resumed_from_epoch = s.epoch
+
+    def _match_callbacks(self, saved: list[Mapping[str, Any]]) -> list[tuple[Callback, Any]]:
+        """Pair saved callback states with this fit's callbacks by type and occurrence.
+
+        Callbacks without state (progress bars, trackers) may differ between sessions; a
+        saved stateful callback (e.g. early stopping) missing now is an error, since its
+        counters would be silently lost.
+        """
+        current: dict[str, list[Callback]] = {}
+        for cb in self.callbacks:
+            current.setdefault(type(cb).__name__, []).append(cb)
+        seen: dict[str, int] = {}
+        matched, missing = [], []
+        for entry in saved:
+            name = entry["type"]
+            i = seen.get(name, 0)
+            seen[name] = i + 1
+            candidates = current.get(name, [])
+            if i < len(candidates):
+                matched.append((candidates[i], entry["state"]))
+            elif entry["state"]:
+                missing.append(name)
+        if missing:
+            raise ValueError(
+                f"the checkpoint holds the state of callbacks {missing} that this training "
+                f"does not have (it has {[type(cb).__name__ for cb in self.callbacks]}); resume "
+                "with the same stopping rules, or start the training afresh (resume=False)"
+            )
+        return matched
 
     # --- the loop -----------------------------------------------------------------------
     def _current_lr(self) -> float:
@@ -429,7 +460,9 @@ class TrainingLoop:
             steps=self.state.step,
             best_val_loss=min(val) if val else math.nan,
             best_epoch=best_epoch,
-            final_train_loss=self.state.train_loss if self.state.train_loss is not None else math.nan,
+            final_train_loss=self.state.train_loss
+            if self.state.train_loss is not None
+            else math.nan,
             stop_reason=self.stop_reason,
             elapsed=self.state.elapsed,
             resumed_from_epoch=self.resumed_from_epoch,
@@ -484,7 +517,9 @@ def run_training(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(dev)!r} was asked for but CUDA is not available; use 'cpu'")
     if val_data is None:
-        if not (isinstance(train_data, (tuple, list)) and all(isinstance(t, Tensor) for t in train_data)):
+        if not (
+            isinstance(train_data, (tuple, list)) and all(isinstance(t, Tensor) for t in train_data)
+        ):
             raise ValueError("val_data=None needs train_data as a tuple of tensors to split")
         train_data, val_data = split_train_val(train_data, config.validation_fraction, config.seed)
     model.to(dev)

@@ -1,0 +1,84 @@
+"""Shared test setup: seeded RNGs, a real Dask cluster, a real Prefect server, small configs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from sbi_rounds.config import RunConfig
+
+__all__: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> Iterator[None]:
+    """Run every test from seed 0 without changing the RNG state other tests see."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
+        yield
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when no CUDA device is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is available")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A real local Dask cluster (two `dask spec` worker processes), shared by the session."""
+    from sbi_rounds.cluster import open_client
+    from sbi_rounds.config import ClusterConfig
+
+    with open_client(ClusterConfig(workers=2)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A real, temporary Prefect server (``prefect_test_harness``) for the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., RunConfig]:
+    """Build a small, fast RunConfig under ``tmp_path``; keyword arguments override."""
+
+    def make(**overrides: Any) -> RunConfig:
+        data: dict[str, Any] = {
+            "xobs": [0.5, -0.3],
+            "rounds": 2,
+            "simulations_per_round": 300,
+            "run_dir": str(tmp_path / "runs"),
+            "training": {"max_epochs": 15, "batch_size": 100, "checkpoint_every": 5},
+            "network": {"hidden_features": 20, "num_transforms": 2},
+            "posterior": {"num_samples": 200},
+            "logger": {"backend": "none"},
+            "cluster": {"chunk_size": 50},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return RunConfig(**data)
+
+    return make
