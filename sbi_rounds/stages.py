@@ -234,8 +234,10 @@ def posterior_for_round(run: Run, round_: int) -> Any:
     return run.method.posterior(run.config, network_for_round(run, round_), run.prior, run.xobs)
 
 
-def _timed(run: Run, round_: int, name: str, seconds: float) -> None:
+def _timed(run: Run, round_: int, name: str, seconds: float, commit_before: float) -> None:
+    """Record a stage's wall time, and the time its commits took, in the round's timings."""
     run.store.record_timing(round_, name, seconds)
+    run.store.record_timing(round_, "commit", run.store.commit_seconds - commit_before)
 
 
 def _skip(round_: int, name: str) -> StageResult:
@@ -254,7 +256,7 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
     stage = store.stage(round_)
     if stage is not None and stage >= Stage.SAMPLED:
         return _skip(round_, "sample")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), run.store.commit_seconds
     if round_ > 1 and store.stage(round_ - 1) != Stage.DONE:
         raise RuntimeError(f"round {round_ - 1} is not finished; finish it before round {round_}")
     with seeded(derive_seed(cfg.seed, round_, "sample", 0)):
@@ -292,7 +294,7 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
         store.write_theta(round_, start, theta.numpy())
     store.set_stage(round_, Stage.SAMPLED)
     seconds = time.perf_counter() - t0
-    _timed(run, round_, "sample", seconds)
+    _timed(run, round_, "sample", seconds, c0)
     return StageResult(
         round=round_,
         stage="sample",
@@ -313,7 +315,7 @@ def simulate(
     store, cfg = run.store, run.config
     if store.stage(round_) >= Stage.SIMULATED:
         return _skip(round_, "simulate")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), run.store.commit_seconds
     report = simulate_round(
         store,
         round_,
@@ -325,7 +327,7 @@ def simulate(
         should_stop=should_stop,
     )
     seconds = time.perf_counter() - t0
-    _timed(run, round_, "simulate", seconds)
+    _timed(run, round_, "simulate", seconds, c0)
     if report.stopped:
         raise RunInterrupted(f"stopped while simulating round {round_}")
     store.set_stage(round_, Stage.SIMULATED)
@@ -352,7 +354,7 @@ def append_simulations(run: Run, round_: int) -> StageResult:
     store, cfg = run.store, run.config
     if store.stage(round_) >= Stage.APPENDED:
         return _skip(round_, "append")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), run.store.commit_seconds
     _, _, valid = store.read_simulations(round_)
     n, n_valid = len(valid), int(valid.sum())
     store.set_counts(round_, n, n_valid)
@@ -378,7 +380,7 @@ def append_simulations(run: Run, round_: int) -> StageResult:
     store.write_round_attrs(round_, seconds_per_simulation=per_sim)
     store.set_stage(round_, Stage.APPENDED)
     seconds = time.perf_counter() - t0
-    _timed(run, round_, "append", seconds)
+    _timed(run, round_, "append", seconds, c0)
     return StageResult(
         round=round_,
         stage="append",
@@ -408,7 +410,7 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageRes
     store, cfg = run.store, run.config
     if store.stage(round_) >= Stage.TRAINED:
         return _skip(round_, "train")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), run.store.commit_seconds
     data = _training_data(run, round_)
     train_seed = derive_seed(cfg.seed, round_, "train") % 2**63
     tcfg = cfg.training.model_copy(update={"seed": train_seed % 2**31})
@@ -452,7 +454,7 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageRes
     )
     store.set_stage(round_, Stage.TRAINED)
     seconds = time.perf_counter() - t0
-    _timed(run, round_, "train", seconds)
+    _timed(run, round_, "train", seconds, c0)
     return StageResult(
         round=round_,
         stage="train",
@@ -472,7 +474,7 @@ def build_posterior(run: Run, round_: int) -> StageResult:
     store, cfg = run.store, run.config
     if store.stage(round_) >= Stage.POSTERIOR:
         return _skip(round_, "posterior")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), run.store.commit_seconds
     posterior = posterior_for_round(run, round_)
     info = store.round_info(round_)
     s = info.num_posterior_samples
@@ -488,7 +490,7 @@ def build_posterior(run: Run, round_: int) -> StageResult:
         store.write_samples(round_, start, samples.numpy())
     store.set_stage(round_, Stage.POSTERIOR)
     seconds = time.perf_counter() - t0
-    _timed(run, round_, "posterior", seconds)
+    _timed(run, round_, "posterior", seconds, c0)
     return StageResult(
         round=round_, stage="posterior", skipped=False, seconds=seconds, details={"samples": s}
     )
@@ -519,7 +521,7 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> StageResult:
     store = run.store
     if store.stage(round_) >= Stage.DONE:
         return _skip(round_, "checkpoint")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), run.store.commit_seconds
     samples = store.read_samples(round_)
     names = parameter_names(run)
     summary = posterior_summary(samples, names)
@@ -538,7 +540,7 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> StageResult:
         round_, posterior_summary=summary, pairplot=None if figure is None else figure.name
     )
     seconds = time.perf_counter() - t0
-    _timed(run, round_, "checkpoint", seconds)
+    _timed(run, round_, "checkpoint", seconds, c0)
     store.set_stage(round_, Stage.DONE)
     return StageResult(
         round=round_,

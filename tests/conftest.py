@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,15 @@ import torch
 from sbi_rounds.config import RunConfig
 
 __all__: list[str] = []
+
+TESTS = Path(__file__).parent
+# Dask workers are subprocesses: they import test simulators (tests/simulators.py) by path.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p
+)
+sys.path.insert(0, str(TESTS))
+# Library stages log through `logging`; outside a flow run Prefect need not ship them.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,47 @@
+"""Simulators for tests, importable on Dask workers (conftest puts tests/ on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sbi_rounds.examples import linear_gaussian
+
+
+def wrong_shape(theta: torch.Tensor) -> torch.Tensor:
+    """Returns three summaries where the default xobs has two."""
+    return torch.cat([theta, theta[:, :1]], dim=1)
+
+
+def returns_strings(theta: torch.Tensor) -> np.ndarray:
+    """Returns text instead of numbers."""
+    return np.array([["a", "b"]] * len(theta))
+
+
+def mostly_nan(theta: torch.Tensor) -> torch.Tensor:
+    """NaN for every row whose first parameter is above -1.5 (most of the prior)."""
+    x = linear_gaussian(theta)
+    x[theta[:, 0] > -1.5] = float("nan")
+    return x
+
+
+def some_nan(theta: torch.Tensor) -> torch.Tensor:
+    """NaN or inf for rows whose first parameter is above 1.8 (a few percent)."""
+    x = linear_gaussian(theta)
+    x[theta[:, 0] > 1.8, 0] = float("inf")
+    return x
+
+
+def counting(theta: torch.Tensor) -> torch.Tensor:
+    """The linear Gaussian model; appends the number of rows to $SBI_ROUNDS_COUNT_FILE."""
+    with Path(os.environ["SBI_ROUNDS_COUNT_FILE"]).open("a") as f:
+        f.write(f"{len(theta)}\n")
+    return linear_gaussian(theta)
+
+
+def gaussian_prior_2d() -> torch.distributions.Distribution:
+    """N(0, I) over two parameters: conjugate to the linear Gaussian model."""
+    return torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))

@@ -1,0 +1,163 @@
+"""The per-round stages without Prefect: commits, skips, resume, settings checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sbi_rounds import stages
+from sbi_rounds.results import load_posterior
+from sbi_rounds.stages import (
+    ConfigMismatchError,
+    InvalidRoundError,
+    RunInterrupted,
+    open_run,
+    run_session,
+)
+from sbi_rounds.store import RunStore, Stage
+
+
+def _round(run, r, client, **simulate_kwargs):
+    results = [stages.sample_proposal(run, r), stages.simulate(run, r, client, **simulate_kwargs),
+               stages.append_simulations(run, r), stages.train(run, r),
+               stages.build_posterior(run, r), stages.checkpoint(run, r)]
+    return results
+
+
+def test_a_round_commits_every_stage_and_a_rerun_skips_them(make_config, dask_client):
+    config = make_config(rounds=1)
+    with run_session(config) as run:
+        first = _round(run, 1, dask_client)
+        again = _round(run, 1, dask_client)
+    assert [r.skipped for r in first] == [False] * 6
+    assert [r.skipped for r in again] == [True] * 6
+    store = RunStore.open(config.run_path)
+    assert store.stage(1) == Stage.DONE
+    assert store.counts(1) == {"simulations": 300, "valid": 300, "invalid": 0}
+    assert store.read_samples(1).shape == (200, 2)
+    assert (config.run_path.parent / "round_001_pairplot.png").stat().st_size > 1000
+    timings = store.timings(1)
+    assert all(timings[k] > 0 for k in ("sample", "simulate", "train", "posterior"))
+    row = stages.round_table(store)[0]
+    assert row["epochs"] == 15 and row["valid"] == 300
+
+
+def test_an_interrupted_round_resumes_without_redoing_chunks_and_gives_the_same_answer(
+        make_config, dask_client, tmp_path):
+    config = make_config(rounds=1)
+    calls = {"n": 0}
+
+    def stop_after_some_chunks():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with run_session(config) as run:
+        stages.sample_proposal(run, 1)
+        with pytest.raises(RunInterrupted):
+            stages.simulate(run, 1, dask_client, should_stop=stop_after_some_chunks)
+        pending = run.store.pending_chunks(1)
+        assert 0 < len(pending) < 6 or len(pending) == 6  # stopped before finishing
+        done_before = 6 - len(pending)
+        result = stages.simulate(run, 1, dask_client)
+        assert result.details["chunks_skipped"] == done_before
+        assert result.details["chunks_run"] == len(pending)
+        for fn in (stages.append_simulations, stages.train, stages.build_posterior):
+            fn(run, 1)
+    reference = make_config(rounds=1, run_dir=str(tmp_path / "reference"))
+    with run_session(reference) as ref_run:
+        _round(ref_run, 1, dask_client)
+    a, b = RunStore.open(config.run_path), RunStore.open(reference.run_path)
+    np.testing.assert_array_equal(a.read_simulations(1)[1], b.read_simulations(1)[1])
+    wa, wb = a.read_network(1)[0], b.read_network(1)[0]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    np.testing.assert_array_equal(a.read_samples(1), b.read_samples(1))
+
+
+def test_resuming_with_changed_identity_settings_is_refused_untouched(make_config):
+    config = make_config()
+    open_run(config)
+    before = config.run_path.read_bytes()
+    changed = make_config(xobs=[0.4, -0.3], run_id=config.resolved_run_id,
+                          network={"hidden_features": 30, "num_transforms": 2})
+    with pytest.raises(ConfigMismatchError) as info:
+        open_run(changed)
+    text = str(info.value)
+    assert "xobs: [0.5, -0.3] -> [0.4, -0.3]" in text
+    assert "network.hidden_features: 20 -> 30" in text
+    assert "--run-id NEW_ID" in text and "--allow-change network --allow-change xobs" in text
+    assert config.run_path.read_bytes() == before
+    run = open_run(changed, allow_changes=["xobs", "network"])
+    assert run.store.read_config()["xobs"] == [0.4, -0.3]
+
+
+def test_safe_changes_are_accepted_and_recorded(make_config):
+    config = make_config()
+    open_run(config)
+    more = make_config(rounds=5, training={"max_epochs": 3})
+    assert more.resolved_run_id == config.resolved_run_id
+    run = open_run(more)
+    history = run.store.config_history()
+    assert any("rounds: 2 -> 5" in c for c in history[-1]["changes"])
+
+
+@pytest.mark.parametrize(
+    ("simulator", "message"),
+    [
+        ("simulators:wrong_shape", r"returned shape \(2, 3\).*xobs has 2 values"),
+        ("simulators:returns_strings", "must return real numbers"),
+        ("simulators:does_not_exist", "has no attribute 'does_not_exist'"),
+        ("no_such_module:f", "failed to import"),
+    ],
+)
+def test_bad_simulators_fail_early_and_leave_no_run_file(make_config, simulator, message):
+    config = make_config(simulator={"path": simulator})
+    with pytest.raises(ValueError, match=message):
+        open_run(config)
+    assert not config.run_path.exists()
+
+
+def test_a_round_with_too_few_valid_simulations_stops_and_keeps_them(make_config, dask_client):
+    config = make_config(rounds=1, simulator={"path": "simulators:mostly_nan"})
+    with run_session(config) as run:
+        stages.sample_proposal(run, 1)
+        stages.simulate(run, 1, dask_client)
+        with pytest.raises(InvalidRoundError, match=r"only \d+ of 300 simulations .* valid"):
+            stages.append_simulations(run, 1)
+        _, x, valid = run.store.read_simulations(1)
+        assert np.isnan(x[~valid]).all() and (~valid).sum() > 150
+    # Lowering the threshold (a safe change) continues the same run.
+    relaxed = make_config(rounds=1, simulator={"path": "simulators:mostly_nan"},
+                          cluster={"chunk_size": 50, "min_valid_fraction": 0.0})
+    with run_session(relaxed) as run:
+        assert stages.simulate(run, 1, dask_client).skipped
+        result = stages.append_simulations(run, 1)
+        assert 0 < result.details["valid"] < 150
+
+
+def test_invalid_rows_are_excluded_from_training(make_config, dask_client):
+    config = make_config(rounds=1, simulator={"path": "simulators:some_nan"})
+    with run_session(config) as run:
+        stages.sample_proposal(run, 1)
+        stages.simulate(run, 1, dask_client)
+        counts = stages.append_simulations(run, 1).details
+        assert counts["valid"] < 300
+        stages.train(run, 1)
+        assert run.store.training_summary(1)["training_samples"] == counts["valid"]
+
+
+def test_load_posterior_gives_an_sbi_posterior_of_any_round(make_config, dask_client):
+    config = make_config(rounds=2)
+    with run_session(config) as run:
+        for r in (1, 2):
+            _round(run, r, dask_client)
+        assert run.store.round_info(2).proposal == {"kind": "posterior", "round": 1}
+    posterior = load_posterior(config.run_path, round=-1)
+    samples = posterior.sample((50,), show_progress_bars=False)
+    assert samples.shape == (50, 2)
+    assert posterior.log_prob(samples).shape == (50,)
+    assert posterior.map(num_iter=5, num_init_samples=20).shape == (1, 2)
+    first = load_posterior(config.run_path.parent, round=1)
+    assert first.sample((5,), show_progress_bars=False).shape == (5, 2)
+    with pytest.raises(ValueError, match="trained rounds"):
+        load_posterior(config.run_path, round=3)
