@@ -66,6 +66,23 @@ ImportPath = Annotated[
 ]
 
 
+def _numbers_or_path_schema(schema: dict[str, Any]) -> None:
+    """JSON schema of ``xobs``: a list of numbers, or a file path (the validator loads it)."""
+    numbers = {k: schema.pop(k) for k in ("type", "items", "minItems") if k in schema}
+    path = {"type": "string", "title": "File path", "examples": ["data/xobs.npy"]}
+    schema["anyOf"] = [{**numbers, "title": "Numbers"}, path]
+
+
+def _at_least_two_schema(schema: dict[str, Any]) -> None:
+    """JSON schema bounds of ``simulations_per_round`` (its validator asks for >= 2)."""
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "integer":
+            branch["minimum"] = 2
+        elif branch.get("type") == "array":
+            branch["minItems"] = 1
+            branch["items"]["minimum"] = 2
+
+
 class PriorConfig(BaseModel):
     """The prior: box bounds (an independent uniform per parameter) or an import path.
 
@@ -217,7 +234,15 @@ class PosteriorConfig(BaseModel):
     init_strategy: Literal["resample", "sir", "proposal"] = Field(
         "resample", title="Chain initialisation"
     )
-    batches: int = Field(4, ge=1, le=1000, title="Commit samples in this many batches")
+    batches: int = Field(2, ge=1, le=1000, title="Commit samples in this many batches")
+    mcmc_workers: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        title="MCMC processes",
+        description="1: all chains advance together, vectorized, in the run's process (its "
+        "torch threads use the cores); more: chains are split across this many processes.",
+    )
 
 
 class JobqueueConfig(BaseModel):
@@ -225,25 +250,85 @@ class JobqueueConfig(BaseModel):
 
     model_config = _STRICT
 
-    cores: int | None = Field(None, ge=1)
-    memory: str | None = None
-    processes: int | None = Field(None, ge=1)
-    walltime: str | None = Field(None, pattern=r"^(\d+-)?\d{1,2}:\d{2}(:\d{2})?$")
-    queue: str | None = None
-    account: str | None = None
-    interface: str | None = None
-    job_extra_directives: list[str] = Field(default_factory=list)
-    job_script_prologue: list[str] = Field(default_factory=list)
-    jobs: int | None = Field(None, ge=1, description="scale(jobs=N)")
-    minimum_jobs: int | None = Field(None, ge=0, description="adapt(minimum_jobs=...)")
-    maximum_jobs: int | None = Field(None, ge=1, description="adapt(maximum_jobs=...)")
-    lifetime_margin: str = Field(
-        "5m", description="Workers retire this long before the job's walltime."
+    cores: int | None = Field(None, ge=1, title="Cores per job")
+    memory: str | None = Field(None, title="Memory per job", examples=["16GB"])
+    processes: int | None = Field(
+        None,
+        ge=1,
+        title="Worker processes per job",
+        description="= cores for Python simulators (the GIL); 1 for ones that release it.",
     )
+    walltime: str | None = Field(
+        None,
+        pattern=r"^(\d+-)?\d{1,2}:\d{2}(:\d{2})?$",
+        title="Walltime per job",
+        examples=["02:00:00"],
+    )
+    queue: str | None = Field(None, title="Queue / partition")
+    account: str | None = Field(
+        None, title="Account", description="SLURM/PBS -A; passed as project to SGE, LSF and OAR."
+    )
+    interface: str | None = Field(
+        None, title="Network interface", description="e.g. ib0, eth0; default: the default route."
+    )
+    job_extra_directives: list[str] = Field(default_factory=list, title="Extra job directives")
+    job_script_prologue: list[str] = Field(
+        default_factory=list,
+        title="Job script prologue",
+        description="Shell lines run before the worker starts (modules, environments).",
+    )
+    jobs: int | None = Field(None, ge=1, title="Jobs", description="scale(jobs=N)")
+    minimum_jobs: int | None = Field(
+        None, ge=0, title="Minimum jobs (adaptive)", description="adapt(minimum_jobs=...)"
+    )
+    maximum_jobs: int | None = Field(
+        None, ge=1, title="Maximum jobs (adaptive)", description="adapt(maximum_jobs=...)"
+    )
+    lifetime_margin: str = Field(
+        "5m",
+        title="Worker lifetime margin",
+        description="Workers retire this long before the job's walltime.",
+    )
+
+    @model_validator(mode="after")
+    def _scaling(self) -> JobqueueConfig:
+        adaptive = self.minimum_jobs is not None or self.maximum_jobs is not None
+        if adaptive and self.jobs is not None:
+            raise ValueError(
+                "give one: jobs=N, or minimum_jobs=A and maximum_jobs=B (fixed or adaptive "
+                "batch jobs)"
+            )
+        if self.minimum_jobs is not None and self.maximum_jobs is None:
+            raise ValueError(
+                "minimum_jobs needs maximum_jobs too (adaptive scaling between the two)"
+            )
+        if self.maximum_jobs is not None and self.maximum_jobs < (self.minimum_jobs or 0):
+            raise ValueError(
+                f"maximum_jobs={self.maximum_jobs} is below minimum_jobs={self.minimum_jobs}"
+            )
+        return self
+
+    @field_validator("lifetime_margin")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from dask.utils import parse_timedelta
+
+        try:
+            parse_timedelta(value)
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(
+                f"lifetime_margin must be a duration like '5m' or '300s', got {value!r}"
+            ) from None
+        return value
 
 
 class ClusterConfig(BaseModel):
-    """Where simulations run, and how they are sent."""
+    """Where simulations run, and how they are sent.
+
+    Grouped as: where (``kind`` and the local cluster's ``workers``, ``threads_per_worker``
+    and ``dashboard``, an existing scheduler's ``address`` or ``scheduler_file``, a batch
+    system's ``jobqueue``), then how (chunking, retries, timeouts, the valid fraction).
+    """
 
     model_config = _STRICT
 
@@ -258,26 +343,72 @@ class ClusterConfig(BaseModel):
         "htcondor",
         "oar",
         "moab",
-    ] = Field("local", title="Cluster")
-    workers: int = Field(2, ge=1, le=4096, title="Workers (local)")
+    ] = Field(
+        "local",
+        title="Cluster",
+        description="local: Dask processes on this machine; address / scheduler_file: an "
+        "existing scheduler; slurm, pbs, sge, lsf, htcondor, oar, moab: batch jobs "
+        "(dask-jobqueue, see jobqueue).",
+    )
+    workers: int = Field(
+        2, ge=1, le=4096, title="Workers (local)", description="Worker processes (local)."
+    )
     threads_per_worker: int = Field(1, ge=1, le=256, title="Threads per worker (local)")
-    address: str | None = Field(None, title="Scheduler address", examples=["tcp://host:8786"])
-    scheduler_file: str | None = Field(None, title="Scheduler file")
-    jobqueue: JobqueueConfig = Field(default_factory=JobqueueConfig, title="Batch system")
-    chunk_size: int | Literal["auto", "measure"] = Field(
+    dashboard: bool = Field(
+        False,
+        title="Start the Dask dashboard (local)",
+        description="Its link is logged and published as a link artifact; needs bokeh.",
+    )
+    address: str | None = Field(
+        None,
+        title="Scheduler address",
+        description="kind=address: the scheduler to connect to.",
+        examples=["tcp://host:8786"],
+    )
+    scheduler_file: str | None = Field(
+        None, title="Scheduler file", description="kind=scheduler_file: its JSON file."
+    )
+    jobqueue: JobqueueConfig = Field(
+        default_factory=JobqueueConfig,
+        title="Batch system",
+        description="Job settings for kind=slurm, pbs, ...; unset ones come from jobqueue.yaml.",
+    )
+    chunk_size: Annotated[int, Field(ge=1)] | Literal["auto", "measure"] = Field(
         "auto",
         title="Chunk size",
-        description="Simulations per task: a number, auto (N/20, at most 1000, reproducible "
-        "for any number of workers) or measure (aim at chunk_seconds from a timed probe).",
+        description="Simulations per task: a number; auto (N/64, at most 1000: the same "
+        "chunks, hence the same simulations, for any number of workers); or measure (like "
+        "auto, but chunks of at most chunk_seconds at the speed timed on a probe; stored with "
+        "the round, so a resume reuses it).",
     )
-    chunk_seconds: float = Field(5.0, gt=0, title="Target seconds per chunk (measure)")
+    chunk_seconds: float = Field(5.0, gt=0, title="Longest chunk in seconds (measure)")
     max_in_flight: int | None = Field(
-        None, ge=1, title="Chunks in flight", description="Default: 2 per worker thread."
+        None,
+        ge=1,
+        title="Chunks in flight",
+        description="Default: 2 per worker thread (counting the threads the cluster asks for).",
     )
-    retries: int = Field(2, ge=0, le=100, title="Retries of a failing chunk")
-    chunk_timeout: float | None = Field(None, gt=0, title="Seconds before a chunk counts as hung")
-    min_valid_fraction: float = Field(0.5, ge=0, le=1, title="Minimum valid fraction per round")
-    dashboard: bool = Field(False, title="Start the Dask dashboard (local)")
+    retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        title="Retries of a failing chunk",
+        description="Then its parameters and traceback are saved and the run stops.",
+    )
+    chunk_timeout: float | None = Field(
+        None,
+        gt=0,
+        title="Seconds before a chunk counts as hung",
+        description="Seconds a chunk may run on a worker; then it is cut, its worker "
+        "restarted, and it is retried (external programs are killed).",
+    )
+    min_valid_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        title="Minimum valid fraction per round",
+        description="Stop when fewer simulations of a round are finite.",
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ClusterConfig:
@@ -303,36 +434,93 @@ class RunConfig(BaseModel):
         ...,
         min_length=1,
         title="Observation x_o",
-        description="Numbers, or a path to .npy, .csv or file.h5:dataset.",
+        description="Numbers, or a path to .npy, .csv or file.h5:dataset (relative paths: "
+        "from the working directory).",
+        examples=[[0.5, -0.3]],
+        json_schema_extra=_numbers_or_path_schema,
     )
-    method: Literal[METHODS] = Field("snpe", title="Method")  # type: ignore[valid-type]
-    rounds: int = Field(3, ge=1, le=1000, title="Rounds")
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        "snpe",
+        title="Method",
+        description="snpe: sequential neural posterior estimation (APT); tsnpe: SNPE with a "
+        "truncated prior as proposal; snle: neural likelihood + MCMC; snre: neural ratio + "
+        "MCMC.",
+    )
+    rounds: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        title="Rounds",
+        description="A finished run given more rounds is extended.",
+    )
     simulations_per_round: int | list[int] = Field(
         1000,
         title="Simulations per round",
-        description="One number for every round, or one per round (the last repeats).",
+        description="One number (>= 2) for every round, or one per round (the last repeats).",
+        json_schema_extra=_at_least_two_schema,
     )
-    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig, title="Simulator")
+    simulator: SimulatorConfig = Field(
+        default_factory=SimulatorConfig,
+        title="Simulator",
+        description="A Python function module:function, batched or per sample, or a program.",
+    )
     prior: PriorConfig = Field(
-        default_factory=lambda: PriorConfig(low=[-2.0, -2.0], high=[2.0, 2.0]), title="Prior"
+        default_factory=lambda: PriorConfig(low=[-2.0, -2.0], high=[2.0, 2.0]),
+        title="Prior",
+        description="Box bounds (low, high), or a factory module:function.",
     )
-    parameter_names: list[str] | None = Field(None, title="Parameter names")
-    network: NetworkConfig = Field(default_factory=NetworkConfig, title="Network")
-    training: TrainConfig = Field(default_factory=TrainConfig, title="Training")
-    npe: NPELossConfig = Field(default_factory=NPELossConfig, title="SNPE loss")
-    nre: NRELossConfig = Field(default_factory=NRELossConfig, title="SNRE loss")
-    tsnpe: TruncationConfig = Field(default_factory=TruncationConfig, title="TSNPE truncation")
-    posterior: PosteriorConfig = Field(default_factory=PosteriorConfig, title="Posterior sampling")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, title="Dask cluster")
-    logger: TrackerConfig = Field(default_factory=TrackerConfig, title="Logging backend")
-    run_dir: str = Field("runs", min_length=1, title="Run directory")
+    parameter_names: list[str] | None = Field(
+        None, title="Parameter names", description="Labels of the summaries and pairplots."
+    )
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig, title="Network", description="sbi's density estimators."
+    )
+    training: TrainConfig = Field(
+        default_factory=TrainConfig,
+        title="Training",
+        description="Batch size, learning rate, stopping rules, checkpoints, device.",
+    )
+    npe: NPELossConfig = Field(
+        default_factory=NPELossConfig, title="SNPE loss", description="method=snpe, tsnpe."
+    )
+    nre: NRELossConfig = Field(
+        default_factory=NRELossConfig, title="SNRE loss", description="method=snre."
+    )
+    tsnpe: TruncationConfig = Field(
+        default_factory=TruncationConfig, title="TSNPE truncation", description="method=tsnpe."
+    )
+    posterior: PosteriorConfig = Field(
+        default_factory=PosteriorConfig,
+        title="Posterior sampling",
+        description="Samples stored per round at xobs, and the sampler.",
+    )
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig,
+        title="Dask cluster",
+        description="Where simulations run (local, an existing scheduler, a batch system) and "
+        "how they are chunked, retried and timed out.",
+    )
+    logger: TrackerConfig = Field(
+        default_factory=TrackerConfig,
+        title="Logging backend",
+        description="Where training metrics go: stdout, TensorBoard, MLflow, W&B or none.",
+    )
+    run_dir: str = Field(
+        "runs",
+        min_length=1,
+        title="Run directory",
+        description="The run file is <run_dir>/<run_id>/run.h5 (relative: from the working "
+        "directory).",
+    )
     run_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         title="Run id",
         description="Default: derived from the settings, so the same command resumes.",
     )
-    seed: int = Field(0, ge=0, le=2**63 - 1, title="Seed")
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, title="Seed", description="Every random draw derives from it."
+    )
 
     @field_validator("xobs", mode="before")
     @classmethod

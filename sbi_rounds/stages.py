@@ -32,6 +32,7 @@ from sbi_rounds.simulation import (
     SimulatorError,
     call_simulator,
     choose_chunk_size,
+    measure_seconds_per_simulation,
     simulate_round,
 )
 from sbi_rounds.store import RunStore, Stage
@@ -249,8 +250,10 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
     """Draw the round's parameters from its proposal and commit them in batches.
 
     Round 1 draws from the prior; later rounds from the method's proposal built from the
-    previous round's posterior at xobs. Batches are committed as they come, so an
-    interrupted (MCMC) sampling resumes from the last committed batch.
+    previous round's posterior at xobs. Where the proposal is that posterior (SNPE, SNLE,
+    SNRE), the posterior samples the previous round stored are used first and only the rest
+    is drawn. Batches are committed as they come, so an interrupted (MCMC) sampling resumes
+    from the last committed batch.
     """
     store, cfg = run.store, run.config
     stage = store.stage(round_)
@@ -268,9 +271,18 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
             distribution, description = proposal.distribution, proposal.description
     n = cfg.simulations_for_round(round_)
     if stage is None:
-        measured = (
-            store.read_round_attr(round_ - 1, "seconds_per_simulation") if round_ > 1 else None
-        )
+        measured = None
+        if cfg.cluster.chunk_size == "measure":
+            if round_ > 1:
+                measured = store.read_round_attr(round_ - 1, "seconds_per_simulation")
+            if measured is None:  # round 1: time the simulator on a few prior draws, here
+                probe_seed = derive_seed(cfg.seed, round_, "probe")
+                with seeded(probe_seed):
+                    probe = _draw(run.prior, 64).numpy()
+                measured = measure_seconds_per_simulation(
+                    cfg.simulator, probe, x_dim=len(cfg.xobs), seed=probe_seed,
+                    budget=min(2.0, cfg.cluster.chunk_seconds),
+                )
         store.plan_round(
             round_,
             num_simulations=n,
@@ -282,10 +294,18 @@ def sample_proposal(run: Run, round_: int) -> StageResult:
         )
     info = store.round_info(round_)
     n = info.num_simulations
+    # The previous round's posterior samples at xobs are draws from this proposal already:
+    # take them first (they cost an MCMC run for SNLE/SNRE) and draw only the rest.
+    reuse = 0
+    if description["kind"] == "posterior":
+        previous = store.read_samples(round_ - 1)
+        reuse = min(len(previous), n)
+        if info.theta_done < reuse:
+            store.write_theta(round_, 0, previous[:reuse])
     batches = 1 if cfg.posterior_sampler == "direct" or round_ == 1 else cfg.posterior.batches
-    per_batch = math.ceil(n / batches)
-    for b in range(info.theta_done // per_batch, batches):
-        start = b * per_batch
+    per_batch = max(1, math.ceil((n - reuse) / batches))
+    for b in range(max(0, info.theta_done - reuse) // per_batch, batches):
+        start = reuse + b * per_batch
         count = min(per_batch, n - start)
         if count <= 0:
             break

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from sbi.inference import ImportanceSamplingPosterior, MCMCPosterior, RejectionPosterior
@@ -19,8 +18,9 @@ def potential_posterior(
 ) -> Any:
     """The sbi posterior sampling ``potential_fn`` as ``config.posterior`` says.
 
-    MCMC runs ``num_chains`` chains (``slice_np_vectorized`` advances them together),
-    split across the machine's cores (``num_workers``).
+    MCMC runs ``num_chains`` chains; ``slice_np_vectorized`` advances them together in one
+    vectorized step (the network evaluates all chains in one batch on the torch threads),
+    and ``mcmc_workers > 1`` splits the chains across that many processes.
     """
     p = config.posterior
     sampler = config.posterior_sampler
@@ -34,7 +34,7 @@ def potential_posterior(
             warmup_steps=p.warmup_steps,
             num_chains=p.num_chains,
             init_strategy=p.init_strategy,
-            num_workers=max(1, min(os.cpu_count() or 1, p.num_chains)),
+            num_workers=min(p.mcmc_workers, p.num_chains),
         )
     elif sampler == "rejection":
         post = RejectionPosterior(potential_fn, proposal=prior, theta_transform=theta_transform)
