@@ -20,6 +20,8 @@ __all__ = [
     "gaussian_prior",
     "linear_gaussian",
     "linear_gaussian_single",
+    "quadratic",
+    "quadratic_posterior_samples",
     "slow_linear_gaussian",
     "two_moons",
 ]
@@ -66,6 +68,41 @@ def slow_linear_gaussian(
     while time.perf_counter() < deadline:
         acc += sum(i * i for i in range(200))  # pure Python work: holds the GIL like real code
     return linear_gaussian(theta)
+
+
+def quadratic(theta: torch.Tensor | np.ndarray, noise_std: float = NOISE_STD) -> torch.Tensor:
+    """``x = theta^2 + noise_std * eps`` elementwise: ``(N, D) -> (N, D)``.
+
+    Under a box prior symmetric around 0, the posterior has ``2^D`` modes at
+    ``theta_i = +-sqrt(x_i)``: a multimodal problem with an exact likelihood.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float32)
+    return theta**2 + noise_std * torch.randn_like(theta)
+
+
+def quadratic_posterior_samples(
+    xobs: torch.Tensor, low: float, high: float, num_samples: int,
+    noise_std: float = NOISE_STD, seed: int = 0,
+) -> torch.Tensor:
+    """Exact posterior samples of ``quadratic`` under ``U[low, high]^D`` by rejection sampling.
+
+    Proposes from the prior and accepts with probability ``exp(-|x_o - theta^2|^2 / 2s^2)``
+    (the likelihood over its maximum), so the accepted draws follow the posterior exactly.
+
+    Returns:
+        Samples with shape ``(num_samples, D)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    xobs = torch.as_tensor(xobs, dtype=torch.float32)
+    accepted: list[torch.Tensor] = []
+    count = 0
+    while count < num_samples:
+        theta = low + (high - low) * torch.rand(1_000_000, len(xobs), generator=g)
+        log_accept = -((xobs - theta**2) ** 2).sum(1) / (2 * noise_std**2)
+        keep = theta[torch.rand(len(theta), generator=g).log() < log_accept]
+        accepted.append(keep)
+        count += len(keep)
+    return torch.cat(accepted)[:num_samples]
 
 
 def two_moons(theta: torch.Tensor | np.ndarray) -> torch.Tensor:

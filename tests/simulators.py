@@ -45,3 +45,8 @@ def counting(theta: torch.Tensor) -> torch.Tensor:
 def gaussian_prior_2d() -> torch.distributions.Distribution:
     """N(0, I) over two parameters: conjugate to the linear Gaussian model."""
     return torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
+
+
+def small_embedding() -> torch.nn.Module:
+    """An embedding network for two summaries: ``(B, 2) -> (B, 4)``."""
+    return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))

@@ -1,0 +1,183 @@
+"""C2ST of each method's posterior against a reference, next to the hand-written sbi loop.
+
+For every (problem, method, seed): our rounds (the library stages the flow runs, on a
+local Dask cluster) and the loop an sbi user writes from sbi's docs, with the same
+simulator, prior, budget, network, training settings and MCMC settings. Both final
+posteriors are compared with a reference sample by C2ST as sbibm defines it (an MLP
+classifier with two hidden layers of 10*D units, 5-fold cross-validation, z-scored by the
+reference): 0.5 is indistinguishable, 1.0 is disjoint.
+
+Problems with an honest reference:
+* ``gaussian``: linear Gaussian model under a N(0, I) prior; closed-form posterior.
+* ``quadratic``: ``x = theta^2 + 0.1 eps`` under U[-2, 2]^2, 4 posterior modes; exact
+  reference by rejection sampling with the known likelihood.
+
+    python benchmarks/bench_c2st.py --seeds 0 1 --out benchmarks/out/c2st.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from sbi.inference import NLE, NPE, NRE
+from sbi.neural_nets import classifier_nn, likelihood_nn, posterior_nn
+from sbi.utils import BoxUniform, RestrictedPrior, get_density_thresholder
+from sbi.utils.metrics import c2st
+
+from sbi_rounds import stages
+from sbi_rounds.cluster import open_client
+from sbi_rounds.config import RunConfig
+from sbi_rounds.examples import (
+    gaussian_posterior,
+    gaussian_prior,
+    linear_gaussian,
+    quadratic,
+    quadratic_posterior_samples,
+)
+from sbi_rounds.training.trackers import NullTracker
+
+warnings.filterwarnings("ignore")
+
+PROBLEMS = {
+    "gaussian": {"xobs": [0.5, -0.3], "simulator": "sbi_rounds.examples:linear_gaussian",
+                 "prior": {"path": "sbi_rounds.examples:gaussian_prior"}},
+    "quadratic": {"xobs": [0.5, 0.5], "simulator": "sbi_rounds.examples:quadratic",
+                  "prior": {"low": [-2.0, -2.0], "high": [2.0, 2.0]}},
+}
+NET = {"hidden_features": 50, "num_transforms": 5}
+TRAIN = {"batch_size": 200, "learning_rate": 5e-4, "patience": 20}
+MCMC = {"num_chains": 20, "thin": 1, "warmup_steps": 50, "init_strategy": "resample"}
+QUANTILE, THRESHOLD_SAMPLES = 1e-4, 100_000
+
+
+def reference(problem: str, n: int) -> torch.Tensor:
+    xobs = torch.tensor(PROBLEMS[problem]["xobs"])
+    if problem == "gaussian":
+        return gaussian_posterior(xobs).sample((n,))
+    return quadratic_posterior_samples(xobs, -2.0, 2.0, n, seed=123)
+
+
+def ours(problem: str, method: str, seed: int, rounds: int, sims: int, samples: int,
+         run_dir: Path, client: object) -> torch.Tensor:
+    p = PROBLEMS[problem]
+    config = RunConfig(
+        xobs=p["xobs"], method=method, rounds=rounds, simulations_per_round=sims,
+        simulator={"path": p["simulator"]}, prior=p["prior"], seed=seed, run_dir=str(run_dir),
+        network={**NET, "model": "resnet" if method == "snre" else "maf"},
+        training=TRAIN, posterior={"num_samples": samples, **MCMC},
+        tsnpe={"quantile": QUANTILE, "num_samples_to_estimate": THRESHOLD_SAMPLES},
+        logger={"backend": "none"},
+    )
+    with stages.run_session(config) as run:
+        for r in range(1, rounds + 1):
+            stages.sample_proposal(run, r)
+            stages.simulate(run, r, client)
+            stages.append_simulations(run, r)
+            stages.train(run, r)
+            stages.build_posterior(run, r)
+            stages.checkpoint(run, r, pairplot=False)
+        return torch.from_numpy(run.store.read_samples(rounds))
+
+
+def sbi_loop(problem: str, method: str, seed: int, rounds: int, sims: int,
+             samples: int) -> torch.Tensor:
+    """The multi-round loops of sbi's tutorials, with our settings spelled out."""
+    torch.manual_seed(seed)
+    p = PROBLEMS[problem]
+    prior = gaussian_prior() if problem == "gaussian" else BoxUniform(-2 * torch.ones(2),
+                                                                      2 * torch.ones(2))
+    simulator = linear_gaussian if problem == "gaussian" else quadratic
+    x_o = torch.tensor(p["xobs"])
+    train = {"training_batch_size": TRAIN["batch_size"], "learning_rate": TRAIN["learning_rate"],
+             "stop_after_epochs": TRAIN["patience"]}
+    kw = {"show_progress_bars": False, "tracker": NullTracker()}
+    if method in ("snpe", "tsnpe"):
+        inference = NPE(prior, posterior_nn("maf", **NET), **kw)
+    elif method == "snle":
+        inference = NLE(prior, likelihood_nn("maf", **NET), **kw)
+    else:
+        inference = NRE(prior, classifier_nn("resnet", hidden_features=NET["hidden_features"]),
+                        **kw)
+    proposal = prior
+    for _ in range(rounds):
+        theta = proposal.sample((sims,))
+        x = simulator(theta)
+        if method == "snpe":
+            estimator = inference.append_simulations(theta, x, proposal=proposal).train(**train)
+            posterior = inference.build_posterior(estimator).set_default_x(x_o)
+            proposal = posterior
+        elif method == "tsnpe":
+            inference.append_simulations(theta, x).train(force_first_round_loss=True, **train)
+            posterior = inference.build_posterior().set_default_x(x_o)
+            accept = get_density_thresholder(posterior, quantile=QUANTILE,
+                                             num_samples_to_estimate_support=THRESHOLD_SAMPLES)
+            proposal = RestrictedPrior(prior, accept, sample_with="rejection")
+        else:
+            inference.append_simulations(theta, x).train(**train)
+            posterior = inference.build_posterior(
+                mcmc_method="slice_np_vectorized", mcmc_parameters=MCMC
+            ).set_default_x(x_o)
+            proposal = posterior
+    try:
+        return posterior.sample((samples,), show_progress_bars=False)
+    except TypeError:
+        return posterior.sample((samples,))
+
+
+def c2st_sbibm(ref: torch.Tensor, samples: torch.Tensor, seed: int = 1) -> float:
+    d = ref.shape[1]
+    return float(c2st(ref, samples, seed=seed, n_folds=5, classifier="mlp", z_score=True,
+                      classifier_kwargs={"activation": "relu", "hidden_layer_sizes": (10 * d,
+                                         10 * d), "max_iter": 10000, "solver": "adam"}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
+    parser.add_argument("--methods", nargs="+", default=["snpe", "tsnpe", "snle", "snre"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--simulations", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    from sbi_rounds.config import ClusterConfig
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, open_client(ClusterConfig(workers=2)) as client:
+        for problem in args.problems:
+            ref = reference(problem, args.samples)
+            for method in args.methods:
+                for seed in args.seeds:
+                    t0 = time.perf_counter()
+                    a = ours(problem, method, seed, args.rounds, args.simulations,
+                             args.samples, Path(tmp) / f"{problem}-{method}-{seed}", client)
+                    t1 = time.perf_counter()
+                    b = sbi_loop(problem, method, seed, args.rounds, args.simulations,
+                                 args.samples)
+                    t2 = time.perf_counter()
+                    row = {"problem": problem, "method": method, "seed": seed,
+                           "c2st_ours": c2st_sbibm(ref, a), "c2st_sbi": c2st_sbibm(ref, b),
+                           "seconds_ours": t1 - t0, "seconds_sbi": t2 - t1}
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
+    print("\nproblem    method  C2ST ours (mean)  C2ST sbi loop (mean)  seeds")
+    for problem in args.problems:
+        for method in args.methods:
+            rows = [r for r in results if r["problem"] == problem and r["method"] == method]
+            print(f"{problem:10s} {method:6s} {statistics.mean(r['c2st_ours'] for r in rows):16.3f}"
+                  f" {statistics.mean(r['c2st_sbi'] for r in rows):21.3f}  {len(rows)}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
