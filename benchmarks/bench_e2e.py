@@ -76,7 +76,7 @@ def main() -> None:
                   flush=True)
     cli = statistics.median(o["seconds"] for o in ours)
     loop = statistics.median(t["seconds"] for t in theirs)
-    ratios = [o["seconds"] / t["seconds"] for o, t in zip(ours, theirs)]
+    ratios = [o["seconds"] / t["seconds"] for o, t in zip(ours, theirs, strict=True)]
     summary = {
         "rounds": args.rounds, "simulations": args.simulations, "workers": args.workers,
         "cli_seconds_median": cli, "sbi_loop_seconds_median": loop,

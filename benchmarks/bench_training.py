@@ -106,7 +106,7 @@ def main() -> None:
             "batch": args.batch, "threads": torch.get_num_threads(),
             "sbi_epochs_per_s": statistics.median(sbi_rates),
             "ours_epochs_per_s": statistics.median(our_rates),
-            "speedup": statistics.median(o / s for o, s in zip(our_rates, sbi_rates)),
+            "speedup": statistics.median(o / s for o, s in zip(our_rates, sbi_rates, strict=True)),
             "sbi_final_val_loss": statistics.mean(sbi_vals),
             "ours_final_val_loss": statistics.mean(our_vals),
         }
