@@ -161,3 +161,28 @@ def test_load_posterior_gives_an_sbi_posterior_of_any_round(make_config, dask_cl
     assert first.sample((5,), show_progress_bars=False).shape == (5, 2)
     with pytest.raises(ValueError, match="trained rounds"):
         load_posterior(config.run_path, round=3)
+
+
+def test_mcmc_sampling_resumes_from_its_last_committed_batch(make_config, dask_client):
+    config = make_config(
+        method="snle", rounds=2, training={"max_epochs": 3},
+        posterior={"num_samples": 40, "batches": 2, "num_chains": 4, "warmup_steps": 5},
+    )
+    with run_session(config) as run:
+        _round(run, 1, dask_client)
+        stages.sample_proposal(run, 2)
+        stages.simulate(run, 2, dask_client)
+        stages.append_simulations(run, 2)
+        stages.train(run, 2)
+        # An interrupted posterior stage: its first batch is committed, the second is not.
+        sentinel = np.full((20, 2), 7.0, dtype=np.float32)
+        run.store.write_samples(2, 0, sentinel)
+        assert run.store.round_info(2).samples_done == 20
+        stages.build_posterior(run, 2)
+        samples = run.store.read_samples(2)
+    assert samples.shape == (40, 2)
+    np.testing.assert_array_equal(samples[:20], sentinel)  # kept, not redrawn
+    assert np.abs(samples[20:]).max() < 7.0 and np.isfinite(samples[20:]).all()
+    # Round 2's parameters started with round 1's stored posterior samples.
+    theta2 = run.store.read_theta(2)
+    np.testing.assert_array_equal(theta2[:40], run.store.read_samples(1))
