@@ -3,6 +3,13 @@
 Each round chains the stage tasks: sample proposal -> simulate (Dask) -> append
 simulations -> train -> build posterior -> checkpoint. The run file is the source of truth:
 rerunning the same command continues where the last one stopped.
+
+Stopping: Ctrl-C or SIGTERM on the command line; from Prefect, cancelling the flow run. A run
+started by a worker or ``flow.serve`` is cancelled by its runner with SIGTERM, which Prefect
+turns into ``TerminationSignal`` in the flow; a run started by calling the flow (the command
+line against a server) has no runner, so the flow polls its own state and stops at the next
+check (twice a second while simulating, every epoch while training, between stages). Either
+way every commit is atomic, the Dask cluster is closed and the same parameters resume.
 """
 
 from __future__ import annotations
@@ -12,20 +19,33 @@ import os
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
 
 import argparse  # noqa: E402
+import contextvars  # noqa: E402
+import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import shlex  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
-from types import FrameType  # noqa: E402
-from typing import Any  # noqa: E402
+from types import FrameType, TracebackType  # noqa: E402
+from typing import Any, Literal  # noqa: E402
+from uuid import UUID  # noqa: E402
 
 from prefect import flow, get_run_logger  # noqa: E402
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
+from prefect.exceptions import CancelledRun, TerminationSignal  # noqa: E402
+from prefect.states import Cancelled, State  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
+from flows.artifacts import (  # noqa: E402
+    SimulationProgress,
+    publish_dashboard_link,
+    publish_posterior,
+    publish_round_table,
+)
 from sbi_rounds.config import (  # noqa: E402
     IDENTITY_FIELDS,
     METHODS,
@@ -41,7 +61,12 @@ from sbi_rounds.stages import (  # noqa: E402
     run_session,
 )
 from sbi_rounds.store import Stage  # noqa: E402
-from sbi_rounds.training import ProgressBar, TrackerCallback  # noqa: E402
+from sbi_rounds.training import (  # noqa: E402
+    Callback,
+    ProgressBar,
+    TrackerCallback,
+    TrainingLoop,
+)
 from tasks import (  # noqa: E402
     append_simulations_task,
     build_posterior_task,
@@ -53,10 +78,15 @@ from tasks import (  # noqa: E402
 
 __all__ = ["build_config", "main", "online_inference", "parse_args"]
 
+#: Set to stop the run at its next check (Ctrl-C/SIGTERM handler, Prefect cancellation).
 _STOP = threading.Event()
 
+ProgressFn = Callable[[int, int, float], None]
 
-def _simulation_progress(round_: int, enabled: bool) -> Any:
+
+def _simulation_progress(
+    round_: int, enabled: bool
+) -> tuple[ProgressFn | None, Callable[[], None]]:
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
@@ -79,8 +109,19 @@ def _simulation_progress(round_: int, enabled: bool) -> Any:
     return update, close
 
 
+def _fan_out(*callbacks: ProgressFn | None) -> ProgressFn:
+    """One progress callback that calls every given one."""
+    active = [c for c in callbacks if c is not None]
+
+    def progress(done: int, total: int, rate: float) -> None:
+        for callback in active:
+            callback(done, total, rate)
+
+    return progress
+
+
 @contextmanager
-def _lazy_client(run: Run) -> Iterator[Any]:
+def _lazy_client(run: Run) -> Iterator[Callable[[], Any]]:
     """A Dask client started on first use (a finished run starts no cluster)."""
     from sbi_rounds.cluster import open_client
 
@@ -94,15 +135,63 @@ def _lazy_client(run: Run) -> Iterator[Any]:
                 holder["client"] = stack.enter_context(open_client(run.config.cluster))
                 client = holder["client"]
                 logger.info(
-                    "Dask cluster ready in %.1f s: %s, %d worker(s); dashboard: %s",
+                    "Dask cluster ready in %.1f s: %s, %d worker(s)",
                     time.perf_counter() - t0,
                     client.scheduler.address,
                     len(client.nthreads()),
-                    client.dashboard_link if run.config.cluster.dashboard else "off",
                 )
+                _report_dashboard(logger, run, client)
             return holder["client"]
 
-        yield get
+        try:
+            yield get
+        except BaseException:
+            if "client" in holder:
+                _close_quickly(stack)
+            raise
+        if "client" in holder:
+            get_run_logger().info("closing the Dask cluster")
+
+
+def _close_quickly(stack: ExitStack) -> None:
+    """Close the Dask client and cluster of a run that is stopping.
+
+    Prefect cancels a flow run of a process worker with SIGTERM to its whole process group,
+    which holds the local cluster's scheduler and workers too: they are closing already,
+    and each call of the graceful close to the gone scheduler would wait for the default
+    30 s connect timeout, longer than the runner's grace period before SIGKILL.
+    """
+    import dask
+
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+            stack.close()
+    except (OSError, TimeoutError) as e:
+        logger.info(
+            "the Dask cluster shut down on its own (%s: %s); its processes received the "
+            "same stop signal",
+            type(e).__name__,
+            str(e).splitlines()[0] if str(e) else "",
+        )
+    else:
+        logger.info("closed the Dask cluster in %.1f s", time.perf_counter() - t0)
+
+
+def _report_dashboard(logger: Any, run: Run, client: Any) -> None:
+    """Log the Dask dashboard's link (and publish it as a link artifact) when it is on."""
+    if not run.config.cluster.dashboard:
+        logger.info("Dask dashboard: off (set cluster.dashboard to start it)")
+        return
+    if run.config.cluster.kind == "local" and importlib.util.find_spec("bokeh") is None:
+        logger.warning(
+            "cluster.dashboard is on but the Dask dashboard needs bokeh, which is not "
+            'installed: pip install "bokeh>=3.1"'
+        )
+        return
+    logger.info("Dask dashboard: %s", client.dashboard_link)
+    publish_dashboard_link(logger, run.config.resolved_run_id, client.dashboard_link)
 
 
 def _tracker(run: Run) -> Any:
@@ -124,49 +213,155 @@ def _log_round(tracker: Any, run: Run, round_: int) -> dict[str, Any]:
     return row
 
 
+def _publish_round(logger: Any, run: Run, round_: int, row: dict[str, Any]) -> None:
+    """The round's table and posterior artifacts, read back from the run file."""
+    run_id = run.config.resolved_run_id
+    publish_round_table(logger, run_id, round_table(run.store))
+    pairplot = run.store.read_round_attr(round_, "pairplot")
+    publish_posterior(
+        logger,
+        run_id,
+        round_,
+        rounds=run.config.rounds,
+        summary=run.store.read_round_attr(round_, "posterior_summary", {}),
+        xobs=run.config.xobs,
+        row=row,
+        pairplot=None if pairplot is None else run.directory / pairplot,
+        run_file=run.store.path,
+    )
+
+
+def _check_stop(round_: int, stage: str) -> None:
+    if _STOP.is_set():
+        raise RunInterrupted(f"stopped before {stage} of round {round_}")
+
+
+class _StopTraining(Callback):
+    """Interrupts training at the start of an epoch once a stop was requested.
+
+    Training resumes from its last checkpoint in the run file (``training.checkpoint_every``).
+    """
+
+    def on_epoch_start(self, loop: TrainingLoop) -> None:
+        if _STOP.is_set():
+            raise RunInterrupted(f"stopped while training, at epoch {loop.state.epoch}")
+
+
+class _CancellationWatch:
+    """Polls the flow run's state and sets :data:`_STOP` once it is Cancelling or Cancelled.
+
+    For runs without a Prefect runner (the flow called directly, e.g. from the command line
+    against a server): cancelling such a run only marks it Cancelling, and nothing would stop
+    the process. Runs of a deployment are stopped by their runner's SIGTERM instead, so for
+    them (``flow_run_id`` None) this does nothing.
+
+    Args:
+        flow_run_id: The flow run to watch, or None.
+        interval: Seconds between two reads of its state.
+    """
+
+    def __init__(self, flow_run_id: UUID | None, interval: float = 2.0) -> None:
+        self.flow_run_id, self.interval = flow_run_id, interval
+        self.requested = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_current_run(cls) -> _CancellationWatch:
+        """A watch of the current flow run when it has no runner (no deployment)."""
+        context = FlowRunContext.get()
+        flow_run = context.flow_run if context is not None else None
+        runnerless = flow_run is not None and flow_run.deployment_id is None
+        return cls(flow_run.id if runnerless else None)
+
+    def _poll(self) -> None:
+        with get_client(sync_client=True) as client:
+            while not self._done.wait(self.interval):
+                try:
+                    state = client.read_flow_run(self.flow_run_id).state
+                except Exception:  # noqa: BLE001 - a missed poll is retried at the next one
+                    continue
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    self.requested = True
+                    _STOP.set()
+                    return
+
+    def __enter__(self) -> _CancellationWatch:
+        if self.flow_run_id is not None:
+            context = contextvars.copy_context()  # the thread talks to the flow's API
+            self._thread = threading.Thread(
+                target=context.run, args=(self._poll,), name="cancellation-watch", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 5)
+
+
 @flow(name="online_inference", log_prints=True)
 def online_inference(
     config: RunConfig,
-    allow_changes: list[str] | None = None,
+    allow_changes: list[Literal[IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
     show_progress: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Run (or resume, or extend) a multi-round SBI run described by ``config``.
 
+    Run it again with the same settings (or the same ``run_id``) to resume an interrupted
+    or cancelled run; with more ``rounds`` to extend a finished one.
+
     Args:
-        config: The run's settings.
+        config: The run's settings: observation, method, rounds, simulations per round,
+            simulator, prior, network, training, posterior sampling and the Dask cluster.
         allow_changes: Identity settings (e.g. ``["simulator"]``) allowed to differ from
             the run file's when resuming.
         show_progress: Show progress bars for simulation and training (terminal use).
 
     Returns:
-        ``{"run_file", "run_dir", "rounds": [per-round rows], "pairplots": [...]}``.
+        ``{"run_file", "run_dir", "rounds": [per-round rows], "pairplots": [...]}``; a
+        ``Cancelled`` state when the run was cancelled from Prefect without a runner.
     """
     logger = get_run_logger()
     _STOP.clear()
-    with run_session(config, allow_changes=allow_changes or ()) as run, _lazy_client(run) as client:
-        logger.info("run file %s", run.store.path)
+    run_id = config.resolved_run_id
+    with (
+        _CancellationWatch.for_current_run() as watch,
+        run_session(config, allow_changes=allow_changes or ()) as run,
+        _lazy_client(run) as client,
+    ):
+        logger.info("run %s: run file %s", run_id, run.store.path)
         tracker = _tracker(run)
         tracker.log_params(run.config.model_dump(mode="json"))
+        published = False
         try:
             epochs_before = 0
             for r in range(1, config.rounds + 1):
                 if run.store.stage(r) == Stage.DONE:
                     epochs_before += int(run.store.training_summary(r).get("epochs", 0))
                     continue
+                _check_stop(r, "sampling the proposal")
                 sample_proposal_task(run, r)
                 if run.store.stage(r) < Stage.SIMULATED:
-                    progress, close = _simulation_progress(r, show_progress)
-                    try:
-                        simulate_task(run, r, client(), progress, _STOP.is_set)
-                    finally:
-                        close()
+                    _check_stop(r, "simulating")
+                    _simulate(logger, run, r, client(), show_progress)
+                _check_stop(r, "appending the simulations")
                 append_simulations_task(run, r)
                 callbacks: list[Any] = [
-                    TrackerCallback(tracker, step_offset=epochs_before, log_params=False)
+                    TrackerCallback(tracker, step_offset=epochs_before, log_params=False),
+                    _StopTraining(),
                 ]
                 if show_progress:
                     callbacks.append(ProgressBar(f"training round {r}", leave=False))
+                _check_stop(r, "training")
                 train_task(run, r, callbacks)
+                _check_stop(r, "building the posterior")
                 build_posterior_task(run, r)
                 checkpoint_task(run, r)
                 row = _log_round(tracker, run, r)
@@ -178,10 +373,32 @@ def online_inference(
                     row["epochs"],
                     row["best_val_loss"],
                 )
+                _publish_round(logger, run, r, row)
+                published = True
+        except (RunInterrupted, TerminationSignal) as stop:
+            if isinstance(stop, TerminationSignal):
+                how = "stopped by SIGTERM (a cancellation from Prefect, or a kill)"
+            elif watch.requested:
+                how = f"cancelled from Prefect ({stop})"
+            else:
+                how = f"stopped ({stop})"
+            logger.warning(
+                "run %s %s. Everything committed is in %s; run the deployment or the command "
+                "again with the same settings (run_id=%s) to resume.",
+                run_id,
+                how,
+                run.store.path,
+                run_id,
+            )
+            if not watch.requested:
+                raise
+            return Cancelled(message=f"Cancelled; resume with the same settings (run_id={run_id}).")
         finally:
             tracker.flush()
             tracker.close()
         rows = round_table(run.store)
+        if not published and rows:
+            publish_round_table(logger, run_id, rows)
         pairplots = sorted(str(p) for p in run.directory.glob("round_*_pairplot.png"))
         print("\n" + format_round_table(rows))
         return {
@@ -190,6 +407,37 @@ def online_inference(
             "rounds": rows,
             "pairplots": pairplots,
         }
+
+
+def _simulate(logger: Any, run: Run, round_: int, client: Any, show_progress: bool) -> None:
+    """Simulate a round's uncommitted chunks, with a progress bar and a progress artifact."""
+    info = run.store.round_info(round_)
+    pending = run.store.pending_chunks(round_)
+    missing = sum(b - a for a, b in map(info.chunk_bounds, pending))
+    artifact = SimulationProgress(
+        logger,
+        run.config.resolved_run_id,
+        round_,
+        run.config.rounds,
+        done=info.num_simulations - missing,
+        total=info.num_simulations,
+    )
+    bar, close = _simulation_progress(round_, show_progress)
+    try:
+        result = simulate_task(run, round_, client, _fan_out(bar, artifact), _STOP.is_set)
+    finally:
+        close()
+    if not result.skipped:
+        d = result.details
+        logger.info(
+            "round %d simulated: %d chunk(s) run (%d simulations), %d chunk(s) committed "
+            "before and skipped, %d chunk retries",
+            round_,
+            d["chunks_run"],
+            d["simulations_run"],
+            d["chunks_skipped"],
+            d["retries"],
+        )
 
 
 # --- command line -----------------------------------------------------------------------
@@ -493,7 +741,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point. Returns the exit status (0 done, 2 bad input, 130 stopped)."""
+    """Command-line entry point. Returns the exit status (0 done, 2 bad input, 130 stopped).
+
+    Stopped means Ctrl-C, SIGTERM, or the flow run cancelled from the Prefect UI or API.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -512,9 +763,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_changes=getattr(args, "allow_change", None),
             show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CancelledRun) as e:
+        how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
         print(
-            f"\nStopped. Everything committed is saved in {config.run_path}.\n"
+            f"\n{how}. Everything committed is saved in {config.run_path}.\n"
             f"Resume with:\n  {_resume_command(argv, config)}",
             file=sys.stderr,
         )

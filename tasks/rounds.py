@@ -8,8 +8,10 @@ repeat (bad input, a simulator that raises: those have their own, counted retrie
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
+from distributed.comm.core import CommClosedError
 from prefect import Task, task
 from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import TaskRun
@@ -30,14 +32,32 @@ __all__ = [
 _NO_CACHE: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
 
 
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EINTR,
+        errno.EIO,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ECONNREFUSED,
+    }
+)
+
+
 def _transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry only connection and file-system hiccups, never deterministic errors."""
     try:
         state.result()
-    except (ConnectionError, TimeoutError, BlockingIOError):
+    except (ConnectionError, TimeoutError, BlockingIOError, CommClosedError):
         return True
-    except OSError as e:  # e.g. a stale NFS handle; not a missing file or a bad path
-        return e.errno not in (2, 13, 20, 21)
+    except OSError as e:  # a stale NFS handle, a busy file; not ENOSPC, EROFS or h5py's
+        return e.errno in _TRANSIENT_ERRNOS  # errno-less errors (a corrupt file)
     except BaseException:  # noqa: BLE001 - anything else would fail the same way again
         return False
     return False

@@ -1,0 +1,299 @@
+"""Prefect artifacts of a run: simulation progress, the round table and the posterior summary."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+__all__ = [
+    "MAX_EMBEDDED_IMAGE_BYTES",
+    "SimulationProgress",
+    "artifact_key",
+    "png_data_uri",
+    "posterior_markdown",
+    "publish_dashboard_link",
+    "publish_posterior",
+    "publish_round_table",
+    "round_table_artifact_rows",
+]
+
+#: Largest PNG embedded in a markdown artifact (its base64 text is a third larger).
+MAX_EMBEDDED_IMAGE_BYTES = 4_000_000
+
+#: Round-table columns: (key in ``stages.round_table`` rows, column title).
+_TABLE_COLUMNS = (
+    ("round", "round"),
+    ("stage", "stage"),
+    ("simulations", "simulations"),
+    ("valid", "valid"),
+    ("epochs", "epochs"),
+    ("best_val_loss", "best validation loss"),
+    ("sample_s", "sample (s)"),
+    ("simulate_s", "simulate (s)"),
+    ("append_s", "append (s)"),
+    ("train_s", "train (s)"),
+    ("posterior_s", "posterior (s)"),
+    ("checkpoint_s", "checkpoint (s)"),
+)
+
+
+def artifact_key(run_id: str, what: str) -> str:
+    """A Prefect artifact key for ``what`` of run ``run_id``: lowercase letters, digits, dashes.
+
+    Example:
+        ``artifact_key("snpe-1a2b3c_X", "rounds") == "snpe-1a2b3c-x-rounds"``
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{run_id}-{what}".lower()).strip("-")
+    return slug or "sbi-rounds"
+
+
+def _clean(value: Any, digits: int = 4) -> Any:
+    """JSON-friendly cell: None for missing (NaN, -1 counts), floats rounded."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return None if value == -1 else value
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
+
+
+def round_table_artifact_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``stages.round_table`` with readable column names and clean values.
+
+    Args:
+        rows: One mapping per round (``round``, ``simulations``, ``valid``, ``epochs``,
+            ``best_val_loss`` and ``<stage>_s`` seconds).
+
+    Returns:
+        One dict per round: round, stage, simulations, valid, epochs, best validation
+        loss and the seconds of every stage; unknown values are None.
+    """
+    return [{title: _clean(row.get(key)) for key, title in _TABLE_COLUMNS} for row in rows]
+
+
+def png_data_uri(path: str | Path, max_bytes: int = MAX_EMBEDDED_IMAGE_BYTES) -> str | None:
+    """``data:image/png;base64,...`` of a PNG file, or None when it is larger than ``max_bytes``."""
+    data = Path(path).read_bytes()
+    if len(data) > max_bytes:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def posterior_markdown(
+    *,
+    run_id: str,
+    round_: int,
+    rounds: int,
+    summary: Mapping[str, Mapping[str, float]],
+    xobs: Sequence[float],
+    row: Mapping[str, Any],
+    pairplot: str | Path | None,
+    run_file: str | Path,
+    max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
+) -> str:
+    """The markdown of one round's posterior: summary table and the embedded pairplot.
+
+    Args:
+        run_id: The run's id.
+        round_: The round (1-based).
+        rounds: The number of rounds the run was asked for.
+        summary: Per parameter: ``mean``, ``std``, ``q05``, ``median``, ``q95`` (the
+            ``posterior_summary`` round attribute of the run file).
+        xobs: The observation, with shape ``(K,)``.
+        row: The round's ``stages.round_table`` row.
+        pairplot: The pairplot PNG, embedded as a ``data:`` URI so that it renders without
+            an external URL; None when there is none.
+        run_file: The run file's path.
+        max_image_bytes: A larger pairplot is named by its path instead of embedded.
+
+    Returns:
+        Markdown text.
+    """
+    loss = row.get("best_val_loss")
+    lines = [
+        f"# Posterior after round {round_} of {rounds}",
+        "",
+        f"Run `{run_id}` at x_o = [{', '.join(_number(v) for v in xobs)}]: "
+        f"{_clean(row.get('valid'))} valid of {_clean(row.get('simulations'))} simulations, "
+        f"{_clean(row.get('epochs'))} epochs, best validation loss "
+        f"{'-' if loss is None or loss != loss else _number(loss)}.",
+        "",
+        "| parameter | mean | std | 5% | median | 95% |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in summary.items():
+        cells = (s["mean"], s["std"], s["q05"], s["median"], s["q95"])
+        lines.append(f"| {name} | " + " | ".join(_number(c) for c in cells) + " |")
+    lines.append("")
+    if pairplot is not None:
+        uri = png_data_uri(pairplot, max_image_bytes)
+        if uri is None:
+            lines.append(
+                f"The pairplot ({Path(pairplot).stat().st_size / 1e6:.1f} MB) is too large to "
+                f"embed; it is at `{pairplot}`."
+            )
+        else:
+            lines.append(f"![Pairplot of the round {round_} posterior]({uri})")
+        lines.append("")
+    lines.append(f"Run file: `{run_file}`")
+    return "\n".join(lines)
+
+
+def _safely(
+    logger: logging.Logger | logging.LoggerAdapter[Any], what: str, call: Callable[[], Any]
+) -> Any:
+    """Call ``call``; an API error is logged as a warning instead of failing the run.
+
+    Artifacts are a view of the run file, which stays the source of truth: losing one to
+    a server hiccup must not stop hours of simulation.
+    """
+    try:
+        return call()
+    except Exception as e:  # noqa: BLE001 - reported, and the run file has the data
+        logger.warning("could not publish the %s artifact: %s: %s", what, type(e).__name__, e)
+        return None
+
+
+def publish_round_table(
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+) -> UUID | None:
+    """Create (a new version of) the run's round-table artifact, key ``<run>-rounds``."""
+    table = round_table_artifact_rows(rows)
+    return _safely(
+        logger,
+        "round table",
+        lambda: create_table_artifact(
+            table=table,
+            key=artifact_key(run_id, "rounds"),
+            description=f"Run {run_id}: per-round simulations, training and seconds per stage.",
+        ),
+    )
+
+
+def publish_posterior(
+    logger: logging.Logger | logging.LoggerAdapter[Any], run_id: str, round_: int, **fields: Any
+) -> UUID | None:
+    """Create the round's posterior markdown artifact, key ``<run>-posterior``.
+
+    Args:
+        logger: Where a failure to publish is reported.
+        run_id: The run's id.
+        round_: The round (1-based).
+        **fields: The other arguments of :func:`posterior_markdown`.
+    """
+    markdown = posterior_markdown(run_id=run_id, round_=round_, **fields)
+    return _safely(
+        logger,
+        "posterior",
+        lambda: create_markdown_artifact(
+            markdown=markdown,
+            key=artifact_key(run_id, "posterior"),
+            description=f"Run {run_id}: posterior summary and pairplot after round {round_}.",
+        ),
+    )
+
+
+def publish_dashboard_link(
+    logger: logging.Logger | logging.LoggerAdapter[Any], run_id: str, url: str
+) -> UUID | None:
+    """Create a link artifact to the Dask dashboard, key ``<run>-dask-dashboard``."""
+    return _safely(
+        logger,
+        "Dask dashboard link",
+        lambda: create_link_artifact(
+            link=url,
+            link_text="Dask dashboard",
+            key=artifact_key(run_id, "dask-dashboard"),
+            description=f"Run {run_id}: the Dask dashboard while the run's cluster is up.",
+        ),
+    )
+
+
+class SimulationProgress:
+    """A Prefect progress artifact of one round's simulations, updated as chunks commit.
+
+    Use it as ``simulate_round``'s ``progress`` callback: ``progress(done, total, rate)``.
+    Updates are sent at most every ``min_interval`` seconds, and always at completion.
+
+    Args:
+        logger: Where a failure to publish is reported.
+        run_id: The run's id (the artifact key is ``<run>-simulation-progress``).
+        round_: The round (1-based).
+        rounds: The number of rounds of the run.
+        done: Simulations already committed (a resumed round starts above 0).
+        total: Simulations of the round.
+        min_interval: Seconds between updates.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        run_id: str,
+        round_: int,
+        rounds: int,
+        *,
+        done: int,
+        total: int,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.logger, self.round, self.rounds = logger, round_, rounds
+        self.min_interval = min_interval
+        self._last = -math.inf
+        self.artifact_id: UUID | None = _safely(
+            logger,
+            "simulation progress",
+            lambda: create_progress_artifact(
+                progress=self._percent(done, total),
+                key=artifact_key(run_id, "simulation-progress"),
+                description=self._describe(done, total, None),
+            ),
+        )
+
+    @staticmethod
+    def _percent(done: int, total: int) -> float:
+        return 100.0 * done / total if total > 0 else 100.0
+
+    def _describe(self, done: int, total: int, rate: float | None) -> str:
+        speed = "" if rate is None else f", {rate:.0f} simulations/s"
+        return f"Round {self.round} of {self.rounds}: {done} of {total} simulations{speed}"
+
+    def __call__(self, done: int, total: int, rate: float) -> None:
+        """Report ``done`` of ``total`` simulations at ``rate`` simulations per second."""
+        now = time.monotonic()
+        if self.artifact_id is None or (done < total and now - self._last < self.min_interval):
+            return
+        self._last = now
+        artifact_id = self.artifact_id
+        _safely(
+            self.logger,
+            "simulation progress",
+            lambda: update_progress_artifact(
+                artifact_id=artifact_id,
+                progress=self._percent(done, total),
+                description=self._describe(done, total, rate),
+            ),
+        )

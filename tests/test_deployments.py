@@ -1,0 +1,488 @@
+"""Deployments: prefect.yaml and serve.py, and runs on a real Prefect server with a worker.
+
+The slow tests start ``prefect server start`` on 127.0.0.1, create the process work pool,
+deploy ``deployments/prefect.yaml`` with ``prefect deploy`` and start ``prefect worker
+start``, as the README's "Running from Prefect" section does; then they trigger runs through
+the API, cancel one mid-simulation and resume it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import State
+from prefect.utilities.callables import parameter_schema
+
+from flows.online import online_inference
+from sbi_rounds.config import RunConfig
+from sbi_rounds.locking import RunLock
+from sbi_rounds.store import RunStore, Stage
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "deployments" / "prefect.yaml"
+POOL = "sbi-rounds"
+
+
+def _load_serve() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "deployments_serve", ROOT / "deployments/serve.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- prefect.yaml, serve.py and the parameter schema, without a server -----------------------
+def test_prefect_yaml_has_an_on_demand_and_a_nightly_deployment_with_valid_defaults():
+    data = yaml.safe_load(SPEC.read_text())
+    deployments = {d["name"]: d for d in data["deployments"]}
+    assert set(deployments) == {"on-demand", "nightly"}
+    assert data["pull"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ checkout.stdout }}"}}
+    ]
+    for d in deployments.values():
+        assert d["entrypoint"] == "flows/online.py:online_inference"
+        assert d["work_pool"]["name"] == POOL
+        config = RunConfig.model_validate(d["parameters"]["config"])
+        assert config.cluster.dashboard
+    assert "schedules" not in deployments["on-demand"]
+    assert deployments["nightly"]["schedules"] == [
+        {"cron": "0 2 * * *", "timezone": "UTC", "active": True}
+    ]
+    on_demand = RunConfig.model_validate(deployments["on-demand"]["parameters"]["config"])
+    assert on_demand.xobs == [0.5, -0.3] and on_demand.rounds == 3
+    assert on_demand.simulations_per_round == 500
+
+
+def test_serve_builds_the_yaml_deployments_under_their_own_names():
+    serve = _load_serve()
+    deployments = serve.to_deployments(serve.deployment_specs())
+    by_name = {d.name: d for d in deployments}
+    assert set(by_name) == {"on-demand-served", "nightly-served"}
+    assert by_name["on-demand-served"].parameters["config"]["xobs"] == [0.5, -0.3]
+    (schedule,) = by_name["nightly-served"].schedules
+    assert schedule.schedule.cron == "0 2 * * *" and schedule.active
+    assert by_name["on-demand-served"].entrypoint == "flows/online.py:online_inference"
+
+
+def test_serve_refuses_to_start_a_second_server_on_a_busy_port():
+    serve = _load_serve()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(RuntimeError, match="exited|did not answer"):
+            with serve.prefect_server("127.0.0.1", port, timeout=60):
+                pass
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    """Titles, descriptions, bounds and choices that the UI's form is built from."""
+    defs = schema["definitions"]
+    assert schema["required"] == ["config"]
+    assert "observation, method, rounds" in schema["properties"]["config"]["description"]
+    assert schema["properties"]["allow_changes"]["anyOf"][0]["items"]["enum"][:2] == [
+        "xobs",
+        "simulator",
+    ]
+    run = defs["RunConfig"]
+    assert run["title"] == "Online inference run"
+    props = run["properties"]
+    for name, prop in props.items():
+        assert prop.get("title"), f"RunConfig.{name} has no title"
+        assert prop.get("description"), f"RunConfig.{name} has no description"
+    assert props["method"]["enum"] == ["snpe", "tsnpe", "snle", "snre"]
+    assert (props["rounds"]["minimum"], props["rounds"]["maximum"]) == (1, 1000)
+    sims = {b["type"]: b for b in props["simulations_per_round"]["anyOf"]}
+    assert sims["integer"]["minimum"] == 2 and sims["array"]["items"]["minimum"] == 2
+    xobs = {b["type"]: b for b in props["xobs"]["anyOf"]}
+    assert xobs["array"]["items"] == {"type": "number"} and xobs["array"]["minItems"] == 1
+    assert xobs["string"]["title"] == "File path"
+    assert props["cluster"]["$ref"] == "#/definitions/ClusterConfig"
+    assert props["cluster"]["title"] == "Dask cluster"
+    cluster = defs["ClusterConfig"]["properties"]
+    assert list(cluster)[:4] == ["kind", "workers", "threads_per_worker", "dashboard"]
+    assert (cluster["workers"]["minimum"], cluster["workers"]["maximum"]) == (1, 4096)
+    assert "slurm" in cluster["kind"]["enum"] and cluster["kind"]["description"]
+    assert cluster["jobqueue"]["$ref"] == "#/definitions/JobqueueConfig"
+    assert all(p.get("title") for p in defs["JobqueueConfig"]["properties"].values())
+
+
+def test_the_flow_parameter_schema_holds_titles_descriptions_bounds_and_choices():
+    _check_schema(parameter_schema(online_inference).model_dump())
+
+
+def test_a_path_for_xobs_validates_against_the_schema_and_loads(tmp_path):
+    np.save(tmp_path / "xobs.npy", np.array([0.5, -0.3]))
+    config = RunConfig.model_validate({"xobs": str(tmp_path / "xobs.npy")})
+    assert config.xobs == [0.5, -0.3]
+
+
+# --- a real server, work pool, deployment and worker --------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_tree(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Terminate a process and everything it started (flow runs start in new sessions)."""
+    if process.poll() is not None:
+        return
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def _cmdline(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 180) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+class Stack:
+    """The running server and worker, and a client of the server's API."""
+
+    def __init__(self, api_url: str, env: dict[str, str], worker: subprocess.Popen[Any], log: Path):
+        self.api_url, self.env, self.worker, self.worker_log = api_url, env, worker, log
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[SyncPrefectClient]:
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            with get_client(sync_client=True) as client:
+                yield client
+
+    def run(self, client: SyncPrefectClient, config: dict[str, Any]) -> FlowRun:
+        deployment = client.read_deployment_by_name("online_inference/on-demand")
+        return client.create_flow_run_from_deployment(deployment.id, parameters={"config": config})
+
+    def wait(self, client: SyncPrefectClient, run: FlowRun, timeout: float = 180) -> FlowRun:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run.id)
+            if run.state is not None and run.state.is_final():
+                return run
+            assert self.worker.poll() is None, f"the worker died:\n{self.worker_log.read_text()}"
+            time.sleep(0.5)
+        raise AssertionError(
+            f"flow run still {run.state} after {timeout} s; worker log:\n"
+            + self.worker_log.read_text()[-5000:]
+        )
+
+    def logs(self, client: SyncPrefectClient, run: FlowRun, *wanted: str) -> list[str]:
+        """The run's log messages, once one holds each of ``wanted`` (logs arrive late)."""
+        deadline = time.monotonic() + 30
+        while True:
+            messages, offset = [], 0
+            while True:
+                page = client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+                    limit=200,
+                    offset=offset,
+                )
+                messages += [log.message for log in page]
+                offset += 200
+                if len(page) < 200:
+                    break
+            if all(any(w in m for m in messages) for w in wanted):
+                return messages
+            assert time.monotonic() < deadline, f"no log line with {wanted}:\n{messages}"
+            time.sleep(0.5)
+
+    def artifacts(self, client: SyncPrefectClient, run: FlowRun) -> list[Any]:
+        return client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    """``prefect server start``, a process pool, ``prefect deploy --all``, a worker."""
+    tmp = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp / "home"),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        # no scheduled runs of the nightly deployment during the test
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+    )
+    server_log = tmp / "server.log"
+    with server_log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            assert server.poll() is None, f"the server exited:\n{server_log.read_text()}"
+            assert time.monotonic() < deadline, f"no server after 120 s:\n{server_log.read_text()}"
+            time.sleep(0.5)
+        _prefect(env, "work-pool", "create", POOL, "--type", "process")
+        _prefect(env, "--no-prompt", "deploy", "--prefect-file", str(SPEC), "--all")
+        worker_log = tmp / "worker.log"
+        with worker_log.open("w") as out:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+                env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        yield Stack(api_url, env, worker, worker_log)
+    finally:
+        if worker is not None:
+            _stop_tree(worker)
+        _stop_tree(server)
+
+
+def _config(tmp_path: Path, run_id: str, **overrides: Any) -> dict[str, Any]:
+    config = {
+        "xobs": [0.5, -0.3],
+        "rounds": 2,
+        "simulations_per_round": 200,
+        "run_dir": str(tmp_path / "runs"),
+        "run_id": run_id,
+        "training": {"max_epochs": 5, "checkpoint_every": 2},
+        "network": {"hidden_features": 20, "num_transforms": 2},
+        "posterior": {"num_samples": 200},
+        "logger": {"backend": "none"},
+        "cluster": {"workers": 1, "chunk_size": 50, "dashboard": True},
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.mark.slow
+def test_the_deployments_hold_the_parameter_schema_defaults_and_schedule(stack):
+    with stack.client() as client:
+        on_demand = client.read_deployment_by_name("online_inference/on-demand")
+        nightly = client.read_deployment_by_name("online_inference/nightly")
+    _check_schema(on_demand.parameter_openapi_schema)
+    assert on_demand.enforce_parameter_schema and on_demand.work_pool_name == POOL
+    assert on_demand.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+    ]
+    assert on_demand.parameters["config"]["xobs"] == [0.5, -0.3]
+    assert not on_demand.schedules
+    (schedule,) = nightly.schedules
+    assert schedule.schedule.cron == "0 2 * * *" and schedule.active
+
+
+@pytest.mark.slow
+def test_a_deployed_run_fills_the_run_file_and_publishes_artifacts(stack, tmp_path):
+    config = _config(tmp_path, "deployed")
+    with stack.client() as client:
+        run = stack.wait(client, stack.run(client, config))
+        assert run.state.type == StateType.COMPLETED, stack.worker_log.read_text()[-5000:]
+        artifacts = stack.artifacts(client, run)
+        logs = stack.logs(client, run, "round 2 done: 200 valid simulations")
+    store = RunStore.open(tmp_path / "runs" / "deployed" / "run.h5")
+    assert [store.stage(r) for r in (1, 2)] == [Stage.DONE, Stage.DONE]
+    assert store.counts(2) == {"simulations": 200, "valid": 200, "invalid": 0}
+    assert store.read_samples(2).shape == (200, 2)
+
+    by_key: dict[str, list[Any]] = {}
+    for artifact in sorted(artifacts, key=lambda a: a.created):
+        by_key.setdefault(artifact.key, []).append(artifact)
+    # One progress artifact per simulated round, at 100% when the round is simulated.
+    progress = by_key["deployed-simulation-progress"]
+    assert len(progress) == 2 and all(float(a.data) == 100.0 for a in progress)
+    assert progress[1].description.startswith("Round 2 of 2: 200 of 200 simulations")
+    # A table per round, the last one with both rounds.
+    tables = by_key["deployed-rounds"]
+    assert len(tables) == 2 and tables[-1].type == "table"
+    rows = json.loads(tables[-1].data)
+    assert [r["round"] for r in rows] == [1, 2] and rows[1]["valid"] == 200
+    assert rows[1]["epochs"] == 5 and rows[1]["train (s)"] > 0
+    # A posterior summary with the embedded pairplot per round.
+    posteriors = by_key["deployed-posterior"]
+    assert [p.description[-8:] for p in posteriors] == ["round 1.", "round 2."]
+    assert "| theta_1 |" in posteriors[-1].data
+    assert re.search(
+        r"!\[[^]]*\]\(data:image/png;base64,[A-Za-z0-9+/=]{1000,}\)", posteriors[-1].data
+    )
+    # The Dask dashboard: its link in the logs and as a link artifact.
+    if importlib.util.find_spec("bokeh") is not None:
+        assert any(m.startswith("Dask dashboard: http://127.0.0.1:") for m in logs)
+        assert "Dask dashboard" in by_key["deployed-dask-dashboard"][0].data
+    else:
+        assert any("needs bokeh" in m for m in logs)
+
+
+@pytest.mark.slow
+def test_a_cancelled_run_stops_cleanly_and_a_rerun_resumes_without_redoing_chunks(stack, tmp_path):
+    # 10 chunks of 20 simulations taking 1.6 s each on one worker.
+    config = _config(
+        tmp_path,
+        "resumable",
+        rounds=1,
+        simulator={
+            "path": "sbi_rounds.examples:slow_linear_gaussian",
+            "kwargs": {"seconds_per_simulation": 0.08},
+        },
+        cluster={"workers": 1, "chunk_size": 20, "dashboard": True},
+    )
+    path = tmp_path / "runs" / "resumable" / "run.h5"
+    with stack.client() as client:
+        run = stack.run(client, config)
+        deadline = time.monotonic() + 120
+        while True:  # until 2 chunks are committed
+            with contextlib.suppress(OSError, KeyError):
+                if len(RunStore(path).pending_chunks(1)) <= 8:
+                    break
+            assert time.monotonic() < deadline, stack.worker_log.read_text()[-5000:]
+            time.sleep(0.2)
+        processes = psutil.Process(stack.worker.pid).children(recursive=True)
+        assert any("dask" in _cmdline(p) for p in processes)
+        if importlib.util.find_spec("bokeh") is not None:  # the dashboard answers meanwhile
+            (link,) = [a for a in stack.artifacts(client, run) if a.key.endswith("dashboard")]
+            url = re.search(r"\((http://[^)]+)\)", link.data).group(1)
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200
+        # What the UI's "Cancel" and `prefect flow-run cancel` do.
+        client.set_flow_run_state(run.id, State(type=StateType.CANCELLING))
+        cancelled = time.monotonic()
+        run = stack.wait(client, run, timeout=90)
+        assert run.state.type == StateType.CANCELLED, stack.worker_log.read_text()[-5000:]
+        logs = stack.logs(client, run, "run resumable stopped by SIGTERM")
+    # Stopped within seconds: the simulation was interrupted in round 1, not finished.
+    store = RunStore.open(path)
+    pending = store.pending_chunks(1)
+    assert 0 < len(pending) <= 8 and store.stage(1) == Stage.SAMPLED
+    # The flow run's process and its Dask scheduler and workers are gone.
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.wait(timeout=max(1, 40 - (time.monotonic() - cancelled)))
+    # The file is consistent and free: no temporary copies, the lock can be taken.
+    assert not list(path.parent.glob("run.h5.tmp-*"))
+    with RunLock(path.parent / "run.lock"):
+        pass
+    done_before = sorted(set(range(10)) - set(pending))
+    seconds_before = store.chunk_seconds(1)
+
+    # The same parameters again: the run resumes and finishes round 1.
+    with stack.client() as client:
+        run = stack.wait(client, stack.run(client, config))
+        assert run.state.type == StateType.COMPLETED, stack.worker_log.read_text()[-5000:]
+        logs = stack.logs(client, run, "round 1 simulated:")
+    assert store.stage(1) == Stage.DONE and store.pending_chunks(1) == []
+    # No finished chunk was simulated again: their timings are the ones of the first run.
+    np.testing.assert_array_equal(store.chunk_seconds(1)[done_before], seconds_before[done_before])
+    assert any(
+        f"round 1 simulated: {len(pending)} chunk(s) run ({20 * len(pending)} simulations), "
+        f"{len(done_before)} chunk(s) committed before and skipped" in m
+        for m in logs
+    ), logs
+
+
+# --- a run without a runner (the command line) cancelled from the API -----------------------
+@pytest.mark.slow
+def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
+    prefect_server, tmp_path, capsys
+):
+    from flows.online import main
+
+    config = _config(
+        tmp_path,
+        "cli-run",
+        rounds=1,
+        simulator={
+            "path": "sbi_rounds.examples:slow_linear_gaussian",
+            "kwargs": {"seconds_per_simulation": 0.08},
+        },
+        cluster={"workers": 1, "chunk_size": 20},
+    )
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    path = tmp_path / "runs" / "cli-run" / "run.h5"
+
+    def cancel_when_two_chunks_are_done() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, KeyError):
+                if len(RunStore(path).pending_chunks(1)) <= 8:
+                    break
+            time.sleep(0.2)
+        with get_client(sync_client=True) as client:
+            (run,) = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state={"type": {"any_": ["RUNNING"]}}),
+                limit=1,
+            )
+            client.set_flow_run_state(run.id, State(type=StateType.CANCELLING))
+
+    context = contextvars.copy_context()  # the thread talks to the test harness's server
+    canceller = threading.Thread(target=context.run, args=(cancel_when_two_chunks_are_done,))
+    canceller.start()
+    assert main(["--config", str(tmp_path / "run.yaml"), "--no-progress"]) == 130
+    canceller.join()
+    err = capsys.readouterr().err
+    assert "Cancelled from Prefect" in err and "--run-id cli-run" in err
+    store = RunStore.open(path)
+    pending = store.pending_chunks(1)
+    assert 0 < len(pending) <= 8 and store.stage(1) == Stage.SAMPLED
+    done_before = sorted(set(range(10)) - set(pending))
+    seconds_before = store.chunk_seconds(1)
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(limit=1, sort="START_TIME_DESC")
+        assert run.state.type == StateType.CANCELLED
+
+    assert main(["--config", str(tmp_path / "run.yaml"), "--no-progress"]) == 0
+    assert store.stage(1) == Stage.DONE
+    np.testing.assert_array_equal(store.chunk_seconds(1)[done_before], seconds_before[done_before])
