@@ -554,6 +554,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--num-chains", type=int, help="MCMC chains (default: 20)")
     g.add_argument("--thin", type=int, help="MCMC thinning (default: 1)")
     g.add_argument("--warmup-steps", type=int, help="MCMC warm-up steps (default: 50)")
+    g.add_argument(
+        "--init-strategy",
+        choices=["resample", "sir", "proposal"],
+        help="how MCMC chains start (default: resample)",
+    )
+    g.add_argument(
+        "--mcmc-workers",
+        type=int,
+        help="processes the MCMC chains are split across (default: 1, vectorized chains)",
+    )
     g = p.add_argument_group("simulation (Dask)")
     g.add_argument(
         "--cluster",
@@ -578,7 +588,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--scheduler-file", help="connect through a Dask scheduler file")
     g.add_argument("--jobs", type=int, help="batch jobs to start (SLURM/PBS: scale(jobs=N))")
-    g.add_argument("--chunk-size", help="simulations per Dask task: a number, auto or measure")
+    g.add_argument(
+        "--chunk-size",
+        help="simulations per Dask task: a number, auto (N/64) or measure (default: auto)",
+    )
+    g.add_argument(
+        "--chunk-seconds",
+        type=float,
+        help="longest chunk with --chunk-size measure (default: 5)",
+    )
+    g.add_argument(
+        "--max-in-flight",
+        type=int,
+        help="chunks on the cluster at a time (default: 2 per worker thread)",
+    )
+    g.add_argument(
+        "--adapt",
+        nargs=2,
+        type=int,
+        metavar=("MIN", "MAX"),
+        help="batch jobs scale between MIN and MAX (adapt(minimum_jobs, maximum_jobs))",
+    )
+    g.add_argument(
+        "--walltime",
+        help="walltime of each batch job, e.g. 02:00:00; workers retire "
+        "cluster.jobqueue.lifetime_margin (5 min) before it",
+    )
+    g.add_argument("--queue", help="batch queue/partition of the worker jobs")
+    g.add_argument("--account", help="batch account (project) of the worker jobs")
     g.add_argument("--retries", type=int, help="retries of a failing chunk (default: 2)")
     g.add_argument("--chunk-timeout", type=float, help="seconds before a chunk counts as hung")
     g.add_argument(
@@ -643,6 +680,13 @@ _FLAG_PATHS = {
     "num_chains": "posterior.num_chains",
     "thin": "posterior.thin",
     "warmup_steps": "posterior.warmup_steps",
+    "init_strategy": "posterior.init_strategy",
+    "mcmc_workers": "posterior.mcmc_workers",
+    "chunk_seconds": "cluster.chunk_seconds",
+    "max_in_flight": "cluster.max_in_flight",
+    "walltime": "cluster.jobqueue.walltime",
+    "queue": "cluster.jobqueue.queue",
+    "account": "cluster.jobqueue.account",
     "cluster": "cluster.kind",
     "workers": "cluster.workers",
     "threads_per_worker": "cluster.threads_per_worker",
@@ -712,6 +756,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if "num_atoms" in values:
         _set_path(data, "npe.num_atoms", values["num_atoms"])
         _set_path(data, "nre.num_atoms", values["num_atoms"])
+    if "adapt" in values:
+        _set_path(data, "cluster.jobqueue.minimum_jobs", values["adapt"][0])
+        _set_path(data, "cluster.jobqueue.maximum_jobs", values["adapt"][1])
     if "dask_address" in values:
         data["cluster"].setdefault("kind", "address")
     if "scheduler_file" in values:
@@ -772,6 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
+        from sbi_rounds.cluster import ClusterError
         from sbi_rounds.locking import RunLockedError
         from sbi_rounds.simulation import SimulationFailed
         from sbi_rounds.stages import ConfigMismatchError, InvalidRoundError
@@ -782,6 +830,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             print(f"error: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, (ClusterError, ImportError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if isinstance(e, (SimulationFailed, InvalidRoundError)):
             print(
                 f"error: {e}\n\nAfter fixing it, resume with:\n  {_resume_command(argv, config)}",

@@ -45,6 +45,17 @@ def test_cli_builds_the_config_from_flags_and_files(tmp_path):
                                       "--dask-address", "tcp://127.0.0.1:8786"]))
     assert config.prior.path == "simulators:gaussian_prior_2d" and config.prior.low is None
     assert config.cluster.kind == "address"
+    config = build_config(parse_args([
+        "--xobs", "1", "--cluster", "slurm", "--adapt", "0", "8", "--walltime", "01:00:00",
+        "--queue", "debug", "--account", "proj", "--max-in-flight", "4", "--chunk-size",
+        "measure", "--chunk-seconds", "2", "--method", "snle", "--init-strategy", "sir",
+        "--mcmc-workers", "2", "--num-chains", "8",
+    ]))
+    jq = config.cluster.jobqueue
+    assert (jq.minimum_jobs, jq.maximum_jobs, jq.walltime, jq.queue, jq.account) == (
+        0, 8, "01:00:00", "debug", "proj")
+    assert config.cluster.max_in_flight == 4 and config.cluster.chunk_size == "measure"
+    assert config.posterior.init_strategy == "sir" and config.posterior.mcmc_workers == 2
 
 
 @pytest.mark.parametrize(
