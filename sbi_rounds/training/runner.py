@@ -186,6 +186,20 @@ class _LoaderBatches:
         return self._moved()
 
 
+#: Validation rows per forward pass (at least the batch size): fewer, larger passes cost less
+#: than training-sized ones, and no gradients are kept.
+VALIDATION_BATCH = 1024
+
+
+def _default_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel per step where torch supports it (CPU and CUDA floats)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # e.g. parameters of a dtype the fused kernel lacks
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _batches(data: Data, batch_size: int, device: torch.device) -> Any:
     if isinstance(data, (tuple, list)) and data and all(isinstance(t, Tensor) for t in data):
         return _TensorBatches(data, batch_size, device)
@@ -394,7 +408,7 @@ class TrainingLoop:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _validate(self) -> float:
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
@@ -524,7 +538,7 @@ def run_training(
         train_data, val_data = split_train_val(train_data, config.validation_fraction, config.seed)
     model.to(dev)
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        optimizer = _default_optimizer(model, config.learning_rate)
     if scheduler is None:
         scheduler = make_scheduler(config.scheduler, optimizer)
     devices = [dev] if dev.type == "cuda" else []
@@ -535,7 +549,7 @@ def run_training(
             model,
             loss_fn,
             _batches(train_data, config.batch_size, dev),
-            _batches(val_data, config.batch_size, dev),
+            _batches(val_data, max(config.batch_size, VALIDATION_BATCH), dev),
             optimizer,
             scheduler,
             [*default_callbacks(config), *callbacks],
