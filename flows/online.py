@@ -28,7 +28,8 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from contextlib import ExitStack, contextmanager  # noqa: E402
+from contextlib import ExitStack, contextmanager
+from pathlib import Path  # noqa: E402
 from types import FrameType, TracebackType  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 from uuid import UUID  # noqa: E402
@@ -120,22 +121,81 @@ def _fan_out(*callbacks: ProgressFn | None) -> ProgressFn:
     return progress
 
 
+#: Clusters the command line started while Prefect's server came up, by cluster settings.
+_PRESTARTED: dict[str, Any] = {}
+
+
+def _warm_up_modules(config: RunConfig) -> list[str]:
+    """What workers import ahead of the first chunk: our entry point and the simulator."""
+    modules = ["sbi_rounds.simulation"]
+    if config.simulator.kind != "command" and config.simulator.path:
+        modules.append(config.simulator.path.split(":")[0])
+    return modules
+
+
+def _needs_simulation(store_path: Path, rounds: int) -> bool:
+    """Whether any of the first ``rounds`` rounds still has simulations to run."""
+    from sbi_rounds.store import RunFileError, RunStore
+
+    if not store_path.exists():
+        return True
+    try:
+        store = RunStore.open(store_path)
+        return any((store.stage(r) or 0) < Stage.SIMULATED for r in range(1, rounds + 1))
+    except (RunFileError, OSError, KeyError):
+        return True  # the flow reports the problem itself
+
+
+def prestart_cluster(config: RunConfig) -> None:
+    """Start the run's Dask cluster in the background, for ``online_inference`` to take.
+
+    The command line calls this before the flow, so the cluster starts while Prefect's
+    temporary server does. A finished run starts none.
+    """
+    from sbi_rounds.cluster import BackgroundClient
+
+    if _needs_simulation(config.run_path, config.rounds):
+        key = config.cluster.model_dump_json()
+        _PRESTARTED[key] = BackgroundClient(config.cluster, warm_up=_warm_up_modules(config))
+
+
+def close_prestarted() -> None:
+    """Close clusters that were started ahead but not taken by a flow run."""
+    while _PRESTARTED:
+        _PRESTARTED.popitem()[1].close()
+
+
 @contextmanager
 def _lazy_client(run: Run) -> Iterator[Callable[[], Any]]:
-    """A Dask client started on first use (a finished run starts no cluster)."""
-    from sbi_rounds.cluster import open_client
+    """A Dask client that starts in the background as soon as the run needs simulations.
+
+    The cluster comes up while the first round's parameters are sampled (or was started by
+    the command line while Prefect's server came up); a finished run starts none.
+    """
+    from sbi_rounds.cluster import BackgroundClient
 
     with ExitStack() as stack:
         holder: dict[str, Any] = {}
+        t0 = time.perf_counter()
+
+        def start() -> Any:
+            if "background" not in holder:
+                background = _PRESTARTED.pop(run.config.cluster.model_dump_json(), None)
+                if background is None:
+                    background = BackgroundClient(
+                        run.config.cluster, warm_up=_warm_up_modules(run.config)
+                    )
+                holder["background"] = background
+                stack.callback(background.close)
+            return holder["background"]
 
         def get() -> Any:
             if "client" not in holder:
                 logger = get_run_logger()
-                t0 = time.perf_counter()
-                holder["client"] = stack.enter_context(open_client(run.config.cluster))
-                client = holder["client"]
+                client = start().get()
+                holder["client"] = client
                 logger.info(
-                    "Dask cluster ready in %.1f s: %s, %d worker(s)",
+                    "Dask cluster ready %.1f s after the run started: %s, %d worker(s)",
                     time.perf_counter() - t0,
                     client.scheduler.address,
                     len(client.nthreads()),
@@ -143,13 +203,15 @@ def _lazy_client(run: Run) -> Iterator[Callable[[], Any]]:
                 _report_dashboard(logger, run, client)
             return holder["client"]
 
+        if _needs_simulation(run.store.path, run.config.rounds):
+            start()
         try:
             yield get
         except BaseException:
-            if "client" in holder:
+            if "background" in holder:
                 _close_quickly(stack)
             raise
-        if "client" in holder:
+        if "background" in holder:
             get_run_logger().info("closing the Dask cluster")
 
 
@@ -805,6 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        prestart_cluster(config)  # comes up while Prefect's temporary server starts
         result = online_inference(
             config,
             allow_changes=getattr(args, "allow_change", None),
@@ -841,6 +904,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     finally:
+        close_prestarted()
         signal.signal(signal.SIGTERM, previous)
     print(f"\nrun file: {result['run_file']}")
     for path in result["pairplots"]:

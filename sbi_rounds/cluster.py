@@ -18,6 +18,7 @@ from sbi_rounds.config import ClusterConfig
 
 __all__ = [
     "JOBQUEUE_CLASSES",
+    "BackgroundClient",
     "ClusterError",
     "expected_threads",
     "job_script",
@@ -78,7 +79,7 @@ def open_client(config: ClusterConfig) -> Iterator[Client]:
     with ExitStack() as stack:
         if config.kind == "local":
             cluster = stack.enter_context(_local_cluster(config))
-            client = stack.enter_context(Client(cluster))
+            client = _closing(stack, Client(cluster))
             try:
                 client.wait_for_workers(config.workers, timeout=120)
             except TimeoutError:
@@ -87,13 +88,80 @@ def open_client(config: ClusterConfig) -> Iterator[Client]:
                     "started within 120 s; lower --workers or check the machine's memory"
                 ) from None
         elif config.kind in ("address", "scheduler_file"):
-            client = stack.enter_context(_connect(config))
+            client = _closing(stack, _connect(config))
         else:
             cluster = stack.enter_context(jobqueue_cluster(config))
-            client = stack.enter_context(Client(cluster))
+            client = _closing(stack, Client(cluster))
         log.info("Dask scheduler %s with %d worker(s); dashboard %s", client.scheduler.address,
                  len(client.nthreads()), client.dashboard_link if config.dashboard else "off")
         yield client
+
+
+def _closing(stack: ExitStack, client: Client) -> Client:
+    """Close ``client`` when ``stack`` closes.
+
+    Not ``with client``: that also makes it the current client through a context variable,
+    which cannot be reset from another thread (see :class:`BackgroundClient`).
+    """
+    stack.callback(client.close)
+    return client
+
+
+def _import_modules(modules: list[str]) -> dict[str, str]:
+    """Import ``modules`` on a worker; return the errors instead of raising them."""
+    import importlib
+
+    errors = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - reported by the caller, checked again later
+            errors[name] = f"{type(e).__name__}: {e}"
+    return errors
+
+
+class BackgroundClient:
+    """:func:`open_client` started in a thread, so the cluster comes up while other work runs.
+
+    The workers also import ``warm_up`` modules (e.g. the simulator's) before :meth:`get`
+    returns, so the first chunk does not pay for them. :meth:`close` closes what was
+    started, waiting for a start still in progress.
+
+    Example:
+        >>> background = BackgroundClient(config.cluster, warm_up=["mysims"])
+        >>> ...  # other work
+        >>> client = background.get()
+    """
+
+    def __init__(self, config: ClusterConfig, warm_up: list[str] | tuple[str, ...] = ()) -> None:
+        import concurrent.futures
+
+        self.config = config
+        self._stack = ExitStack()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+        self._future = self._pool.submit(self._start, list(warm_up))
+
+    def _start(self, warm_up: list[str]) -> Client:
+        client = self._stack.enter_context(open_client(self.config))
+        if warm_up:
+            for worker, errors in client.run(_import_modules, warm_up).items():
+                for module, error in errors.items():
+                    log.warning("worker %s could not import %s: %s", worker, module, error)
+        return client
+
+    def get(self) -> Client:
+        """The client, once the cluster is up (raises what starting it raised)."""
+        return self._future.result()
+
+    def close(self) -> None:
+        """Close the client and the cluster it started (idempotent)."""
+        try:
+            self._future.result()
+        except BaseException:  # noqa: BLE001 - a failed start has nothing more to close
+            pass
+        finally:
+            self._stack.close()
+            self._pool.shutdown(wait=False)
 
 
 def _connect(config: ClusterConfig) -> Client:
