@@ -137,6 +137,8 @@ class BackgroundClient:
         import concurrent.futures
 
         self.config = config
+        if config.kind in JOBQUEUE_CLASSES:
+            _jobqueue_class(config.kind)  # its import must happen in the main thread
         self._stack = ExitStack()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-start")
         self._future = self._pool.submit(self._start, list(warm_up))
@@ -295,9 +297,32 @@ def lifetime_args(walltime: int, margin: float) -> list[str]:
     return ["--lifetime", f"{lifetime}s", "--lifetime-stagger", f"{stagger}s"]
 
 
-def _jobqueue_class(kind: str) -> Any:
+def _import_jobqueue() -> Any:
+    """Import dask-jobqueue, keeping this process's SIGINT handler.
+
+    dask-jobqueue's ``runner`` module installs its own SIGINT handler at import time, which
+    would replace our clean Ctrl-C handling, and fails outright when first imported outside
+    the main thread (as :class:`BackgroundClient` does). Importing it here, from the main
+    thread, and restoring the handler avoids both.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        import dask_jobqueue  # raises its own error if never imported from the main thread
+
+        return dask_jobqueue
+    previous = signal.getsignal(signal.SIGINT)
     try:
         import dask_jobqueue
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    return dask_jobqueue
+
+
+def _jobqueue_class(kind: str) -> Any:
+    try:
+        dask_jobqueue = _import_jobqueue()
     except ImportError:
         raise ImportError(
             f"cluster kind {kind!r} needs dask-jobqueue: pip install 'sbi-rounds[hpc]' "

@@ -408,7 +408,7 @@ def test_a_worker_reaching_its_lifetime_behaves_like_a_killed_one(tmp_path, sche
     cluster = ClusterConfig(kind="scheduler_file", scheduler_file=str(file))
     sim = SimulatorConfig(path="test_simulation_helpers:sleepy",
                           kwargs={"seconds_per_simulation": 0.1})
-    store = _store(tmp_path, n=80, chunk_size=4)
+    store = _store(tmp_path, n=240, chunk_size=4)
     exited_during_round = []
     with open_client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
@@ -418,7 +418,7 @@ def test_a_worker_reaching_its_lifetime_behaves_like_a_killed_one(tmp_path, sche
             progress=lambda *_: exited_during_round.append(short.poll() is not None))
     assert short.wait(timeout=30) == 0  # it retired and exited cleanly
     assert any(exited_during_round) and not all(exited_during_round)
-    assert report.chunks_run == 20 and store.pending_chunks(1) == []
+    assert report.chunks_run == 60 and store.pending_chunks(1) == []
     np.testing.assert_array_equal(store.read_simulations(1)[1], _reference(store, sim))
 
 
