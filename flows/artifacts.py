@@ -24,6 +24,7 @@ __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
     "SimulationProgress",
     "artifact_key",
+    "checks_markdown",
     "png_data_uri",
     "posterior_markdown",
     "publish_dashboard_link",
@@ -97,8 +98,119 @@ def png_data_uri(path: str | Path, max_bytes: int = MAX_EMBEDDED_IMAGE_BYTES) ->
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _number(value: float) -> str:
-    return f"{value:.4g}"
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _embedded(path: Path, alt: str, max_bytes: int) -> str:
+    """A markdown image of a PNG as a ``data:`` URI, or its path when too large."""
+    uri = png_data_uri(path, max_bytes)
+    if uri is None:
+        size = path.stat().st_size / 1e6
+        return f"{alt} ({size:.1f} MB) is too large to embed; it is at `{path}`."
+    return f"![{alt}]({uri})"
+
+
+def checks_markdown(
+    round_: int,
+    diagnostics: Mapping[str, Any] | None,
+    calibration: Mapping[str, Any] | None,
+    directory: str | Path,
+    max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
+) -> list[str]:
+    """Markdown lines of a round's posterior checks (``sbi_rounds.diagnostics``).
+
+    Args:
+        round_: The round (1-based).
+        diagnostics: The round's ``diagnostics`` attribute: ``predictive``, ``movement``,
+            ``c2st``; None when the round was not checked.
+        calibration: Round 1's ``calibration`` attribute, or None.
+        directory: The run's directory, where the checks' figures are.
+        max_image_bytes: Larger figures are named by their path instead of embedded.
+
+    Returns:
+        Lines of markdown (empty when there is nothing to show).
+    """
+    directory = Path(directory)
+    lines: list[str] = []
+    diagnostics = diagnostics or {}
+    move = diagnostics.get("movement")
+    if move:
+        change = move.get("max_width_change")
+        lines += [
+            f"**Change from round {round_ - 1}:** largest mean shift "
+            f"{_number(move.get('max_mean_shift'))} sd, largest width change "
+            f"{'-' if change is None else f'{change:.1%}'}.",
+            "",
+        ]
+    c2st = diagnostics.get("c2st")
+    if c2st:
+        lines += [
+            f"**C2ST against the reference samples:** {c2st['accuracy']:.3f} "
+            "(0.5: indistinguishable).",
+            "",
+        ]
+    check = diagnostics.get("predictive")
+    if check:
+        flagged = check.get("flagged", [])
+        lines += [
+            "## Posterior predictive check",
+            "",
+            f"{check['valid']} valid of {check['simulations']} simulations from posterior "
+            f"samples. "
+            + (
+                f"**Flagged (not reproduced): {', '.join(flagged)}.**"
+                if flagged
+                else "No statistic flagged."
+            ),
+            "",
+            "| statistic | x_o | mean | sd | quantile of x_o | z | flagged |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, st in check.get("statistics", {}).items():
+            cells = (st["xobs"], st["mean"], st["std"], st["quantile"], st["z"])
+            lines.append(
+                f"| {name} | " + " | ".join(_number(c) for c in cells)
+                + f" | {'yes' if st['flagged'] else 'no'} |"
+            )
+        lines.append("")
+        if check.get("figure") and (directory / check["figure"]).is_file():
+            lines += [
+                _embedded(
+                    directory / check["figure"],
+                    f"Posterior predictive check of round {round_}",
+                    max_image_bytes,
+                ),
+                "",
+            ]
+    if calibration:
+        cov = dict(zip(calibration["coverage"]["levels"], calibration["coverage"]["values"],
+                       strict=True))
+        lines += [
+            "## Calibration of round 1",
+            "",
+            f"{calibration['valid']} test simulations from the prior, "
+            f"{calibration['posterior_samples']} posterior samples each. Expected coverage at "
+            f"50% / 90% / 95%: {cov.get(0.5, math.nan):.2f} / {cov.get(0.9, math.nan):.2f} / "
+            f"{cov.get(0.95, math.nan):.2f}.",
+            "",
+            "| parameter | KS p-value | C2ST ranks | C2ST prior vs DAP |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for name, p in calibration["parameters"].items():
+            lines.append(
+                f"| {name} | {_number(p['ks_p_value'])} | {_number(p['c2st_ranks'])} | "
+                f"{_number(p['c2st_dap'])} |"
+            )
+        lines.append("")
+        figure = calibration.get("figures", {}).get("coverage")
+        if figure and (directory / figure).is_file():
+            lines += [
+                _embedded(directory / figure, "SBC rank CDFs and expected coverage",
+                          max_image_bytes),
+                "",
+            ]
+    return lines
 
 
 def posterior_markdown(
@@ -112,8 +224,10 @@ def posterior_markdown(
     pairplot: str | Path | None,
     run_file: str | Path,
     max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
+    diagnostics: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> str:
-    """The markdown of one round's posterior: summary table and the embedded pairplot.
+    """The markdown of one round's posterior: summary table, the pairplot, and its checks.
 
     Args:
         run_id: The run's id.
@@ -127,6 +241,9 @@ def posterior_markdown(
             an external URL; None when there is none.
         run_file: The run file's path.
         max_image_bytes: A larger pairplot is named by its path instead of embedded.
+        diagnostics: The round's ``diagnostics`` attribute (MAP in ``posterior``, the
+            predictive check, movement, C2ST); None: no checks shown.
+        calibration: Round 1's ``calibration`` attribute, or None.
 
     Returns:
         Markdown text.
@@ -140,11 +257,23 @@ def posterior_markdown(
         f"{_clean(row.get('epochs'))} epochs, best validation loss "
         f"{'-' if loss is None or loss != loss else _number(loss)}.",
         "",
-        "| parameter | mean | std | 5% | median | 95% |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    full = (diagnostics or {}).get("posterior") or {}
+    with_map = bool(full) and all(full.get(name, {}).get("map") is not None for name in summary)
+    if with_map:
+        lines += [
+            "| parameter | mean | std | 5% | median | 95% | MAP |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    else:
+        lines += [
+            "| parameter | mean | std | 5% | median | 95% |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for name, s in summary.items():
-        cells = (s["mean"], s["std"], s["q05"], s["median"], s["q95"])
+        cells = [s["mean"], s["std"], s["q05"], s["median"], s["q95"]]
+        if with_map:
+            cells.append(full[name]["map"])
         lines.append(f"| {name} | " + " | ".join(_number(c) for c in cells) + " |")
     lines.append("")
     if pairplot is not None:
@@ -157,6 +286,8 @@ def posterior_markdown(
         else:
             lines.append(f"![Pairplot of the round {round_} posterior]({uri})")
         lines.append("")
+    directory = Path(pairplot).parent if pairplot is not None else Path(run_file).parent
+    lines += checks_markdown(round_, diagnostics, calibration, directory, max_image_bytes)
     lines.append(f"Run file: `{run_file}`")
     return "\n".join(lines)
 

@@ -1,8 +1,12 @@
 """The ``online_inference`` flow, and its command line: ``python -m flows.online --xobs ...``.
 
 Each round chains the stage tasks: sample proposal -> simulate (Dask) -> append
-simulations -> train -> build posterior -> checkpoint. The run file is the source of truth:
-rerunning the same command continues where the last one stopped.
+simulations -> train -> build posterior -> checkpoint -> diagnose (the posterior checks:
+summary with MAP, posterior predictive check on Dask, movement from the previous round, C2ST
+against reference samples, calibration of round 1). With ``diagnostics.stop_when_stable``
+the run ends early once successive rounds stop changing the posterior. Every run ends with
+its HTML report, ``<run dir>/report.html``. The run file is the source of truth: rerunning
+the same command continues where the last one stopped.
 
 Stopping: Ctrl-C or SIGTERM on the command line; from Prefect, cancelling the flow run. A run
 started by a worker or ``flow.serve`` is cancelled by its runner with SIGTERM, which Prefect
@@ -15,20 +19,37 @@ way every commit is atomic, the Dask cluster is closed and the same parameters r
 from __future__ import annotations
 
 import os
+import shlex
+import signal
+import sys
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
+
+
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM before the run began (importing, checking input): nothing to save."""
+    print(
+        f"\nStopped ({signal.Signals(signum).name}) while starting, before the run began; "
+        "nothing was written.\nResume with:\n  python -m flows.online "
+        + shlex.join(sys.argv[1:]),
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(130)
+
+
+if __name__ == "__main__":  # the imports below take seconds: a Ctrl-C there exits cleanly
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
 
 import argparse  # noqa: E402
 import contextvars  # noqa: E402
 import importlib.util  # noqa: E402
 import logging  # noqa: E402
-import shlex  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import FrameType, TracebackType  # noqa: E402
 from typing import Any, Literal  # noqa: E402
@@ -47,6 +68,7 @@ from flows.artifacts import (  # noqa: E402
     publish_posterior,
     publish_round_table,
 )
+from flows.server import temporary_server  # noqa: E402
 from sbi_rounds.config import (  # noqa: E402
     IDENTITY_FIELDS,
     METHODS,
@@ -54,14 +76,25 @@ from sbi_rounds.config import (  # noqa: E402
     format_validation_error,
     load_config_file,
 )
-from sbi_rounds.stages import (  # noqa: E402
+from sbi_rounds.diagnostics import (  # noqa: E402
+    check_inputs,
+    check_metrics,
+    checks_due,
+    describe_checks,
+    format_checks,
+    stop_reason,
+)
+from sbi_rounds.locking import RunLockedError  # noqa: E402
+from sbi_rounds.stages import (  # noqa: E402  # noqa: E402
+    ConfigMismatchError,
     Run,
     RunInterrupted,
     format_round_table,
+    preflight,
     round_table,
     run_session,
 )
-from sbi_rounds.store import Stage  # noqa: E402
+from sbi_rounds.store import RunFileError, Stage  # noqa: E402
 from sbi_rounds.training import (  # noqa: E402
     Callback,
     ProgressBar,
@@ -76,6 +109,7 @@ from tasks import (  # noqa: E402
     simulate_task,
     train_task,
 )
+from tasks.rounds import diagnose_task, report_task  # noqa: E402
 
 __all__ = ["build_config", "main", "online_inference", "parse_args"]
 
@@ -290,7 +324,54 @@ def _publish_round(logger: Any, run: Run, round_: int, row: dict[str, Any]) -> N
         row=row,
         pairplot=None if pairplot is None else run.directory / pairplot,
         run_file=run.store.path,
+        diagnostics=run.store.read_round_attr(round_, "diagnostics"),
+        calibration=run.store.read_round_attr(round_, "calibration") if round_ == 1 else None,
     )
+
+
+def _diagnose(logger: Any, tracker: Any, run: Run, round_: int, client: Any) -> bool:
+    """Run the round's posterior checks (what is not committed yet) and report them.
+
+    Returns:
+        Whether anything was computed (False: every check was committed before).
+    """
+    if not checks_due(run, round_):
+        return False
+    _check_stop(round_, "checking the posterior")
+    diagnose_task(run, round_, client, _STOP.is_set)
+    logger.info("round %d checks: %s", round_, describe_checks(run, round_))
+    tracker.log_metrics(check_metrics(run, round_), step=round_)
+    return True
+
+
+def _stops_early(logger: Any, run: Run, round_: int) -> str | None:
+    """The reason to end the run after ``round_`` (stopping rule), or None to go on."""
+    reason = stop_reason(run, round_)
+    if reason is None:
+        return None
+    logger.info(
+        "%s. To run the remaining rounds anyway, rerun without --stop-when-stable "
+        "(diagnostics.stop_when_stable=false).",
+        reason,
+    )
+    return reason
+
+
+def _report(logger: Any, run: Run) -> str | None:
+    """Write the run's HTML report; a failure is a warning (the run file has everything)."""
+    try:
+        path = report_task(run.store.path)
+    except Exception as e:  # noqa: BLE001 - the report is a view of the finished run file
+        logger.warning(
+            "could not write the run report (%s: %s); write it later with: "
+            "python -m flows.report %s",
+            type(e).__name__,
+            e,
+            run.directory,
+        )
+        return None
+    logger.info("report: %s", path)
+    return str(path)
 
 
 def _check_stop(round_: int, stage: str) -> None:
@@ -387,8 +468,9 @@ def online_inference(
         show_progress: Show progress bars for simulation and training (terminal use).
 
     Returns:
-        ``{"run_file", "run_dir", "rounds": [per-round rows], "pairplots": [...]}``; a
-        ``Cancelled`` state when the run was cancelled from Prefect without a runner.
+        ``{"run_file", "run_dir", "rounds": [per-round rows], "pairplots": [...], "report":
+        path or None, "stopped_early": reason or None}``; a ``Cancelled`` state when the
+        run was cancelled from Prefect without a runner.
     """
     logger = get_run_logger()
     _STOP.clear()
@@ -399,14 +481,22 @@ def online_inference(
         _lazy_client(run) as client,
     ):
         logger.info("run %s: run file %s", run_id, run.store.path)
+        check_inputs(run)
         tracker = _tracker(run)
         tracker.log_params(run.config.model_dump(mode="json"))
         published = False
+        stopped_early: str | None = None
         try:
             epochs_before = 0
             for r in range(1, config.rounds + 1):
                 if run.store.stage(r) == Stage.DONE:
                     epochs_before += int(run.store.training_summary(r).get("epochs", 0))
+                    if _diagnose(logger, tracker, run, r, client):  # checks added since
+                        _publish_round(logger, run, r, _log_round(tracker, run, r))
+                        published = True
+                    stopped_early = _stops_early(logger, run, r)
+                    if stopped_early is not None:
+                        break
                     continue
                 _check_stop(r, "sampling the proposal")
                 sample_proposal_task(run, r)
@@ -426,6 +516,7 @@ def online_inference(
                 _check_stop(r, "building the posterior")
                 build_posterior_task(run, r)
                 checkpoint_task(run, r)
+                _diagnose(logger, tracker, run, r, client)
                 row = _log_round(tracker, run, r)
                 epochs_before += int(row["epochs"] or 0)
                 logger.info(
@@ -437,6 +528,9 @@ def online_inference(
                 )
                 _publish_round(logger, run, r, row)
                 published = True
+                stopped_early = _stops_early(logger, run, r)
+                if stopped_early is not None:
+                    break
         except (RunInterrupted, TerminationSignal) as stop:
             if isinstance(stop, TerminationSignal):
                 how = "stopped by SIGTERM (a cancellation from Prefect, or a kill)"
@@ -463,11 +557,16 @@ def online_inference(
             publish_round_table(logger, run_id, rows)
         pairplots = sorted(str(p) for p in run.directory.glob("round_*_pairplot.png"))
         print("\n" + format_round_table(rows))
+        print("\nposterior checks:\n" + format_checks(run))
+        if stopped_early is not None:
+            print(f"\n{stopped_early}")
         return {
             "run_file": str(run.store.path),
             "run_dir": str(run.directory),
             "rounds": rows,
             "pairplots": pairplots,
+            "report": _report(logger, run),
+            "stopped_early": stopped_early,
         }
 
 
@@ -626,6 +725,58 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="processes the MCMC chains are split across (default: 1, vectorized chains)",
     )
+    g = p.add_argument_group("posterior checks")
+    g.add_argument(
+        "--predictive-simulations",
+        type=int,
+        metavar="N",
+        help="posterior predictive simulations per round, on Dask (default: 100; 0: none)",
+    )
+    g.add_argument(
+        "--predictive-alpha",
+        type=float,
+        metavar="ALPHA",
+        help="flag a statistic when x_o is outside the central 1 - alpha predictive interval "
+        "(default: 0.01)",
+    )
+    g.add_argument(
+        "--map-iterations",
+        type=int,
+        metavar="N",
+        help="gradient steps of the MAP estimate per round (default: 200; 0: none)",
+    )
+    g.add_argument(
+        "--calibration-simulations",
+        type=int,
+        metavar="N",
+        help="prior test simulations for SBC ranks and expected coverage of round 1's "
+        "amortized estimator (default: 0, none; some hundreds for a meaningful check)",
+    )
+    g.add_argument(
+        "--calibration-posterior-samples",
+        type=int,
+        metavar="M",
+        help="posterior samples per calibration test simulation (default: 1000)",
+    )
+    g.add_argument(
+        "--reference",
+        metavar="FILE.npy",
+        help="reference posterior samples (S, D) at x_o (.npy, .csv or file.h5:dataset): "
+        "C2ST against them per round, as sbibm defines it",
+    )
+    g.add_argument(
+        "--true-parameters",
+        nargs="+",
+        type=float,
+        metavar="V",
+        help="the parameters x_o was simulated from: marked in the pairplots and reported",
+    )
+    g.add_argument(
+        "--stop-when-stable",
+        action="store_true",
+        help="end the run early once diagnostics.stable_rounds (default 2) rounds in a row "
+        "moved every posterior mean by < 0.1 sd and every width by < 10%%",
+    )
     g = p.add_argument_group("simulation (Dask)")
     g.add_argument(
         "--cluster",
@@ -744,6 +895,14 @@ _FLAG_PATHS = {
     "warmup_steps": "posterior.warmup_steps",
     "init_strategy": "posterior.init_strategy",
     "mcmc_workers": "posterior.mcmc_workers",
+    "predictive_simulations": "diagnostics.predictive_simulations",
+    "predictive_alpha": "diagnostics.predictive_alpha",
+    "map_iterations": "diagnostics.map_iterations",
+    "calibration_simulations": "diagnostics.calibration_simulations",
+    "calibration_posterior_samples": "diagnostics.calibration_posterior_samples",
+    "reference": "diagnostics.reference",
+    "true_parameters": "diagnostics.true_parameters",
+    "stop_when_stable": "diagnostics.stop_when_stable",
     "chunk_seconds": "cluster.chunk_seconds",
     "max_in_flight": "cluster.max_in_flight",
     "walltime": "cluster.jobqueue.walltime",
@@ -865,14 +1024,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:  # bad input fails here, in a second, before Prefect and Dask start
+        preflight(config, allow_changes=getattr(args, "allow_change", None) or ())
+    except (RunFileError, ConfigMismatchError, RunLockedError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         prestart_cluster(config)  # comes up while Prefect's temporary server starts
-        result = online_inference(
-            config,
-            allow_changes=getattr(args, "allow_change", None),
-            show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
-        )
+        with temporary_server():  # in its own process group: see flows/server.py
+            result = online_inference(
+                config,
+                allow_changes=getattr(args, "allow_change", None),
+                show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
+            )
     except (KeyboardInterrupt, CancelledRun) as e:
         how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
         print(
@@ -883,10 +1049,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
         from sbi_rounds.cluster import ClusterError
-        from sbi_rounds.locking import RunLockedError
         from sbi_rounds.simulation import SimulationFailed
-        from sbi_rounds.stages import ConfigMismatchError, InvalidRoundError
-        from sbi_rounds.store import RunFileError
+        from sbi_rounds.stages import InvalidRoundError
 
         if isinstance(e, (RunFileError, ConfigMismatchError, RunLockedError)) or (
             isinstance(e, ValueError) and not isinstance(e, ValidationError)
@@ -906,9 +1070,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         close_prestarted()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     print(f"\nrun file: {result['run_file']}")
     for path in result["pairplots"]:
         print(f"pairplot: {path}")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    if result.get("stopped_early"):
+        print(f"stopped early: {result['stopped_early']}")
     return 0
 
 

@@ -238,7 +238,14 @@ def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
     try:
         yield cluster
     finally:
-        cluster.close()
+        try:
+            cluster.close(timeout=10)
+        except (OSError, TimeoutError):
+            # The scheduler is gone: it got the run's stop signal too (a Ctrl-C reaches the
+            # terminal's whole process group). Without this, distributed's exit hook waits
+            # another 10 s for the half-closed cluster before the process can end.
+            cluster.shutdown_on_close = False
+            raise
 
 
 # --- batch systems ----------------------------------------------------------------------

@@ -39,14 +39,7 @@ class RunLock:
         except OSError:
             holder = _read_holder(fd)
             os.close(fd)
-            since = holder.get("since")
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
-            raise RunLockedError(
-                f"run {self.path.parent} is in use by PID {holder.get('pid', '?')} on host "
-                f"{holder.get('host', '?')} since {when}. Wait for it to finish or stop it "
-                "(Ctrl-C / kill PID), then rerun the same command to resume; or use another "
-                "--run-id."
-            ) from None
+            raise RunLockedError(_locked_message(self.path, holder)) from None
         previous = _read_holder(fd)
         self.previous_holder = previous or None
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
@@ -55,6 +48,28 @@ class RunLock:
         os.fsync(fd)
         self._fd = fd
         return self
+
+    def check(self) -> None:
+        """Raise :class:`RunLockedError` if another live process holds the lock; take nothing.
+
+        For a quick check before a run starts (nothing is written). Call it before
+        :meth:`acquire`, never while this process holds the lock: closing any descriptor
+        of the lock file drops the POSIX locks the process holds on it.
+        """
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunLockedError(_locked_message(self.path, _read_holder(fd))) from None
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """Release the lock (idempotent). The file stays, emptied, for the next holder."""
@@ -77,6 +92,21 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _locked_message(path: Path, holder: dict[str, object]) -> str:
+    since = holder.get("since")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        if isinstance(since, (int, float))
+        else "?"
+    )
+    return (
+        f"run {path.parent} is in use by PID {holder.get('pid', '?')} on host "
+        f"{holder.get('host', '?')} since {when}. Wait for it to finish or stop it "
+        "(Ctrl-C / kill PID), then rerun the same command to resume; or use another "
+        "--run-id."
+    )
 
 
 def _read_holder(fd: int) -> dict[str, object]:

@@ -41,4 +41,28 @@ def build_prior(config: PriorConfig) -> Distribution:
             "distribution over vectors (D,): wrap independent dims with "
             "torch.distributions.Independent(..., 1)"
         )
+    _check_width(prior, config.path)
     return prior
+
+
+def _check_width(prior: Distribution, path: str) -> None:
+    """Refuse a prior without width: its own draws must vary and have a finite density.
+
+    A uniform prior with ``high <= low`` in a parameter otherwise trains and then fails
+    deep inside sbi (zero width) or hangs in rejection sampling (negative width).
+    """
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        draws = prior.sample((1000,))
+        log_prob = prior.log_prob(draws)
+    if not torch.isfinite(log_prob).all():
+        raise ValueError(
+            f"prior {path} gives its own samples a density of zero or infinity "
+            f"(log_prob {float(log_prob.min()):g}..{float(log_prob.max()):g}); a prior needs "
+            "a positive width (high > low) in every parameter and a finite density"
+        )
+    flat = [i for i, s in enumerate(draws.std(dim=0).tolist()) if not s > 0]
+    if flat:
+        raise ValueError(
+            f"prior {path} has zero width in parameter(s) {flat}: all its draws are equal; "
+            "give every parameter a positive width (high > low)"
+        )

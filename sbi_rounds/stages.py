@@ -1,7 +1,8 @@
 """The per-round stages. Each reads the store, skips what is done and commits its result.
 
 A round runs ``sample_proposal -> simulate -> append_simulations -> train ->
-build_posterior -> checkpoint``. Every function here is idempotent and usable without
+build_posterior -> checkpoint``, then ``diagnose`` checks the finished round (see
+``sbi_rounds.diagnostics``). Every function here is idempotent and usable without
 Prefect; ``tasks/`` wraps them as Prefect tasks and ``flows/online.py`` chains them.
 """
 
@@ -52,8 +53,10 @@ __all__ = [
     "append_simulations",
     "build_posterior",
     "checkpoint",
+    "diagnose",
     "open_run",
     "posterior_for_round",
+    "preflight",
     "run_session",
     "sample_proposal",
     "simulate",
@@ -122,11 +125,11 @@ def _resolve(config: RunConfig, store: RunStore) -> Run:
     )
 
 
-def _check_simulator(run: Run) -> None:
+def _check_simulator(config: RunConfig, prior: Distribution) -> None:
     """Simulate two prior draws locally: catches import errors and wrong shapes early."""
-    cfg = run.config
+    cfg = config
     with seeded(derive_seed(cfg.seed, 0, "probe")):
-        theta = run.prior.sample((2,)).numpy()
+        theta = prior.sample((2,)).numpy()
     try:
         call_simulator(cfg.simulator, theta, derive_seed(cfg.seed, 0, "probe"), x_dim=len(cfg.xobs))
     except SimulatorError as e:
@@ -153,16 +156,52 @@ def open_run(
     new = config.model_dump(mode="json")
     if not path.exists():
         store = RunStore.create(path, config=new, fingerprint=config.fingerprint())
-        run = _resolve(config, store)
-        if check_simulator:
-            try:
-                _check_simulator(run)
-            except ValueError:
-                path.unlink(missing_ok=True)
-                raise
+        try:
+            run = _resolve(config, store)
+            if check_simulator:
+                _check_simulator(config, run.prior)
+        except ValueError:
+            path.unlink(missing_ok=True)  # a bad prior or simulator leaves no run behind
+            raise
         return run
     store = RunStore.open(path)
     old = store.read_config()
+    _refuse_identity_changes(path, old, new, allow_changes)
+    changes = [c for c in config_differences(old, new) if c.split(".")[0] != "run_id"]
+    if changes:
+        log.info("settings changed since the last session: %s", "; ".join(changes))
+        store.update_config(new, changes)
+    return _resolve(config, store)
+
+
+def preflight(config: RunConfig, *, allow_changes: Sequence[str] = ()) -> None:
+    """Find, writing nothing, what would stop :func:`run_session` as the run starts.
+
+    Checks the lock's holder, the run file (readable, an sbi-rounds run, a format version
+    this code reads) and its identity settings; for a new run, the prior and the simulator
+    on two prior draws. The command line calls it before Prefect and Dask start, so bad
+    input fails within a second, with one line.
+
+    Raises:
+        RunLockedError: Another live process holds the run.
+        RunFileError: The run file cannot be used.
+        ConfigMismatchError: Identity settings differ from the file's.
+        ValueError: A bad prior or simulator (new runs).
+    """
+    path = config.run_path
+    RunLock(path.parent / "run.lock").check()
+    if path.exists():
+        store = RunStore.open(path)
+        _refuse_identity_changes(
+            path, store.read_config(), config.model_dump(mode="json"), allow_changes
+        )
+        return
+    _check_simulator(config, build_prior(config.prior))
+
+
+def _refuse_identity_changes(
+    path: Path, old: dict[str, Any], new: dict[str, Any], allow_changes: Sequence[str]
+) -> None:
     identity_changes = [
         line
         for k in IDENTITY_FIELDS
@@ -181,11 +220,6 @@ def open_run(
                 sorted({c.split(".")[0].split(":")[0] for c in identity_changes})
             )
         )
-    changes = [c for c in config_differences(old, new) if c.split(".")[0] != "run_id"]
-    if changes:
-        log.info("settings changed since the last session: %s", "; ".join(changes))
-        store.update_config(new, changes)
-    return _resolve(config, store)
 
 
 @contextmanager
@@ -554,6 +588,7 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> StageResult:
             names,
             run.directory / f"round_{round_:03d}_pairplot.png",
             limits=_prior_limits(run),
+            points=run.config.diagnostics.true_parameters,
             title=f"round {round_}",
         )
     store.write_round_attrs(
@@ -569,6 +604,17 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> StageResult:
         seconds=seconds,
         details={"summary": summary, "pairplot": None if figure is None else str(figure)},
     )
+
+
+def diagnose(run: Run, round_: int, client: Any = None, **kwargs: Any) -> StageResult:
+    """Check a finished round: summary with MAP, predictive check, movement, C2ST, calibration.
+
+    See :func:`sbi_rounds.diagnostics.diagnose` (this forwards to it; ``client`` may be a
+    function returning the Dask client, called only when check simulations are due).
+    """
+    from sbi_rounds.diagnostics import diagnose as run_checks
+
+    return run_checks(run, round_, client, **kwargs)
 
 
 def _prior_limits(run: Run) -> list[tuple[float, float]] | None:

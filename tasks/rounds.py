@@ -1,4 +1,4 @@
-"""The six per-round Prefect tasks. Each only calls its ``sbi_rounds.stages`` function.
+"""The per-round Prefect tasks and the report task. Each only calls its library function.
 
 Results are neither cached nor persisted by Prefect: the run file is the source of truth,
 and every stage skips what it finds committed there. Retries are set only where a failure
@@ -9,6 +9,7 @@ repeat (bad input, a simulator that raises: those have their own, counted retrie
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import Any
 
 from distributed.comm.core import CommClosedError
@@ -24,6 +25,8 @@ __all__ = [
     "append_simulations_task",
     "build_posterior_task",
     "checkpoint_task",
+    "diagnose_task",
+    "report_task",
     "sample_proposal_task",
     "simulate_task",
     "train_task",
@@ -113,3 +116,30 @@ def build_posterior_task(run: Run, round_: int) -> StageResult:
 def checkpoint_task(run: Run, round_: int) -> StageResult:
     """Write the round's summary and pairplot and mark it done."""
     return stages.checkpoint(run, round_)
+
+
+@task(
+    name="diagnose",
+    task_run_name="diagnose-r{round_}",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_transient,
+    **_NO_CACHE,
+)
+def diagnose_task(
+    run: Run, round_: int, client: Any = None, should_stop: Any = None, progress: Any = None
+) -> StageResult:
+    """Check the finished round: summary with MAP, predictive check, movement, C2ST, calibration.
+
+    ``client`` may be a function returning the Dask client: it is called only when check
+    simulations are due.
+    """
+    return stages.diagnose(run, round_, client, should_stop=should_stop, progress=progress)
+
+
+@task(name="report", task_run_name="report", **_NO_CACHE)
+def report_task(run_path: str | Path, output: str | Path | None = None) -> Path:
+    """Write the run's self-contained HTML report (``<run dir>/report.html`` by default)."""
+    from sbi_rounds.report import write_report
+
+    return write_report(run_path, output)

@@ -1,0 +1,153 @@
+"""Prefect's temporary server for the command line, in a process group of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["create_app", "temporary_server"]
+
+#: Environment variable naming the process whose death stops the server.
+_PARENT = "SBI_ROUNDS_SERVER_PARENT"
+
+
+def create_app() -> Any:
+    """Prefect's API app (a uvicorn factory) that stops its server when the run dies.
+
+    The watchdog thread sends this process SIGTERM (uvicorn's graceful stop) once its
+    parent, the run's process, is gone, even if that was killed by SIGKILL.
+    """
+    from prefect.server.api.server import create_app as prefect_app
+
+    parent = int(os.environ.get(_PARENT, "0"))
+    if parent:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="sbi-rounds-parent-watchdog", daemon=True).start()
+    return prefect_app()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
+    """Start Prefect's temporary server where Prefect would; yield its API URL (else None).
+
+    Prefect starts its temporary server (no ``PREFECT_API_URL`` set) as a child in the run's
+    process group. A Ctrl-C in the terminal (SIGINT to the whole foreground group) or a batch
+    system's SIGTERM to all of a job's processes then stops the server together with the run,
+    and the run spends minutes retrying to report its final state before it ends with a
+    traceback. Started here, in a process group of its own, the server lives until the run
+    has stopped and reported; its watchdog stops it if the run's process dies first.
+
+    Args:
+        timeout: Seconds to wait for the server to answer.
+
+    Yields:
+        The API URL of the started server; None when a server is configured
+        (``PREFECT_API_URL``) or temporary servers are turned off, and nothing was started.
+    """
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
+        get_current_settings,
+    )
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        yield None
+        return
+    import httpx
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        _PARENT: str(os.getpid()),
+    }
+    print(f"Starting a temporary Prefect server on {url}", file=sys.stderr)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "flows.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+    )
+    old = os.environ.get("PREFECT_API_URL")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"the temporary Prefect server exited with status {server.returncode} "
+                    "at start; set PREFECT_API_URL to a running server instead"
+                )
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the temporary Prefect server did not start in {timeout} s")
+            time.sleep(0.1)
+        os.environ["PREFECT_API_URL"] = url
+        refresh_global_settings_context()
+        yield url
+    finally:
+        _drain_prefect_workers()
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+        refresh_global_settings_context()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events still queued while the server is up."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=10)
+        except Exception:  # noqa: BLE001 - a failed drain must not hide the run's outcome
+            pass

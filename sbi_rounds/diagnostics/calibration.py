@@ -1,0 +1,135 @@
+"""Calibration of an amortized estimator: SBC ranks and expected coverage with sbi's tools."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sbi_rounds.seeding import seeded
+
+__all__ = ["COVERAGE_LEVELS", "calibrate", "coverage_curve"]
+
+#: Credibility levels at which expected coverage is reported.
+COVERAGE_LEVELS = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def _marginal(i: int) -> Callable[[Tensor, Tensor], Tensor]:
+    def reduce(theta: Tensor, x: Tensor) -> Tensor:
+        return theta[:, i]
+
+    return reduce
+
+
+def _negative_potential(posterior: Any) -> Callable[[Tensor, Tensor], Tensor]:
+    """``-log p(theta | x)`` up to a constant per x: ranks samples by density."""
+
+    def reduce(theta: Tensor, x: Tensor) -> Tensor:
+        return -posterior.potential(theta, x=x)
+
+    return reduce
+
+
+def coverage_curve(ranks: np.ndarray, num_posterior_samples: int) -> list[float]:
+    """Expected coverage at :data:`COVERAGE_LEVELS` from density ranks.
+
+    Args:
+        ranks: Per test simulation, the number of posterior samples with a higher
+            density than the true parameters, with shape ``(N,)``.
+        num_posterior_samples: Posterior samples per test simulation, ``M``.
+
+    Returns:
+        For each level ``a``, the fraction of test simulations whose true parameters lie
+        inside the posterior's ``a`` highest-density region, ``rank < a (M + 1)`` (ranks
+        of a calibrated posterior are uniform on ``0 .. M``): ``a`` for a calibrated
+        posterior, less for an overconfident one, more for an underconfident one.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    bins = num_posterior_samples + 1
+    return [float(np.mean(ranks < level * bins)) for level in COVERAGE_LEVELS]
+
+
+def calibrate(
+    posterior: Any,
+    theta: np.ndarray,
+    x: np.ndarray,
+    names: Sequence[str],
+    *,
+    num_posterior_samples: int,
+    seed: int,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Simulation-based calibration and expected coverage of an amortized posterior.
+
+    Runs ``sbi.diagnostics.run_sbc`` once with ``D + 1`` reductions: the ``D`` marginals
+    (SBC, Talts et al. 2018) and the posterior density (expected coverage, Deistler et
+    al. 2022), then ``sbi.diagnostics.check_sbc`` on the marginal ranks. Test
+    simulations with a NaN or infinity are left out.
+
+    Args:
+        posterior: An sbi posterior of an amortized estimator (any x), with ``sample_batched``
+            (or ``sample``) and ``potential``.
+        theta: Test parameters drawn from the prior, with shape ``(N, D)``.
+        x: Their simulations, with shape ``(N, K)``.
+        names: One name per parameter.
+        num_posterior_samples: Posterior samples per test simulation, ``M``.
+        seed: Seeds the posterior sampling and the checks' classifiers.
+
+    Returns:
+        ``(result, ranks)``: ``result`` holds per parameter the KS p-value of rank
+        uniformity, the C2ST accuracy of ranks vs uniform and of prior vs data-averaged
+        posterior, rank histograms, the coverage curve and sbi's warnings; ``ranks``
+        has shape ``(N_valid, D + 1)``, the last column the density ranks.
+    """
+    from sbi.diagnostics import check_sbc, run_sbc
+    from scipy.stats import kstest, uniform
+
+    theta_t = torch.as_tensor(np.asarray(theta), dtype=torch.float32)
+    x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    valid = torch.isfinite(x_t).all(dim=1)
+    theta_t, x_t = theta_t[valid], x_t[valid]
+    n, dim = theta_t.shape
+    if n < 2:
+        raise ValueError(f"calibration needs at least 2 valid test simulations, got {n}")
+    reduce_fns = [_marginal(i) for i in range(dim)] + [_negative_potential(posterior)]
+    with warnings.catch_warnings(record=True) as caught, seeded(seed):
+        warnings.simplefilter("always")
+        ranks, dap = run_sbc(
+            theta_t,
+            x_t,
+            posterior,
+            num_posterior_samples=num_posterior_samples,
+            reduce_fns=reduce_fns,
+            show_progress_bar=False,
+        )
+        checks = check_sbc(ranks[:, :dim], theta_t, dap, num_posterior_samples)
+    ranks_np = ranks.numpy()
+    bins = int(min(20, max(5, n // 10)))
+    edges = np.linspace(0, num_posterior_samples, bins + 1)
+    result: dict[str, Any] = {
+        "test_simulations": int(len(valid)),
+        "valid": int(n),
+        "posterior_samples": int(num_posterior_samples),
+        "parameters": {
+            name: {
+                "ks_p_value": float(checks["ks_pvals"][i]),
+                "c2st_ranks": float(checks["c2st_ranks"][i]),
+                "c2st_dap": float(checks["c2st_dap"][i]),
+                "rank_histogram": np.histogram(ranks_np[:, i], bins=edges)[0].tolist(),
+            }
+            for i, name in enumerate(names)
+        },
+        "rank_bins": edges.tolist(),
+        "coverage": {
+            "levels": list(COVERAGE_LEVELS),
+            "values": coverage_curve(ranks_np[:, dim], num_posterior_samples),
+            "ks_p_value": float(
+                kstest(ranks_np[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
+            ),
+        },
+        "warnings": sorted({str(w.message).splitlines()[0] for w in caught}),
+    }
+    return result, ranks_np

@@ -1,0 +1,331 @@
+"""The per-round check stage: summary with MAP, predictive check, movement, C2ST, calibration.
+
+``diagnose(run, r, client)`` runs after a round's ``checkpoint`` and commits every result
+in one write to the run file: the round attribute ``diagnostics`` (and ``calibration``
+on round 1). Like every stage it skips what is committed; parts never computed (a
+reference given later, a check switched on) are filled in when it runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from sbi_rounds.diagnostics.calibration import calibrate
+from sbi_rounds.diagnostics.checks import (
+    c2st_sbibm,
+    movement,
+    posterior_statistics,
+    predictive_check,
+)
+from sbi_rounds.diagnostics.plots import save_calibration_plots, save_predictive_plot
+from sbi_rounds.diagnostics.simulations import CALIBRATION_SET, CheckSimulations
+from sbi_rounds.io import load_array
+from sbi_rounds.seeding import derive_seed, seeded
+from sbi_rounds.stages import (
+    Run,
+    RunInterrupted,
+    StageResult,
+    parameter_names,
+    posterior_for_round,
+)
+from sbi_rounds.store import Stage
+
+__all__ = [
+    "CALIBRATION_NOTE",
+    "check_inputs",
+    "checks_due",
+    "diagnose",
+    "load_reference",
+    "statistic_names",
+]
+
+log = logging.getLogger(__name__)
+
+#: Why calibration checks round 1's estimator only.
+CALIBRATION_NOTE = (
+    "Calibration checks round 1's estimator, the only one trained on prior simulations "
+    "alone: it is amortized (valid for any x), so its calibration over prior draws is "
+    "meaningful. Later rounds are trained for x_o on proposals focused on it, and SBC over "
+    "the prior would mix in regions they were never trained for. For SNPE and TSNPE the "
+    "round-1 network is the posterior (direct sampling); for SNLE and SNRE it is a "
+    "likelihood or ratio whose posteriors are sampled per test simulation with the "
+    "configured sampler (batched MCMC), so the check covers the sampler too and costs one "
+    "posterior sampling per test simulation."
+)
+
+
+def statistic_names(run: Run) -> list[str]:
+    """Names of the summary statistics: ``x_1 .. x_K``."""
+    return [f"x_{k + 1}" for k in range(len(run.config.xobs))]
+
+
+def load_reference(run: Run) -> np.ndarray | None:
+    """The reference posterior samples ``(S, D)`` of ``diagnostics.reference``, or None.
+
+    Raises:
+        ValueError: The file cannot be read or does not hold ``(S, D)`` finite samples.
+    """
+    spec = run.config.diagnostics.reference
+    if spec is None:
+        return None
+    try:
+        samples = load_array(spec)
+    except ValueError as e:
+        raise ValueError(f"diagnostics.reference: {e}") from None
+    if samples.ndim != 2 or samples.shape[1] != run.theta_dim or len(samples) < 10:
+        raise ValueError(
+            f"diagnostics.reference {spec!r} must hold at least 10 posterior samples of the "
+            f"{run.theta_dim} parameters, shape (S, {run.theta_dim}); it has shape "
+            f"{samples.shape}"
+        )
+    if not np.isfinite(samples).all():
+        raise ValueError(f"diagnostics.reference {spec!r} holds NaN or infinite values")
+    return samples
+
+
+def check_inputs(run: Run) -> None:
+    """Check the checks' inputs before any work: the reference file and the true parameters.
+
+    Raises:
+        ValueError: A message naming the setting and what is wrong.
+    """
+    load_reference(run)
+    truth = run.config.diagnostics.true_parameters
+    if truth is not None and len(truth) != run.theta_dim:
+        raise ValueError(
+            f"diagnostics.true_parameters has {len(truth)} values but the prior has "
+            f"{run.theta_dim} parameters"
+        )
+
+
+def _wanted(run: Run, round_: int, stored: Mapping[str, Any]) -> list[str]:
+    d = run.config.diagnostics
+    parts = []
+    summary = stored.get("posterior") or {}
+    has_truth = all("truth" in s for s in summary.values()) if summary else False
+    if not summary or has_truth != (d.true_parameters is not None):
+        parts.append("posterior")
+    if d.map_iterations > 0 and stored.get("map") is None:
+        parts.append("map")
+    if d.predictive_simulations > 0 and stored.get("predictive") is None:
+        parts.append("predictive")
+    if round_ > 1 and stored.get("movement") is None:
+        parts.append("movement")
+    if d.reference is not None and stored.get("c2st") is None:
+        parts.append("c2st")
+    return parts
+
+
+def _calibration_due(run: Run, round_: int) -> bool:
+    return (
+        round_ == 1
+        and run.config.diagnostics.calibration_simulations > 0
+        and run.store.read_round_attr(1, "calibration") is None
+    )
+
+
+def checks_due(run: Run, round_: int) -> list[str]:
+    """The checks :func:`diagnose` would compute for a finished round (empty: none)."""
+    stored = run.store.read_round_attr(round_, "diagnostics", {}) or {}
+    due = _wanted(run, round_, stored)
+    return due + (["calibration"] if _calibration_due(run, round_) else [])
+
+
+def _interrupted(should_stop: Callable[[], bool] | None, what: str, round_: int) -> None:
+    if should_stop is not None and should_stop():
+        raise RunInterrupted(f"stopped while {what} of round {round_}")
+
+
+def _map(run: Run, round_: int, samples: np.ndarray) -> list[float]:
+    """sbi's ``posterior.map()``, started from the stored samples (no new sampling)."""
+    d = run.config.diagnostics
+    posterior = posterior_for_round(run, round_)
+    inits = torch.from_numpy(np.ascontiguousarray(samples[:1000], dtype=np.float32))
+    with seeded(derive_seed(run.config.seed, round_, "predictive", 0)):
+        estimate = posterior.map(
+            init_method=inits,
+            num_iter=d.map_iterations,
+            num_to_optimize=min(10, len(inits)),
+            show_progress_bars=False,
+        )
+    return [float(v) for v in estimate.reshape(-1)]
+
+
+def _predictive(
+    run: Run,
+    round_: int,
+    samples: np.ndarray,
+    client: Any,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int, int, float], None] | None,
+) -> dict[str, Any]:
+    cfg, d = run.config, run.config.diagnostics
+    n = min(d.predictive_simulations, len(samples))
+    if n < d.predictive_simulations:
+        log.info(
+            "round %d: the predictive check simulates all %d stored posterior samples "
+            "(diagnostics.predictive_simulations=%d > posterior.num_samples)",
+            round_, n, d.predictive_simulations,
+        )
+    sims = CheckSimulations(run.directory, cfg, run.store.fingerprint()).simulate(
+        round_,
+        samples[:n],
+        x_dim=len(cfg.xobs),
+        run_seed=derive_seed(cfg.seed, round_, "predictive"),
+        client=client,
+        description={"kind": "posterior_predictive", "round": round_},
+        seconds_per_simulation=run.store.read_round_attr(round_, "seconds_per_simulation"),
+        should_stop=should_stop,
+        progress=progress,
+    )
+    if sims is None:
+        raise RunInterrupted(f"stopped while simulating the predictive check of round {round_}")
+    xobs = np.asarray(cfg.xobs, dtype=np.float64)
+    check = predictive_check(sims.x, xobs, statistic_names(run), alpha=d.predictive_alpha)
+    figure = save_predictive_plot(
+        sims.x,
+        xobs,
+        check,
+        run.directory / f"round_{round_:03d}_predictive.png",
+        title=f"Posterior predictive check, round {round_}",
+    )
+    check["figure"] = figure.name
+    check["simulated_now"] = sims.simulated_now
+    return check
+
+
+def _calibration(
+    run: Run, client: Any, should_stop: Callable[[], bool] | None
+) -> dict[str, Any]:
+    cfg, d = run.config, run.config.diagnostics
+    n = d.calibration_simulations
+    with seeded(derive_seed(cfg.seed, 1, "calibration", 0)):
+        theta = run.prior.sample((n,)).reshape(n, -1).float().numpy()
+    sims = CheckSimulations(run.directory, cfg, run.store.fingerprint()).simulate(
+        CALIBRATION_SET,
+        theta,
+        x_dim=len(cfg.xobs),
+        run_seed=derive_seed(cfg.seed, 1, "calibration", 1),
+        client=client,
+        description={"kind": "prior", "purpose": "calibration of round 1"},
+        seconds_per_simulation=run.store.read_round_attr(1, "seconds_per_simulation"),
+        should_stop=should_stop,
+    )
+    if sims is None:
+        raise RunInterrupted("stopped while simulating the calibration tests of round 1")
+    names = parameter_names(run)
+    result, ranks = calibrate(
+        posterior_for_round(run, 1),
+        sims.theta,
+        sims.x,
+        names,
+        num_posterior_samples=d.calibration_posterior_samples,
+        seed=derive_seed(cfg.seed, 1, "calibration", 2),
+    )
+    figures = save_calibration_plots(ranks, d.calibration_posterior_samples, names, run.directory)
+    result["figures"] = {key: path.name for key, path in figures.items()}
+    result["estimator"] = f"round 1 ({cfg.method}), amortized"
+    result["note"] = CALIBRATION_NOTE
+    for w in result["warnings"]:
+        log.warning("calibration: %s", w)
+    return result
+
+
+def diagnose(
+    run: Run,
+    round_: int,
+    client: Any = None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> StageResult:
+    """Check a finished round's posterior and commit the results in one write.
+
+    Computes what is missing of: the posterior summary at x_o with the MAP estimate
+    (``posterior``, ``map``), the posterior predictive check (``predictive``: simulated
+    on Dask), the movement from the previous round (``movement``), C2ST against the
+    reference samples (``c2st``); on round 1, calibration (the ``calibration`` attribute).
+    Figures go next to the run file: ``round_NNN_predictive.png``,
+    ``calibration_ranks.png`` and ``calibration_coverage.png``.
+
+    Args:
+        run: The open run.
+        round_: A finished round (stage DONE).
+        client: A ``distributed.Client``, or a function returning one; called only when
+            simulations are left to run (None: no simulating check may be due).
+        should_stop: Polled while simulating and between parts; True raises
+            ``RunInterrupted`` and commits nothing (finished chunks stay committed).
+        progress: ``progress(done, total, rate)`` of the predictive simulations.
+
+    Returns:
+        The stage's result; ``details`` holds the parts computed.
+    """
+    store = run.store
+    stage = store.stage(round_)
+    if stage != Stage.DONE:
+        raise RuntimeError(
+            f"round {round_} is not finished (stage {stage.name.lower() if stage else None}); "
+            "run its stages up to checkpoint before checking it"
+        )
+    stored: dict[str, Any] = dict(store.read_round_attr(round_, "diagnostics", {}) or {})
+    missing = _wanted(run, round_, stored)
+    calibration_due = _calibration_due(run, round_)
+    if not missing and not calibration_due:
+        return StageResult(round=round_, stage="diagnose", skipped=True, seconds=0.0)
+    if client is None and (("predictive" in missing) or calibration_due):
+        raise ValueError("the predictive check and calibration simulate on Dask: give a client")
+    t0 = time.perf_counter()
+    d = run.config.diagnostics
+    seconds: dict[str, float] = dict(stored.get("seconds", {}))
+    samples = store.read_samples(round_)
+    names = parameter_names(run)
+
+    def timed(part: str, compute: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = compute()
+        seconds[part] = time.perf_counter() - start
+        _interrupted(should_stop, f"computing the {part} check", round_)
+        return value
+
+    if "map" in missing:
+        stored["map"] = timed("map", lambda: _map(run, round_, samples))
+    summary = posterior_statistics(
+        samples, names, map_estimate=stored.get("map"), true_parameters=d.true_parameters
+    )
+    stored["posterior"] = summary
+    if "predictive" in missing:
+        stored["predictive"] = timed(
+            "predictive",
+            lambda: _predictive(run, round_, samples, client, should_stop, progress),
+        )
+    if "movement" in missing:
+        previous = store.read_round_attr(round_ - 1, "diagnostics", {}) or {}
+        before = previous.get("posterior") or store.read_round_attr(
+            round_ - 1, "posterior_summary", {}
+        )
+        stored["movement"] = movement(before, summary)
+    if "c2st" in missing:
+        reference = load_reference(run)
+        stored["c2st"] = {
+            **timed("c2st", lambda: c2st_sbibm(reference, samples)),
+            "reference": d.reference,
+        }
+    attrs: dict[str, Any] = {}
+    if calibration_due:
+        attrs["calibration"] = timed("calibration", lambda: _calibration(run, client, should_stop))
+    stored["seconds"] = seconds
+    store.write_round_attrs(round_, diagnostics=stored, **attrs)
+    elapsed = time.perf_counter() - t0
+    return StageResult(
+        round=round_,
+        stage="diagnose",
+        skipped=False,
+        seconds=elapsed,
+        details={"parts": missing + (["calibration"] if calibration_due else [])},
+    )

@@ -1,0 +1,355 @@
+"""The run report: one self-contained HTML file, every figure embedded, read from the run file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sbi_rounds.diagnostics.checks import QUANTILES
+from sbi_rounds.diagnostics.plots import loss_curves_png
+from sbi_rounds.diagnostics.summary import stop_reason
+from sbi_rounds.results import load_run
+from sbi_rounds.stages import Run, parameter_names, round_table
+from sbi_rounds.store import Stage
+
+__all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "write_report"]
+
+#: The report's file name in the run directory.
+REPORT_NAME = "report.html"
+
+#: Round-table columns: (key in ``stages.round_table`` rows, title).
+ROUND_COLUMNS = (
+    ("round", "round"),
+    ("stage", "stage"),
+    ("simulations", "simulations"),
+    ("valid", "valid"),
+    ("epochs", "epochs"),
+    ("best_val_loss", "best validation loss"),
+    ("sample_s", "sample (s)"),
+    ("simulate_s", "simulate (s)"),
+    ("append_s", "append (s)"),
+    ("train_s", "train (s)"),
+    ("posterior_s", "posterior (s)"),
+    ("checkpoint_s", "checkpoint (s)"),
+    ("commit_s", "commit (s)"),
+    ("checks_s", "checks (s)"),
+)
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222;
+       padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f2f2f2; } tr.flagged td { background: #fde2e2; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+.note { color: #555; font-size: 0.9em; } .stop { background: #fff4d6; padding: 0.5em; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def format_number(value: Any) -> str:
+    """How the report shows a value: ``-`` for missing, 4 significant digits for floats."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return "-" if value == -1 else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    """A table cell; numbers carry their exact value in ``data-value``."""
+    text = html.escape(format_number(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and text != "-":
+        return f'<td class="num" data-value="{value!r}">{text}</td>'
+    return f"<td>{text}</td>"
+
+
+def _table(
+    table_id: str,
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    flagged: Sequence[bool] | None = None,
+) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = ' class="flagged"' if flagged is not None and flagged[i] else ""
+        body.append(f"<tr{cls}>" + "".join(_cell(v) for v in row) + "</tr>")
+    return (
+        f'<table id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _img(data: bytes | None, alt: str, missing: str) -> str:
+    if data is None:
+        return f'<p class="note">{html.escape(missing)}</p>'
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _png(run: Run, name: str | None, alt: str) -> str:
+    """The figure ``name`` of the run's directory, embedded."""
+    if name is None:
+        return f'<p class="note">No figure: {html.escape(alt)}.</p>'
+    path = run.directory / name
+    data = path.read_bytes() if path.is_file() else None
+    return _img(data, alt, f"The figure {name} is missing from {run.directory}.")
+
+
+def stopped_early(run: Run) -> str | None:
+    """Why the run ended before its last round (stopping rule), or None."""
+    done = [r for r in run.store.rounds() if run.store.stage(r) == Stage.DONE]
+    return stop_reason(run, done[-1]) if done else None
+
+
+def _rounds_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
+    rows = []
+    for row in round_table(run.store):
+        seconds = (diagnostics.get(row["round"]) or {}).get("seconds") or {}
+        row = {**row, "checks_s": sum(seconds.values()) if seconds else None}
+        rows.append([row.get(key) for key, _ in ROUND_COLUMNS])
+    histories = {r: run.store.read_history(r) for r in run.store.rounds()}
+    curves = loss_curves_png({r: {k: list(v) for k, v in h.items()} for r, h in histories.items()})
+    return (
+        "<h2>Rounds</h2>"
+        + _table("rounds", [t for _, t in ROUND_COLUMNS], rows)
+        + '<p class="note">Seconds per stage; "checks" is the posterior checks of the round '
+        "(MAP, predictive simulations, C2ST, calibration).</p>"
+        + "<h3>Loss curves</h3>"
+        + _img(curves, "Training and validation loss per epoch", "No round was trained yet.")
+    )
+
+
+def _posterior_table(run: Run, r: int, diag: Mapping[str, Any]) -> str:
+    summary = diag.get("posterior") or run.store.read_round_attr(r, "posterior_summary", {})
+    truth = run.config.diagnostics.true_parameters is not None
+    header = ["parameter", "mean", "sd", *[k for k, _ in QUANTILES], "MAP"]
+    if truth:
+        header += ["true", "quantile of true"]
+    rows = []
+    for name in parameter_names(run):
+        s = summary.get(name, {})
+        row = [name, s.get("mean"), s.get("std"), *[s.get(k) for k, _ in QUANTILES], s.get("map")]
+        if truth:
+            row += [s.get("truth"), s.get("truth_quantile")]
+        rows.append(row)
+    return _table(f"posterior-{r}", header, rows)
+
+
+def _predictive_table(r: int, check: Mapping[str, Any]) -> str:
+    header = ["statistic", "x_o", "mean", "sd", "5%", "95%", "quantile of x_o", "p-value", "z",
+              "flagged"]
+    stats = check.get("statistics", {})
+    rows = [
+        [name, s["xobs"], s["mean"], s["std"], s["q05"], s["q95"], s["quantile"], s["p_value"],
+         s["z"], s["flagged"]]
+        for name, s in stats.items()
+    ]
+    joint = check.get("joint")
+    joint_text = (
+        ""
+        if not joint
+        else f"Joint (Mahalanobis) distance of x_o {format_number(joint['distance'])}, p-value "
+        f"{format_number(joint['p_value'])}{' (flagged)' if joint['flagged'] else ''}. "
+    )
+    flagged = check.get("flagged", [])
+    verdict = (
+        f"Flagged: {', '.join(flagged)}: the posterior does not reproduce "
+        f"{'this statistic' if len(flagged) == 1 else 'these statistics'}."
+        if flagged
+        else "No statistic flagged."
+    )
+    return (
+        _table(f"predictive-{r}", header, rows, [s["flagged"] for s in stats.values()])
+        + f'<p class="note">{check["valid"]} valid of {check["simulations"]} predictive '
+        f"simulations. {html.escape(joint_text + verdict)}</p>"
+    )
+
+
+def _round_sections(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
+    parts = ["<h2>Posterior per round</h2>"]
+    for r in run.store.rounds():
+        if run.store.stage(r) != Stage.DONE:
+            continue
+        diag = diagnostics.get(r) or {}
+        parts.append(f'<section id="round-{r}"><h3>Round {r}</h3>')
+        parts.append(_posterior_table(run, r, diag))
+        parts.append(_png(run, run.store.read_round_attr(r, "pairplot"), f"Pairplot, round {r}"))
+        check = diag.get("predictive")
+        if check is not None:
+            parts.append("<h4>Posterior predictive check</h4>")
+            parts.append(_predictive_table(r, check))
+            parts.append(_png(run, check.get("figure"), f"Predictive check, round {r}"))
+        parts.append("</section>")
+    return "".join(parts)
+
+
+def _movement_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
+    names = parameter_names(run)
+    d = run.config.diagnostics
+    header = ["round"]
+    for name in names:
+        header += [f"{name} mean shift (sd)", f"{name} width ratio"]
+    header += ["max |mean shift|", "max width change", "stable"]
+    rows = []
+    for r, diag in sorted(diagnostics.items()):
+        move = diag.get("movement")
+        if not move:
+            continue
+        row: list[Any] = [r]
+        for name in names:
+            p = move["parameters"].get(name, {})
+            row += [p.get("mean_shift"), p.get("width_ratio")]
+        shift, change = move.get("max_mean_shift"), move.get("max_width_change")
+        stable = (
+            shift is not None and change is not None
+            and shift < d.stable_mean_shift and change < d.stable_width_change
+        )
+        rows.append([*row, shift, change, stable])
+    if not rows:
+        return ""
+    return (
+        "<h2>How the posterior moved</h2>"
+        + _table("movement", header, rows)
+        + f'<p class="note">Mean shift: (mean<sub>r</sub> - mean<sub>r-1</sub>) / '
+        f"sd<sub>r-1</sub>; width ratio: sd<sub>r</sub> / sd<sub>r-1</sub>. A round is stable "
+        f"when every |mean shift| &lt; {d.stable_mean_shift:g} and every |width ratio - 1| "
+        f"&lt; {d.stable_width_change:g}; the stopping rule "
+        f"({'on' if d.stop_when_stable else 'off'}) ends the run after {d.stable_rounds} "
+        "stable round(s) in a row.</p>"
+    )
+
+
+def _c2st_section(diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
+    rows = [
+        [r, diag["c2st"]["accuracy"], diag["c2st"]["samples"], diag["c2st"]["reference"]]
+        for r, diag in sorted(diagnostics.items())
+        if diag.get("c2st")
+    ]
+    if not rows:
+        return ""
+    return (
+        "<h2>C2ST against the reference posterior</h2>"
+        + _table("c2st", ["round", "C2ST accuracy", "samples per set", "reference"], rows)
+        + '<p class="note">As sbibm defines it: MLP classifier (two ReLU layers of 10 D units, '
+        "Adam), 5-fold cross-validated accuracy, z-scored with the reference. 0.5: the "
+        "posterior cannot be told from the reference; 1.0: disjoint.</p>"
+    )
+
+
+def _calibration_section(run: Run) -> str:
+    if not run.store.rounds():
+        return ""
+    cal = run.store.read_round_attr(1, "calibration")
+    if cal is None:
+        return ""
+    rows = [
+        [name, p["ks_p_value"], p["c2st_ranks"], p["c2st_dap"]]
+        for name, p in cal["parameters"].items()
+    ]
+    cov = cal["coverage"]
+    levels = dict(zip(cov["levels"], cov["values"], strict=True))
+    shown = [lv for lv in (0.5, 0.8, 0.9, 0.95) if lv in levels]
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in cal.get("warnings", []))
+    figures = cal.get("figures", {})
+    return (
+        "<h2>Calibration of round 1</h2>"
+        f'<p>{cal["valid"]} valid of {cal["test_simulations"]} test simulations from the prior, '
+        f'{cal["posterior_samples"]} posterior samples each; estimator: '
+        f'{html.escape(cal.get("estimator", "round 1"))}.</p>'
+        + _table("calibration", ["parameter", "KS p-value (ranks uniform)",
+                                 "C2ST ranks vs uniform", "C2ST prior vs data-averaged posterior"],
+                 rows)
+        + _table("coverage", ["credibility level", *[f"{lv:.0%}" for lv in shown],
+                              "KS p-value"],
+                 [["expected coverage", *[levels[lv] for lv in shown], cov.get("ks_p_value")]])
+        + '<p class="note">Calibrated: KS p-values not small, C2ST near 0.5, coverage equal '
+        "to the level (below it: overconfident; above: underconfident). "
+        + html.escape(cal.get("note", ""))
+        + "</p>"
+        + (f'<ul class="note">{warn}</ul>' if warn else "")
+        + _png(run, figures.get("ranks"), "SBC rank histograms")
+        + _png(run, figures.get("coverage"), "SBC rank CDFs and expected coverage")
+    )
+
+
+def render_report(run: Run) -> str:
+    """The report of ``run`` as one HTML document (figures as ``data:`` URIs)."""
+    cfg = run.config
+    done = [r for r in run.store.rounds() if run.store.stage(r) == Stage.DONE]
+    diagnostics = {r: run.store.read_round_attr(r, "diagnostics", {}) or {} for r in done}
+    run_id = run.directory.name
+    early = stopped_early(run)
+    rows = round_table(run.store)
+    total = sum(max(row["simulations"], 0) for row in rows)
+    facts = [
+        ("run", run_id),
+        ("run file", str(run.store.path)),
+        ("method", cfg.method),
+        ("rounds finished", f"{len(done)} of {cfg.rounds}"),
+        ("simulations", str(total)),
+        ("x_o", ", ".join(f"{v:.6g}" for v in cfg.xobs)),
+        ("parameters", ", ".join(parameter_names(run))),
+    ]
+    facts_html = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
+    )
+    history = run.store.config_history()
+    changes = "".join(
+        f"<li>{html.escape('; '.join(h['changes']))}</li>" for h in history if h.get("changes")
+    )
+    config_json = json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True)
+    return "".join(
+        [
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>sbi-rounds run {html.escape(run_id)}</title><style>{_CSS}</style></head>",
+            f"<body><h1>sbi-rounds run {html.escape(run_id)}</h1>",
+            f'<table id="facts">{facts_html}</table>',
+            f'<p class="stop" id="stopped-early">{html.escape(early)}</p>' if early else "",
+            _rounds_section(run, diagnostics),
+            _round_sections(run, diagnostics),
+            _movement_section(run, diagnostics),
+            _c2st_section(diagnostics),
+            _calibration_section(run),
+            "<h2>Settings</h2>",
+            f'<pre id="config">{html.escape(config_json)}</pre>',
+            f"<p>Changed between sessions:</p><ul>{changes}</ul>" if changes else "",
+            '<p class="note">Predictive check: a statistic is flagged when x_o lies outside '
+            "the central 1 - alpha interval of its posterior predictive distribution "
+            f"(alpha = {cfg.diagnostics.predictive_alpha:g}): two-sided p-value "
+            "2 min(q, 1 - q) &lt; alpha, with q the predictive quantile of x_o; z is "
+            "(x_o - mean) / sd of the predictive simulations.</p>",
+            "</body></html>",
+        ]
+    )
+
+
+def write_report(path: str | Path, output: str | Path | None = None) -> Path:
+    """Write the HTML report of a run (read-only on the run; no lock needed).
+
+    Args:
+        path: The run's ``run.h5`` or its directory.
+        output: Where the report goes; default ``<run dir>/report.html``.
+
+    Returns:
+        The report's path.
+    """
+    run = load_run(path)
+    out = Path(output) if output is not None else run.directory / REPORT_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(render_report(run), encoding="utf-8")
+    tmp.replace(out)
+    return out
