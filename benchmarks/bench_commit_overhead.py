@@ -15,6 +15,7 @@ upper bounds for any real simulator.
 
     python benchmarks/bench_commit_overhead.py                 # 3 rounds x 1000, 2 repeats
     python benchmarks/bench_commit_overhead.py --repeats 3 --json out.json
+    python benchmarks/bench_commit_overhead.py --seconds-per-simulation 0.01   # a real cost
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def _config(directory: Path, run_id: str, args: argparse.Namespace) -> RunConfig
         training={"max_epochs": args.max_epochs},
         logger={"backend": "none"},
         cluster={"workers": args.workers},
+        simulator=(
+            {"path": "sbi_rounds.examples:slow_linear_gaussian",
+             "kwargs": {"seconds_per_simulation": args.seconds_per_simulation}}
+            if args.seconds_per_simulation > 0
+            else {"path": "sbi_rounds.examples:linear_gaussian"}
+        ),
     )
 
 
@@ -108,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulations", type=int, default=1000)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seconds-per-simulation", type=float, default=0.0,
+                   help="CPU-bound simulator cost (slow_linear_gaussian); 0: instant")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-pairplot", action="store_true")
     p.add_argument("--json", type=Path)

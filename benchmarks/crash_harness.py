@@ -362,7 +362,8 @@ def write_config(cfg: HarnessConfig, log: Path) -> None:
         "  path: crash_harness:logged_slow_linear_gaussian\n"
         f"  kwargs: {{seconds_per_simulation: {cfg.seconds_per_simulation}, log: '{log}'}}\n"
         f"cluster: {{chunk_size: {cfg.chunk_size}}}\n"
-        f"training: {{checkpoint_every: {cfg.checkpoint_every}, batch_size: 100}}\n"
+        f"training: {{checkpoint_every: {cfg.checkpoint_every}, checkpoint_min_seconds: 0, "
+        f"batch_size: 100}}\n"
         "network: {hidden_features: 20, num_transforms: 2}\n"
         f"posterior: {{num_samples: {cfg.num_samples}}}\n"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,20 +18,30 @@ _TYPE = "__type__"
 def write_nested(parent: h5py.Group, name: str, value: Any) -> None:
     """Write ``value`` under ``parent[name]``.
 
-    Dicts become groups whose children are numbered, each with its original ``key``
-    (str or int) as attributes; lists and tuples become numbered groups; tensors and arrays
-    become datasets; numbers, bools, strings and None become scalar datasets. Anything
+    Dicts become groups whose children are numbered, their keys (str or int) listed in the
+    group's ``keys`` attribute; lists and tuples become numbered groups, or one dataset when
+    they hold only ints or only floats; tensors and arrays become datasets; numbers, bools,
+    strings and None become scalar datasets. Anything
     else is a ``TypeError``: there is no fallback to pickle.
     """
     if isinstance(value, Mapping):
-        g = parent.create_group(name)
-        g.attrs[_TYPE] = "dict"
-        for i, (key, item) in enumerate(value.items()):
+        keys = list(value)
+        for key in keys:
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 raise TypeError(f"cannot store dict key {key!r} of type {type(key).__name__}")
+        g = parent.create_group(name)
+        g.attrs[_TYPE] = "dict"
+        # The keys, typed, in one attribute: one per child made every commit slower.
+        g.attrs["keys"] = json.dumps([[k, "int" if isinstance(k, int) else "str"] for k in keys])
+        for i, item in enumerate(value.values()):
             write_nested(g, str(i), item)
-            g[str(i)].attrs["key"] = key
-            g[str(i)].attrs["key_type"] = "int" if isinstance(key, int) else "str"
+    elif isinstance(value, (list, tuple)) and _packable(value):
+        # A list of plain numbers (a loss history) is one dataset, not one per element:
+        # hundreds of tiny datasets make every commit and every open of the file slower.
+        kind = "float" if isinstance(value[0], (float, np.floating)) else "int"
+        data = np.asarray(value, dtype=np.float64 if kind == "float" else np.int64)
+        ds = parent.create_dataset(name, data=data)
+        ds.attrs[_TYPE] = f"{'list' if isinstance(value, list) else 'tuple'}_of_{kind}"
     elif isinstance(value, (list, tuple)):
         g = parent.create_group(name)
         g.attrs[_TYPE] = "list" if isinstance(value, list) else "tuple"
@@ -43,8 +54,7 @@ def write_nested(parent: h5py.Group, name: str, value: Any) -> None:
         if t.dtype == torch.bfloat16:
             t = t.float()
         ds = parent.create_dataset(name, data=t.numpy())
-        ds.attrs[_TYPE] = "tensor"
-        ds.attrs["dtype"] = dtype
+        ds.attrs[_TYPE] = f"tensor:{dtype}"
     elif isinstance(value, np.ndarray):
         if value.dtype == object:
             raise TypeError("cannot store object arrays")
@@ -72,22 +82,36 @@ def write_nested(parent: h5py.Group, name: str, value: Any) -> None:
         )
 
 
+def _packable(value: list[Any] | tuple[Any, ...]) -> bool:
+    """A non-empty list of only ints (int64 range), or of only floats: no bools, no mixes."""
+    if not value:
+        return False
+    if all(isinstance(v, (float, np.floating)) for v in value):
+        return True
+    return all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+        and -(2**63) <= int(v) < 2**63
+        for v in value
+    )
+
+
 def read_nested(node: h5py.Group | h5py.Dataset) -> Any:
     """Inverse of :func:`write_nested`."""
     kind = node.attrs[_TYPE]
     if kind == "dict":
         out: dict[Any, Any] = {}
-        for i in range(len(node)):
-            child = node[str(i)]
-            key = child.attrs["key"]
-            key = int(key) if child.attrs["key_type"] == "int" else str(key)
-            out[key] = read_nested(child)
+        for i, (key, key_type) in enumerate(json.loads(node.attrs["keys"])):
+            out[int(key) if key_type == "int" else str(key)] = read_nested(node[str(i)])
         return out
     if kind in ("list", "tuple"):
         items = [read_nested(node[str(i)]) for i in range(int(node.attrs["length"]))]
         return items if kind == "list" else tuple(items)
-    if kind == "tensor":
-        dtype = getattr(torch, str(node.attrs["dtype"]))
+    if kind in ("list_of_float", "tuple_of_float", "list_of_int", "tuple_of_int"):
+        cast = float if kind.endswith("float") else int
+        items = [cast(v) for v in node[()]]
+        return items if kind.startswith("list") else tuple(items)
+    if kind.startswith("tensor:"):
+        dtype = getattr(torch, kind.removeprefix("tensor:"))
         return torch.from_numpy(np.array(node[()])).to(dtype)
     if kind == "ndarray":
         return np.array(node[()])

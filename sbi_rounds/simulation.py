@@ -597,8 +597,8 @@ def simulate_round(store: Any, round_: int, *, simulator: SimulatorConfig,
                 stopped = True
                 break
             results, failures = d.collect(wait=0.25)
-            for chunk, x, seconds, where in results:
-                store.write_chunk(round_, chunk, x, seconds)
+            store.write_chunks(round_, [(chunk, x, seconds) for chunk, x, seconds, _ in results])
+            for chunk, _, _, where in results:
                 a, b = info.chunk_bounds(chunk)
                 done += b - a
                 run_sims += b - a

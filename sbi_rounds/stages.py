@@ -370,16 +370,17 @@ def simulate(
     if store.stage(round_) >= Stage.SIMULATED:
         return _skip(round_, "simulate")
     t0, c0 = time.perf_counter(), run.store.commit_seconds
-    report = simulate_round(
-        store,
-        round_,
-        simulator=cfg.simulator,
-        cluster=cfg.cluster,
-        client=client,
-        run_seed=cfg.seed,
-        progress=progress,
-        should_stop=should_stop,
-    )
+    with store.held_open():  # one open file for the round's many chunk commits
+        report = simulate_round(
+            store,
+            round_,
+            simulator=cfg.simulator,
+            cluster=cfg.cluster,
+            client=client,
+            run_seed=cfg.seed,
+            progress=progress,
+            should_stop=should_stop,
+        )
     seconds = time.perf_counter() - t0
     _timed(run, round_, "simulate", seconds, c0)
     if report.stopped:
@@ -459,7 +460,8 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageRes
 
     Round 1 (or ``retrain_from_scratch``) builds a fresh network; later rounds continue
     from the previous round's weights, as sbi does. Checkpoints go into the run file every
-    ``training.checkpoint_every`` epochs, and an interrupted training resumes from them.
+    ``training.checkpoint_every`` epochs (at most once per ``checkpoint_min_seconds``), and
+    an interrupted training resumes from them.
     """
     store, cfg = run.store, run.config
     if store.stage(round_) >= Stage.TRAINED:
@@ -478,7 +480,10 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> StageRes
     checkpoints = None
     if tcfg.checkpoint_every > 0:
         checkpoints = CheckpointCallback(
-            store.checkpoint_sink(round_), every=tcfg.checkpoint_every, resume=tcfg.resume
+            store.checkpoint_sink(round_),
+            every=tcfg.checkpoint_every,
+            resume=tcfg.resume,
+            min_seconds=tcfg.checkpoint_min_seconds,
         )
         all_callbacks.insert(0, checkpoints)
     summary: TrainingSummary = run_training(

@@ -300,7 +300,7 @@ def _config(tmp_path: Path, run_id: str, **overrides: Any) -> dict[str, Any]:
         "simulations_per_round": 200,
         "run_dir": str(tmp_path / "runs"),
         "run_id": run_id,
-        "training": {"max_epochs": 5, "checkpoint_every": 2},
+        "training": {"max_epochs": 5, "checkpoint_every": 2, "checkpoint_min_seconds": 0},
         "network": {"hidden_features": 20, "num_transforms": 2},
         "posterior": {"num_samples": 200},
         "logger": {"backend": "none"},

@@ -45,3 +45,35 @@ def test_round_trip_of_an_optimizer_and_rng_state(tmp_path):
 def test_unknown_types_are_refused_instead_of_pickled(tmp_path):
     with h5py.File(tmp_path / "s.h5", "w") as f, pytest.raises(TypeError, match="cannot store"):
         write_nested(f, "x", {"fn": lambda: 1})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1.5, -2.0, float("inf")], (3, 4, -(2**62)), [1, 2.5], [True, False], [], (1.0,),
+     {7: [0.1] * 300, "k": {"inner": (2, 3)}}],
+    ids=["floats", "int-tuple", "mixed", "bools", "empty", "one-float", "nested"],
+)
+def test_lists_round_trip_with_their_python_types(tmp_path, value):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        write_nested(f, "v", value)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        back = read_nested(f["v"])
+        kinds = {f[name].attrs["__type__"] for name in _names(f)}
+    assert back == value
+    assert _types(back) == _types(value)
+    if value == [0.1] * 300 or isinstance(value, dict):
+        assert "list_of_float" in kinds  # a loss history is one dataset, not 300
+
+
+def _names(f):
+    names = []
+    f.visit(names.append)
+    return names
+
+
+def _types(value):
+    if isinstance(value, dict):
+        return {k: _types(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return (type(value), [_types(v) for v in value])
+    return type(value)

@@ -51,6 +51,22 @@ def test_plan_writes_layout_and_chunks_commit_in_place(store):
     assert np.isnan(xs[:4]).all()
 
 
+def test_a_held_open_file_commits_chunks_and_survives_structural_commits(store):
+    _plan(store)
+    store.write_theta(1, 0, np.ones((10, 2)))
+    with store.held_open():
+        store.write_chunks(1, [(0, np.zeros((4, 3)), 0.1), (2, np.ones((2, 3)), 0.2)])
+        # another process (a reader) sees the commit while the handle stays open
+        assert RunStore.open(store.path).pending_chunks(1) == [1]
+        store.write_round_attrs(1, note={"a": 1})  # copy-on-write: closes and reopens
+        store.write_chunk(1, 1, np.full((4, 3), 2.0), seconds=0.3)
+        assert store.pending_chunks(1) == []
+    assert store._held is None
+    again = RunStore.open(store.path)
+    assert again.read_round_attr(1, "note") == {"a": 1}
+    np.testing.assert_array_equal(again.read_simulations(1)[1][:, 0], [0] * 4 + [2] * 4 + [1] * 2)
+
+
 def test_stages_only_move_forward(store):
     _plan(store)
     store.set_stage(1, Stage.TRAINED)

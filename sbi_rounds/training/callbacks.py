@@ -278,32 +278,49 @@ class CheckpointSink(Protocol):
 
 
 class CheckpointCallback(Callback):
-    """Saves the whole training state every ``every`` epochs and restores it at fit start.
+    """Saves the whole training state every ``every`` epochs (at most once per
+    ``min_seconds``) and restores it at fit start.
 
     The state holds model, optimizer, scheduler, EMA, epoch, step, history, every
     callback's own state and the RNG states, so a training killed and restarted ends with
     the same result as one that was never interrupted (same seed, same device).
     """
 
-    def __init__(self, sink: CheckpointSink, every: int = 10, resume: bool = True) -> None:
+    def __init__(
+        self,
+        sink: CheckpointSink,
+        every: int = 10,
+        resume: bool = True,
+        min_seconds: float = 0.0,
+    ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        if not min_seconds >= 0:
+            raise ValueError(f"min_seconds must be >= 0, got {min_seconds!r}")
         self.sink, self.every, self.resume = sink, every, resume
+        self.min_seconds = float(min_seconds)
         self.last_save_seconds = 0.0
         self.saves = 0
+        self._last_save = time.monotonic()
 
     def on_fit_start(self, loop: TrainingLoop) -> None:
+        self._last_save = time.monotonic()
         if self.resume:
             state = self.sink.load()
             if state is not None:
                 loop.restore(state)
 
     def on_epoch_end(self, loop: TrainingLoop) -> None:
-        if loop.state.epoch % self.every == 0 and not loop.stop_requested:
-            t0 = time.perf_counter()
-            self.sink.save(loop.state_dict())
-            self.last_save_seconds = time.perf_counter() - t0
-            self.saves += 1
+        """Save every ``every`` epochs, but at most once per ``min_seconds`` of training."""
+        if loop.state.epoch % self.every or loop.stop_requested:
+            return
+        if time.monotonic() - self._last_save < self.min_seconds:
+            return
+        t0 = time.perf_counter()
+        self.sink.save(loop.state_dict())
+        self.last_save_seconds = time.perf_counter() - t0
+        self.saves += 1
+        self._last_save = time.monotonic()
 
 
 class ProgressBar(Callback):

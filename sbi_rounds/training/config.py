@@ -83,6 +83,7 @@ class TrainConfig(BaseModel):
         retrain_from_scratch: Start each round from freshly initialised weights instead
             of the previous round's.
         checkpoint_every: Save a training checkpoint every this many epochs (0: never).
+        checkpoint_min_seconds: ... but at most once per this many seconds (0: no limit).
     """
 
     model_config = _FROZEN
@@ -109,6 +110,15 @@ class TrainConfig(BaseModel):
     resume: bool = Field(True, title="Resume from a training checkpoint")
     retrain_from_scratch: bool = Field(False, title="Retrain from scratch every round")
     checkpoint_every: int = Field(10, ge=0, title="Checkpoint every N epochs")
+    checkpoint_min_seconds: float = Field(
+        10.0,
+        ge=0,
+        title="Seconds between checkpoints (at least)",
+        description="A checkpoint is written every checkpoint_every epochs but at most once "
+        "per this many seconds of training, so saving stays a small share of training time "
+        "(an interruption loses at most about this much training); 0: every "
+        "checkpoint_every epochs.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,7 @@ __all__ = [
     "TrainingState",
     "TrainingSummary",
     "default_callbacks",
+    "flatten_parameters",
     "make_scheduler",
     "run_training",
     "split_train_val",
@@ -191,9 +192,51 @@ class _LoaderBatches:
 VALIDATION_BATCH = 1024
 
 
-def _default_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel per step where torch supports it (CPU and CUDA floats)."""
+def flatten_parameters(model: nn.Module) -> Tensor | None:
+    """Make the model's trainable parameters and their gradients views of two flat buffers.
+
+    The optimizer and gradient clipping then update one tensor of ``P`` elements instead of
+    one per layer: a flow's few dozen parameter tensors otherwise cost a Python loop and a
+    kernel launch each, every step (about 2 ms a step on a CPU, 10-20% of a small network's
+    step). Autograd accumulates into the gradient views in place, like PyTorch's
+    ``DistributedDataParallel(gradient_as_bucket_view=True)``. Weights, ``state_dict`` and
+    ``load_state_dict`` are unchanged for the model's users.
+
+    Args:
+        model: A module whose parameters already are on their training device.
+
+    Returns:
+        The flat parameter buffer, shape ``(P,)``, with its flat gradient as ``.grad``; None
+        (nothing changed) when there is nothing to train or the parameters mix devices,
+        dtypes or layouts.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return None
+    first = params[0]
+    if any(
+        p.device != first.device or p.dtype != first.dtype or p.layout != torch.strided
+        or not p.dtype.is_floating_point
+        for p in params
+    ):
+        return None
+    if len({p.data_ptr() for p in params}) != len(params):
+        return None  # shared parameters: leave them as they are
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        grad = torch.zeros_like(flat)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.data = flat[offset : offset + n].view_as(p)
+            p.grad = grad[offset : offset + n].view_as(p)
+            offset += n
+    flat.grad = grad
+    return flat
+
+
+def _default_optimizer(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel per step where torch supports it (CPU and CUDA floats)."""
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):  # e.g. parameters of a dtype the fused kernel lacks
@@ -227,8 +270,10 @@ class TrainingLoop:
         callbacks: Sequence[Callback],
         device: torch.device,
         generator: torch.Generator,
+        flat: Tensor | None = None,
     ) -> None:
         self.config, self.model, self.loss_fn = config, model, loss_fn
+        self._flat = flat
         self._train, self._val = train, val
         self.optimizer, self.scheduler = optimizer, scheduler
         self.callbacks = list(callbacks)
@@ -368,12 +413,15 @@ class TrainingLoop:
         return self.stop_requested
 
     def _train_epoch(self) -> float:
-        c, model, opt = self.config, self.model, self.optimizer
-        params = [p for p in model.parameters() if p.requires_grad]
+        c, model = self.config, self.model
+        params = (
+            [self._flat] if self._flat is not None
+            else [p for p in model.parameters() if p.requires_grad]
+        )
         model.train()
         total = torch.zeros((), device=self.device)
         count = 0
-        opt.zero_grad(set_to_none=True)
+        self._zero_grad()
         pending = 0
         for batch in self._train.shuffled(self.generator):
             losses = self.loss_fn(model, batch)
@@ -403,10 +451,16 @@ class TrainingLoop:
         if self.config.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm, foreach=True)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         self.state.step += 1
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+
+    def _zero_grad(self) -> None:
+        if self._flat is not None:
+            self._flat.grad.zero_()  # the parameters' gradients are views of it: keep them
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
 
     @torch.inference_mode()
     def _validate(self) -> float:
@@ -537,8 +591,11 @@ def run_training(
             raise ValueError("val_data=None needs train_data as a tuple of tensors to split")
         train_data, val_data = split_train_val(train_data, config.validation_fraction, config.seed)
     model.to(dev)
+    flat = None
     if optimizer is None:
-        optimizer = _default_optimizer(model, config.learning_rate)
+        flat = flatten_parameters(model)
+        params = [flat] if flat is not None else [p for p in model.parameters() if p.requires_grad]
+        optimizer = _default_optimizer(params, config.learning_rate)
     if scheduler is None:
         scheduler = make_scheduler(config.scheduler, optimizer)
     devices = [dev] if dev.type == "cuda" else []
@@ -555,6 +612,7 @@ def run_training(
             [*default_callbacks(config), *callbacks],
             dev,
             torch.Generator().manual_seed(config.seed),
+            flat,
         )
         loop.state.round = round
         summary = loop.fit()

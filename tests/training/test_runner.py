@@ -310,3 +310,41 @@ def test_cuda_training_matches_cpu_closely():
     gpu = run_training(TrainConfig(max_epochs=5, device="cuda"), b, _mse, data)
     assert next(b.parameters()).device.type == "cuda"
     assert abs(cpu.best_val_loss - gpu.best_val_loss) < 1e-3 * max(1.0, abs(cpu.best_val_loss))
+
+
+def test_flat_parameters_train_like_separate_ones():
+    """The default optimizer steps one flat buffer; a user's Adam over the separate
+    parameters (the same math) reaches the same weights, and the model stays usable."""
+    from sbi_rounds.training import flatten_parameters
+
+    data = _data()
+    cfg = TrainConfig(max_epochs=5, learning_rate=1e-2, clip_grad_norm=1.0, seed=3)
+    torch.manual_seed(0)
+    flat_model, plain_model = _model(), _model()
+    plain_model.load_state_dict(flat_model.state_dict())
+    run_training(cfg, flat_model, _mse, data)
+    user_adam = torch.optim.Adam(plain_model.parameters(), lr=1e-2)
+    run_training(cfg, plain_model, _mse, data, optimizer=user_adam)
+    for (k, a), b in zip(flat_model.state_dict().items(), plain_model.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+    # the weights are views of one buffer, and load_state_dict writes through them
+    params = list(flat_model.parameters())
+    assert len({p.untyped_storage().data_ptr() for p in params}) == 1
+    flat_model.load_state_dict(plain_model.state_dict())
+    assert flatten_parameters(nn.Linear(2, 2).to(torch.float64)) is not None
+    shared = nn.Linear(2, 2)
+    tied = nn.Sequential(shared, shared)
+    assert flatten_parameters(tied) is not None  # shared modules give each tensor once
+
+
+def test_checkpoints_are_spaced_by_min_seconds():
+    sink = MemorySink()
+    run_training(TrainConfig(max_epochs=6, patience=None), _model(), _mse, _data(),
+                 callbacks=[CheckpointCallback(sink, every=1, min_seconds=3600)])
+    assert sink.saves == 0
+    run_training(TrainConfig(max_epochs=6, patience=None), _model(), _mse, _data(),
+                 callbacks=[CheckpointCallback(sink, every=1, min_seconds=0)])
+    assert sink.saves == 6  # every epoch
+    with pytest.raises(ValueError, match="min_seconds"):
+        CheckpointCallback(sink, min_seconds=-1)
