@@ -29,11 +29,11 @@ import torch
 from sbi.inference import NLE, NPE, NRE
 from sbi.neural_nets import classifier_nn, likelihood_nn, posterior_nn
 from sbi.utils import BoxUniform, RestrictedPrior, get_density_thresholder
-from sbi.utils.metrics import c2st
 
 from sbi_rounds import stages
 from sbi_rounds.cluster import open_client
 from sbi_rounds.config import RunConfig
+from sbi_rounds.diagnostics.checks import c2st_sbibm as c2st_accuracy
 from sbi_rounds.examples import (
     gaussian_posterior,
     gaussian_prior,
@@ -132,10 +132,8 @@ def sbi_loop(problem: str, method: str, seed: int, rounds: int, sims: int,
 
 
 def c2st_sbibm(ref: torch.Tensor, samples: torch.Tensor, seed: int = 1) -> float:
-    d = ref.shape[1]
-    return float(c2st(ref, samples, seed=seed, n_folds=5, classifier="mlp", z_score=True,
-                      classifier_kwargs={"activation": "relu", "hidden_layer_sizes": (10 * d,
-                                         10 * d), "max_iter": 10000, "solver": "adam"}))
+    """sbibm's C2ST, as the run's posterior checks compute it (``sbi_rounds.diagnostics``)."""
+    return c2st_accuracy(ref.numpy(), samples.numpy(), seed=seed)["accuracy"]
 
 
 def main() -> None:

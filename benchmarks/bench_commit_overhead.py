@@ -50,7 +50,7 @@ def _config(directory: Path, run_id: str, args: argparse.Namespace) -> RunConfig
         run_id=run_id,
         training={"max_epochs": args.max_epochs},
         logger={"backend": "none"},
-        cluster={"workers": args.workers},
+        cluster={"workers": args.workers, "chunk_size": args.chunk_size},
         simulator=(
             {"path": "sbi_rounds.examples:slow_linear_gaussian",
              "kwargs": {"seconds_per_simulation": args.seconds_per_simulation}}
@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulations", type=int, default=1000)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--chunk-size", default="auto",
+                   type=lambda v: v if v in ("auto", "measure") else int(v),
+                   help="cluster.chunk_size (default auto: N / 64)")
     p.add_argument("--seconds-per-simulation", type=float, default=0.0,
                    help="CPU-bound simulator cost (slow_linear_gaussian); 0: instant")
     p.add_argument("--repeats", type=int, default=2)

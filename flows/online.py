@@ -28,6 +28,9 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
 
 def _stopped_while_starting(signum: int, frame: object) -> None:
     """Ctrl-C or SIGTERM before the run began (importing, checking input): nothing to save."""
+    server = sys.modules.get("flows.server")
+    if server is not None:
+        server.stop_early()
     print(
         f"\nStopped ({signal.Signals(signum).name}) while starting, before the run began; "
         "nothing was written.\nResume with:\n  python -m flows.online "
@@ -41,6 +44,10 @@ def _stopped_while_starting(signum: int, frame: object) -> None:
 if __name__ == "__main__":  # the imports below take seconds: a Ctrl-C there exits cleanly
     signal.signal(signal.SIGINT, _stopped_while_starting)
     signal.signal(signal.SIGTERM, _stopped_while_starting)
+    if not {"-h", "--help"} & set(sys.argv[1:]):
+        from flows.server import start_early  # light: no Prefect import
+
+        start_early()  # Prefect's temporary server boots while torch, sbi and Prefect import
 
 import argparse  # noqa: E402
 import contextvars  # noqa: E402

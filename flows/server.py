@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["create_app", "temporary_server"]
+__all__ = ["create_app", "start_early", "stop_early", "temporary_server"]
 
 #: Environment variable naming the process whose death stops the server.
 _PARENT = "SBI_ROUNDS_SERVER_PARENT"
@@ -45,6 +46,84 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: A server spawned by :func:`start_early` (process, port), taken by ``temporary_server``.
+_EARLY: tuple[subprocess.Popen[bytes], int] | None = None
+
+
+def _spawn(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "flows.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+    )
+
+
+def _server_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # a temporary server sends no telemetry
+        _PARENT: str(os.getpid()),
+    }
+
+
+def start_early() -> None:
+    """Start booting the temporary server now, before the run's slow imports (torch, sbi,
+    Prefect: seconds), unless ``PREFECT_API_URL`` is set in the environment.
+
+    :func:`temporary_server` then uses it, or stops it if Prefect's settings (a profile)
+    name a server after all. It stops by itself if this process dies.
+    """
+    global _EARLY
+    if _EARLY is not None or os.environ.get("PREFECT_API_URL"):
+        return
+    if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
+        return
+    port = _free_port()
+    _EARLY = (_spawn(port, _server_env()), port)
+    atexit.register(stop_early)  # a run that ends before using it (bad input, --help)
+
+
+def stop_early() -> None:
+    """Stop a server from :func:`start_early` that no run has taken (idempotent)."""
+    early = _take_early()
+    if early is not None and early[0].poll() is None:
+        early[0].kill()
+        early[0].wait()
+
+
+def _take_early() -> tuple[subprocess.Popen[bytes], int] | None:
+    global _EARLY
+    early, _EARLY = _EARLY, None
+    return early
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 @contextmanager
 def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
     """Start Prefect's temporary server where Prefect would; yield its API URL (else None).
@@ -70,42 +149,25 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         get_current_settings,
     )
 
+    early = _take_early()
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        if early is not None:
+            _stop(early[0])  # a profile names a server: the early one is not needed
         yield None
         return
     import httpx
 
-    port = _free_port()
+    if early is not None and early[0].poll() is None:
+        server, port = early
+    else:
+        port = _free_port()
+        env = {
+            **_server_env(),
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        server = _spawn(port, env)
     url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
-        **get_current_settings().to_environment_variables(exclude_unset=True),
-        _PARENT: str(os.getpid()),
-    }
     print(f"Starting a temporary Prefect server on {url}", file=sys.stderr)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "flows.server:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "error",
-            "--lifespan",
-            "on",
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        process_group=0,
-    )
     old = os.environ.get("PREFECT_API_URL")
     try:
         deadline = time.monotonic() + timeout
@@ -133,12 +195,7 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         else:
             os.environ["PREFECT_API_URL"] = old
         refresh_global_settings_context()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server)
 
 
 def _drain_prefect_workers() -> None:
