@@ -159,9 +159,11 @@ def _checkpoint_epoch(group: h5py.Group) -> int | None:
     if "training_checkpoint" not in group:
         return None
     ckpt = group["training_checkpoint"]
-    for child in ckpt.values():
-        if child.attrs.get("key") == "epoch":
-            return int(child[()])
+    # The layout of ``sbi_rounds.serialize.write_nested``: keys listed in one attribute,
+    # children named by their position. Only the epoch is read (not the weights).
+    for i, (key, _) in enumerate(json.loads(ckpt.attrs["keys"])):
+        if key == "epoch":
+            return int(ckpt[str(i)][()])
     return None
 
 
@@ -293,6 +295,7 @@ class HarnessConfig:
     seconds_per_simulation: float = 0.01
     max_epochs: int = 20
     checkpoint_every: int = 2
+    batch_size: int = 100
     num_samples: int = 300
     workers: int = 1
     seed: int = 0
@@ -363,7 +366,7 @@ def write_config(cfg: HarnessConfig, log: Path) -> None:
         f"  kwargs: {{seconds_per_simulation: {cfg.seconds_per_simulation}, log: '{log}'}}\n"
         f"cluster: {{chunk_size: {cfg.chunk_size}}}\n"
         f"training: {{checkpoint_every: {cfg.checkpoint_every}, checkpoint_min_seconds: 0, "
-        f"batch_size: 100}}\n"
+        f"batch_size: {cfg.batch_size}}}\n"
         "network: {hidden_features: 20, num_transforms: 2}\n"
         f"posterior: {{num_samples: {cfg.num_samples}}}\n"
     )

@@ -93,6 +93,22 @@ def test_in_place_commits_rewrite_dataset_bytes_only(tmp_path):
     assert outside == []
 
 
+def test_the_harness_reads_the_committed_training_epoch(tmp_path):
+    """The SIGTERM-while-training tests and the harness's train kills wait for this epoch:
+    it must follow the layout the store writes checkpoints in."""
+    import torch
+
+    from sbi_rounds.store import RoundCheckpointSink
+
+    store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="x")
+    store.plan_round(1, num_simulations=10, theta_dim=2, x_dim=3, chunk_size=4,
+                     num_posterior_samples=5, proposal={"kind": "prior"})
+    assert read_state(store.path)[1].checkpoint_epoch is None
+    RoundCheckpointSink(store, 1).save({"model": {"w": torch.ones(3)}, "epoch": 6,
+                                        "history": [1.0, 0.5]})
+    assert read_state(store.path)[1].checkpoint_epoch == 6
+
+
 # --- SIGINT and SIGTERM -----------------------------------------------------------------
 class _Run:
     """``python -m flows.online`` in a session of its own, with a simulator call log."""
@@ -146,6 +162,12 @@ class _Run:
             os.kill(pid, signal.SIGKILL)
 
 
+def _window(stage: str) -> dict[str, int]:
+    """Settings that keep the run in ``stage`` long enough to be caught there: training
+    400 simulations for 40 epochs takes 3 s in batches of 100, 10 s in batches of 25."""
+    return {"batch_size": 25} if stage == "train" else {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "stage", "resume"),
@@ -161,7 +183,7 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(tmp_path, signum, stage,
     """SIGINT (``kill -INT``) or SIGTERM (``kill PID``) to the run's process: it stops within
     seconds with status 130, keeps every commit, leaves no Dask or Prefect process, and
     prints the exact command that resumes it."""
-    run = _Run(tmp_path)
+    run = _Run(tmp_path, **_window(stage))
     proc = run.start()
     try:
         before = run.wait_for(stage)
@@ -205,7 +227,7 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(tmp_path, signum, stage,
                                                (signal.SIGTERM, "simulate")],
                          ids=["ctrl-c-training", "group-sigterm-simulating"])
 def test_a_signal_to_the_whole_process_group_stops_the_run_promptly(tmp_path, signum, stage):
-    run = _Run(tmp_path)
+    run = _Run(tmp_path, **_window(stage))
     proc = run.start()
     try:
         run.wait_for(stage)
