@@ -26,11 +26,16 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from sbi_rounds import stages
@@ -50,7 +55,8 @@ def _config(directory: Path, run_id: str, args: argparse.Namespace) -> RunConfig
         run_id=run_id,
         training={"max_epochs": args.max_epochs},
         logger={"backend": "none"},
-        cluster={"workers": args.workers, "chunk_size": args.chunk_size},
+        cluster={"workers": args.workers, "chunk_size": args.chunk_size,
+                 "commit_interval": args.commit_interval},
         simulator=(
             {"path": "sbi_rounds.examples:slow_linear_gaussian",
              "kwargs": {"seconds_per_simulation": args.seconds_per_simulation}}
@@ -58,6 +64,32 @@ def _config(directory: Path, run_id: str, args: argparse.Namespace) -> RunConfig
             else {"path": "sbi_rounds.examples:linear_gaussian"}
         ),
     )
+
+
+class _TimedStore(RunStore):
+    """The run store, adding up its commit time by the store method that committed."""
+
+    def __init__(self, path: Path, durable: bool) -> None:
+        super().__init__(path, durable=durable)
+        self.by_method: Counter[str] = Counter()
+
+    def _timed(self, inner: Any) -> Iterator[h5py.File]:
+        # Frames: this generator, contextmanager's __enter__, the store method.
+        caller = sys._getframe(3).f_code.co_name
+        if caller in ("_structural", "_in_place", "__enter__"):
+            caller = sys._getframe(5).f_code.co_name
+        t0 = time.perf_counter()
+        with inner() as f:
+            yield f
+        self.by_method[caller] += time.perf_counter() - t0
+
+    @contextmanager
+    def _structural(self) -> Iterator[h5py.File]:
+        yield from self._timed(super()._structural)
+
+    @contextmanager
+    def _in_place(self) -> Iterator[h5py.File]:
+        yield from self._timed(super()._in_place)
 
 
 def one_run(
@@ -68,8 +100,10 @@ def one_run(
     rows = []
     with stages.run_session(config) as run:
         # The same run with the store's durability set (the lock is held meanwhile).
-        run = dataclasses.replace(run, store=RunStore(run.store.path, durable=durable))
+        store = _TimedStore(run.store.path, durable=durable)
+        run = dataclasses.replace(run, store=store)
         for r in range(1, config.rounds + 1):
+            store.by_method.clear()
             t0 = time.perf_counter()
             stages.sample_proposal(run, r)
             stages.simulate(run, r, client)
@@ -92,6 +126,7 @@ def one_run(
                     "chunks": info.num_chunks,
                     "file_mb": run.store.path.stat().st_size / 1e6,
                     **{f"{s}_s": timings[s] for s in STAGES},
+                    "commit_by_method_s": dict(store.by_method),
                 }
             )
     return rows
@@ -118,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-size", default="auto",
                    type=lambda v: v if v in ("auto", "measure") else int(v),
                    help="cluster.chunk_size (default auto: N / 64)")
+    p.add_argument("--commit-interval", type=float, default=0.5,
+                   help="cluster.commit_interval (default 0.5 s; 0: a commit per chunk)")
     p.add_argument("--seconds-per-simulation", type=float, default=0.0,
                    help="CPU-bound simulator cost (slow_linear_gaussian); 0: instant")
     p.add_argument("--repeats", type=int, default=2)
@@ -186,6 +223,10 @@ def _summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[
                     "chunks": sel[0]["chunks"],
                     "file_mb": sel[0]["file_mb"],
                     "train_s": float(np.median([x["train_s"] for x in sel])),
+                    "commit_by_method_s": {
+                        m: float(np.median([x["commit_by_method_s"].get(m, 0.0) for x in sel]))
+                        for m in sorted({m for x in sel for m in x["commit_by_method_s"]})
+                    },
                 }
             )
     return out
@@ -204,6 +245,16 @@ def _markdown(summary: list[dict[str, Any]], probes: dict[str, float], size: flo
             f"({100 * s['fraction_max']:.2f}%) | {s['chunks']} | {s['file_mb']:.2f} | "
             f"{s['train_s']:.2f} |"
         )
+    lines += ["", "Committing by store method (median seconds per round, fsync):", "",
+              "| method | " + " | ".join(f"round {s['round']}" for s in summary
+                                         if s["durable"]) + " |",
+              "| --- |" + " ---: |" * sum(s["durable"] for s in summary)]
+    durable = [s for s in summary if s["durable"]]
+    methods = sorted({m for s in durable for m in s["commit_by_method_s"]},
+                     key=lambda m: -sum(s["commit_by_method_s"].get(m, 0) for s in durable))
+    for m in methods:
+        lines.append(f"| `{m}` | " + " | ".join(
+            f"{s['commit_by_method_s'].get(m, 0.0):.3f}" for s in durable) + " |")
     lines.append("")
     lines.append(
         f"One copy-on-write commit of the {size:.2f} MB file: "

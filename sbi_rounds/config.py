@@ -390,6 +390,16 @@ class ClusterConfig(BaseModel):
         title="Chunks in flight",
         description="Default: 2 per worker thread (counting the threads the cluster asks for).",
     )
+    commit_interval: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        title="Seconds between chunk commits",
+        description="Chunks that finish within this many seconds are committed to the run "
+        "file together (a stop or an error commits them at once); 0 commits each chunk as "
+        "it finishes. A SIGKILL loses at most the chunks in flight and those finished in "
+        "the last interval; committing costs at most one write per interval.",
+    )
     retries: int = Field(
         2,
         ge=0,

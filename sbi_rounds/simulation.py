@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import queue
 import shlex
@@ -590,31 +591,51 @@ def simulate_round(store: Any, round_: int, *, simulator: SimulatorConfig,
     if d.timeout is not None and d.pending:
         client.subscribe_topic(START_TOPIC, d.on_start)
         subscribed = True
+    # Finished chunks wait at most ``commit_interval`` seconds to be committed together.
+    finished: list[tuple[int, np.ndarray, float, str]] = []
+    last_commit = -math.inf
+
+    def commit() -> None:
+        nonlocal done, run_sims, chunks_run, last_commit
+        if not finished:
+            return
+        batch = finished.copy()
+        store.write_chunks(round_, [(chunk, x, seconds) for chunk, x, seconds, _ in batch])
+        finished.clear()
+        last_commit = time.perf_counter()
+        for chunk, _, _, where in batch:
+            a, b = info.chunk_bounds(chunk)
+            done += b - a
+            run_sims += b - a
+            chunks_run += 1
+            d.by_worker[where] = d.by_worker.get(where, 0) + 1
+        if progress is not None:
+            elapsed = last_commit - t_start
+            progress(done, total, run_sims / elapsed if elapsed > 0 else 0.0)
+
     try:
         d.top_up()
         while d.in_flight:
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            results, failures = d.collect(wait=0.25)
-            store.write_chunks(round_, [(chunk, x, seconds) for chunk, x, seconds, _ in results])
-            for chunk, _, _, where in results:
-                a, b = info.chunk_bounds(chunk)
-                done += b - a
-                run_sims += b - a
-                chunks_run += 1
-                d.by_worker[where] = d.by_worker.get(where, 0) + 1
-            if results and progress is not None:
-                elapsed = time.perf_counter() - t_start
-                progress(done, total, run_sims / elapsed if elapsed > 0 else 0.0)
+            due = last_commit + cluster.commit_interval - time.perf_counter()
+            results, failures = d.collect(wait=min(0.25, max(due, 0.0)) if finished else 0.25)
+            finished.extend(results)
             for chunk, message in failures + d.hung():
                 d.fail(chunk, message)
             d.top_up()
+            if finished and (not d.in_flight or
+                             time.perf_counter() - last_commit >= cluster.commit_interval):
+                commit()
     finally:
-        if d.in_flight:
-            client.cancel(list(d.in_flight), force=True)
-        if subscribed:
-            client.unsubscribe_topic(START_TOPIC)
+        try:
+            commit()  # what finished is kept, also when stopping or failing
+        finally:
+            if d.in_flight:
+                client.cancel(list(d.in_flight), force=True)
+            if subscribed:
+                client.unsubscribe_topic(START_TOPIC)
     return SimulationReport(
         chunks_run=chunks_run,
         chunks_skipped=info.num_chunks - len(d.pending),

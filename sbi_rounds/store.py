@@ -403,18 +403,28 @@ class RunStore:
         """
         if not chunks:
             return
+        # Chunks that finish together are mostly neighbours: one slice write per run of
+        # consecutive chunks and dataset (each h5py write costs far more than its bytes).
+        runs: list[list[tuple[int, np.ndarray, float]]] = []
+        for item in sorted(chunks, key=lambda c: c[0]):
+            if runs and runs[-1][-1][0] + 1 == item[0]:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
         with self._in_place() as f:
             g = f[_rname(round_)]
             size = int(g.attrs["chunk_size"])
-            for chunk, x, seconds in chunks:
-                start = chunk * size
-                stop = start + len(x)
-                g["x"][start:stop] = x
-                g["valid"][start:stop] = np.isfinite(x).all(axis=1).astype(np.uint8)
-                g["chunk_seconds"][chunk] = seconds
+            for run in runs:
+                first = run[0][0]
+                x = np.concatenate([x for _, x, _ in run]) if len(run) > 1 else run[0][1]
+                start = first * size
+                g["x"][start : start + len(x)] = x
+                g["valid"][start : start + len(x)] = np.isfinite(x).all(axis=1).astype(np.uint8)
+                g["chunk_seconds"][first : first + len(run)] = [s for _, _, s in run]
             f.flush()
-            for chunk, _, _ in chunks:
-                g["chunk_done"][chunk] = 1
+            for run in runs:
+                first = run[0][0]
+                g["chunk_done"][first : first + len(run)] = 1
 
     def read_simulations(self, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(theta (N, D), x (N, K), valid (N,) bool)`` of a round."""

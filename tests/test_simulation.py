@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,8 +183,9 @@ def test_a_round_is_committed_chunk_by_chunk_with_results_independent_of_workers
     store = _store(tmp_path, n=40, chunk_size=3)
     sim = KINDS["batched-torch"]
     seen = []
-    report = simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(), client=dask_client,
-                            run_seed=0, progress=lambda *a: seen.append(a))
+    report = simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(commit_interval=0),
+                            client=dask_client, run_seed=0, progress=lambda *a: seen.append(a))
+    assert len(seen) == 14  # one commit per chunk
     assert report.chunks_run == 14 and report.simulations_run == 40 and not report.stopped
     assert sum(report.chunks_by_worker.values()) == 14
     assert store.pending_chunks(1) == []
@@ -202,7 +205,8 @@ def test_a_stopped_round_resumes_with_only_the_missing_chunks(tmp_path, dask_cli
     sim = SimulatorConfig(path="test_simulation_helpers:sleepy",
                           kwargs={"seconds_per_simulation": 0.05})
     done = []
-    first = simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(max_in_flight=2),
+    first = simulate_round(store, 1, simulator=sim,
+                           cluster=ClusterConfig(max_in_flight=2, commit_interval=0),
                            client=dask_client, run_seed=3, progress=lambda *a: done.append(a),
                            should_stop=lambda: len(done) >= 3)
     assert first.stopped and 3 <= first.chunks_run < 12
@@ -224,9 +228,56 @@ def test_chunks_in_flight_stay_within_the_limit(tmp_path, dask_client):
             lambda dask_scheduler: sum(k.startswith("sbi-rounds-") for k in map(
                 str, dask_scheduler.tasks))))
 
-    simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(max_in_flight=3),
+    simulate_round(store, 1, simulator=sim,
+                   cluster=ClusterConfig(max_in_flight=3, commit_interval=0),
                    client=dask_client, run_seed=0, progress=count_tasks)
     assert len(counts) >= 10 and max(counts) <= 3
+
+
+class _CountingStore:
+    """The real store, counting its chunk commits."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store, self.writes = store, []
+
+    def write_chunks(self, round_: int, chunks: list) -> None:
+        self.writes.append((time.perf_counter(), [c for c, _, _ in chunks]))
+        self.store.write_chunks(round_, chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_chunks_that_finish_within_the_commit_interval_are_committed_together(
+        tmp_path, dask_client):
+    store = _CountingStore(_store(tmp_path, n=60, chunk_size=1))
+    sim = SimulatorConfig(path="test_simulation_helpers:sleepy",
+                          kwargs={"seconds_per_simulation": 0.02})
+    report = simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(commit_interval=0.4),
+                            client=dask_client, run_seed=0)
+    assert report.chunks_run == 60 and store.pending_chunks(1) == []
+    committed = [c for _, chunks in store.writes for c in chunks]
+    assert sorted(committed) == list(range(60))  # each chunk once
+    times = [t for t, _ in store.writes]
+    assert len(times) < 60 and len(times) <= report.seconds / 0.4 + 2
+    # At least the interval apart, but for the last commit: the one at the end.
+    assert all(b - a >= 0.4 for a, b in itertools.pairwise(times[:-1]))
+    np.testing.assert_array_equal(store.read_simulations(1)[1], _reference(store.store, sim))
+
+
+def test_a_stop_commits_the_chunks_that_wait_for_the_interval(tmp_path, dask_client):
+    store = _CountingStore(_store(tmp_path, n=200, chunk_size=1))
+    sim = SimulatorConfig(path="test_simulation_helpers:sleepy",
+                          kwargs={"seconds_per_simulation": 0.02})
+    t0 = time.perf_counter()
+    report = simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(commit_interval=30),
+                            client=dask_client, run_seed=0,
+                            should_stop=lambda: time.perf_counter() - t0 > 1.0)
+    assert report.stopped and 0 < report.chunks_run < 200
+    # The first chunks to finish are committed at once; the interval never passed again, so
+    # the rest waited until the stop.
+    assert len(store.writes) == 2 and len(store.writes[0][1]) <= 4
+    assert len(store.pending_chunks(1)) == 200 - report.chunks_run
 
 
 @pytest.mark.parametrize("kind", ["per_sample", "command-python", "command-c"])

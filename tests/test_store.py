@@ -67,6 +67,24 @@ def test_a_held_open_file_commits_chunks_and_survives_structural_commits(store):
     np.testing.assert_array_equal(again.read_simulations(1)[1][:, 0], [0] * 4 + [2] * 4 + [1] * 2)
 
 
+def test_chunks_committed_together_in_any_order_land_in_their_rows(tmp_path):
+    store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="x")
+    store.plan_round(1, num_simulations=23, theta_dim=2, x_dim=3, chunk_size=3,
+                     num_posterior_samples=5, proposal={"kind": "prior"})
+    # chunks 7 (the short last one, 2 rows), 1, 2, 3 and 5, out of order: three runs
+    chunks = [(c, np.full((2 if c == 7 else 3, 3), float(c)), 0.1 * c) for c in (5, 3, 7, 1, 2)]
+    chunks[1][1][0, 0] = np.inf
+    store.write_chunks(1, chunks)
+    assert store.pending_chunks(1) == [0, 4, 6]
+    _, x, valid = store.read_simulations(1)
+    for c, rows, _ in chunks:
+        np.testing.assert_array_equal(x[3 * c : 3 * c + len(rows)], rows)
+    assert np.isnan(x[[0, 1, 2, 12, 13, 14, 18, 19, 20]]).all()
+    assert np.flatnonzero(valid).tolist() == [3, 4, 5, 6, 7, 8, 10, 11, 15, 16, 17, 21, 22]
+    np.testing.assert_allclose(store.chunk_seconds(1)[[1, 2, 3, 5, 7]], [0.1, 0.2, 0.3, 0.5, 0.7])
+    assert np.isnan(store.chunk_seconds(1)[[0, 4, 6]]).all()
+
+
 def test_stages_only_move_forward(store):
     _plan(store)
     store.set_stage(1, Stage.TRAINED)
