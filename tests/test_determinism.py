@@ -25,7 +25,8 @@ def _config(make_config, run_dir, **overrides):
         simulator=SLOW,
         training={"max_epochs": 12, "batch_size": 100, "checkpoint_every": 3,
                   "checkpoint_min_seconds": 0},
-        cluster={"chunk_size": 50},
+        # A commit per chunk: the interrupted run stops after its second committed chunk.
+        cluster={"chunk_size": 50, "commit_interval": 0},
         run_id="same-seed",
         run_dir=str(run_dir),
         **overrides,
