@@ -839,6 +839,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--retries", type=int, help="retries of a failing chunk (default: 2)")
     g.add_argument("--chunk-timeout", type=float, help="seconds before a chunk counts as hung")
     g.add_argument(
+        "--commit-interval",
+        type=float,
+        help="finished chunks are committed together at most this often, in seconds "
+        "(default: 0.5; 0: each chunk as it finishes)",
+    )
+    g.add_argument(
         "--min-valid-fraction",
         type=float,
         help="stop when fewer simulations of a round are valid (default: 0.5)",
@@ -924,6 +930,7 @@ _FLAG_PATHS = {
     "chunk_size": "cluster.chunk_size",
     "retries": "cluster.retries",
     "chunk_timeout": "cluster.chunk_timeout",
+    "commit_interval": "cluster.commit_interval",
     "min_valid_fraction": "cluster.min_valid_fraction",
     "dashboard": "cluster.dashboard",
     "run_dir": "run_dir",

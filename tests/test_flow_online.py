@@ -49,13 +49,14 @@ def test_cli_builds_the_config_from_flags_and_files(tmp_path):
         "--xobs", "1", "--cluster", "slurm", "--adapt", "0", "8", "--walltime", "01:00:00",
         "--queue", "debug", "--account", "proj", "--max-in-flight", "4", "--chunk-size",
         "measure", "--chunk-seconds", "2", "--method", "snle", "--init-strategy", "sir",
-        "--mcmc-workers", "2", "--num-chains", "8",
+        "--mcmc-workers", "2", "--num-chains", "8", "--commit-interval", "0",
     ]))
     jq = config.cluster.jobqueue
     assert (jq.minimum_jobs, jq.maximum_jobs, jq.walltime, jq.queue, jq.account) == (
         0, 8, "01:00:00", "debug", "proj")
     assert config.cluster.max_in_flight == 4 and config.cluster.chunk_size == "measure"
     assert config.posterior.init_strategy == "sir" and config.posterior.mcmc_workers == 2
+    assert config.cluster.commit_interval == 0
 
 
 @pytest.mark.parametrize(
