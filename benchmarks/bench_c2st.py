@@ -13,12 +13,18 @@ Problems with an honest reference:
   reference by rejection sampling with the known likelihood.
 
     python benchmarks/bench_c2st.py --seeds 0 1 --out benchmarks/out/c2st.json
+    python benchmarks/bench_c2st.py --summarize benchmarks/results/c2st.json  # table only
+
+The table pairs ours with the sbi loop seed by seed: the mean difference (ours - sbi; lower
+C2ST is better) with its 95% confidence interval (Student t over the seeds). A cell is
+"worse" only when the whole interval lies above 0, "better" when it lies below 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -136,6 +142,56 @@ def c2st_sbibm(ref: torch.Tensor, samples: torch.Tensor, seed: int = 1) -> float
     return c2st_accuracy(ref.numpy(), samples.numpy(), seed=seed)["accuracy"]
 
 
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of ``a - b`` over seeds and its 95% Student-t interval: ``{mean, low, high, t}``."""
+    from scipy.stats import t as student_t
+
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    n, mean = len(diffs), statistics.mean(diffs)
+    if n < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "t": math.nan}
+    se = statistics.stdev(diffs) / math.sqrt(n)
+    half = student_t.ppf(0.975, n - 1) * se
+    return {"mean": mean, "low": mean - half, "high": mean + half,
+            "t": mean / se if se > 0 else math.copysign(math.inf, mean)}
+
+
+def verdict(interval: dict[str, float]) -> str:
+    """``worse`` / ``better`` when the 95% interval of ``ours - other`` excludes 0."""
+    if interval["low"] > 0:
+        return "worse"
+    if interval["high"] < 0:
+        return "better"
+    return "no difference"
+
+
+def summarize(results: list[dict]) -> str:
+    """A markdown table: per cell, the means and the paired difference with its interval."""
+    cells: dict[tuple[str, str], dict[int, dict]] = {}
+    for row in results:
+        cells.setdefault((row["problem"], row["method"]), {})[row["seed"]] = row
+    lines = ["| problem | method | seeds | mean ours | mean sbi loop | ours - sbi [95% CI] | "
+             "verdict |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for (problem, method), by_seed in cells.items():
+        seeds = sorted(by_seed)
+        ours_ = [by_seed[s]["c2st_ours"] for s in seeds]
+        sbi_ = [by_seed[s]["c2st_sbi"] for s in seeds]
+        d = paired(ours_, sbi_)
+        lines.append(f"| {problem} | {method.upper()} | {len(seeds)} | "
+                     f"{statistics.mean(ours_):.3f} | {statistics.mean(sbi_):.3f} | "
+                     f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {verdict(d)} |")
+    lines += ["", "| problem | TSNPE - SNPE (ours) [95% CI] | verdict |", "| --- | ---: | --- |"]
+    for problem in dict.fromkeys(p for p, _ in cells):
+        snpe, tsnpe = cells.get((problem, "snpe")), cells.get((problem, "tsnpe"))
+        if not snpe or not tsnpe:
+            continue
+        seeds = sorted(set(snpe) & set(tsnpe))
+        d = paired([tsnpe[s]["c2st_ours"] for s in seeds], [snpe[s]["c2st_ours"] for s in seeds])
+        lines.append(f"| {problem} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
+                     f"{verdict(d)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
@@ -145,7 +201,13 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="print the table of earlier results (their --out files); run nothing")
     args = parser.parse_args()
+    if args.summarize:
+        rows = [row for path in args.summarize for row in json.loads(path.read_text())]
+        print(summarize(rows))
+        return
     from sbi_rounds.config import ClusterConfig
 
     results = []
@@ -166,12 +228,8 @@ def main() -> None:
                            "seconds_ours": t1 - t0, "seconds_sbi": t2 - t1}
                     results.append(row)
                     print(json.dumps(row), flush=True)
-    print("\nproblem    method  C2ST ours (mean)  C2ST sbi loop (mean)  seeds")
-    for problem in args.problems:
-        for method in args.methods:
-            rows = [r for r in results if r["problem"] == problem and r["method"] == method]
-            print(f"{problem:10s} {method:6s} {statistics.mean(r['c2st_ours'] for r in rows):16.3f}"
-                  f" {statistics.mean(r['c2st_sbi'] for r in rows):21.3f}  {len(rows)}")
+    print()
+    print(summarize(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

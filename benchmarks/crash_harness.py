@@ -50,6 +50,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sbi_rounds.serialize import read_key
+
 __all__ = [
     "TOKEN_VAR",
     "HarnessConfig",
@@ -158,13 +160,10 @@ class RoundState:
 def _checkpoint_epoch(group: h5py.Group) -> int | None:
     if "training_checkpoint" not in group:
         return None
-    ckpt = group["training_checkpoint"]
-    # The layout of ``sbi_rounds.serialize.write_nested``: keys listed in one attribute,
-    # children named by their position. Only the epoch is read (not the weights).
-    for i, (key, _) in enumerate(json.loads(ckpt.attrs["keys"])):
-        if key == "epoch":
-            return int(ckpt[str(i)][()])
-    return None
+    try:  # only the epoch is read, not the weights
+        return int(read_key(group["training_checkpoint"], "epoch"))
+    except KeyError:
+        return None
 
 
 def read_state(path: Path) -> dict[int, RoundState] | None:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-__all__ = ["read_nested", "write_nested"]
+__all__ = ["read_key", "read_nested", "write_nested"]
 
 _TYPE = "__type__"
 
@@ -93,6 +93,23 @@ def _packable(value: list[Any] | tuple[Any, ...]) -> bool:
         and -(2**63) <= int(v) < 2**63
         for v in value
     )
+
+
+def read_key(group: h5py.Group, key: str | int) -> Any:
+    """One entry of a dict stored by :func:`write_nested`, without reading the others.
+
+    Reads a number from a training checkpoint without loading its weights, for example.
+
+    Raises:
+        TypeError: ``group`` is not a stored dict.
+        KeyError: the dict has no ``key``.
+    """
+    if group.attrs.get(_TYPE) != "dict":
+        raise TypeError(f"{group.name} is not a dict written by write_nested")
+    for i, (stored, key_type) in enumerate(json.loads(group.attrs["keys"])):
+        if (int(stored) if key_type == "int" else str(stored)) == key:
+            return read_nested(group[str(i)])
+    raise KeyError(f"{group.name} has no key {key!r}")
 
 
 def read_nested(node: h5py.Group | h5py.Dataset) -> Any:

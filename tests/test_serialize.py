@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_rounds.serialize import read_nested, write_nested
+from sbi_rounds.serialize import read_key, read_nested, write_nested
 
 
 def test_round_trip_of_an_optimizer_and_rng_state(tmp_path):
@@ -77,3 +77,18 @@ def _types(value):
     if isinstance(value, (list, tuple)):
         return (type(value), [_types(v) for v in value])
     return type(value)
+
+
+def test_read_key_reads_one_entry_of_a_stored_dict(tmp_path):
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        write_nested(f, "d", {"weights": torch.zeros(3), "epoch": 7, 2: "two"})
+        write_nested(f, "l", [1, "a"])
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert read_key(f["d"], "epoch") == 7
+        assert read_key(f["d"], 2) == "two"
+        with pytest.raises(KeyError, match="no key 'step'"):
+            read_key(f["d"], "step")
+        with pytest.raises(KeyError, match="no key '2'"):
+            read_key(f["d"], "2")  # an int key is not its string
+        with pytest.raises(TypeError, match="not a dict"):
+            read_key(f["l"], "epoch")
