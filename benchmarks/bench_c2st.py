@@ -202,7 +202,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="JSON",
-                        help="print the table of earlier results (their --out files); run nothing")
+                        help="print the table of earlier results (their --out files; a seed in two "
+                             "files counts once, from the later file); run nothing")
     args = parser.parse_args()
     if args.summarize:
         rows = [row for path in args.summarize for row in json.loads(path.read_text())]
