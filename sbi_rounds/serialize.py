@@ -106,20 +106,22 @@ def read_key(group: h5py.Group, key: str | int) -> Any:
     """
     if group.attrs.get(_TYPE) != "dict":
         raise TypeError(f"{group.name} is not a dict written by write_nested")
-    for i, (stored, key_type) in enumerate(json.loads(group.attrs["keys"])):
-        if (int(stored) if key_type == "int" else str(stored)) == key:
+    for i, stored in enumerate(_dict_keys(group)):
+        if stored == key:
             return read_nested(group[str(i)])
     raise KeyError(f"{group.name} has no key {key!r}")
+
+
+def _dict_keys(group: h5py.Group) -> list[str | int]:
+    """The keys of a stored dict, typed, in the order of its numbered children."""
+    return [int(k) if t == "int" else str(k) for k, t in json.loads(group.attrs["keys"])]
 
 
 def read_nested(node: h5py.Group | h5py.Dataset) -> Any:
     """Inverse of :func:`write_nested`."""
     kind = node.attrs[_TYPE]
     if kind == "dict":
-        out: dict[Any, Any] = {}
-        for i, (key, key_type) in enumerate(json.loads(node.attrs["keys"])):
-            out[int(key) if key_type == "int" else str(key)] = read_nested(node[str(i)])
-        return out
+        return {key: read_nested(node[str(i)]) for i, key in enumerate(_dict_keys(node))}
     if kind in ("list", "tuple"):
         items = [read_nested(node[str(i)]) for i in range(int(node.attrs["length"]))]
         return items if kind == "list" else tuple(items)
