@@ -35,6 +35,7 @@ __all__ = [
     "PriorConfig",
     "RunConfig",
     "SimulatorConfig",
+    "StallConfig",
     "TruncationConfig",
     "config_differences",
     "format_validation_error",
@@ -216,6 +217,44 @@ class TruncationConfig(BaseModel):
         description="Mass of the posterior left outside the truncated region.",
     )
     num_samples_to_estimate: int = Field(10_000, ge=100, title="Samples to set the threshold")
+
+
+class StallConfig(BaseModel):
+    """Catching a network that failed to train, and training it again.
+
+    After each round's training, the network's per-sample validation losses are compared
+    with a reference on the same rows (see ``sbi_rounds.stall``): in round 1 the best
+    linear-Gaussian conditional density (or, for SNRE, a classifier at chance level), later
+    the previous round's network. A training whose mean excess loss is above ``margin`` nats
+    and ``significance`` standard errors has stalled: the round is trained again from fresh
+    weights with a new seed, before it proposes anything, and the run file and the round
+    table record it.
+    """
+
+    model_config = _STRICT
+
+    max_retrains: int = Field(
+        2,
+        ge=0,
+        le=10,
+        title="Retrains of a stalled training",
+        description="At most this many new trainings of a round whose training stalled (the "
+        "best of all is kept, with a warning, when every one stalls); 0: never retrain.",
+    )
+    margin: float = Field(
+        1.0,
+        gt=0,
+        title="Excess loss of a stalled training (nats)",
+        description="Mean validation loss above the reference's, per sample, beyond which a "
+        "training counts as stalled.",
+    )
+    significance: float = Field(
+        3.0,
+        ge=0,
+        title="Significance of the excess (standard errors)",
+        description="The excess must also exceed this many standard errors of the paired "
+        "per-sample differences (small validation sets are noisy).",
+    )
 
 
 class PosteriorConfig(BaseModel):
@@ -595,6 +634,11 @@ class RunConfig(BaseModel):
         default_factory=TrainConfig,
         title="Training",
         description="Batch size, learning rate, stopping rules, checkpoints, device.",
+    )
+    stall: StallConfig = Field(
+        default_factory=StallConfig,
+        title="Stalled trainings",
+        description="Detect a round whose network failed to train and retrain it.",
     )
     npe: NPELossConfig = Field(
         default_factory=NPELossConfig, title="SNPE loss", description="method=snpe, tsnpe."

@@ -16,14 +16,19 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 __all__ = [
     "NOISE_STD",
+    "gaussian_linear",
+    "gaussian_linear_prior",
     "gaussian_posterior",
     "gaussian_prior",
     "linear_gaussian",
     "linear_gaussian_single",
     "quadratic",
     "quadratic_posterior_samples",
+    "slcp",
+    "slcp_prior",
     "slow_linear_gaussian",
     "two_moons",
+    "two_moons_prior",
 ]
 
 #: Standard deviation of the linear Gaussian model's noise.
@@ -106,7 +111,12 @@ def quadratic_posterior_samples(
 
 
 def two_moons(theta: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """The two-moons simulator of sbibm (Greenberg et al. 2019): ``(N, 2) -> (N, 2)``."""
+    """sbibm's ``two_moons`` simulator (Greenberg et al. 2019): ``(N, 2) -> (N, 2)``.
+
+    ``x = p + (-|theta_1 + theta_2| / sqrt 2, (theta_2 - theta_1) / sqrt 2)`` with ``p`` a
+    point on a half circle: angle ``a ~ U(-pi/2, pi/2)``, radius ``r ~ N(0.1, 0.01^2)``,
+    ``p = (r cos a + 0.25, r sin a)``. Its prior is :func:`two_moons_prior`.
+    """
     theta = torch.as_tensor(theta, dtype=torch.float32)
     n = theta.shape[0]
     a = (torch.rand(n) - 0.5) * torch.pi
@@ -137,3 +147,60 @@ def gaussian_posterior(
     var = 1.0 / (1.0 / prior_scale**2 + 1.0 / noise_std**2)
     mean = var * torch.as_tensor(xobs, dtype=torch.float32) / noise_std**2
     return Independent(Normal(mean, torch.full_like(mean, var**0.5)), 1)
+
+
+def two_moons_prior() -> Distribution:
+    """sbibm's ``two_moons`` prior: uniform on ``[-1, 1]^2``."""
+    from sbi.utils import BoxUniform
+
+    return BoxUniform(-torch.ones(2), torch.ones(2))
+
+
+#: sbibm's ``gaussian_linear``: variance of the prior and of the simulator's noise, per dimension.
+GAUSSIAN_LINEAR_VARIANCE = 0.1
+
+
+def gaussian_linear(theta: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """sbibm's ``gaussian_linear`` simulator: ``x ~ N(theta, 0.1 I)``, ``(N, 10) -> (N, 10)``.
+
+    Its prior is :func:`gaussian_linear_prior`; the posterior is Gaussian in closed form.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float32)
+    return theta + GAUSSIAN_LINEAR_VARIANCE**0.5 * torch.randn_like(theta)
+
+
+def gaussian_linear_prior(dim: int = 10) -> Distribution:
+    """sbibm's ``gaussian_linear`` prior: ``N(0, 0.1 I)`` over ``(dim,)``."""
+    return MultivariateNormal(torch.zeros(dim), GAUSSIAN_LINEAR_VARIANCE * torch.eye(dim))
+
+
+def slcp(theta: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """sbibm's ``slcp`` simulator (simple likelihood, complex posterior): ``(N, 5) -> (N, 8)``.
+
+    Four i.i.d. draws from a 2-D Gaussian with mean ``(theta_1, theta_2)``, standard
+    deviations ``theta_3^2`` and ``theta_4^2`` and correlation ``tanh(theta_5)`` (plus 1e-6 on
+    the variances), flattened to ``(x_1, y_1, ..., x_4, y_4)``. Prior: :func:`slcp_prior`.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float32)
+    n = theta.shape[0]
+    s1, s2 = theta[:, 2] ** 2, theta[:, 3] ** 2
+    rho = torch.tanh(theta[:, 4])
+    cov = torch.empty(n, 2, 2)
+    cov[:, 0, 0] = s1**2 + 1e-6
+    cov[:, 0, 1] = cov[:, 1, 0] = rho * s1 * s2
+    cov[:, 1, 1] = s2**2 + 1e-6
+    # Cholesky by hand: stable for the nearly singular covariances the prior allows.
+    l11 = cov[:, 0, 0].sqrt()
+    l21 = cov[:, 1, 0] / l11
+    l22 = (cov[:, 1, 1] - l21**2).clamp_min(0).sqrt()
+    eps = torch.randn(n, 4, 2)
+    x = theta[:, None, 0] + l11[:, None] * eps[..., 0]
+    y = theta[:, None, 1] + l21[:, None] * eps[..., 0] + l22[:, None] * eps[..., 1]
+    return torch.stack((x, y), dim=-1).reshape(n, 8)
+
+
+def slcp_prior() -> Distribution:
+    """sbibm's ``slcp`` prior: uniform on ``[-3, 3]^5``."""
+    from sbi.utils import BoxUniform
+
+    return BoxUniform(-3 * torch.ones(5), 3 * torch.ones(5))

@@ -30,6 +30,7 @@ ROUND_COLUMNS = (
     ("valid", "valid"),
     ("epochs", "epochs"),
     ("best_val_loss", "best validation loss"),
+    ("retrains", "retrained"),
     ("sample_s", "sample (s)"),
     ("simulate_s", "simulate (s)"),
     ("append_s", "append (s)"),

@@ -482,18 +482,32 @@ class RunStore:
         The round's training checkpoint is dropped in the same commit.
         """
         with self._structural() as f:
+            _write_network(f[_rname(round_)], weights, architecture, history, summary)
+
+    def finish_training_attempt(
+        self,
+        round_: int,
+        record: Mapping[str, Any],
+        network: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Commit one training attempt of ``round_`` at once: its record, appended to
+        :meth:`training_attempts`, and, when given, its network (the ``write_network``
+        keywords) in place of the stored one. The training checkpoint is dropped.
+        """
+        with self._structural() as f:
             g = f[_rname(round_)]
-            for key in ("network", "history", "training_checkpoint"):
-                if key in g:
-                    del g[key]
-            net = g.create_group("network")
-            net.attrs["architecture"] = json.dumps(dict(architecture), sort_keys=True)
-            for key, value in weights.items():
-                net.create_dataset(key, data=value.detach().cpu().numpy())
-            hist = g.create_group("history")
-            for key, values in history.items():
-                hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
-            g.attrs["training_summary"] = json.dumps(dict(summary), sort_keys=True)
+            attempts = json.loads(g.attrs.get("training_attempts", "[]"))
+            g.attrs["training_attempts"] = json.dumps([*attempts, dict(record)], sort_keys=True)
+            if network is not None:
+                _write_network(g, **network)
+            elif "training_checkpoint" in g:
+                del g["training_checkpoint"]
+
+    def training_attempts(self, round_: int) -> list[dict[str, Any]]:
+        """Records of the round's finished training attempts, first to last (see
+        ``sbi_rounds.stall``); empty before the first finished."""
+        with self._read() as f:
+            return json.loads(f[_rname(round_)].attrs.get("training_attempts", "[]"))
 
     def has_network(self, round_: int) -> bool:
         """Whether a trained network of ``round_`` was committed."""
@@ -575,6 +589,27 @@ class RoundCheckpointSink:
         with self.store._read() as f:
             g = f[_rname(self.round)]
             return read_nested(g["training_checkpoint"]) if "training_checkpoint" in g else None
+
+
+def _write_network(
+    g: h5py.Group,
+    weights: Mapping[str, torch.Tensor],
+    architecture: Mapping[str, Any],
+    history: Mapping[str, list[float]],
+    summary: Mapping[str, Any],
+) -> None:
+    """Replace the round group's network, history and summary; drop its checkpoint."""
+    for key in ("network", "history", "training_checkpoint"):
+        if key in g:
+            del g[key]
+    net = g.create_group("network")
+    net.attrs["architecture"] = json.dumps(dict(architecture), sort_keys=True)
+    for key, value in weights.items():
+        net.create_dataset(key, data=value.detach().cpu().numpy())
+    hist = g.create_group("history")
+    for key, values in history.items():
+        hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+    g.attrs["training_summary"] = json.dumps(dict(summary), sort_keys=True)
 
 
 def _alloc(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> None:

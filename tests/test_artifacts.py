@@ -71,6 +71,7 @@ def test_round_table_rows_have_readable_columns_and_no_nan():
         "valid",
         "epochs",
         "best validation loss",
+        "retrained",
         "sample (s)",
         "simulate (s)",
         "append (s)",

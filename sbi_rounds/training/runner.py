@@ -83,6 +83,9 @@ class TrainingSummary:
     elapsed: float
     resumed_from_epoch: int
     history: dict[str, list[float]]
+    #: The budget that ended the fit (``max_epochs``, ``max_steps``, ``max_time``), or
+    #: None when a callback stopped it (early stopping, ...).
+    limit_reached: str | None = None
 
 
 def split_train_val(
@@ -286,6 +289,7 @@ class TrainingLoop:
             )
         self.stop_requested = False
         self.stop_reason = ""
+        self.limit_reached: str | None = None
         self.resumed_from_epoch = 0
 
     # --- the methods callbacks may call -------------------------------------------------
@@ -404,11 +408,16 @@ class TrainingLoop:
 
     def _limits_reached(self) -> bool:
         c, s = self.config, self.state
+        if self.stop_requested:
+            return True
         if c.max_epochs is not None and s.epoch >= c.max_epochs:
+            self.limit_reached = "max_epochs"
             self.request_stop(f"reached max_epochs={c.max_epochs}")
         elif c.max_steps is not None and s.step >= c.max_steps:
+            self.limit_reached = "max_steps"
             self.request_stop(f"reached max_steps={c.max_steps}")
         elif c.max_time is not None and s.elapsed >= c.max_time:
+            self.limit_reached = "max_time"
             self.request_stop(f"reached max_time={c.max_time:g} s")
         return self.stop_requested
 
@@ -532,6 +541,7 @@ class TrainingLoop:
             if self.state.train_loss is not None
             else math.nan,
             stop_reason=self.stop_reason,
+            limit_reached=self.limit_reached,
             elapsed=self.state.elapsed,
             resumed_from_epoch=self.resumed_from_epoch,
             history={k: list(v) for k, v in self.state.history.items()},
