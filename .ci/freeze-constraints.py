@@ -26,6 +26,11 @@ HEADER = """\
 """
 
 
+#: Left out, as ``pip freeze`` leaves them out: the installer's own tools (the environment's
+#: setuptools may be older than what torch declares, and pinning it would block the install).
+SKIP = {"pip", "setuptools", "wheel", "distribute"}
+
+
 def _name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -44,7 +49,7 @@ def closure(root: str, extras: set[str]) -> dict[str, str]:
             dist = distribution(name)
         except PackageNotFoundError:
             continue  # a requirement whose marker excludes this platform, never installed
-        if _name(name) != _name(root):
+        if _name(name) != _name(root) and _name(name) not in SKIP:
             pins[_name(dist.metadata["Name"])] = dist.version.split("+")[0]
         for line in dist.requires or []:
             req = Requirement(line)

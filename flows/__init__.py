@@ -1,1 +1,9 @@
-"""Prefect flows: ``online_inference`` (``python -m flows.online``) and the run report."""
+"""Prefect flows: ``online_inference`` (``python -m flows.online``) and the run report.
+
+Importing this package makes ``tasks`` resolve to sbi-rounds' own package even when the
+working directory holds a ``tasks.py`` (see ``sbi_rounds.cli.packages``).
+"""
+
+from sbi_rounds.cli.packages import pin_own_packages
+
+pin_own_packages()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -30,41 +28,11 @@ def run_report(run: str, output: str | None = None) -> str:
     return str(path)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m flows.report",
-        description="Write the self-contained HTML report of a run (finished or not): "
-        "settings, per-round table with seconds per stage, loss curves, posterior summaries "
-        "with MAP and pairplots per round, posterior predictive checks, how the posterior "
-        "moved, C2ST against reference samples and calibration. Figures are embedded, so "
-        "the one file can be mailed or archived. Reads the run file only (no lock, no "
-        "Prefect server).",
-    )
-    p.add_argument("run", help="the run's directory or its run.h5")
-    p.add_argument(
-        "-o", "--output", help="where the report goes (default: <run dir>/report.html)"
-    )
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point. Returns the exit status (0 written, 2 no readable run)."""
-    from sbi_rounds.report import write_report
-    from sbi_rounds.store import RunFileError
+    """Command-line entry point (``sbi-rounds report`` does the same)."""
+    from sbi_rounds.cli.report import main as report_main
 
-    args = _parser().parse_args(argv)
-    target = Path(args.run)
-    if target.is_dir() and not (target / "run.h5").is_file():
-        print(f"error: {target} holds no run.h5; give a run's directory or its run.h5",
-              file=sys.stderr)
-        return 2
-    try:
-        path = write_report(target, args.output)
-    except (RunFileError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"report: {path}")
-    return 0
+    return report_main(argv, prog="python -m flows.report")
 
 
 if __name__ == "__main__":

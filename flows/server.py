@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 __all__ = ["create_app", "start_early", "stop_early", "temporary_server"]
@@ -58,6 +59,8 @@ def _spawn(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             "uvicorn",
             "--factory",
             "flows.server:create_app",
+            "--app-dir",  # our flows, not a flows/ of the working directory
+            str(Path(__file__).resolve().parent.parent),
             "--host",
             "127.0.0.1",
             "--port",

@@ -71,6 +71,21 @@ class RunLock:
         finally:
             os.close(fd)
 
+    def holder(self) -> dict[str, object] | None:
+        """The live process holding the lock (``pid``, ``host``, ``since``), or None.
+
+        Takes nothing; like :meth:`check`, never call it while this process holds the lock.
+        """
+        try:
+            self.check()
+        except RunLockedError:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                return _read_holder(fd)
+            finally:
+                os.close(fd)
+        return None
+
     def release(self) -> None:
         """Release the lock (idempotent). The file stays, emptied, for the next holder."""
         if self._fd is None:

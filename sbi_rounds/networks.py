@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from sbi.neural_nets import classifier_nn, likelihood_nn, posterior_nn
 from torch import Tensor, nn
 
 from sbi_rounds.config import RunConfig
 from sbi_rounds.imports import import_object
+from sbi_rounds.methods import get_method
 
 __all__ = ["build_network", "count_parameters", "load_network", "network_settings"]
 
-Role = Literal["posterior", "likelihood", "classifier"]
-
 
 def network_settings(config: RunConfig) -> dict[str, Any]:
-    """The architecture settings of ``config``'s network, as stored in the run file."""
-    role: Role = {
-        "snpe": "posterior",
-        "tsnpe": "posterior",
-        "snle": "likelihood",
-        "snre": "classifier",
-    }[config.method]
+    """The architecture settings of ``config``'s network, as stored in the run file.
+
+    ``role`` is the method's (:attr:`sbi_rounds.methods.Method.role`).
+    """
     net = config.network
     return {
-        "role": role,
+        "role": get_method(config.method).role,
         "model": config.network_model,
         "hidden_features": net.hidden_features,
         "num_transforms": net.num_transforms,

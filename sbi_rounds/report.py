@@ -14,8 +14,9 @@ from sbi_rounds.diagnostics.checks import QUANTILES
 from sbi_rounds.diagnostics.plots import loss_curves_png
 from sbi_rounds.diagnostics.summary import stop_reason
 from sbi_rounds.results import load_run
-from sbi_rounds.stages import Run, parameter_names, round_table
+from sbi_rounds.run import Run, parameter_names
 from sbi_rounds.store import Stage
+from sbi_rounds.table import round_table
 
 __all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "write_report"]
 

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from sbi_rounds.config import RunConfig
-from sbi_rounds.stages import Run, _resolve, posterior_for_round, round_table
+from sbi_rounds.run import Run, posterior_for_round, resolve_run
 from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.table import round_table
 
-__all__ = ["load_posterior", "load_run", "trained_rounds"]
+__all__ = ["load_posterior", "load_run", "table", "trained_rounds"]
 
 
 def load_run(path: str | Path) -> Run:
@@ -20,7 +21,7 @@ def load_run(path: str | Path) -> Run:
     """
     p = Path(path)
     store = RunStore.open(p / "run.h5" if p.is_dir() else p)
-    return _resolve(RunConfig(**store.read_config()), store)
+    return resolve_run(RunConfig(**store.read_config()), store)
 
 
 def trained_rounds(run: Run) -> list[int]:
@@ -57,5 +58,5 @@ def load_posterior(path: str | Path, round: int = -1) -> Any:
 
 
 def table(path: str | Path) -> list[dict[str, Any]]:
-    """The per-round table of a run (see ``stages.round_table``)."""
+    """The per-round table of a run (see :func:`sbi_rounds.table.round_table`)."""
     return round_table(load_run(path).store)

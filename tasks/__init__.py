@@ -1,6 +1,7 @@
 """Prefect tasks: thin wrappers over the library's stage functions, one per stage."""
 
 from tasks.rounds import (
+    STAGE_TASKS,
     append_simulations_task,
     build_posterior_task,
     checkpoint_task,
@@ -10,6 +11,7 @@ from tasks.rounds import (
 )
 
 __all__ = [
+    "STAGE_TASKS",
     "append_simulations_task",
     "build_posterior_task",
     "checkpoint_task",

@@ -19,9 +19,12 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from sbi_rounds import stages
-from sbi_rounds.stages import Run, StageResult
+from sbi_rounds.round import StageTable
+from sbi_rounds.run import Run
+from sbi_rounds.stage import StageResult
 
 __all__ = [
+    "STAGE_TASKS",
     "append_simulations_task",
     "build_posterior_task",
     "checkpoint_task",
@@ -113,9 +116,20 @@ def build_posterior_task(run: Run, round_: int) -> StageResult:
     retry_condition_fn=_transient,
     **_NO_CACHE,
 )
-def checkpoint_task(run: Run, round_: int) -> StageResult:
+def checkpoint_task(run: Run, round_: int, pairplot: bool = True) -> StageResult:
     """Write the round's summary and pairplot and mark it done."""
-    return stages.checkpoint(run, round_)
+    return stages.checkpoint(run, round_, pairplot=pairplot)
+
+
+#: The round's stages as Prefect tasks, for ``run_round(..., table=STAGE_TASKS)``.
+STAGE_TASKS = StageTable(
+    sample=sample_proposal_task,
+    simulate=simulate_task,
+    append=append_simulations_task,
+    train=train_task,
+    posterior=build_posterior_task,
+    checkpoint=checkpoint_task,
+)
 
 
 @task(

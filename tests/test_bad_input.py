@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 
-from flows.online import main
+from sbi_rounds.cli.run import main
 from sbi_rounds.store import FORMAT_VERSION, RunStore
 
 SMALL = ["--rounds", "1", "--simulations-per-round", "100", "--chunk-size", "50",

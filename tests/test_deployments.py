@@ -438,7 +438,7 @@ def test_a_cancelled_run_stops_cleanly_and_a_rerun_resumes_without_redoing_chunk
 def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
     prefect_server, tmp_path, capsys
 ):
-    from flows.online import main
+    from sbi_rounds.cli.run import main
 
     config = _config(
         tmp_path,

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from flows.online import build_config, main, online_inference, parse_args
+from flows.online import online_inference
+from sbi_rounds.cli.run import build_config, main, parse_args
 from sbi_rounds.store import RunStore, Stage
 
 

@@ -25,15 +25,11 @@ from sbi_rounds.diagnostics.checks import (
 )
 from sbi_rounds.diagnostics.plots import save_calibration_plots, save_predictive_plot
 from sbi_rounds.diagnostics.simulations import CALIBRATION_SET, CheckSimulations
+from sbi_rounds.errors import RunInterrupted
 from sbi_rounds.io import load_array
+from sbi_rounds.run import Run, parameter_names, posterior_for_round
 from sbi_rounds.seeding import derive_seed, seeded
-from sbi_rounds.stages import (
-    Run,
-    RunInterrupted,
-    StageResult,
-    parameter_names,
-    posterior_for_round,
-)
+from sbi_rounds.stage import StageResult
 from sbi_rounds.store import Stage
 
 __all__ = [

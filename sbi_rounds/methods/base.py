@@ -1,18 +1,59 @@
-"""What every method provides: its loss per round, its posterior, and the next proposal."""
+"""What every method declares (network role, default network and sampler, settings) and does."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.config import RunConfig
 from sbi_rounds.training.runner import LossFn
 
-__all__ = ["Method", "Proposal", "TrainingData", "training_tensors"]
+if TYPE_CHECKING:
+    from sbi_rounds.methods.sampling import PosteriorConfig
+
+__all__ = [
+    "CLASSIFIER_MODELS",
+    "DENSITY_MODELS",
+    "ROLE_MODELS",
+    "DirectMethod",
+    "Method",
+    "Proposal",
+    "Role",
+    "TrainingData",
+    "training_tensors",
+]
+
+#: What a method's network estimates: the posterior, the likelihood, or a ratio (classifier).
+Role = Literal["posterior", "likelihood", "classifier"]
+
+#: sbi's density estimators (posterior and likelihood networks).
+DENSITY_MODELS = (
+    "maf",
+    "nsf",
+    "mdn",
+    "made",
+    "zuko_maf",
+    "zuko_nsf",
+    "zuko_nice",
+    "zuko_naf",
+    "zuko_unaf",
+    "zuko_gf",
+    "zuko_bpf",
+    "zuko_sospf",
+)
+#: sbi's classifiers (ratio networks).
+CLASSIFIER_MODELS = ("mlp", "resnet", "linear")
+#: The network models each role can use.
+ROLE_MODELS: dict[str, tuple[str, ...]] = {
+    "posterior": DENSITY_MODELS,
+    "likelihood": DENSITY_MODELS,
+    "classifier": CLASSIFIER_MODELS,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,26 +83,77 @@ class TrainingData:
         return self.theta, self.x, (self.round == 1).float()
 
 
-class Method(Protocol):
-    """A sequential inference method. Implementations hold no per-run state."""
+def _kind(role: str) -> str:
+    return "classifier" if role == "classifier" else "density estimator"
+
+
+class Method(ABC):
+    """A sequential inference method. Instances hold no per-run state.
+
+    A method declares what is specific to it, so that no other module tests its name:
+
+    Attributes:
+        name: How the settings name it (``method: snpe``).
+        role: What its network estimates (see :data:`Role`).
+        default_network: The network model when ``network.model`` is not set.
+        default_sampler: The posterior sampler when ``posterior.sampler`` is ``auto``.
+        settings_field: The ``RunConfig`` field holding its typed settings (loss or
+            proposal arguments), or None; :meth:`loss_fn` and :meth:`proposal` get them.
+    """
 
     name: ClassVar[str]
+    role: ClassVar[Role]
+    default_network: ClassVar[str]
+    default_sampler: ClassVar[str]
+    settings_field: ClassVar[str | None] = None
 
-    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+    def check_network(self, model: str) -> None:
+        """Raise ``ValueError`` when ``model`` cannot serve as this method's network."""
+        allowed = ROLE_MODELS[self.role]
+        if model not in allowed:
+            other = "classifier" if model in CLASSIFIER_MODELS else "density estimator"
+            raise ValueError(
+                f"network.model={model!r} is a {other}; {self.name} needs a "
+                f"{_kind(self.role)}: one of {list(allowed)}"
+            )
+
+    def sampler(self, sampling: PosteriorConfig) -> str:
+        """The posterior sampler, with ``auto`` resolved to :attr:`default_sampler`."""
+        return self.default_sampler if sampling.sampler == "auto" else sampling.sampler
+
+    @abstractmethod
+    def loss_fn(self, settings: BaseModel | None, prior: Distribution, round_: int) -> LossFn:
         """Per-sample loss for training in ``round_`` (1-based)."""
-        ...
 
+    @abstractmethod
     def posterior(
-        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+        self, sampling: PosteriorConfig, network: nn.Module, prior: Distribution, xobs: Tensor
     ) -> Any:
         """The sbi posterior of the trained ``network`` with ``xobs`` as default x."""
-        ...
 
     def proposal(
-        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+        self, settings: BaseModel | None, posterior: Any, prior: Distribution, round_: int
     ) -> Proposal:
-        """The proposal of ``round_ >= 2``, built from the previous round's posterior."""
-        ...
+        """The proposal of ``round_ >= 2``: by default the previous round's posterior at xobs."""
+        return Proposal(
+            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
+        )
+
+
+class DirectMethod(Method):
+    """A method whose network is the posterior: sampled directly, no MCMC."""
+
+    role: ClassVar[Role] = "posterior"
+    default_network: ClassVar[str] = "maf"
+    default_sampler: ClassVar[str] = "direct"
+
+    def posterior(
+        self, sampling: PosteriorConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+    ) -> Any:
+        """A ``DirectPosterior`` at xobs (rejects samples outside the prior's support)."""
+        from sbi.inference import DirectPosterior
+
+        return DirectPosterior(network, prior).set_default_x(xobs)
 
 
 def training_tensors(theta: list[Tensor], x: list[Tensor], rounds: list[int]) -> TrainingData:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sbi.inference import likelihood_estimator_based_potential
+from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.config import RunConfig
-from sbi_rounds.methods.base import Proposal
-from sbi_rounds.methods.mcmc import potential_posterior
+from sbi_rounds.methods.base import Role
+from sbi_rounds.methods.sampling import PotentialMethod
 from sbi_rounds.training.runner import LossFn
 
 __all__ = ["SNLE", "nle_loss"]
@@ -21,26 +20,18 @@ def nle_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     return model.loss(batch[1], batch[0])
 
 
-class SNLE:
+class SNLE(PotentialMethod):
     """Sequential neural likelihood estimation."""
 
     name: ClassVar[str] = "snle"
+    role: ClassVar[Role] = "likelihood"
 
-    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+    def loss_fn(self, settings: BaseModel | None, prior: Distribution, round_: int) -> LossFn:
         """The likelihood loss in every round."""
         return nle_loss
 
-    def posterior(
-        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
-    ) -> Any:
-        """Prior times the learned likelihood at xobs, sampled as configured (MCMC)."""
-        potential, transform = likelihood_estimator_based_potential(network, prior, x_o=xobs)
-        return potential_posterior(config, potential, transform, prior, xobs)
+    def potential(self, network: nn.Module, prior: Distribution, xobs: Tensor) -> tuple[Any, Any]:
+        """Prior times the learned likelihood at xobs."""
+        from sbi.inference import likelihood_estimator_based_potential
 
-    def proposal(
-        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
-    ) -> Proposal:
-        """The previous round's posterior at xobs."""
-        return Proposal(
-            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
-        )
+        return likelihood_estimator_based_potential(network, prior, x_o=xobs)

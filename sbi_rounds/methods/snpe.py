@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from sbi.inference import DirectPosterior
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.config import RunConfig
-from sbi_rounds.methods.base import Proposal
+from sbi_rounds.methods.base import DirectMethod
+from sbi_rounds.strict import STRICT
 from sbi_rounds.training.runner import LossFn
 
-__all__ = ["SNPE", "atomic_loss", "npe_loss", "sample_atoms"]
+__all__ = ["SNPE", "NPELossConfig", "atomic_loss", "npe_loss", "sample_atoms"]
+
+
+class NPELossConfig(BaseModel):
+    """SNPE's atomic (APT) loss settings."""
+
+    model_config = STRICT
+
+    num_atoms: int = Field(
+        10,
+        ge=2,
+        title="Atoms",
+        description="Parameters contrasted per sample in the atomic loss (the true one and "
+        "num_atoms - 1 others of the batch).",
+    )
+    use_combined_loss: bool = Field(
+        False,
+        title="Add the MLE loss on prior samples",
+        description="Add the plain NPE loss of the prior (round-1) samples to the atomic loss.",
+    )
 
 
 def npe_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
@@ -63,27 +82,14 @@ def atomic_loss(
     return loss
 
 
-class SNPE:
+class SNPE(DirectMethod):
     """Sequential NPE with the atomic loss from round 2 on."""
 
     name: ClassVar[str] = "snpe"
+    settings_field: ClassVar[str | None] = "npe"
 
-    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+    def loss_fn(self, settings: NPELossConfig, prior: Distribution, round_: int) -> LossFn:
         """NPE loss in round 1; APT's atomic loss after."""
         if round_ == 1:
             return npe_loss
-        return atomic_loss(prior, config.npe.num_atoms, config.npe.use_combined_loss)
-
-    def posterior(
-        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
-    ) -> Any:
-        """A ``DirectPosterior`` (rejects samples outside the prior's support)."""
-        return DirectPosterior(network, prior).set_default_x(xobs)
-
-    def proposal(
-        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
-    ) -> Proposal:
-        """The previous round's posterior at xobs."""
-        return Proposal(
-            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
-        )
+        return atomic_loss(prior, settings.num_atoms, settings.use_combined_loss)

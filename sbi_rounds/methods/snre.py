@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from sbi.inference import ratio_estimator_based_potential
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.config import RunConfig
-from sbi_rounds.methods.base import Proposal
-from sbi_rounds.methods.mcmc import potential_posterior
+from sbi_rounds.methods.base import Role
+from sbi_rounds.methods.sampling import PotentialMethod
 from sbi_rounds.methods.snpe import sample_atoms
+from sbi_rounds.strict import STRICT
 from sbi_rounds.training.runner import LossFn
 
-__all__ = ["SNRE", "nre_b_loss", "nre_c_loss"]
+__all__ = ["SNRE", "NRELossConfig", "nre_b_loss", "nre_c_loss"]
+
+
+class NRELossConfig(BaseModel):
+    """SNRE's loss: NRE-B (contrastive, ``num_atoms``) or NRE-C (``num_classes``, ``gamma``)."""
+
+    model_config = STRICT
+
+    variant: Literal["b", "c"] = Field(
+        "b", title="NRE variant", description="b: NRE-B (contrastive); c: NRE-C."
+    )
+    num_atoms: int = Field(
+        10, ge=2, title="Atoms (NRE-B)", description="Parameters contrasted per sample (NRE-B)."
+    )
+    num_classes: int = Field(
+        5, ge=1, title="Classes K (NRE-C)", description="Contrasting classes K of NRE-C."
+    )
+    gamma: float = Field(
+        1.0, gt=0, title="Gamma (NRE-C)", description="Odds of a joint pair in NRE-C."
+    )
 
 
 def _atom_logits(model: nn.Module, theta: Tensor, x: Tensor, num_atoms: int) -> Tensor:
@@ -59,27 +78,21 @@ def nre_c_loss(num_classes: int = 5, gamma: float = 1.0) -> LossFn:
     return loss
 
 
-class SNRE:
+class SNRE(PotentialMethod):
     """Sequential neural ratio estimation."""
 
     name: ClassVar[str] = "snre"
+    role: ClassVar[Role] = "classifier"
+    default_network: ClassVar[str] = "resnet"
+    settings_field: ClassVar[str | None] = "nre"
 
-    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
-        """NRE-B or NRE-C, as ``config.nre.variant`` says."""
-        n = config.nre
+    def loss_fn(self, settings: NRELossConfig, prior: Distribution, round_: int) -> LossFn:
+        """NRE-B or NRE-C, as ``settings.variant`` says."""
+        n = settings
         return nre_b_loss(n.num_atoms) if n.variant == "b" else nre_c_loss(n.num_classes, n.gamma)
 
-    def posterior(
-        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
-    ) -> Any:
-        """Prior times the learned ratio at xobs, sampled as configured (MCMC)."""
-        potential, transform = ratio_estimator_based_potential(network, prior, x_o=xobs)
-        return potential_posterior(config, potential, transform, prior, xobs)
+    def potential(self, network: nn.Module, prior: Distribution, xobs: Tensor) -> tuple[Any, Any]:
+        """Prior times the learned ratio at xobs."""
+        from sbi.inference import ratio_estimator_based_potential
 
-    def proposal(
-        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
-    ) -> Proposal:
-        """The previous round's posterior at xobs."""
-        return Proposal(
-            distribution=posterior, description={"kind": "posterior", "round": round_ - 1}
-        )
+        return ratio_estimator_based_potential(network, prior, x_o=xobs)

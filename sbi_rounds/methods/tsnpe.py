@@ -5,17 +5,36 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from sbi.inference import DirectPosterior
-from sbi.utils import RestrictedPrior
-from torch import Tensor, nn
+from pydantic import BaseModel, Field
+from torch import Tensor
 from torch.distributions import Distribution
 
-from sbi_rounds.config import RunConfig
-from sbi_rounds.methods.base import Proposal
+from sbi_rounds.methods.base import DirectMethod, Proposal
 from sbi_rounds.methods.snpe import npe_loss
+from sbi_rounds.strict import STRICT
 from sbi_rounds.training.runner import LossFn
 
-__all__ = ["TSNPE", "density_threshold", "truncated_prior"]
+__all__ = ["TSNPE", "TruncationConfig", "density_threshold", "truncated_prior"]
+
+
+class TruncationConfig(BaseModel):
+    """TSNPE: the prior truncated to the posterior's highest-density region."""
+
+    model_config = STRICT
+
+    quantile: float = Field(
+        1e-4,
+        gt=0,
+        lt=1,
+        title="Truncation quantile",
+        description="Mass of the posterior left outside the truncated region.",
+    )
+    num_samples_to_estimate: int = Field(
+        10_000,
+        ge=100,
+        title="Samples to set the threshold",
+        description="Posterior samples whose log-densities set the truncation threshold.",
+    )
 
 
 def density_threshold(posterior: Any, quantile: float, num_samples: int) -> float:
@@ -30,8 +49,9 @@ def density_threshold(posterior: Any, quantile: float, num_samples: int) -> floa
     return float(log_probs[int(quantile * num_samples)])
 
 
-def truncated_prior(prior: Distribution, posterior: Any, threshold: float) -> RestrictedPrior:
+def truncated_prior(prior: Distribution, posterior: Any, threshold: float) -> Any:
     """sbi's ``RestrictedPrior``: the prior where ``posterior.log_prob > threshold``."""
+    from sbi.utils import RestrictedPrior
 
     def accept(theta: Tensor) -> Tensor:
         return posterior.log_prob(theta) > threshold
@@ -39,26 +59,21 @@ def truncated_prior(prior: Distribution, posterior: Any, threshold: float) -> Re
     return RestrictedPrior(prior, accept, posterior=posterior, sample_with="rejection")
 
 
-class TSNPE:
+class TSNPE(DirectMethod):
     """Truncated sequential NPE: plain NPE loss on all rounds, truncated-prior proposals."""
 
     name: ClassVar[str] = "tsnpe"
+    settings_field: ClassVar[str | None] = "tsnpe"
 
-    def loss_fn(self, config: RunConfig, prior: Distribution, round_: int) -> LossFn:
+    def loss_fn(self, settings: TruncationConfig, prior: Distribution, round_: int) -> LossFn:
         """The NPE loss in every round (truncated proposals need no correction)."""
         return npe_loss
 
-    def posterior(
-        self, config: RunConfig, network: nn.Module, prior: Distribution, xobs: Tensor
-    ) -> Any:
-        """A ``DirectPosterior`` at xobs."""
-        return DirectPosterior(network, prior).set_default_x(xobs)
-
     def proposal(
-        self, config: RunConfig, posterior: Any, prior: Distribution, round_: int
+        self, settings: TruncationConfig, posterior: Any, prior: Distribution, round_: int
     ) -> Proposal:
         """The prior truncated to the previous posterior's ``1 - quantile`` HPD region."""
-        q = config.tsnpe
+        q = settings
         threshold = density_threshold(posterior, q.quantile, q.num_samples_to_estimate)
         return Proposal(
             distribution=truncated_prior(prior, posterior, threshold),

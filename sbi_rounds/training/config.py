@@ -88,28 +88,141 @@ class TrainConfig(BaseModel):
 
     model_config = _FROZEN
 
-    batch_size: int = Field(200, ge=1, title="Batch size")
-    learning_rate: float = Field(5e-4, gt=0, le=10, title="Learning rate")
-    validation_fraction: float = Field(0.1, gt=0, lt=1, title="Validation fraction")
-    max_epochs: int | None = Field(None, ge=1, title="Max epochs")
-    max_steps: int | None = Field(None, ge=1, title="Max optimizer steps")
-    max_time: float | None = Field(None, gt=0, title="Max wall time (s)")
-    patience: int | None = Field(20, ge=1, title="Early-stopping patience (epochs)")
-    min_delta: float = Field(0.0, ge=0, title="Min improvement")
-    min_lr: float | None = Field(None, gt=0, title="Stop below this learning rate")
-    divergence_ratio: float | None = Field(None, gt=0, title="Divergence ratio")
-    divergence_checks: int = Field(5, ge=1, title="Divergence checks")
-    clip_grad_norm: float | None = Field(5.0, gt=0, title="Gradient clipping norm")
-    grad_accumulation: int = Field(1, ge=1, title="Gradient accumulation")
-    scheduler: SchedulerConfig | None = Field(None, title="Learning-rate schedule")
-    ema_decay: float | None = Field(None, gt=0, lt=1, title="EMA decay")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", title="Device")
-    seed: int = Field(0, ge=0, title="Seed")
-    show_summary: bool = Field(False, title="Print a summary")
-    progress: bool = Field(False, title="Print each epoch")
-    resume: bool = Field(True, title="Resume from a training checkpoint")
-    retrain_from_scratch: bool = Field(False, title="Retrain from scratch every round")
-    checkpoint_every: int = Field(10, ge=0, title="Checkpoint every N epochs")
+    batch_size: int = Field(
+        200,
+        ge=1,
+        title="Batch size",
+        description="Training batch size (sbi: training_batch_size).",
+    )
+    learning_rate: float = Field(
+        5e-4,
+        gt=0,
+        le=10,
+        title="Learning rate",
+        description="Adam's learning rate.",
+    )
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        title="Validation fraction",
+        description="Fraction of the data held out for validation.",
+    )
+    max_epochs: int | None = Field(
+        None,
+        ge=1,
+        title="Max epochs",
+        description="Upper bound on epochs per round (sbi: max_num_epochs); none: no bound.",
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        title="Max optimizer steps",
+        description="Upper bound on optimizer steps; none: no bound.",
+    )
+    max_time: float | None = Field(
+        None,
+        gt=0,
+        title="Max wall time (s)",
+        description="Upper bound on wall time in seconds; none: no bound.",
+    )
+    patience: int | None = Field(
+        20,
+        ge=1,
+        title="Early-stopping patience (epochs)",
+        description="Epochs without validation improvement before stopping, restoring the best "
+        "weights (sbi: stop_after_epochs); none: no early stopping.",
+    )
+    min_delta: float = Field(
+        0.0,
+        ge=0,
+        title="Min improvement",
+        description="The decrease of the validation loss that counts as an improvement.",
+    )
+    min_lr: float | None = Field(
+        None,
+        gt=0,
+        title="Stop below this learning rate",
+        description="Stop when a scheduler has driven the learning rate below this value.",
+    )
+    divergence_ratio: float | None = Field(
+        None,
+        gt=0,
+        title="Divergence ratio",
+        description="Stop when the validation loss exceeds the training loss by this factor "
+        "(on the scale of |train loss|) for divergence_checks epochs.",
+    )
+    divergence_checks: int = Field(
+        5,
+        ge=1,
+        title="Divergence checks",
+        description="Epochs in a row the divergence ratio must be exceeded.",
+    )
+    clip_grad_norm: float | None = Field(
+        5.0,
+        gt=0,
+        title="Gradient clipping norm",
+        description="Clip the total gradient norm (sbi: clip_max_norm); none: no clipping.",
+    )
+    grad_accumulation: int = Field(
+        1,
+        ge=1,
+        title="Gradient accumulation",
+        description="Batches whose gradients are summed before a step.",
+    )
+    scheduler: SchedulerConfig | None = Field(
+        None,
+        title="Learning-rate schedule",
+        description="Learning-rate schedule; none: a constant rate.",
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        title="EMA decay",
+        description="Validate and keep an exponential moving average of the weights with this "
+        "decay; none: no EMA.",
+    )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+        title="Device",
+        description="Training device: cpu, cuda, cuda:N or mps.",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        title="Seed",
+        description="Seed of the data split, batch order and the loss's randomness (a run derives "
+        "it per round from the run seed).",
+    )
+    show_summary: bool = Field(
+        False,
+        title="Print a summary",
+        description="Print a summary line at the end (sbi: show_train_summary).",
+    )
+    progress: bool = Field(
+        False,
+        title="Print each epoch",
+        description="Print one line per epoch.",
+    )
+    resume: bool = Field(
+        True,
+        title="Resume from a training checkpoint",
+        description="Continue from a training checkpoint when one exists (sbi: resume_training).",
+    )
+    retrain_from_scratch: bool = Field(
+        False,
+        title="Retrain from scratch every round",
+        description="Start each round from freshly initialised weights instead of the "
+        "previous round's.",
+    )
+    checkpoint_every: int = Field(
+        10,
+        ge=0,
+        title="Checkpoint every N epochs",
+        description="Save a training checkpoint every this many epochs; 0: never.",
+    )
     checkpoint_min_seconds: float = Field(
         10.0,
         ge=0,
@@ -168,8 +281,24 @@ class TrackerConfig(BaseModel):
     model_config = _FROZEN
 
     backend: Literal["stdout", "tensorboard", "mlflow", "wandb", "none"] = Field(
-        "stdout", title="Logging backend"
+        "stdout",
+        title="Logging backend",
+        description="Where training metrics go: stdout, tensorboard, mlflow, wandb or none.",
     )
-    uri: str | None = Field(None, title="Log directory or tracking URI")
-    experiment: str = Field("sbi-rounds", min_length=1, title="Experiment / project")
-    wandb_mode: Literal["offline", "online", "disabled"] = Field("offline", title="W&B mode")
+    uri: str | None = Field(
+        None,
+        title="Log directory or tracking URI",
+        description="TensorBoard log directory, MLflow tracking URI or W&B directory; none: in "
+        "the run's directory.",
+    )
+    experiment: str = Field(
+        "sbi-rounds",
+        min_length=1,
+        title="Experiment / project",
+        description="MLflow experiment or W&B project name.",
+    )
+    wandb_mode: Literal["offline", "online", "disabled"] = Field(
+        "offline",
+        title="W&B mode",
+        description="W&B mode; offline writes locally and needs no account.",
+    )

@@ -1,0 +1,159 @@
+"""The run's Dask cluster: started ahead by the command line, taken by the flow, closed fast.
+
+The command line starts the cluster (:func:`prestart_cluster`) while Prefect's temporary
+server comes up; the flow takes it (:func:`run_cluster`), or starts one itself as soon as
+the run needs simulations, and closes it at the end. A stopping run closes it quickly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+
+from flows.artifacts import publish_dashboard_link
+from sbi_rounds.config import RunConfig
+from sbi_rounds.run import Run
+from sbi_rounds.store import Stage
+
+__all__ = ["close_prestarted", "prestart_cluster", "run_cluster"]
+
+
+#: Clusters the command line started while Prefect's server came up, by cluster settings.
+_PRESTARTED: dict[str, Any] = {}
+
+
+def _warm_up_modules(config: RunConfig) -> list[str]:
+    """What workers import ahead of the first chunk: our entry point and the simulator."""
+    modules = ["sbi_rounds.simulation"]
+    if config.simulator.kind != "command" and config.simulator.path:
+        modules.append(config.simulator.path.split(":")[0])
+    return modules
+
+
+def _needs_simulation(store_path: Path, rounds: int) -> bool:
+    """Whether any of the first ``rounds`` rounds still has simulations to run."""
+    from sbi_rounds.store import RunFileError, RunStore
+
+    if not store_path.exists():
+        return True
+    try:
+        store = RunStore.open(store_path)
+        return any((store.stage(r) or 0) < Stage.SIMULATED for r in range(1, rounds + 1))
+    except (RunFileError, OSError, KeyError):
+        return True  # the flow reports the problem itself
+
+
+def prestart_cluster(config: RunConfig) -> None:
+    """Start the run's Dask cluster in the background, for ``online_inference`` to take.
+
+    The command line calls this before the flow, so the cluster starts while Prefect's
+    temporary server does. A finished run starts none.
+    """
+    from sbi_rounds.cluster import BackgroundClient
+
+    if _needs_simulation(config.run_path, config.rounds):
+        key = config.cluster.model_dump_json()
+        _PRESTARTED[key] = BackgroundClient(config.cluster, warm_up=_warm_up_modules(config))
+
+
+def close_prestarted() -> None:
+    """Close clusters that were started ahead but not taken by a flow run."""
+    while _PRESTARTED:
+        _PRESTARTED.popitem()[1].close()
+
+
+@contextmanager
+def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
+    """A Dask client that starts in the background as soon as the run needs simulations.
+
+    The cluster comes up while the first round's parameters are sampled (or was started by
+    the command line while Prefect's server came up); a finished run starts none.
+    """
+    from sbi_rounds.cluster import BackgroundClient
+
+    with ExitStack() as stack:
+        holder: dict[str, Any] = {}
+        t0 = time.perf_counter()
+
+        def start() -> Any:
+            if "background" not in holder:
+                background = _PRESTARTED.pop(run.config.cluster.model_dump_json(), None)
+                if background is None:
+                    background = BackgroundClient(
+                        run.config.cluster, warm_up=_warm_up_modules(run.config)
+                    )
+                holder["background"] = background
+                stack.callback(background.close)
+            return holder["background"]
+
+        def get() -> Any:
+            if "client" not in holder:
+                logger = get_run_logger()
+                client = start().get()
+                holder["client"] = client
+                logger.info(
+                    "Dask cluster ready %.1f s after the run started: %s, %d worker(s)",
+                    time.perf_counter() - t0,
+                    client.scheduler.address,
+                    len(client.nthreads()),
+                )
+                _report_dashboard(logger, run, client)
+            return holder["client"]
+
+        if _needs_simulation(run.store.path, run.config.rounds):
+            start()
+        try:
+            yield get
+        except BaseException:
+            if "background" in holder:
+                _close_quickly(stack)
+            raise
+        if "background" in holder:
+            get_run_logger().info("closing the Dask cluster")
+
+
+def _close_quickly(stack: ExitStack) -> None:
+    """Close the Dask client and cluster of a run that is stopping.
+
+    Prefect cancels a flow run of a process worker with SIGTERM to its whole process group,
+    which holds the local cluster's scheduler and workers too: they are closing already,
+    and each call of the graceful close to the gone scheduler would wait for the default
+    30 s connect timeout, longer than the runner's grace period before SIGKILL.
+    """
+    import dask
+
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+            stack.close()
+    except (OSError, TimeoutError) as e:
+        logger.info(
+            "the Dask cluster shut down on its own (%s: %s); its processes received the "
+            "same stop signal",
+            type(e).__name__,
+            str(e).splitlines()[0] if str(e) else "",
+        )
+    else:
+        logger.info("closed the Dask cluster in %.1f s", time.perf_counter() - t0)
+
+
+def _report_dashboard(logger: Any, run: Run, client: Any) -> None:
+    """Log the Dask dashboard's link (and publish it as a link artifact) when it is on."""
+    if not run.config.cluster.dashboard:
+        logger.info("Dask dashboard: off (set cluster.dashboard to start it)")
+        return
+    if run.config.cluster.kind == "local" and importlib.util.find_spec("bokeh") is None:
+        logger.warning(
+            "cluster.dashboard is on but the Dask dashboard needs bokeh, which is not "
+            'installed: pip install "bokeh>=3.1"'
+        )
+        return
+    logger.info("Dask dashboard: %s", client.dashboard_link)
+    publish_dashboard_link(logger, run.config.resolved_run_id, client.dashboard_link)

@@ -1,0 +1,93 @@
+"""``sbi-rounds export RUN``: a run's simulations and posterior samples, per round, as .npz.
+
+The file holds, for each planned round ``NNN``: ``round_NNN_theta (N, D)``, ``round_NNN_x
+(N, K)``, ``round_NNN_valid (N,)`` (finite simulations; rows not simulated yet are NaN
+and not valid) and ``round_NNN_posterior_samples (S, D)`` (the committed samples at
+x_o); and for the run: ``xobs (K,)``, ``parameter_names`` and ``config`` (the settings
+as JSON). ``numpy.load(path)`` reads it; no sbi-rounds needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["export_run", "main"]
+
+
+def export_run(run: Path, output: Path, rounds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Write the run's arrays to ``output`` (``.npz``); returns what was written, by key.
+
+    Args:
+        run: The run's directory or its run.h5.
+        output: The ``.npz`` file to write.
+        rounds: The rounds to export; default every planned round.
+    """
+    from sbi_rounds.store import RunStore
+
+    store = RunStore.open(run / "run.h5" if run.is_dir() else run)
+    config = store.read_config()
+    planned = store.rounds()
+    missing = sorted(set(rounds or ()) - set(planned))
+    if missing:
+        raise ValueError(f"round(s) {missing} were never planned; planned rounds: {planned}")
+    arrays: dict[str, Any] = {
+        "xobs": np.asarray(config["xobs"], dtype=np.float64),
+        "config": np.asarray(json.dumps(config, sort_keys=True)),
+    }
+    for r in rounds or planned:
+        theta, x, valid = store.read_simulations(r)
+        arrays[f"round_{r:03d}_theta"] = theta
+        arrays[f"round_{r:03d}_x"] = x
+        arrays[f"round_{r:03d}_valid"] = valid
+        arrays[f"round_{r:03d}_posterior_samples"] = store.read_samples(r)
+    names = config.get("parameter_names")
+    if names is None and planned:
+        names = [f"theta_{i + 1}" for i in range(store.round_info(planned[0]).theta_dim)]
+    arrays["parameter_names"] = np.asarray(names or [], dtype=str)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(output, **arrays)
+    return {k: getattr(v, "shape", ()) for k, v in arrays.items()}
+
+
+def parser(prog: str = "sbi-rounds export") -> argparse.ArgumentParser:
+    """The export command line."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Export a run's parameters, simulations, validity and posterior samples "
+        "per round (and x_o, parameter names and settings) to one .npz file that numpy "
+        "reads. Works on finished and interrupted runs; reads the run file only.",
+    )
+    p.add_argument("run", help="the run's directory or its run.h5")
+    p.add_argument(
+        "-o", "--output", help="the .npz file to write (default: <run dir>/<run id>.npz)"
+    )
+    p.add_argument(
+        "--rounds", nargs="+", type=int, metavar="R", help="rounds to export (default: all)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds export") -> int:
+    """Export; returns 0, or 2 when the run cannot be read."""
+    from sbi_rounds.store import RunFileError
+
+    args = parser(prog).parse_args(argv)
+    run = Path(args.run)
+    directory = run if run.is_dir() else run.parent
+    output = Path(args.output) if args.output else directory / f"{directory.name}.npz"
+    try:
+        written = export_run(run, output, args.rounds)
+    except (RunFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {output}:")
+    for key, shape in written.items():
+        print(f"  {key}  {tuple(shape)}")
+    return 0

@@ -1,0 +1,73 @@
+"""The ``sbi-rounds`` command: one subcommand per job, each with its own ``--help``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+#: Subcommand -> (module with ``main(argv, prog=...)``, what it does).
+COMMANDS = {
+    "run": ("sbi_rounds.cli.run", "run, resume or extend a run (the online_inference flow)"),
+    "report": ("sbi_rounds.cli.report", "write a run's self-contained HTML report"),
+    "status": ("sbi_rounds.cli.status", "a run directory's runs, rounds and stages, and which run"),
+    "export": ("sbi_rounds.cli.export", "a run's simulations and posterior samples as .npz"),
+}
+
+USAGE = """\
+usage: sbi-rounds COMMAND [options]
+
+Resumable multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE) with sbi, Dask,
+HDF5 and Prefect.
+
+commands:
+{commands}
+
+'sbi-rounds COMMAND --help' describes a command's options. Examples:
+  sbi-rounds run --xobs 0.5 -0.3 --rounds 5 --workers 8
+  sbi-rounds status runs
+  sbi-rounds report runs/snpe-1a2b3c4d5e
+  sbi-rounds export runs/snpe-1a2b3c4d5e -o run.npz
+"""
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sbi-rounds COMMAND ...``; returns the command's exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(), end="", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from sbi_rounds import __version__
+
+        print(f"sbi-rounds {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"{_usage()}\nerror: unknown command {name!r}", file=sys.stderr)
+        return 2
+    prog = f"sbi-rounds {name}"
+    if name == "run":
+        from sbi_rounds.cli.signals import starting
+
+        starting(rest, prog)  # before the slow imports: Prefect's server boots meanwhile
+    from sbi_rounds.cli.packages import pin_own_packages
+
+    pin_own_packages()
+    if os.getcwd() not in sys.path:  # user modules (a simulator) import from here, as with
+        sys.path.insert(0, os.getcwd())  # python -m flows.online
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest, prog=prog))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""``sbi-rounds run`` (and ``python -m flows.online``): settings from flags, run the flow.
+
+Settings resolve flag > environment (``SBI_ROUNDS_*``) > config file > default, in
+``sbi_rounds.config.sources``. Bad input fails in a second with one line and status 2,
+before Prefect and Dask start; a stopped run exits with status 130 and prints the command
+that resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
+from sbi_rounds.cli.signals import interrupts
+from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
+from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
+from sbi_rounds.errors import ConfigMismatchError
+from sbi_rounds.locking import RunLockedError
+from sbi_rounds.store import RunFileError
+
+__all__ = ["build_config", "main", "parse_args", "parser"]
+
+DESCRIPTION = (
+    "Multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE) as a resumable "
+    "Prefect flow. Rerun the same command to resume an interrupted run or, with more "
+    "--rounds, to extend a finished one. Every setting has a flag (its path in the "
+    "settings, --training.batch-size; the usual ones also a short name, --batch-size), an "
+    "environment variable and a place in a --config file."
+)
+EPILOG = f"""\
+where settings come from: a flag, else an environment variable, else the --config file
+(or the file {ENV_CONFIG} names), else the default shown. Environment variables are
+{ENV_PREFIX} and the setting's path in capitals, with __ between sections:
+  {ENV_PREFIX}ROUNDS=5  {ENV_PREFIX}TRAINING__BATCH_SIZE=100  {ENV_PREFIX}XOBS="0.5 -0.3"
+A setting that may be none takes the word none (--max-epochs none). --print-config shows
+the resolved settings as YAML, ready to save and use with --config.
+"""
+
+
+def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
+    """The command line of a run: run options, then one flag per setting."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=textwrap.fill(DESCRIPTION, 88),
+        epilog=EPILOG,
+        usage="%(prog)s [--config FILE] [--print-config] [--xobs X ...] [SETTING ...]",
+        formatter_class=HelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    g = p.add_argument_group("run options")
+    g.add_argument(
+        "--config",
+        metavar="FILE.yaml|toml",
+        help="settings file (the names of sbi_rounds.RunConfig); flags and environment "
+        "variables override it",
+    )
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings as YAML and exit (save them to use with --config)",
+    )
+    g.add_argument(
+        "--allow-change",
+        action="append",
+        choices=list(IDENTITY_FIELDS),
+        metavar="SETTING",
+        help="resume although this identity setting changed (repeatable; one of "
+        f"{', '.join(IDENTITY_FIELDS)})",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_setting_flags(p)
+    return p
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, prog: str = "sbi-rounds run"
+) -> argparse.Namespace:
+    """Parse command-line arguments (only the flags given appear in the namespace)."""
+    return parser(prog).parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunConfig:
+    """The validated settings: flags over environment variables over the config file.
+
+    Args:
+        args: Parsed arguments (:func:`parse_args`).
+        environ: The environment; default ``os.environ``.
+    """
+    environ = os.environ if environ is None else environ
+    return resolve(setting_values(args), environ, getattr(args, "config", None))
+
+
+def _resume_command(prog: str, argv: Sequence[str], config: RunConfig) -> str:
+    args = list(argv)
+    if "--run-id" not in args:
+        args += ["--run-id", config.resolved_run_id]
+    return f"{prog} " + shlex.join(args)
+
+
+def _settings(args: argparse.Namespace) -> RunConfig | int:
+    """The run's settings and their preflight, or the exit status of bad input (2)."""
+    from sbi_rounds.session import preflight
+
+    try:
+        config = build_config(args)
+    except ValidationError as e:
+        print(f"error: {format_validation_error(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "print_config", False):
+        return config
+    try:  # bad input fails here, in a second, before Prefect and Dask start
+        preflight(config, allow_changes=getattr(args, "allow_change", None) or ())
+    except (RunFileError, ConfigMismatchError, RunLockedError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return config
+
+
+def print_config(config: RunConfig) -> None:
+    """The resolved settings as YAML, ready to save and use with ``--config``."""
+    print("# sbi-rounds settings: sbi-rounds run --config THIS_FILE")
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+
+
+def _failure(e: BaseException, resume: str) -> int | None:
+    """The exit status and message of an error the user can act on (None: a bug, raise)."""
+    from sbi_rounds.cluster import ClusterError
+    from sbi_rounds.errors import InvalidRoundError
+    from sbi_rounds.simulation import SimulationFailed
+
+    if isinstance(e, (RunFileError, ConfigMismatchError, RunLockedError)) or (
+        isinstance(e, ValueError) and not isinstance(e, ValidationError)
+    ):
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, (ClusterError, ImportError)):
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(e, (SimulationFailed, InvalidRoundError)):
+        print(f"error: {e}\n\nAfter fixing it, resume with:\n  {resume}", file=sys.stderr)
+        return 1
+    return None
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "sbi-rounds run",
+    flow: Callable[..., Any] | None = None,
+) -> int:
+    """Command-line entry point. Returns the exit status (0 done, 2 bad input, 130 stopped).
+
+    Stopped means Ctrl-C, SIGTERM, or the flow run cancelled from the Prefect UI or API.
+
+    Args:
+        argv: The arguments; default ``sys.argv[1:]``.
+        prog: How the command is called (its help and the resume command say it).
+        flow: The ``online_inference`` flow; default imported from ``flows.online``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv, prog)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = _settings(args)
+    if isinstance(config, int):
+        return config
+    if getattr(args, "print_config", False):
+        print_config(config)
+        return 0
+    return _run(config, args, prog, argv, flow)
+
+
+def _run(
+    config: RunConfig,
+    args: argparse.Namespace,
+    prog: str,
+    argv: Sequence[str],
+    flow: Callable[..., Any] | None,
+) -> int:
+    """Start the cluster and Prefect's server, run the flow, and say how it ended."""
+    from sbi_rounds.cli.packages import pin_own_packages
+
+    pin_own_packages()
+    from prefect.exceptions import CancelledRun
+
+    from flows.cluster import close_prestarted, prestart_cluster
+    from flows.server import temporary_server
+
+    if flow is None:
+        from flows.online import online_inference as flow
+    resume = _resume_command(prog, argv, config)
+    with interrupts():
+        try:
+            prestart_cluster(config)  # comes up while Prefect's temporary server starts
+            with temporary_server():  # in its own process group: see flows/server.py
+                result = flow(
+                    config,
+                    allow_changes=getattr(args, "allow_change", None),
+                    show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
+                )
+        except (KeyboardInterrupt, CancelledRun) as e:
+            how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
+            print(
+                f"\n{how}. Everything committed is saved in {config.run_path}.\n"
+                f"Resume with:\n  {resume}",
+                file=sys.stderr,
+            )
+            return 130
+        except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
+            status = _failure(e, resume)
+            if status is None:
+                raise
+            return status
+        finally:
+            close_prestarted()
+    print(f"\nrun file: {result['run_file']}")
+    for path in result["pairplots"]:
+        print(f"pairplot: {path}")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    if result.get("stopped_early"):
+        print(f"stopped early: {result['stopped_early']}")
+    return 0

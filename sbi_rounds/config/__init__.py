@@ -1,0 +1,46 @@
+"""The run configuration: one typed, validated model for the CLI, config files and Prefect.
+
+Each setting is declared once, as a field of :class:`RunConfig` or of one of its sections;
+the command line (``sbi_rounds.cli``), the environment variables and the Prefect form are
+generated from the fields.
+"""
+
+from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
+from sbi_rounds.config.cluster import ClusterConfig, JobqueueConfig
+from sbi_rounds.config.files import config_differences, format_validation_error, load_config_file
+from sbi_rounds.config.network import NetworkConfig
+from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
+from sbi_rounds.config.run import IDENTITY_FIELDS, RunConfig
+from sbi_rounds.methods import (
+    CLASSIFIER_MODELS,
+    DENSITY_MODELS,
+    NPELossConfig,
+    NRELossConfig,
+    PosteriorConfig,
+    TruncationConfig,
+)
+from sbi_rounds.training.config import SchedulerConfig, TrackerConfig, TrainConfig
+
+__all__ = [
+    "CLASSIFIER_MODELS",
+    "DENSITY_MODELS",
+    "IDENTITY_FIELDS",
+    "ClusterConfig",
+    "DiagnosticsConfig",
+    "JobqueueConfig",
+    "NPELossConfig",
+    "NRELossConfig",
+    "NetworkConfig",
+    "PosteriorConfig",
+    "PriorConfig",
+    "RunConfig",
+    "SchedulerConfig",
+    "SimulatorConfig",
+    "StallConfig",
+    "TrackerConfig",
+    "TrainConfig",
+    "TruncationConfig",
+    "config_differences",
+    "format_validation_error",
+    "load_config_file",
+]

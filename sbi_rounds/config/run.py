@@ -1,0 +1,252 @@
+"""``RunConfig``: everything a run needs, in one typed, validated model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
+from sbi_rounds.config.cluster import ClusterConfig
+from sbi_rounds.config.network import NetworkConfig
+from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
+from sbi_rounds.io import load_vector
+from sbi_rounds.methods import (
+    METHODS,
+    NPELossConfig,
+    NRELossConfig,
+    PosteriorConfig,
+    TruncationConfig,
+    get_method,
+)
+from sbi_rounds.training.config import TrackerConfig, TrainConfig
+
+__all__ = ["IDENTITY_FIELDS", "RunConfig"]
+
+#: Settings that define what a run computes. Resuming with any of them changed is refused.
+IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "npe", "nre", "tsnpe")
+
+
+def _numbers_or_path_schema(schema: dict[str, Any]) -> None:
+    """JSON schema of ``xobs``: a list of numbers, or a file path (the validator loads it)."""
+    numbers = {k: schema.pop(k) for k in ("type", "items", "minItems") if k in schema}
+    path = {"type": "string", "title": "File path", "examples": ["data/xobs.npy"]}
+    schema["anyOf"] = [{**numbers, "title": "Numbers"}, path]
+
+
+def _at_least_two_schema(schema: dict[str, Any]) -> None:
+    """JSON schema bounds of ``simulations_per_round`` (its validator asks for >= 2)."""
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "integer":
+            branch["minimum"] = 2
+        elif branch.get("type") == "array":
+            branch["minItems"] = 1
+            branch["items"]["minimum"] = 2
+
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs. Unknown keys are errors; errors name the field.
+
+    Example:
+        ``RunConfig(xobs=[0.5, -0.3], rounds=3, simulations_per_round=1000)``
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, title="Online inference run"
+    )
+
+    xobs: list[float] = Field(
+        ...,
+        min_length=1,
+        title="Observation x_o",
+        description="Numbers, or a path to .npy, .csv or file.h5:dataset (relative paths: "
+        "from the working directory).",
+        examples=[[0.5, -0.3]],
+        json_schema_extra=_numbers_or_path_schema,
+    )
+    method: Literal[tuple(METHODS)] = Field(  # type: ignore[valid-type]
+        "snpe",
+        title="Method",
+        description="snpe: sequential neural posterior estimation (APT); tsnpe: SNPE with a "
+        "truncated prior as proposal; snle: neural likelihood + MCMC; snre: neural ratio + "
+        "MCMC.",
+    )
+    rounds: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        title="Rounds",
+        description="A finished run given more rounds is extended.",
+    )
+    simulations_per_round: int | list[int] = Field(
+        1000,
+        title="Simulations per round",
+        description="One number (>= 2) for every round, or one per round (the last repeats).",
+        json_schema_extra=_at_least_two_schema,
+    )
+    simulator: SimulatorConfig = Field(
+        default_factory=SimulatorConfig,
+        title="Simulator",
+        description="A Python function module:function, batched or per sample, or a program.",
+    )
+    prior: PriorConfig = Field(
+        default_factory=lambda: PriorConfig(low=[-2.0, -2.0], high=[2.0, 2.0]),
+        title="Prior",
+        description="Box bounds (low, high), or a factory module:function.",
+    )
+    parameter_names: list[str] | None = Field(
+        None, title="Parameter names", description="Labels of the summaries and pairplots."
+    )
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig, title="Network", description="sbi's density estimators."
+    )
+    training: TrainConfig = Field(
+        default_factory=TrainConfig,
+        title="Training",
+        description="Batch size, learning rate, stopping rules, checkpoints, device.",
+    )
+    stall: StallConfig = Field(
+        default_factory=StallConfig,
+        title="Stalled trainings",
+        description="Detect a round whose network failed to train and retrain it.",
+    )
+    npe: NPELossConfig = Field(
+        default_factory=NPELossConfig, title="SNPE loss", description="method=snpe."
+    )
+    nre: NRELossConfig = Field(
+        default_factory=NRELossConfig, title="SNRE loss", description="method=snre."
+    )
+    tsnpe: TruncationConfig = Field(
+        default_factory=TruncationConfig, title="TSNPE truncation", description="method=tsnpe."
+    )
+    posterior: PosteriorConfig = Field(
+        default_factory=PosteriorConfig,
+        title="Posterior sampling",
+        description="Samples stored per round at xobs, and the sampler.",
+    )
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig,
+        title="Dask cluster",
+        description="Where simulations run (local, an existing scheduler, a batch system) and "
+        "how they are chunked, retried and timed out.",
+    )
+    logger: TrackerConfig = Field(
+        default_factory=TrackerConfig,
+        title="Logging backend",
+        description="Where training metrics go: stdout, TensorBoard, MLflow, W&B or none.",
+    )
+    diagnostics: DiagnosticsConfig = Field(
+        default_factory=DiagnosticsConfig,
+        title="Posterior checks",
+        description="Per round: posterior summary with MAP, posterior predictive check, change "
+        "from the previous round, C2ST against reference samples; calibration of round 1; an "
+        "optional early stop once the posterior is stable.",
+    )
+    run_dir: str = Field(
+        "runs",
+        min_length=1,
+        title="Run directory",
+        description="The run file is <run_dir>/<run_id>/run.h5 (relative: from the working "
+        "directory).",
+    )
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        title="Run id",
+        description="The run's name; none: derived from the settings, so the same command "
+        "resumes the same run.",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, title="Seed", description="Every random draw derives from it."
+    )
+
+    @field_validator("xobs", mode="before")
+    @classmethod
+    def _load_xobs(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            return load_vector(str(value)).tolist()
+        if isinstance(value, (int, float)):
+            return [value]
+        return value
+
+    @field_validator("xobs")
+    @classmethod
+    def _finite_xobs(cls, value: list[float]) -> list[float]:
+        bad = [i for i, v in enumerate(value) if v != v or v in (float("inf"), float("-inf"))]
+        if bad:
+            raise ValueError(f"xobs must be finite numbers; entries {bad} are NaN or infinite")
+        return value
+
+    @field_validator("simulations_per_round")
+    @classmethod
+    def _positive_sims(cls, value: int | list[int]) -> int | list[int]:
+        values = [value] if isinstance(value, int) else value
+        if not values or any(v < 2 for v in values):
+            raise ValueError(f"simulations per round must be integers >= 2, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.network.model is not None:
+            get_method(self.method).check_network(self.network.model)
+        if self.prior.low is not None and self.parameter_names is not None:
+            if len(self.parameter_names) != len(self.prior.low):
+                raise ValueError(
+                    f"parameter_names has {len(self.parameter_names)} names but the prior has "
+                    f"{len(self.prior.low)} parameters"
+                )
+        truth = self.diagnostics.true_parameters
+        if self.prior.low is not None and truth is not None and len(truth) != len(self.prior.low):
+            raise ValueError(
+                f"diagnostics.true_parameters has {len(truth)} values but the prior has "
+                f"{len(self.prior.low)} parameters"
+            )
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+    def simulations_for_round(self, round_: int) -> int:
+        """Simulations of 1-based round ``round_`` (the last list entry repeats)."""
+        sims = self.simulations_per_round
+        if isinstance(sims, int):
+            return sims
+        return sims[min(round_, len(sims)) - 1]
+
+    @property
+    def network_model(self) -> str:
+        """The network's model name, with the method's default filled in."""
+        return self.network.model or get_method(self.method).default_network
+
+    @property
+    def posterior_sampler(self) -> str:
+        """The sampler, with ``auto`` resolved for the method."""
+        return get_method(self.method).sampler(self.posterior)
+
+    @property
+    def method_settings(self) -> BaseModel | None:
+        """The method's typed settings (``npe``, ``nre``, ``tsnpe``; None for snle)."""
+        field = get_method(self.method).settings_field
+        return None if field is None else getattr(self, field)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define what the run computes (see :data:`IDENTITY_FIELDS`)."""
+        dumped = self.model_dump(mode="json")
+        return {k: dumped[k] for k in IDENTITY_FIELDS}
+
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`identity`, as hex."""
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def resolved_run_id(self) -> str:
+        """``run_id``, or ``<method>-<first 10 hex digits of the fingerprint>``."""
+        return self.run_id or f"{self.method}-{self.fingerprint()[:10]}"
+
+    @property
+    def run_path(self) -> Path:
+        """``<run_dir>/<run_id>/run.h5``."""
+        return Path(self.run_dir) / self.resolved_run_id / "run.h5"

@@ -1,0 +1,60 @@
+"""Finishing a round: its posterior summary and pairplot, and the mark that it is done."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sbi_rounds.diagnostics.plots import save_pairplot
+from sbi_rounds.run import Run, parameter_names
+from sbi_rounds.stage import stage
+from sbi_rounds.store import Stage
+
+__all__ = ["checkpoint", "posterior_summary"]
+
+
+def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation and 5/50/95% quantiles per parameter of ``samples (S, D)``."""
+    q = np.quantile(samples, [0.05, 0.5, 0.95], axis=0)
+    return {
+        name: {
+            "mean": float(samples[:, i].mean()),
+            "std": float(samples[:, i].std(ddof=1)),
+            "q05": float(q[0, i]),
+            "median": float(q[1, i]),
+            "q95": float(q[2, i]),
+        }
+        for i, name in enumerate(names)
+    }
+
+
+@stage("checkpoint", Stage.DONE)
+def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> dict[str, Any]:
+    """Finish the round: posterior summary, pairplot PNG, timings, and the DONE mark."""
+    store = run.store
+    samples = store.read_samples(round_)
+    names = parameter_names(run)
+    summary = posterior_summary(samples, names)
+    figure = None
+    if pairplot:
+        figure = save_pairplot(
+            samples,
+            names,
+            run.directory / f"round_{round_:03d}_pairplot.png",
+            limits=_prior_limits(run),
+            points=run.config.diagnostics.true_parameters,
+            title=f"round {round_}",
+        )
+    store.write_round_attrs(
+        round_, posterior_summary=summary, pairplot=None if figure is None else figure.name
+    )
+    return {"summary": summary, "pairplot": None if figure is None else str(figure)}
+
+
+def _prior_limits(run: Run) -> list[tuple[float, float]] | None:
+    p = run.config.prior
+    if p.low is not None and p.high is not None:
+        return list(zip(p.low, p.high, strict=True))
+    return None

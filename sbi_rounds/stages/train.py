@@ -1,0 +1,224 @@
+"""Training a round's network, and training it again when it stalled."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sbi_rounds.methods import training_tensors
+from sbi_rounds.networks import build_network, network_settings
+from sbi_rounds.run import Run, network_for_round
+from sbi_rounds.seeding import derive_seed, seeded
+from sbi_rounds.stage import stage
+from sbi_rounds.stall import (
+    StallCheck,
+    chance_losses,
+    check_stall,
+    gaussian_baseline_losses,
+    validation_losses,
+)
+from sbi_rounds.store import Stage
+from sbi_rounds.training import (
+    Callback,
+    CheckpointCallback,
+    TrainingSummary,
+    run_training,
+    split_train_val,
+)
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+
+def _training_data(run: Run, round_: int) -> tuple[torch.Tensor, ...]:
+    thetas, xs, rounds = [], [], []
+    for r in range(1, round_ + 1):
+        theta, x, valid = run.store.read_simulations(r)
+        thetas.append(torch.from_numpy(theta[valid]))
+        xs.append(torch.from_numpy(x[valid]))
+        rounds.append(r)
+    return training_tensors(thetas, xs, rounds).tensors()
+
+
+@stage("train", Stage.TRAINED)
+def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train the round's network on every round's valid data through ``run_training``.
+
+    Round 1 (or ``retrain_from_scratch``) builds a fresh network; later rounds continue
+    from the previous round's weights, as sbi does. Checkpoints go into the run file every
+    ``training.checkpoint_every`` epochs (at most once per ``checkpoint_min_seconds``), and
+    an interrupted training resumes from them.
+
+    A training that stalled (see ``sbi_rounds.stall``) is repeated from fresh weights with
+    a new seed, up to ``stall.max_retrains`` times; every attempt is recorded in the run file
+    (``RunStore.training_attempts``) and the best network is kept.
+    """
+    store, cfg = run.store, run.config
+    data = _training_data(run, round_)
+    loss_fn = run.method.loss_fn(cfg.method_settings, run.prior, round_)
+    attempts = store.training_attempts(round_)
+    while not attempts or (
+        attempts[-1]["stalled"]
+        and not attempts[-1]["capped"]
+        and len(attempts) <= cfg.stall.max_retrains
+    ):
+        attempt = len(attempts)
+        if attempt:
+            log.warning(
+                "round %d: the training %s; training again from fresh weights with a new "
+                "seed (attempt %d of at most %d)",
+                round_,
+                _stall_text(attempts[-1]),
+                attempt + 1,
+                cfg.stall.max_retrains + 1,
+            )
+        record, network = _train_attempt(run, round_, attempt, data, loss_fn, callbacks)
+        stored = [a for a in attempts if a.get("kept")]
+        keep = not record["stalled"] or not stored or record["excess"] < stored[-1]["excess"]
+        record["kept"] = keep
+        store.finish_training_attempt(round_, record, network if keep else None)
+        attempts.append(record)
+    kept = [a for a in attempts if a.get("kept")][-1]
+    if kept["stalled"] and kept["capped"]:
+        log.warning(
+            "round %d: the training %s when it was cut short: %s. Training again would stop "
+            "at the same limit; raise it to train the network fully",
+            round_,
+            _stall_text(kept),
+            kept["stop_reason"],
+        )
+    elif kept["stalled"]:
+        log.warning(
+            "round %d: every one of %d trainings stalled; kept attempt %d, whose %s. Check "
+            "the network and training settings (or raise stall.margin if the reference is "
+            "too strict for this problem)",
+            round_,
+            len(attempts),
+            kept["attempt"] + 1,
+            _stall_text(kept),
+        )
+    summary = store.training_summary(round_)
+    return {
+        "epochs": summary["epochs"],
+        "best_val_loss": summary["best_val_loss"],
+        "stop_reason": summary["stop_reason"],
+        "resumed_from_epoch": summary["resumed_from_epoch"],
+        "retrains": len(attempts) - 1,
+        "stalled": kept["stalled"],
+    }
+
+
+def _stall_text(record: dict[str, Any]) -> str:
+    return (
+        f"{'stalled' if record['stalled'] else 'trained'} (validation loss "
+        f"{record['loss']:.3f} vs {record['reference_loss']:.3f} of the "
+        f"{record['reference'].replace('_', ' ')} reference)"
+    )
+
+
+def _architecture(run: Run) -> dict[str, Any]:
+    """The run's network settings: round 1's stored ones once it trained (so a run keeps
+    the architecture it started with, whatever the defaults of a later version), else the
+    config's."""
+    if run.store.rounds() and run.store.has_network(1):
+        return run.store.read_network(1)[1]
+    return network_settings(run.config)
+
+
+def _train_attempt(
+    run: Run,
+    round_: int,
+    attempt: int,
+    data: tuple[torch.Tensor, ...],
+    loss_fn: Any,
+    callbacks: Sequence[Callback],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train attempt ``attempt`` (0: the usual training) and check it for a stall.
+
+    Returns:
+        ``(record, network)``: the attempt's record (stall check, seed, epochs) and the
+        ``write_network`` keywords of its network.
+    """
+    store, cfg = run.store, run.config
+    keys = ("train",) if attempt == 0 else ("train", attempt)
+    train_seed = derive_seed(cfg.seed, round_, *keys) % 2**63
+    tcfg = cfg.training.model_copy(update={"seed": train_seed % 2**31})
+    settings = _architecture(run)
+    fresh = round_ == 1 or tcfg.retrain_from_scratch or attempt > 0
+    with seeded(train_seed):
+        net = build_network(settings, data[0], data[1]) if fresh else network_for_round(
+            run, round_ - 1
+        )
+    train_rows, val_rows = split_train_val(data, tcfg.validation_fraction, tcfg.seed)
+    all_callbacks: list[Callback] = list(callbacks)
+    if tcfg.checkpoint_every > 0:
+        all_callbacks.insert(
+            0,
+            CheckpointCallback(
+                store.checkpoint_sink(round_),
+                every=tcfg.checkpoint_every,
+                resume=tcfg.resume,
+                min_seconds=tcfg.checkpoint_min_seconds,
+            ),
+        )
+    summary: TrainingSummary = run_training(
+        tcfg, net, loss_fn, train_rows, val_rows, callbacks=all_callbacks, round=round_
+    )
+    net.cpu()
+    check = _stall_check(run, round_, net, loss_fn, settings["role"], train_rows, val_rows,
+                         derive_seed(cfg.seed, round_, "split", attempt))
+    record = {"attempt": attempt, "seed": train_seed, "epochs": summary.epochs,
+              "stop_reason": summary.stop_reason, "capped": summary.limit_reached is not None,
+              **check.record()}
+    network = {
+        "weights": net.state_dict(),
+        "architecture": settings,
+        "history": summary.history,
+        "summary": {
+            "epochs": summary.epochs,
+            "steps": summary.steps,
+            "best_val_loss": summary.best_val_loss,
+            "best_epoch": summary.best_epoch,
+            "stop_reason": summary.stop_reason,
+            "elapsed": summary.elapsed,
+            "resumed_from_epoch": summary.resumed_from_epoch,
+            "limit_reached": summary.limit_reached,
+            "training_samples": int(data[0].shape[0]),
+            "attempt": attempt,
+            "stall_check": check.record(),
+        },
+    }
+    return record, network
+
+
+def _stall_check(
+    run: Run,
+    round_: int,
+    net: nn.Module,
+    loss_fn: Any,
+    role: str,
+    train_rows: tuple[torch.Tensor, ...],
+    val_rows: tuple[torch.Tensor, ...],
+    seed: int,
+) -> StallCheck:
+    """Compare ``net``'s validation losses with the reference ``sbi_rounds.stall`` names."""
+    losses = validation_losses(net, loss_fn, val_rows, seed)
+    if round_ > 1:
+        previous = network_for_round(run, round_ - 1)
+        reference, kind = validation_losses(previous, loss_fn, val_rows, seed), "previous_round"
+    elif role == "classifier":
+        reference, kind = chance_losses(loss_fn, val_rows, seed), "chance"
+    else:
+        theta, x = train_rows[0], train_rows[1]
+        target, cond = (theta, x) if role == "posterior" else (x, theta)
+        val_target, val_cond = (
+            (val_rows[0], val_rows[1]) if role == "posterior" else (val_rows[1], val_rows[0])
+        )
+        reference = gaussian_baseline_losses(target, cond, val_target, val_cond)
+        kind = "gaussian"
+    return check_stall(losses, reference, kind, run.config.stall)
