@@ -47,6 +47,7 @@ from sbi_rounds.examples import (
     quadratic,
     quadratic_posterior_samples,
 )
+from sbi_rounds.round import run_round
 from sbi_rounds.training.trackers import NullTracker
 
 warnings.filterwarnings("ignore")
@@ -83,12 +84,7 @@ def ours(problem: str, method: str, seed: int, rounds: int, sims: int, samples: 
     )
     with stages.run_session(config) as run:
         for r in range(1, rounds + 1):
-            stages.sample_proposal(run, r)
-            stages.simulate(run, r, client)
-            stages.append_simulations(run, r)
-            stages.train(run, r)
-            stages.build_posterior(run, r)
-            stages.checkpoint(run, r, pairplot=False)
+            run_round(run, r, client, pairplot=False)
         return torch.from_numpy(run.store.read_samples(rounds))
 
 

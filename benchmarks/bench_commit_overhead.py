@@ -41,6 +41,7 @@ import numpy as np
 from sbi_rounds import stages
 from sbi_rounds.cluster import open_client
 from sbi_rounds.config import ClusterConfig, RunConfig
+from sbi_rounds.round import run_round
 from sbi_rounds.store import TIMED_STAGES, RunStore
 
 STAGES = TIMED_STAGES[:-1]  # every stage but the commit slot itself
@@ -105,12 +106,7 @@ def one_run(
         for r in range(1, config.rounds + 1):
             store.by_method.clear()
             t0 = time.perf_counter()
-            stages.sample_proposal(run, r)
-            stages.simulate(run, r, client)
-            stages.append_simulations(run, r)
-            stages.train(run, r)
-            stages.build_posterior(run, r)
-            stages.checkpoint(run, r, pairplot=not args.no_pairplot)
+            run_round(run, r, client, pairplot=not args.no_pairplot)
             wall = time.perf_counter() - t0
             timings = run.store.timings(r)
             total = sum(timings[s] for s in STAGES)

@@ -6,4 +6,6 @@ working directory holds a ``tasks.py`` (see ``sbi_rounds.cli.packages``).
 
 from sbi_rounds.cli.packages import pin_own_packages
 
+__all__: list[str] = []
+
 pin_own_packages()

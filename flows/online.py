@@ -1,19 +1,15 @@
 """The ``online_inference`` flow: ``python -m flows.online --xobs ...`` or ``sbi-rounds run``.
 
-Each round runs the stage tasks through ``sbi_rounds.round.run_round``: sample proposal ->
-simulate (Dask) -> append simulations -> train -> build posterior -> checkpoint, then the
-posterior checks (summary with MAP, predictive check on Dask, movement from the previous
-round, C2ST against reference samples, calibration of round 1). With
-``diagnostics.stop_when_stable`` the run ends early once successive rounds stop changing the
-posterior. Every run ends with its HTML report, ``<run dir>/report.html``. The run file is
-the source of truth: rerunning the same command continues where the last one stopped.
+Each round runs the stage tasks through ``sbi_rounds.round.run_round`` (sample proposal ->
+simulate on Dask -> append -> train -> build posterior -> checkpoint), then the posterior
+checks; with ``diagnostics.stop_when_stable`` the run ends once the posterior stops
+changing, and every run ends with its HTML report. The run file is the source of truth:
+rerunning the same command continues where the last one stopped.
 
-Stopping: a run started by a worker or ``flow.serve`` is cancelled by its runner with
-SIGTERM, which Prefect turns into ``TerminationSignal`` here; a run started by calling the
-flow (the command line against a server) has no runner, so the flow watches its own state
-(``flows.cancellation``) and cancels the round's token, which the round checks twice a
-second while simulating, every epoch while training, and between stages. The command line
-itself lives in ``sbi_rounds.cli``, the cluster start-up in ``flows.cluster``.
+Stopping: a deployment's runner cancels with SIGTERM (``TerminationSignal`` here); a run
+without a runner (the command line against a server) watches its own state
+(``flows.cancellation``) and cancels the round's token. The command line is
+``sbi_rounds.cli``, the cluster start-up ``flows.cluster``.
 """
 
 from __future__ import annotations
@@ -41,6 +37,7 @@ from flows.progress import simulation_progress  # noqa: E402
 from flows.publish import (  # noqa: E402
     diagnose_round,
     log_round,
+    log_simulated,
     make_run_tracker,
     publish_round,
     stops_early,
@@ -152,7 +149,7 @@ def _rounds(
                 progress=simulation_progress(show_progress),
                 table=STAGE_TASKS,
             )
-            _log_simulated(logger, result.stages.get("simulate"), r)
+            log_simulated(logger, result.stages.get("simulate"), r)
             diagnose_round(logger, tracker, run, r, client, token)
             row = log_round(tracker, run, r)
             epochs_before += int(row["epochs"] or 0)
@@ -169,20 +166,6 @@ def _rounds(
         if stopped_early is not None:
             return published, stopped_early
     return published, None
-
-
-def _log_simulated(logger: Any, result: Any, round_: int) -> None:
-    if result is not None and not result.skipped:
-        d = result.details
-        logger.info(
-            "round %d simulated: %d chunk(s) run (%d simulations), %d chunk(s) committed "
-            "before and skipped, %d chunk retries",
-            round_,
-            d["chunks_run"],
-            d["simulations_run"],
-            d["chunks_skipped"],
-            d["retries"],
-        )
 
 
 def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, Any]:

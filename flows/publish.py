@@ -14,6 +14,7 @@ from tasks.rounds import diagnose_task, report_task
 __all__ = [
     "diagnose_round",
     "log_round",
+    "log_simulated",
     "make_run_tracker",
     "publish_round",
     "stops_early",
@@ -107,3 +108,18 @@ def write_report(logger: Any, run: Run) -> str | None:
         return None
     logger.info("report: %s", path)
     return str(path)
+
+
+def log_simulated(logger: Any, result: Any, round_: int) -> None:
+    """Log what the simulate stage of ``round_`` did (nothing when it was skipped)."""
+    if result is not None and not result.skipped:
+        d = result.details
+        logger.info(
+            "round %d simulated: %d chunk(s) run (%d simulations), %d chunk(s) committed "
+            "before and skipped, %d chunk retries",
+            round_,
+            d["chunks_run"],
+            d["simulations_run"],
+            d["chunks_skipped"],
+            d["retries"],
+        )

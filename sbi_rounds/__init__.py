@@ -6,12 +6,15 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "CancelToken",
     "RunConfig",
     "RunStore",
     "Stage",
     "TrainConfig",
     "load_posterior",
     "load_run",
+    "run_round",
+    "run_session",
     "run_training",
 ]
 __version__ = "0.1.0"
@@ -19,6 +22,7 @@ __version__ = "0.1.0"
 # Names resolve on first use, so light submodules (the Dask worker's watchdog and
 # simulation entry point) import without pulling in sbi.
 _LAZY = {
+    "CancelToken": "sbi_rounds.cancel",
     "RunConfig": "sbi_rounds.config",
     "RunStore": "sbi_rounds.store",
     "Stage": "sbi_rounds.store",
@@ -26,6 +30,8 @@ _LAZY = {
     "run_training": "sbi_rounds.training",
     "load_posterior": "sbi_rounds.results",
     "load_run": "sbi_rounds.results",
+    "run_round": "sbi_rounds.round",
+    "run_session": "sbi_rounds.session",
 }
 
 

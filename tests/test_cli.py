@@ -80,8 +80,9 @@ def test_settings_resolve_flag_over_environment_over_file_over_default(tmp_path)
         "SBI_ROUNDS_SIMULATIONS_PER_ROUND": "100 200",
         "SBI_ROUNDS_INPUT": "not a setting: an external simulator's variable",
     }
-    config = build_config(parse_args(["--config", str(tmp_path / "c.yaml"), "--rounds", "6"]),
-                          environ)
+    config = build_config(
+        parse_args(["--config", str(tmp_path / "c.yaml"), "--rounds", "6"]), environ
+    )
     assert config.rounds == 6  # flag
     assert config.training.batch_size == 20  # environment over file
     assert config.training.max_epochs == 9 and config.seed == 3  # file
@@ -91,23 +92,49 @@ def test_settings_resolve_flag_over_environment_over_file_over_default(tmp_path)
     config = resolve({}, environ)
     assert config.xobs == [0.1, 0.2, 0.3] and config.rounds == 4
     assert env_name(next(s for s in SETTINGS if s.dotted == "cluster.jobqueue.walltime")) == (
-        "SBI_ROUNDS_CLUSTER__JOBQUEUE__WALLTIME")
+        "SBI_ROUNDS_CLUSTER__JOBQUEUE__WALLTIME"
+    )
 
 
 def test_a_prior_from_a_higher_source_replaces_the_other_kind(tmp_path):
     (tmp_path / "c.yaml").write_text("xobs: [1]\nprior: {path: simulators:gaussian_prior_2d}\n")
     args = parse_args(["--config", str(tmp_path / "c.yaml"), "--low", "0", "--high", "1"])
     assert build_config(args, {}).prior.path is None
-    config = resolve({}, {"SBI_ROUNDS_XOBS": "1", "SBI_ROUNDS_PRIOR__PATH": "a:b",
-                          "SBI_ROUNDS_CLUSTER__ADDRESS": "tcp://h:1"})
+    config = resolve(
+        {},
+        {
+            "SBI_ROUNDS_XOBS": "1",
+            "SBI_ROUNDS_PRIOR__PATH": "a:b",
+            "SBI_ROUNDS_CLUSTER__ADDRESS": "tcp://h:1",
+        },
+    )
     assert config.prior.low is None and config.cluster.kind == "address"
 
 
 def test_none_booleans_and_mappings_from_flags():
-    config = build_config(parse_args([
-        "--xobs", "1", "--max-epochs", "7", "--patience", "none", "--dashboard",
-        "--no-training.resume", "--simulator.kwargs", "noise=0.2", "--num-atoms", "4",
-        "--chunk-size", "50", "--training.scheduler.kind", "cosine"]), {})
+    config = build_config(
+        parse_args(
+            [
+                "--xobs",
+                "1",
+                "--max-epochs",
+                "7",
+                "--patience",
+                "none",
+                "--dashboard",
+                "--no-training.resume",
+                "--simulator.kwargs",
+                "noise=0.2",
+                "--num-atoms",
+                "4",
+                "--chunk-size",
+                "50",
+                "--training.scheduler.kind",
+                "cosine",
+            ]
+        ),
+        {},
+    )
     assert config.training.patience is None and config.cluster.dashboard
     assert config.training.resume is False and config.simulator.kwargs == {"noise": 0.2}
     assert config.npe.num_atoms == config.nre.num_atoms == 4
@@ -115,8 +142,10 @@ def test_none_booleans_and_mappings_from_flags():
 
 
 def test_print_config_is_yaml_that_gives_the_same_settings_back(tmp_path, capsys):
-    assert main(["--xobs", "0.5", "-0.3", "--rounds", "4", "--batch-size", "64",
-                 "--print-config"]) == 0
+    assert (
+        main(["--xobs", "0.5", "-0.3", "--rounds", "4", "--batch-size", "64", "--print-config"])
+        == 0
+    )
     text = capsys.readouterr().out
     (tmp_path / "saved.yaml").write_text(text)
     again = build_config(parse_args(["--config", str(tmp_path / "saved.yaml")]), {})
@@ -126,10 +155,18 @@ def test_print_config_is_yaml_that_gives_the_same_settings_back(tmp_path, capsys
 
 def _store_with_a_round(path: Path) -> RunStore:
     config = RunConfig(xobs=[0.5, -0.3], rounds=3, run_dir=str(path.parent.parent))
-    store = RunStore.create(path, config=config.model_dump(mode="json"),
-                            fingerprint=config.fingerprint())
-    store.plan_round(1, num_simulations=4, theta_dim=2, x_dim=2, chunk_size=2,
-                     num_posterior_samples=3, proposal={"kind": "prior"})
+    store = RunStore.create(
+        path, config=config.model_dump(mode="json"), fingerprint=config.fingerprint()
+    )
+    store.plan_round(
+        1,
+        num_simulations=4,
+        theta_dim=2,
+        x_dim=2,
+        chunk_size=2,
+        num_posterior_samples=3,
+        proposal={"kind": "prior"},
+    )
     store.write_theta(1, 0, np.ones((4, 2)))
     store.write_chunk(1, 0, np.full((2, 2), 2.0), seconds=0.1)
     store.write_samples(1, 0, np.zeros((3, 2)))
@@ -143,7 +180,8 @@ def test_status_and_export_read_a_run(tmp_path, capsys):
     store = _store_with_a_round(tmp_path / "runs" / "one" / "run.h5")
     assert sbi_rounds(["status", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "one  (snpe, 0 of 3 rounds done, not running)" in out and "simulated" in out
+    assert "one  (snpe, 0 of 3 rounds done, not running)" in out
+    assert "simulated" in out and "2/4" in out
     assert sbi_rounds(["export", str(store.path.parent), "-o", str(tmp_path / "e.npz")]) == 0
     data = np.load(tmp_path / "e.npz")
     assert data["round_001_theta"].shape == (4, 2) and data["round_001_valid"].sum() == 2
@@ -172,14 +210,26 @@ def _env():
 def test_the_command_works_from_a_directory_with_its_own_tasks_and_flows(tmp_path):
     work = _shadowing_dir(tmp_path)
     command = Path(sys.executable).with_name("sbi-rounds")
-    out = subprocess.run([str(command), "run", "--help"], cwd=work, capture_output=True,
-                         text=True, env=_env(), timeout=120)
+    out = subprocess.run(
+        [str(command), "run", "--help"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "--training.batch-size" in out.stdout
     (work / "flows" / "__init__.py").unlink()  # python -m flows.online needs our flows
     (work / "flows").rmdir()
-    out = subprocess.run([sys.executable, "-m", "flows.online", "--help"], cwd=work,
-                         capture_output=True, text=True, env=_env(), timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.online", "--help"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -188,17 +238,48 @@ def test_a_run_from_a_directory_with_its_own_tasks_and_flows(tmp_path):
     work = _shadowing_dir(tmp_path)
     command = str(Path(sys.executable).with_name("sbi-rounds"))
     run = subprocess.run(
-        [command, "run", "--xobs", "0.5", "-0.3", "--rounds", "1",
-         "--simulations-per-round", "100", "--chunk-size", "50", "--max-epochs", "2",
-         "--hidden-features", "10", "--num-transforms", "1", "--num-samples", "50",
-         "--workers", "1", "--logger", "none", "--run-id", "here", "--no-progress",
-         "--predictive-simulations", "0"],
-        cwd=work, capture_output=True, text=True, env=_env(), timeout=600)
+        [
+            command,
+            "run",
+            "--xobs",
+            "0.5",
+            "-0.3",
+            "--rounds",
+            "1",
+            "--simulations-per-round",
+            "100",
+            "--chunk-size",
+            "50",
+            "--max-epochs",
+            "2",
+            "--hidden-features",
+            "10",
+            "--num-transforms",
+            "1",
+            "--num-samples",
+            "50",
+            "--workers",
+            "1",
+            "--logger",
+            "none",
+            "--run-id",
+            "here",
+            "--no-progress",
+            "--predictive-simulations",
+            "0",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert RunStore.open(work / "runs" / "here" / "run.h5").stage(1) == Stage.DONE
     for args in (["status"], ["export", "runs/here"], ["report", "runs/here"]):
-        out = subprocess.run([command, *args], cwd=work, capture_output=True, text=True,
-                             env=_env(), timeout=300)
+        out = subprocess.run(
+            [command, *args], cwd=work, capture_output=True, text=True, env=_env(), timeout=300
+        )
         assert out.returncode == 0, out.stderr
     assert (work / "runs" / "here" / "here.npz").is_file()
     assert (work / "runs" / "here" / "report.html").is_file()

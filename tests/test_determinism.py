@@ -9,6 +9,7 @@ import torch
 from sbi_rounds import stages
 from sbi_rounds.cluster import open_client
 from sbi_rounds.config import ClusterConfig
+from sbi_rounds.round import run_round
 from sbi_rounds.stages import RunInterrupted, run_session
 from sbi_rounds.store import RunStore
 from sbi_rounds.training import Callback
@@ -33,19 +34,10 @@ def _config(make_config, run_dir, **overrides):
     )
 
 
-def _round(run, r, client):
-    stages.sample_proposal(run, r)
-    stages.simulate(run, r, client)
-    stages.append_simulations(run, r)
-    stages.train(run, r)
-    stages.build_posterior(run, r)
-    stages.checkpoint(run, r, pairplot=False)
-
-
 def _uninterrupted(config, client):
     with run_session(config) as run:
         for r in range(1, ROUNDS + 1):
-            _round(run, r, client)
+            run_round(run, r, client, pairplot=False)
     return RunStore.open(config.run_path)
 
 

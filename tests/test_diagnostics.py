@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from sbi_rounds import stages
 from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import (
     COVERAGE_LEVELS,
@@ -28,6 +27,7 @@ from sbi_rounds.diagnostics import (
     stop_decision,
     stop_decision_for,
 )
+from sbi_rounds.round import run_round
 from sbi_rounds.stages import RunInterrupted, run_session
 from sbi_rounds.store import RunStore
 
@@ -50,11 +50,7 @@ def _small(tmp, **diagnostics):
 
 
 def _finish_round(run, r, client):
-    for stage in (stages.sample_proposal, stages.append_simulations, stages.train,
-                  stages.build_posterior, stages.checkpoint):
-        if stage is stages.append_simulations:
-            stages.simulate(run, r, client)
-        stage(run, r)
+    run_round(run, r, client)
 
 
 # --- the numbers ------------------------------------------------------------------------

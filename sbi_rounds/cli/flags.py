@@ -97,8 +97,7 @@ COMBINED: dict[str, tuple[tuple[str, ...], tuple[str, ...] | str, str]] = {
     "--adapt": (
         ("cluster.jobqueue.minimum_jobs", "cluster.jobqueue.maximum_jobs"),
         ("MIN", "MAX"),
-        "batch jobs scale between MIN and MAX: sets cluster.jobqueue.minimum_jobs and "
-        "maximum_jobs",
+        "batch jobs scale between MIN and MAX: sets cluster.jobqueue.minimum_jobs and maximum_jobs",
     ),
 }
 

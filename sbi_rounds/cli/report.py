@@ -22,9 +22,7 @@ def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
         "Prefect server).",
     )
     p.add_argument("run", help="the run's directory or its run.h5")
-    p.add_argument(
-        "-o", "--output", help="where the report goes (default: <run dir>/report.html)"
-    )
+    p.add_argument("-o", "--output", help="where the report goes (default: <run dir>/report.html)")
     return p
 
 

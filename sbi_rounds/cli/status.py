@@ -35,6 +35,11 @@ def run_status(path: Path) -> dict[str, Any]:
     store = RunStore.open(path)
     config = store.read_config()
     rows = round_table(store)
+    for row in rows:  # simulations committed so far, of the round's planned number
+        info = store.round_info(row["round"])
+        pending = store.pending_chunks(row["round"])
+        missing = sum(b - a for a, b in map(info.chunk_bounds, pending))
+        row["simulated"] = f"{info.num_simulations - missing}/{info.num_simulations}"
     return {
         "run": path.parent.name,
         "path": str(path),
@@ -60,12 +65,12 @@ def _format(status: dict[str, Any]) -> str:
         f"done, {_holder_text(status['holder'])})",
         f"  {status['path']}",
     ]
-    header = ("round", "stage", "sims", "valid", "epochs", "best val loss")
+    header = ("round", "stage", "simulated", "valid", "epochs", "best val loss")
     table = [header] + [
         (
             str(row["round"]),
             row["stage"],
-            str(row["simulations"]) if row["simulations"] >= 0 else "-",
+            row["simulated"],
             str(row["valid"]) if row["valid"] >= 0 else "-",
             "-" if row["epochs"] is None else str(row["epochs"]),
             "-" if row["best_val_loss"] is None else f"{row['best_val_loss']:.4f}",

@@ -47,7 +47,6 @@ def _at_least_two_schema(schema: dict[str, Any]) -> None:
             branch["items"]["minimum"] = 2
 
 
-
 class RunConfig(BaseModel):
     """Everything a run needs. Unknown keys are errors; errors name the field.
 

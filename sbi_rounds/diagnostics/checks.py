@@ -131,26 +131,9 @@ def predictive_check(
         return result
     mean, std = xv.mean(axis=0), xv.std(axis=0, ddof=1)
     for k, name in enumerate(names):
-        column, value = xv[:, k], xobs[k]
-        q = (np.sum(column < value) + 0.5 * np.sum(column == value)) / n
-        p = 2.0 * min(q, 1.0 - q)
-        if std[k] > 0:
-            z = (value - mean[k]) / std[k]
-        else:
-            z = 0.0 if value == mean[k] else math.copysign(math.inf, value - mean[k])
-        flagged = bool(p < alpha)
-        result["statistics"][name] = {
-            "xobs": float(value),
-            "mean": _float(mean[k]),
-            "std": _float(std[k]),
-            "q05": _float(np.quantile(column, 0.05)),
-            "q95": _float(np.quantile(column, 0.95)),
-            "quantile": float(q),
-            "p_value": float(p),
-            "z": _float(z),
-            "flagged": flagged,
-        }
-        if flagged:
+        stats = _statistic_check(xv[:, k], xobs[k], mean[k], std[k], alpha)
+        result["statistics"][name] = stats
+        if stats["flagged"]:
             result["flagged"].append(name)
     centred = xv - mean
     precision = np.linalg.pinv(np.atleast_2d(np.cov(xv, rowvar=False)))
@@ -159,6 +142,30 @@ def predictive_check(
     p_joint = float((np.sum(d_sims >= d_obs) + 1) / (n + 1))  # Monte Carlo p-value
     result["joint"] = {"distance": _float(d_obs), "p_value": p_joint, "flagged": p_joint < alpha}
     return result
+
+
+def _statistic_check(
+    column: np.ndarray, value: float, mean: float, std: float, alpha: float
+) -> dict[str, Any]:
+    """One statistic's predictive check (see :func:`predictive_check`)."""
+    n = len(column)
+    q = (np.sum(column < value) + 0.5 * np.sum(column == value)) / n
+    p = 2.0 * min(q, 1.0 - q)
+    if std > 0:
+        z = (value - mean) / std
+    else:
+        z = 0.0 if value == mean else math.copysign(math.inf, value - mean)
+    return {
+        "xobs": float(value),
+        "mean": _float(mean),
+        "std": _float(std),
+        "q05": _float(np.quantile(column, 0.05)),
+        "q95": _float(np.quantile(column, 0.95)),
+        "quantile": float(q),
+        "p_value": float(p),
+        "z": _float(z),
+        "flagged": bool(p < alpha),
+    }
 
 
 def movement(

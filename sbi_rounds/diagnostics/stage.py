@@ -233,6 +233,61 @@ def _calibration(
     return result
 
 
+def _compute(
+    run: Run,
+    round_: int,
+    stored: dict[str, Any],
+    missing: list[str],
+    calibration_due: bool,
+    client: Any,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int, int, float], None] | None,
+) -> dict[str, Any]:
+    """Compute the ``missing`` checks into ``stored`` (the round's ``diagnostics``), with
+    their seconds; returns the other round attributes to write (``calibration``)."""
+    store = run.store
+    d = run.config.diagnostics
+    seconds: dict[str, float] = dict(stored.get("seconds", {}))
+    samples = store.read_samples(round_)
+    names = parameter_names(run)
+
+    def timed(part: str, compute: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = compute()
+        seconds[part] = time.perf_counter() - start
+        _interrupted(should_stop, f"computing the {part} check", round_)
+        return value
+
+    if "map" in missing:
+        stored["map"] = timed("map", lambda: _map(run, round_, samples))
+    summary = posterior_statistics(
+        samples, names, map_estimate=stored.get("map"), true_parameters=d.true_parameters
+    )
+    stored["posterior"] = summary
+    if "predictive" in missing:
+        stored["predictive"] = timed(
+            "predictive",
+            lambda: _predictive(run, round_, samples, client, should_stop, progress),
+        )
+    if "movement" in missing:
+        previous = store.read_round_attr(round_ - 1, "diagnostics", {}) or {}
+        before = previous.get("posterior") or store.read_round_attr(
+            round_ - 1, "posterior_summary", {}
+        )
+        stored["movement"] = movement(before, summary)
+    if "c2st" in missing:
+        reference = load_reference(run)
+        stored["c2st"] = {
+            **timed("c2st", lambda: c2st_sbibm(reference, samples)),
+            "reference": d.reference,
+        }
+    attrs: dict[str, Any] = {}
+    if calibration_due:
+        attrs["calibration"] = timed("calibration", lambda: _calibration(run, client, should_stop))
+    stored["seconds"] = seconds
+    return attrs
+
+
 def diagnose(
     run: Run,
     round_: int,
@@ -277,45 +332,7 @@ def diagnose(
     if client is None and (("predictive" in missing) or calibration_due):
         raise ValueError("the predictive check and calibration simulate on Dask: give a client")
     t0 = time.perf_counter()
-    d = run.config.diagnostics
-    seconds: dict[str, float] = dict(stored.get("seconds", {}))
-    samples = store.read_samples(round_)
-    names = parameter_names(run)
-
-    def timed(part: str, compute: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        value = compute()
-        seconds[part] = time.perf_counter() - start
-        _interrupted(should_stop, f"computing the {part} check", round_)
-        return value
-
-    if "map" in missing:
-        stored["map"] = timed("map", lambda: _map(run, round_, samples))
-    summary = posterior_statistics(
-        samples, names, map_estimate=stored.get("map"), true_parameters=d.true_parameters
-    )
-    stored["posterior"] = summary
-    if "predictive" in missing:
-        stored["predictive"] = timed(
-            "predictive",
-            lambda: _predictive(run, round_, samples, client, should_stop, progress),
-        )
-    if "movement" in missing:
-        previous = store.read_round_attr(round_ - 1, "diagnostics", {}) or {}
-        before = previous.get("posterior") or store.read_round_attr(
-            round_ - 1, "posterior_summary", {}
-        )
-        stored["movement"] = movement(before, summary)
-    if "c2st" in missing:
-        reference = load_reference(run)
-        stored["c2st"] = {
-            **timed("c2st", lambda: c2st_sbibm(reference, samples)),
-            "reference": d.reference,
-        }
-    attrs: dict[str, Any] = {}
-    if calibration_due:
-        attrs["calibration"] = timed("calibration", lambda: _calibration(run, client, should_stop))
-    stored["seconds"] = seconds
+    attrs = _compute(run, round_, stored, missing, calibration_due, client, should_stop, progress)
     store.write_round_attrs(round_, diagnostics=stored, **attrs)
     elapsed = time.perf_counter() - t0
     return StageResult(

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.training.runner import LossFn
+from sbi_rounds.training.state import LossFn
 
 if TYPE_CHECKING:
     from sbi_rounds.methods.sampling import PosteriorConfig

@@ -10,7 +10,7 @@ from torch.distributions import Distribution
 
 from sbi_rounds.methods.base import Role
 from sbi_rounds.methods.sampling import PotentialMethod
-from sbi_rounds.training.runner import LossFn
+from sbi_rounds.training.state import LossFn
 
 __all__ = ["SNLE", "nle_loss"]
 

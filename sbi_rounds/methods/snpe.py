@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from sbi_rounds.methods.base import DirectMethod
 from sbi_rounds.strict import STRICT
-from sbi_rounds.training.runner import LossFn
+from sbi_rounds.training.state import LossFn
 
 __all__ = ["SNPE", "NPELossConfig", "atomic_loss", "npe_loss", "sample_atoms"]
 

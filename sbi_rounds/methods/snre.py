@@ -14,7 +14,7 @@ from sbi_rounds.methods.base import Role
 from sbi_rounds.methods.sampling import PotentialMethod
 from sbi_rounds.methods.snpe import sample_atoms
 from sbi_rounds.strict import STRICT
-from sbi_rounds.training.runner import LossFn
+from sbi_rounds.training.state import LossFn
 
 __all__ = ["SNRE", "NRELossConfig", "nre_b_loss", "nre_c_loss"]
 

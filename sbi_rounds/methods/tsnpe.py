@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from sbi_rounds.methods.base import DirectMethod, Proposal
 from sbi_rounds.methods.snpe import npe_loss
 from sbi_rounds.strict import STRICT
-from sbi_rounds.training.runner import LossFn
+from sbi_rounds.training.state import LossFn
 
 __all__ = ["TSNPE", "TruncationConfig", "density_threshold", "truncated_prior"]
 

@@ -151,8 +151,10 @@ def _train_attempt(
     settings = _architecture(run)
     fresh = round_ == 1 or tcfg.retrain_from_scratch or attempt > 0
     with seeded(train_seed):
-        net = build_network(settings, data[0], data[1]) if fresh else network_for_round(
-            run, round_ - 1
+        net = (
+            build_network(settings, data[0], data[1])
+            if fresh
+            else network_for_round(run, round_ - 1)
         )
     train_rows, val_rows = split_train_val(data, tcfg.validation_fraction, tcfg.seed)
     all_callbacks: list[Callback] = list(callbacks)
@@ -170,11 +172,24 @@ def _train_attempt(
         tcfg, net, loss_fn, train_rows, val_rows, callbacks=all_callbacks, round=round_
     )
     net.cpu()
-    check = _stall_check(run, round_, net, loss_fn, settings["role"], train_rows, val_rows,
-                         derive_seed(cfg.seed, round_, "split", attempt))
-    record = {"attempt": attempt, "seed": train_seed, "epochs": summary.epochs,
-              "stop_reason": summary.stop_reason, "capped": summary.limit_reached is not None,
-              **check.record()}
+    check = _stall_check(
+        run,
+        round_,
+        net,
+        loss_fn,
+        settings["role"],
+        train_rows,
+        val_rows,
+        derive_seed(cfg.seed, round_, "split", attempt),
+    )
+    record = {
+        "attempt": attempt,
+        "seed": train_seed,
+        "epochs": summary.epochs,
+        "stop_reason": summary.stop_reason,
+        "capped": summary.limit_reached is not None,
+        **check.record(),
+    }
     network = {
         "weights": net.state_dict(),
         "architecture": settings,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
-    from sbi_rounds.training.runner import TrainingLoop
+    from sbi_rounds.training.loop import TrainingLoop
     from sbi_rounds.training.trackers import Tracker
 
 __all__ = [

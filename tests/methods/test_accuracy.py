@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_rounds import stages
 from sbi_rounds.examples import gaussian_posterior
-from sbi_rounds.stages import run_session
+from sbi_rounds.round import run_round
+from sbi_rounds.session import run_session
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,7 @@ def test_posterior_mean_and_std_match_the_closed_form(make_config, dask_client, 
     )
     with run_session(config) as run:
         for r in range(1, config.rounds + 1):
-            stages.sample_proposal(run, r)
-            stages.simulate(run, r, dask_client)
-            stages.append_simulations(run, r)
-            stages.train(run, r)
-            stages.build_posterior(run, r)
-            stages.checkpoint(run, r)
+            run_round(run, r, dask_client)
         samples = run.store.read_samples(config.rounds)
         proposals = [run.store.round_info(r).proposal["kind"] for r in (1, 2, 3)]
     truth = gaussian_posterior(torch.tensor(XOBS))

@@ -1,0 +1,279 @@
+"""The markdown of a run's Prefect artifacts: round table rows, posterior and checks."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MAX_EMBEDDED_IMAGE_BYTES",
+    "checks_markdown",
+    "png_data_uri",
+    "posterior_markdown",
+    "round_table_artifact_rows",
+]
+
+#: Largest PNG embedded in a markdown artifact (its base64 text is a third larger).
+MAX_EMBEDDED_IMAGE_BYTES = 4_000_000
+
+#: Round-table columns: (key in ``stages.round_table`` rows, column title).
+_TABLE_COLUMNS = (
+    ("round", "round"),
+    ("stage", "stage"),
+    ("simulations", "simulations"),
+    ("valid", "valid"),
+    ("epochs", "epochs"),
+    ("best_val_loss", "best validation loss"),
+    ("retrains", "retrained"),
+    ("sample_s", "sample (s)"),
+    ("simulate_s", "simulate (s)"),
+    ("append_s", "append (s)"),
+    ("train_s", "train (s)"),
+    ("posterior_s", "posterior (s)"),
+    ("checkpoint_s", "checkpoint (s)"),
+)
+
+
+def _clean(value: Any, digits: int = 4) -> Any:
+    """JSON-friendly cell: None for missing (NaN, -1 counts), floats rounded."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return None if value == -1 else value
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
+
+
+def round_table_artifact_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``stages.round_table`` with readable column names and clean values.
+
+    Args:
+        rows: One mapping per round (``round``, ``simulations``, ``valid``, ``epochs``,
+            ``best_val_loss`` and ``<stage>_s`` seconds).
+
+    Returns:
+        One dict per round: round, stage, simulations, valid, epochs, best validation
+        loss and the seconds of every stage; unknown values are None.
+    """
+    return [{title: _clean(row.get(key)) for key, title in _TABLE_COLUMNS} for row in rows]
+
+
+def png_data_uri(path: str | Path, max_bytes: int = MAX_EMBEDDED_IMAGE_BYTES) -> str | None:
+    """``data:image/png;base64,...`` of a PNG file, or None when it is larger than ``max_bytes``."""
+    data = Path(path).read_bytes()
+    if len(data) > max_bytes:
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _embedded(path: Path, alt: str, max_bytes: int) -> str:
+    """A markdown image of a PNG as a ``data:`` URI, or its path when too large."""
+    uri = png_data_uri(path, max_bytes)
+    if uri is None:
+        size = path.stat().st_size / 1e6
+        return f"{alt} ({size:.1f} MB) is too large to embed; it is at `{path}`."
+    return f"![{alt}]({uri})"
+
+
+def checks_markdown(
+    round_: int,
+    diagnostics: Mapping[str, Any] | None,
+    calibration: Mapping[str, Any] | None,
+    directory: str | Path,
+    max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
+) -> list[str]:
+    """Markdown lines of a round's posterior checks (``sbi_rounds.diagnostics``).
+
+    Args:
+        round_: The round (1-based).
+        diagnostics: The round's ``diagnostics`` attribute: ``predictive``, ``movement``,
+            ``c2st``; None when the round was not checked.
+        calibration: Round 1's ``calibration`` attribute, or None.
+        directory: The run's directory, where the checks' figures are.
+        max_image_bytes: Larger figures are named by their path instead of embedded.
+
+    Returns:
+        Lines of markdown (empty when there is nothing to show).
+    """
+    directory = Path(directory)
+    diagnostics = diagnostics or {}
+    lines = _movement_lines(round_, diagnostics) + _c2st_lines(diagnostics)
+    if diagnostics.get("predictive"):
+        lines += _predictive_lines(round_, diagnostics["predictive"], directory, max_image_bytes)
+    if calibration:
+        lines += _calibration_lines(calibration, directory, max_image_bytes)
+    return lines
+
+
+def _movement_lines(round_: int, diagnostics: Mapping[str, Any]) -> list[str]:
+    move = diagnostics.get("movement")
+    if not move:
+        return []
+    change = move.get("max_width_change")
+    return [
+        f"**Change from round {round_ - 1}:** largest mean shift "
+        f"{_number(move.get('max_mean_shift'))} sd, largest width change "
+        f"{'-' if change is None else f'{change:.1%}'}.",
+        "",
+    ]
+
+
+def _c2st_lines(diagnostics: Mapping[str, Any]) -> list[str]:
+    c2st = diagnostics.get("c2st")
+    if not c2st:
+        return []
+    return [
+        f"**C2ST against the reference samples:** {c2st['accuracy']:.3f} (0.5: indistinguishable).",
+        "",
+    ]
+
+
+def _predictive_lines(
+    round_: int, check: Mapping[str, Any], directory: Path, max_image_bytes: int
+) -> list[str]:
+    flagged = check.get("flagged", [])
+    lines = [
+        "## Posterior predictive check",
+        "",
+        f"{check['valid']} valid of {check['simulations']} simulations from posterior "
+        f"samples. "
+        + (
+            f"**Flagged (not reproduced): {', '.join(flagged)}.**"
+            if flagged
+            else "No statistic flagged."
+        ),
+        "",
+        "| statistic | x_o | mean | sd | quantile of x_o | z | flagged |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, st in check.get("statistics", {}).items():
+        cells = (st["xobs"], st["mean"], st["std"], st["quantile"], st["z"])
+        lines.append(
+            f"| {name} | "
+            + " | ".join(_number(c) for c in cells)
+            + f" | {'yes' if st['flagged'] else 'no'} |"
+        )
+    lines.append("")
+    if check.get("figure") and (directory / check["figure"]).is_file():
+        alt = f"Posterior predictive check of round {round_}"
+        lines += [_embedded(directory / check["figure"], alt, max_image_bytes), ""]
+    return lines
+
+
+def _calibration_lines(
+    calibration: Mapping[str, Any], directory: Path, max_image_bytes: int
+) -> list[str]:
+    cov = dict(
+        zip(calibration["coverage"]["levels"], calibration["coverage"]["values"], strict=True)
+    )
+    lines = [
+        "## Calibration of round 1",
+        "",
+        f"{calibration['valid']} test simulations from the prior, "
+        f"{calibration['posterior_samples']} posterior samples each. Expected coverage at "
+        f"50% / 90% / 95%: {cov.get(0.5, math.nan):.2f} / {cov.get(0.9, math.nan):.2f} / "
+        f"{cov.get(0.95, math.nan):.2f}.",
+        "",
+        "| parameter | KS p-value | C2ST ranks | C2ST prior vs DAP |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, p in calibration["parameters"].items():
+        lines.append(
+            f"| {name} | {_number(p['ks_p_value'])} | {_number(p['c2st_ranks'])} | "
+            f"{_number(p['c2st_dap'])} |"
+        )
+    lines.append("")
+    figure = calibration.get("figures", {}).get("coverage")
+    if figure and (directory / figure).is_file():
+        alt = "SBC rank CDFs and expected coverage"
+        lines += [_embedded(directory / figure, alt, max_image_bytes), ""]
+    return lines
+
+
+def posterior_markdown(
+    *,
+    run_id: str,
+    round_: int,
+    rounds: int,
+    summary: Mapping[str, Mapping[str, float]],
+    xobs: Sequence[float],
+    row: Mapping[str, Any],
+    pairplot: str | Path | None,
+    run_file: str | Path,
+    max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
+    diagnostics: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+) -> str:
+    """The markdown of one round's posterior: summary table, the pairplot, and its checks.
+
+    Args:
+        run_id: The run's id.
+        round_: The round (1-based).
+        rounds: The number of rounds the run was asked for.
+        summary: Per parameter: ``mean``, ``std``, ``q05``, ``median``, ``q95`` (the
+            ``posterior_summary`` round attribute of the run file).
+        xobs: The observation, with shape ``(K,)``.
+        row: The round's ``stages.round_table`` row.
+        pairplot: The pairplot PNG, embedded as a ``data:`` URI so that it renders without
+            an external URL; None when there is none.
+        run_file: The run file's path.
+        max_image_bytes: A larger pairplot is named by its path instead of embedded.
+        diagnostics: The round's ``diagnostics`` attribute (MAP in ``posterior``, the
+            predictive check, movement, C2ST); None: no checks shown.
+        calibration: Round 1's ``calibration`` attribute, or None.
+
+    Returns:
+        Markdown text.
+    """
+    loss = row.get("best_val_loss")
+    lines = [
+        f"# Posterior after round {round_} of {rounds}",
+        "",
+        f"Run `{run_id}` at x_o = [{', '.join(_number(v) for v in xobs)}]: "
+        f"{_clean(row.get('valid'))} valid of {_clean(row.get('simulations'))} simulations, "
+        f"{_clean(row.get('epochs'))} epochs, best validation loss "
+        f"{'-' if loss is None or loss != loss else _number(loss)}.",
+        "",
+    ]
+    full = (diagnostics or {}).get("posterior") or {}
+    with_map = bool(full) and all(full.get(name, {}).get("map") is not None for name in summary)
+    if with_map:
+        lines += [
+            "| parameter | mean | std | 5% | median | 95% | MAP |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    else:
+        lines += [
+            "| parameter | mean | std | 5% | median | 95% |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    for name, s in summary.items():
+        cells = [s["mean"], s["std"], s["q05"], s["median"], s["q95"]]
+        if with_map:
+            cells.append(full[name]["map"])
+        lines.append(f"| {name} | " + " | ".join(_number(c) for c in cells) + " |")
+    lines.append("")
+    if pairplot is not None:
+        uri = png_data_uri(pairplot, max_image_bytes)
+        if uri is None:
+            lines.append(
+                f"The pairplot ({Path(pairplot).stat().st_size / 1e6:.1f} MB) is too large to "
+                f"embed; it is at `{pairplot}`."
+            )
+        else:
+            lines.append(f"![Pairplot of the round {round_} posterior]({uri})")
+        lines.append("")
+    directory = Path(pairplot).parent if pairplot is not None else Path(run_file).parent
+    lines += checks_markdown(round_, diagnostics, calibration, directory, max_image_bytes)
+    lines.append(f"Run file: `{run_file}`")
+    return "\n".join(lines)

@@ -1,0 +1,390 @@
+"""Sending a round's chunks to Dask: at most so many in flight, retries, timeouts, commits."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sbi_rounds.config import ClusterConfig, SimulatorConfig
+from sbi_rounds.seeding import derive_seed
+from sbi_rounds.simulation.calls import START_TOPIC, SimulatorError, run_chunk
+
+__all__ = ["SimulationFailed", "SimulationReport", "simulate_round"]
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds the driver waits before cutting a command chunk, so the program's own
+#: timeout (which kills the program cleanly) fires first.
+_COMMAND_GRACE = 5.0
+
+
+class SimulationFailed(RuntimeError):
+    """A chunk kept failing after its retries; its parameters were saved in the run file."""
+
+    def __init__(self, message: str, round_: int, chunk: int) -> None:
+        super().__init__(message)
+        self.round, self.chunk = round_, chunk
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationReport:
+    """What one call of :func:`simulate_round` did.
+
+    Attributes:
+        chunks_run: Chunks simulated and committed by this call.
+        chunks_skipped: Chunks found committed already (by an earlier session).
+        simulations_run: Simulations in ``chunks_run``.
+        seconds: Wall time of the call.
+        retries: Resubmissions after an error, a lost worker or a timeout.
+        stopped: True when ``should_stop`` ended the call early.
+        chunks_by_worker: Committed chunks per ``"host:pid"`` of the worker that ran them.
+    """
+
+    chunks_run: int
+    chunks_skipped: int
+    simulations_run: int
+    seconds: float
+    retries: int
+    stopped: bool
+    chunks_by_worker: dict[str, int] = field(default_factory=dict)
+
+
+# --- calling a simulator ----------------------------------------------------------------
+class _Dispatch:
+    """The state of one :func:`simulate_round` call: chunks queued, in flight and done."""
+
+    def __init__(
+        self,
+        store: Any,
+        round_: int,
+        simulator: SimulatorConfig,
+        cluster: ClusterConfig,
+        client: Any,
+        run_seed: int,
+    ) -> None:
+        from sbi_rounds.cluster import expected_threads
+
+        self.store, self.round, self.simulator = store, round_, simulator
+        self.cluster, self.client, self.run_seed = cluster, client, run_seed
+        self.info = store.round_info(round_)
+        self.theta = store.read_theta(round_)
+        self.pending = store.pending_chunks(round_)
+        self.queue = list(reversed(self.pending))
+        self.in_flight: dict[Any, int] = {}  # future -> chunk
+        self.attempts: dict[int, int] = {}
+        self.started: dict[str, float] = {}  # task key -> monotonic start (chunk_timeout)
+        self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.expected = expected_threads(cluster)
+        self.threads, self.threads_checked = 0, -1e9
+        self.retries = 0
+        self.by_worker: dict[str, int] = {}
+        self.timeout = cluster.chunk_timeout
+        if self.timeout is not None and simulator.kind == "command":
+            self.cut_after = self.timeout + _COMMAND_GRACE
+        else:
+            self.cut_after = self.timeout
+
+    def limit(self) -> int:
+        """Chunks allowed in flight: ``max_in_flight``, or 2 per (expected) worker thread."""
+        if self.cluster.max_in_flight is not None:
+            return self.cluster.max_in_flight
+        now = time.monotonic()
+        if now - self.threads_checked > 2.0:
+            self.threads = sum(self.client.nthreads().values())
+            self.threads_checked = now
+        return 2 * max(1, self.threads, self.expected)
+
+    def submit(self, chunk: int) -> None:
+        """Send ``chunk`` (again) to the cluster."""
+        a, b = self.info.chunk_bounds(chunk)
+        self.attempts[chunk] = self.attempts.get(chunk, 0) + 1
+        fut = self.client.submit(
+            run_chunk,
+            self.simulator,
+            self.theta[a:b],
+            derive_seed(self.run_seed, self.round, "simulate", chunk),
+            self.info.x_dim,
+            self.timeout,
+            key=f"sbi-rounds-r{self.round}-c{chunk}-a{self.attempts[chunk]}-{os.getpid()}-"
+            f"{time.time_ns()}",
+            pure=False,
+        )
+        self.in_flight[fut] = chunk
+        fut.add_done_callback(self._fetch)
+
+    def _fetch(self, fut: Any) -> None:
+        """Done callback (on Dask's callback thread): fetch the result while the loop commits."""
+        if fut.status == "finished":
+            try:
+                self.finished.put((fut, fut.result(), None))
+                return
+            except Exception:  # noqa: BLE001 - reported as the chunk's failure
+                pass
+        self.finished.put((fut, None, self._error(fut)))
+
+    def top_up(self) -> None:
+        """Submit queued chunks until the in-flight limit is reached."""
+        if not self.queue:
+            return
+        limit = self.limit()
+        while self.queue and len(self.in_flight) < limit:
+            self.submit(self.queue.pop())
+
+    def fail(self, chunk: int, message: str) -> None:
+        """Resubmit a failed chunk, or save it and raise once its retries are used up."""
+        if self.attempts[chunk] <= self.cluster.retries:
+            self.retries += 1
+            log.warning(
+                "round %d chunk %d failed (attempt %d of %d), retrying: %s",
+                self.round,
+                chunk,
+                self.attempts[chunk],
+                self.cluster.retries + 1,
+                message.splitlines()[0] if message else "",
+            )
+            self.submit(chunk)
+            return
+        a, b = self.info.chunk_bounds(chunk)
+        self.store.record_failure(self.round, chunk, self.theta[a:b], message)
+        raise SimulationFailed(
+            f"round {self.round}, chunk {chunk} (rows {a}-{b - 1}) failed "
+            f"{self.attempts[chunk]} times; its parameters and the last error are saved in "
+            f"{self.store.path} under rounds/{self.round:04d}/failures/{chunk}. "
+            f"Last error:\n{message}",
+            self.round,
+            chunk,
+        )
+
+    def on_start(self, event: tuple[float, dict[str, Any]]) -> None:
+        """Dask event handler (runs on the client's thread): a chunk started on a worker."""
+        self.started[event[1]["key"]] = time.monotonic()
+
+    def collect(
+        self, wait: float
+    ) -> tuple[list[tuple[int, np.ndarray, float, str]], list[tuple[int, str]]]:
+        """Wait up to ``wait`` seconds for chunks to end.
+
+        Returns:
+            ``(results, failures)``: ``(chunk, x, seconds, "host:pid")`` of each finished
+            chunk, and ``(chunk, error message)`` of each failed one.
+        """
+        try:
+            batch = [self.finished.get(timeout=wait)]
+        except queue.Empty:
+            return [], []
+        while True:
+            try:
+                batch.append(self.finished.get_nowait())
+            except queue.Empty:
+                break
+        results, failures = [], []
+        for fut, value, error in batch:
+            if fut not in self.in_flight:
+                continue  # cut by the timeout already
+            if error is None:
+                x, seconds, where = value
+                results.append((self._forget(fut), x, seconds, where))
+            else:
+                failures.append((self._forget(fut), error))
+        return results, failures
+
+    def _forget(self, fut: Any) -> int:
+        self.started.pop(str(fut.key), None)
+        return self.in_flight.pop(fut)
+
+    @staticmethod
+    def _error(fut: Any) -> str:
+        """The failure message of a future that did not finish (or whose result was lost)."""
+        if fut.status != "error":
+            return f"the chunk's task was {fut.status} (scheduler restarted or connection lost?)"
+        error = fut.exception()
+        if isinstance(error, SimulatorError):
+            return str(error)
+        return f"{type(error).__name__}: {error}"
+
+    def hung(self) -> list[tuple[int, str]]:
+        """Cut chunks that ran longer than the timeout, restarting the workers stuck in them.
+
+        Returns:
+            ``(chunk, error message)`` of each chunk cut.
+        """
+        if self.cut_after is None or not self.in_flight:
+            return []
+        now = time.monotonic()
+        hung = [
+            f for f in self.in_flight if now - self.started.get(str(f.key), now) > self.cut_after
+        ]
+        if not hung:
+            return []
+        keys = {str(f.key) for f in hung}
+        workers = [w for w, ks in self.client.processing().items() if keys & {str(k) for k in ks}]
+        self.client.cancel(hung, force=True)
+        if workers:
+            # In the background: the retries go to other workers meanwhile.
+            threading.Thread(
+                target=_restart_workers,
+                args=(self.client, workers),
+                name="sbi-rounds-restart-hung",
+                daemon=True,
+            ).start()
+        message = (
+            f"chunk timed out after {self.timeout:g} s (cluster.chunk_timeout); the "
+            f"worker running it ({', '.join(workers) or 'unknown'}) is being restarted"
+        )
+        return [(self._forget(fut), message) for fut in hung]
+
+
+def _restart_workers(client: Any, workers: list[str]) -> None:
+    """Restart hung workers through their nannies (workers without one are removed)."""
+    try:
+        status = client.restart_workers(workers, timeout=300, raise_for_error=False)
+    except Exception as e:  # noqa: BLE001 - a failed restart must not hide the timeout
+        log.warning("could not restart hung worker(s) %s: %s", workers, e)
+        return
+    log.warning("restarted hung worker(s): %s", status)
+
+
+class _Commits:
+    """Finished chunks of a round, committed together at most every ``commit_interval``.
+
+    Counts what it committed, and reports progress after each commit.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        dispatch: _Dispatch,
+        progress: Callable[[int, int, float], None] | None,
+    ) -> None:
+        self.t_start = time.perf_counter()
+        self.store, self.dispatch, self.progress = store, dispatch, progress
+        info = dispatch.info
+        self.total = info.num_simulations
+        self.done = self.total - sum(
+            info.chunk_bounds(c)[1] - info.chunk_bounds(c)[0] for c in dispatch.pending
+        )
+        self.run_sims = self.chunks_run = 0
+        self.finished: list[tuple[int, np.ndarray, float, str]] = []
+        self.last = -math.inf
+
+    def report(self, stopped: bool) -> SimulationReport:
+        """What the round's simulation did."""
+        d = self.dispatch
+        return SimulationReport(
+            chunks_run=self.chunks_run,
+            chunks_skipped=d.info.num_chunks - len(d.pending),
+            simulations_run=self.run_sims,
+            seconds=time.perf_counter() - self.t_start,
+            retries=d.retries,
+            stopped=stopped,
+            chunks_by_worker=dict(d.by_worker),
+        )
+
+    def commit(self) -> None:
+        """Commit the finished chunks in one write (none: nothing)."""
+        if not self.finished:
+            return
+        batch = self.finished.copy()
+        d = self.dispatch
+        self.store.write_chunks(d.round, [(chunk, x, seconds) for chunk, x, seconds, _ in batch])
+        self.finished.clear()
+        self.last = time.perf_counter()
+        for chunk, _, _, where in batch:
+            a, b = d.info.chunk_bounds(chunk)
+            self.done += b - a
+            self.run_sims += b - a
+            self.chunks_run += 1
+            d.by_worker[where] = d.by_worker.get(where, 0) + 1
+        if self.progress is not None:
+            elapsed = self.last - self.t_start
+            rate = self.run_sims / elapsed if elapsed > 0 else 0.0
+            self.progress(self.done, self.total, rate)
+
+
+def simulate_round(
+    store: Any,
+    round_: int,
+    *,
+    simulator: SimulatorConfig,
+    cluster: ClusterConfig,
+    client: Any,
+    run_seed: int,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SimulationReport:
+    """Simulate every chunk of ``round_`` not yet committed, committing each as it finishes.
+
+    The chunk layout is the one planned in the run file. At most ``max_in_flight``
+    chunks (default: 2 per worker thread) are on the cluster at a time, so memory stays
+    flat for any budget. Finished chunks are committed to the run file at once, in the
+    order they finish. A chunk that fails (the simulator raised, or timed out after
+    ``chunk_timeout`` seconds of running) is resubmitted up to ``cluster.retries`` times;
+    then its parameters and error are saved (``store.record_failure``) and
+    :class:`SimulationFailed` is raised. A chunk whose worker dies is redone elsewhere by
+    Dask itself (and counts as a failure only once Dask gives up on it, see
+    ``distributed.scheduler.allowed-failures``). On return or exception, chunks still in
+    flight are cancelled; committed chunks are never simulated again.
+
+    Args:
+        store: The run's ``RunStore``; the round's parameters must be sampled.
+        round_: The round (1-based).
+        simulator: The simulator.
+        cluster: Chunking, in-flight limit, retries and timeout settings.
+        client: A ``distributed.Client`` connected to the cluster.
+        run_seed: The run's seed; chunk ``c`` uses ``derive_seed(run_seed, round_,
+            "simulate", c)``.
+        progress: Called after each commit as ``progress(done, total,
+            simulations_per_second)``, the rate over this call's simulations.
+        should_stop: Polled four times a second; True stops the call (in-flight chunks
+            are cancelled, ``stopped`` is set in the report).
+
+    Returns:
+        What was done.
+    """
+    d = _Dispatch(store, round_, simulator, cluster, client, run_seed)
+    info = d.info
+    if d.pending and int(info.theta_done) < info.num_simulations:
+        raise ValueError(
+            f"round {round_} has {info.theta_done} of {info.num_simulations} parameter sets; "
+            "sample them (stages.sample_proposal) before simulating"
+        )
+    commits = _Commits(store, d, progress)
+    stopped, subscribed = False, False
+    if d.timeout is not None and d.pending:
+        client.subscribe_topic(START_TOPIC, d.on_start)
+        subscribed = True
+    try:
+        d.top_up()
+        while d.in_flight:
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            due = commits.last + cluster.commit_interval - time.perf_counter()
+            wait = min(0.25, max(due, 0.0)) if commits.finished else 0.25
+            results, failures = d.collect(wait=wait)
+            commits.finished.extend(results)
+            for chunk, message in failures + d.hung():
+                d.fail(chunk, message)
+            d.top_up()
+            if commits.finished and (
+                not d.in_flight or time.perf_counter() - commits.last >= cluster.commit_interval
+            ):
+                commits.commit()
+    finally:
+        try:
+            commits.commit()  # what finished is kept, also when stopping or failing
+        finally:
+            if d.in_flight:
+                client.cancel(list(d.in_flight), force=True)
+            if subscribed:
+                client.unsubscribe_topic(START_TOPIC)
+    return commits.report(stopped)

@@ -1,0 +1,145 @@
+"""A round's data in the run file: parameters, simulations, posterior samples, attributes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sbi_rounds.store.files import StoreFile
+from sbi_rounds.store.format import round_group
+
+__all__ = ["RoundRecords"]
+
+
+class RoundRecords(StoreFile):
+    """Reads and writes a round's parameters, simulations, samples and attributes."""
+
+    # --- parameters ---------------------------------------------------------------------
+    def write_theta(self, round_: int, start: int, theta: np.ndarray) -> None:
+        """Write parameter rows ``[start, start + len(theta))`` and advance ``theta_done``."""
+        with self._in_place() as f:
+            g = f[round_group(round_)]
+            g["theta"][start : start + len(theta)] = np.asarray(theta, dtype=np.float32)
+            f.flush()
+            g["theta_done"][0] = start + len(theta)
+
+    def read_theta(self, round_: int) -> np.ndarray:
+        """The round's parameters ``(N, D)`` (rows past ``theta_done`` are NaN)."""
+        with self._read() as f:
+            return f[round_group(round_)]["theta"][()]
+
+    # --- simulations --------------------------------------------------------------------
+    def pending_chunks(self, round_: int) -> list[int]:
+        """Chunks whose simulations are not committed yet."""
+        with self._read() as f:
+            done = f[round_group(round_)]["chunk_done"][()]
+        return [int(i) for i in np.flatnonzero(done == 0)]
+
+    def write_chunk(self, round_: int, chunk: int, x: np.ndarray, seconds: float) -> None:
+        """Commit a finished chunk: its rows of ``x``, their validity, then the done mark."""
+        self.write_chunks(round_, [(chunk, x, seconds)])
+
+    def write_chunks(self, round_: int, chunks: Sequence[tuple[int, np.ndarray, float]]) -> None:
+        """Commit finished chunks ``(chunk, x (n, K), seconds)`` in one in-place write.
+
+        The rows of every chunk and their validity reach the file before any of their done
+        marks, so a chunk marked done always has its data.
+        """
+        if not chunks:
+            return
+        # Chunks that finish together are mostly neighbours: one slice write per run of
+        # consecutive chunks and dataset (each h5py write costs far more than its bytes).
+        runs: list[list[tuple[int, np.ndarray, float]]] = []
+        for item in sorted(chunks, key=lambda c: c[0]):
+            if runs and runs[-1][-1][0] + 1 == item[0]:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        with self._in_place() as f:
+            g = f[round_group(round_)]
+            size = int(g.attrs["chunk_size"])
+            for run in runs:
+                first = run[0][0]
+                x = np.concatenate([x for _, x, _ in run]) if len(run) > 1 else run[0][1]
+                start = first * size
+                g["x"][start : start + len(x)] = x
+                g["valid"][start : start + len(x)] = np.isfinite(x).all(axis=1).astype(np.uint8)
+                g["chunk_seconds"][first : first + len(run)] = [s for _, _, s in run]
+            f.flush()
+            for run in runs:
+                first = run[0][0]
+                g["chunk_done"][first : first + len(run)] = 1
+
+    def read_simulations(self, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(theta (N, D), x (N, K), valid (N,) bool)`` of a round."""
+        with self._read() as f:
+            g = f[round_group(round_)]
+            return g["theta"][()], g["x"][()], g["valid"][()].astype(bool)
+
+    def set_counts(self, round_: int, simulations: int, valid: int) -> None:
+        """Record the round's number of simulations and of valid ones."""
+        with self._in_place() as f:
+            f[round_group(round_)]["counts"][:] = [simulations, valid, simulations - valid]
+
+    def counts(self, round_: int) -> dict[str, int]:
+        """``{"simulations", "valid", "invalid"}`` (-1 until the append stage ran)."""
+        with self._read() as f:
+            c = f[round_group(round_)]["counts"][()]
+        return {"simulations": int(c[0]), "valid": int(c[1]), "invalid": int(c[2])}
+
+    def chunk_seconds(self, round_: int) -> np.ndarray:
+        """Wall seconds each chunk took on its worker (NaN: not done)."""
+        with self._read() as f:
+            return f[round_group(round_)]["chunk_seconds"][()]
+
+    def record_failure(self, round_: int, chunk: int, theta: np.ndarray, error: str) -> None:
+        """Save the parameters and traceback of a chunk that kept failing."""
+        with self._structural() as f:
+            g = f[round_group(round_)].require_group("failures")
+            name = str(chunk)
+            if name in g:
+                del g[name]
+            ds = g.create_dataset(name, data=np.asarray(theta, dtype=np.float64))
+            ds.attrs["traceback"] = error
+            ds.attrs["time"] = time.time()
+
+    def failures(self, round_: int) -> dict[int, tuple[np.ndarray, str]]:
+        """Failed chunks: ``{chunk: (theta, traceback)}``."""
+        with self._read() as f:
+            g = f[round_group(round_)]
+            if "failures" not in g:
+                return {}
+            return {int(k): (v[()], str(v.attrs["traceback"])) for k, v in g["failures"].items()}
+
+    # --- posterior samples --------------------------------------------------------------
+    def write_samples(self, round_: int, start: int, samples: np.ndarray) -> None:
+        """Write posterior samples ``[start, start + len)`` and advance ``samples_done``."""
+        with self._in_place() as f:
+            g = f[round_group(round_)]
+            g["posterior_samples"][start : start + len(samples)] = samples
+            f.flush()
+            g["samples_done"][0] = start + len(samples)
+
+    def read_samples(self, round_: int) -> np.ndarray:
+        """The committed posterior samples at xobs ``(S', D)``."""
+        with self._read() as f:
+            g = f[round_group(round_)]
+            return g["posterior_samples"][: int(g["samples_done"][0])]
+
+    # --- attributes for diagnostics -----------------------------------------------------
+    def write_round_attrs(self, round_: int, **values: Any) -> None:
+        """Store JSON-encoded values on the round (summaries, diagnostics)."""
+        with self._structural() as f:
+            g = f[round_group(round_)]
+            for key, value in values.items():
+                g.attrs[key] = json.dumps(value, sort_keys=True)
+
+    def read_round_attr(self, round_: int, key: str, default: Any = None) -> Any:
+        """A value stored with :meth:`write_round_attrs`."""
+        with self._read() as f:
+            raw = f[round_group(round_)].attrs.get(key)
+            return default if raw is None else json.loads(raw)

@@ -1,0 +1,144 @@
+"""A round's training in the run file: networks, attempts, history, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from sbi_rounds.serialize import read_nested, write_nested
+from sbi_rounds.store.files import StoreFile
+from sbi_rounds.store.format import round_group
+
+__all__ = ["RoundCheckpointSink", "TrainingRecords"]
+
+
+class TrainingRecords(StoreFile):
+    """Reads and writes a round's trained network, its attempts and its checkpoints."""
+
+    # --- training -----------------------------------------------------------------------
+    def write_network(
+        self,
+        round_: int,
+        *,
+        weights: Mapping[str, torch.Tensor],
+        architecture: Mapping[str, Any],
+        history: Mapping[str, list[float]],
+        summary: Mapping[str, Any],
+    ) -> None:
+        """Commit the trained network (weights as datasets), history and summary at once.
+
+        The round's training checkpoint is dropped in the same commit.
+        """
+        with self._structural() as f:
+            write_network_group(f[round_group(round_)], weights, architecture, history, summary)
+
+    def finish_training_attempt(
+        self,
+        round_: int,
+        record: Mapping[str, Any],
+        network: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Commit one training attempt of ``round_`` at once: its record, appended to
+        :meth:`training_attempts`, and, when given, its network (the ``write_network``
+        keywords) in place of the stored one. The training checkpoint is dropped.
+        """
+        with self._structural() as f:
+            g = f[round_group(round_)]
+            attempts = json.loads(g.attrs.get("training_attempts", "[]"))
+            g.attrs["training_attempts"] = json.dumps([*attempts, dict(record)], sort_keys=True)
+            if network is not None:
+                write_network_group(g, **network)
+            elif "training_checkpoint" in g:
+                del g["training_checkpoint"]
+
+    def training_attempts(self, round_: int) -> list[dict[str, Any]]:
+        """Records of the round's finished training attempts, first to last (see
+        ``sbi_rounds.stall``); empty before the first finished."""
+        with self._read() as f:
+            return json.loads(f[round_group(round_)].attrs.get("training_attempts", "[]"))
+
+    def has_network(self, round_: int) -> bool:
+        """Whether a trained network of ``round_`` was committed."""
+        with self._read() as f:
+            return f"{round_group(round_)}/network" in f
+
+    def read_network(self, round_: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(weights, architecture settings)`` of the round's trained network."""
+        with self._read() as f:
+            path = f"{round_group(round_)}/network"
+            if path not in f:
+                raise KeyError(f"round {round_} has no trained network in {self.path}")
+            net = f[path]
+            weights = {k: torch.from_numpy(np.array(v[()])) for k, v in net.items()}
+            return weights, json.loads(net.attrs["architecture"])
+
+    def read_history(self, round_: int) -> dict[str, np.ndarray]:
+        """Per-epoch training history of a trained round."""
+        with self._read() as f:
+            g = f[round_group(round_)]
+            return {k: v[()] for k, v in g["history"].items()} if "history" in g else {}
+
+    def training_summary(self, round_: int) -> dict[str, Any]:
+        """The summary of a round's training (empty before it finished)."""
+        with self._read() as f:
+            raw = f[round_group(round_)].attrs.get("training_summary")
+            return json.loads(raw) if raw is not None else {}
+
+    def save_checkpoint(self, round_: int, state: Mapping[str, Any]) -> None:
+        """Replace the round's training checkpoint with ``state`` (atomic)."""
+        with self._structural() as f:
+            g = f[round_group(round_)]
+            if "training_checkpoint" in g:
+                del g["training_checkpoint"]
+            write_nested(g, "training_checkpoint", state)
+
+    def load_checkpoint(self, round_: int) -> dict[str, Any] | None:
+        """The round's last training checkpoint, or None."""
+        with self._read() as f:
+            g = f[round_group(round_)]
+            return read_nested(g["training_checkpoint"]) if "training_checkpoint" in g else None
+
+    def checkpoint_sink(self, round_: int) -> RoundCheckpointSink:
+        """Where the training checkpoints of ``round_`` go (see ``CheckpointCallback``)."""
+        return RoundCheckpointSink(self, round_)
+
+
+class RoundCheckpointSink:
+    """Training checkpoints of one round, inside the run file (no pickle)."""
+
+    def __init__(self, store: TrainingRecords, round_: int) -> None:
+        self.store, self.round = store, round_
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Replace the round's checkpoint with ``state`` (atomic)."""
+        self.store.save_checkpoint(self.round, state)
+
+    def load(self) -> dict[str, Any] | None:
+        """The round's last checkpoint, or None."""
+        return self.store.load_checkpoint(self.round)
+
+
+def write_network_group(
+    g: h5py.Group,
+    weights: Mapping[str, torch.Tensor],
+    architecture: Mapping[str, Any],
+    history: Mapping[str, list[float]],
+    summary: Mapping[str, Any],
+) -> None:
+    """Replace the round group's network, history and summary; drop its checkpoint."""
+    for key in ("network", "history", "training_checkpoint"):
+        if key in g:
+            del g[key]
+    net = g.create_group("network")
+    net.attrs["architecture"] = json.dumps(dict(architecture), sort_keys=True)
+    for key, value in weights.items():
+        net.create_dataset(key, data=value.detach().cpu().numpy())
+    hist = g.create_group("history")
+    for key, values in history.items():
+        hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+    g.attrs["training_summary"] = json.dumps(dict(summary), sort_keys=True)
