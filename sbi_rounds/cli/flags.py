@@ -221,6 +221,8 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 def _value(setting: Setting, value: Any) -> Any:
     """The value a flag gave, as the settings hold it."""
     kind = setting.kind()
+    if kind.optional and value == "none" and "none" not in kind.choices:
+        return None  # a choice setting that may be empty: --network none
     if setting.path == ("xobs",):
         return xobs_value(value)
     if kind.mapping:
