@@ -11,7 +11,7 @@ from sbi_rounds.methods.base import (
     TrainingData,
     training_tensors,
 )
-from sbi_rounds.methods.sampling import PosteriorConfig, PotentialMethod, potential_posterior
+from sbi_rounds.methods.mcmc import PosteriorConfig, PotentialMethod, potential_posterior
 from sbi_rounds.methods.snle import SNLE, nle_loss
 from sbi_rounds.methods.snpe import SNPE, NPELossConfig, atomic_loss, npe_loss, sample_atoms
 from sbi_rounds.methods.snre import SNRE, NRELossConfig, nre_b_loss, nre_c_loss

@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 from sbi_rounds.training.state import LossFn
 
 if TYPE_CHECKING:
-    from sbi_rounds.methods.sampling import PosteriorConfig
+    from sbi_rounds.methods.mcmc import PosteriorConfig
 
 __all__ = [
     "CLASSIFIER_MODELS",

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from sbi_rounds.methods.base import Role
-from sbi_rounds.methods.sampling import PotentialMethod
+from sbi_rounds.methods.mcmc import PotentialMethod
 from sbi_rounds.training.state import LossFn
 
 __all__ = ["SNLE", "nle_loss"]

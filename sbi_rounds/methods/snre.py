@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from sbi_rounds.methods.base import Role
-from sbi_rounds.methods.sampling import PotentialMethod
+from sbi_rounds.methods.mcmc import PotentialMethod
 from sbi_rounds.methods.snpe import sample_atoms
 from sbi_rounds.strict import STRICT
 from sbi_rounds.training.state import LossFn

@@ -1,4 +1,4 @@
-"""How a posterior is sampled: its settings, and methods whose posterior is a potential."""
+"""How a posterior is sampled: its settings, MCMC chain starts, and potential-based methods."""
 
 from __future__ import annotations
 
