@@ -650,7 +650,8 @@ def _stall_check(
         )
         reference = gaussian_baseline_losses(target, cond, val_target, val_cond)
         kind = "gaussian"
-    return check_stall(losses, reference, kind, run.config.stall)
+    dims = {"posterior": train_rows[0].shape[1], "likelihood": train_rows[1].shape[1]}
+    return check_stall(losses, reference, kind, run.config.stall, dims.get(role, 1))
 
 
 def build_posterior(run: Run, round_: int) -> StageResult:
