@@ -609,6 +609,10 @@ def _simulate(logger: Any, run: Run, round_: int, client: Any, show_progress: bo
 
 
 # --- command line -----------------------------------------------------------------------
+def _int_or_auto(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m flows.online",
@@ -696,7 +700,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("training")
     g.add_argument("--device", help="training device: cpu, cuda, cuda:N (default: cpu)")
-    g.add_argument("--batch-size", type=int, help="training batch size (default: 200)")
+    g.add_argument("--batch-size", type=_int_or_auto,
+                   help="training batch size, or auto: about 20 steps per epoch, 50 to 200 "
+                   "(default: auto)")
     g.add_argument("--learning-rate", type=float, help="Adam learning rate (default: 5e-4)")
     g.add_argument("--max-epochs", type=int, help="epochs per round at most (default: no limit)")
     g.add_argument(

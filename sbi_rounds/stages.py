@@ -617,6 +617,7 @@ def _train_attempt(
             "elapsed": summary.elapsed,
             "resumed_from_epoch": summary.resumed_from_epoch,
             "limit_reached": summary.limit_reached,
+            "batch_size": summary.batch_size,
             "training_samples": int(data[0].shape[0]),
             "attempt": attempt,
             "stall_check": check.record(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,7 +19,7 @@ from sbi_rounds.training.callbacks import (
     LearningRateThreshold,
     ValidationLossPatience,
 )
-from sbi_rounds.training.config import SchedulerConfig, TrainConfig
+from sbi_rounds.training.config import SchedulerConfig, TrainConfig, resolve_batch_size
 
 __all__ = [
     "LossFn",
@@ -86,6 +87,8 @@ class TrainingSummary:
     #: The budget that ended the fit (``max_epochs``, ``max_steps``, ``max_time``), or
     #: None when a callback stopped it (early stopping, ...).
     limit_reached: str | None = None
+    #: The training batch size used (``batch_size="auto"`` resolved for the data).
+    batch_size: int | None = None
 
 
 def split_train_val(
@@ -104,6 +107,15 @@ def split_train_val(
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = perm[n_val:], perm[:n_val]
     return tuple(t[train_idx] for t in tensors), tuple(t[val_idx] for t in tensors)
+
+
+def _data_rows(data: Data) -> int:
+    """Rows of tensor data (an iterable of batches, whose loader sets the batch size: 0)."""
+    if isinstance(data, Tensor):
+        return data.shape[0]
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, Tensor) for t in data):
+        return _num_rows(data)
+    return 0
 
 
 def _num_rows(tensors: Sequence[Tensor]) -> int:
@@ -600,6 +612,7 @@ def run_training(
         ):
             raise ValueError("val_data=None needs train_data as a tuple of tensors to split")
         train_data, val_data = split_train_val(train_data, config.validation_fraction, config.seed)
+    batch_size = resolve_batch_size(config.batch_size, _data_rows(train_data))
     model.to(dev)
     flat = None
     if optimizer is None:
@@ -615,8 +628,8 @@ def run_training(
             config,
             model,
             loss_fn,
-            _batches(train_data, config.batch_size, dev),
-            _batches(val_data, max(config.batch_size, VALIDATION_BATCH), dev),
+            _batches(train_data, batch_size, dev),
+            _batches(val_data, max(batch_size, VALIDATION_BATCH), dev),
             optimizer,
             scheduler,
             [*default_callbacks(config), *callbacks],
@@ -625,7 +638,7 @@ def run_training(
             flat,
         )
         loop.state.round = round
-        summary = loop.fit()
+        summary = dataclasses.replace(loop.fit(), batch_size=batch_size)
     if config.show_summary:
         print(
             f"trained {summary.epochs} epochs ({summary.steps} steps), best validation "
