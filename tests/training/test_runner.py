@@ -9,7 +9,6 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from sbi_rounds.training.config import resolve_batch_size
 from sbi_rounds.training import (
     Callback,
     CheckpointCallback,
@@ -21,6 +20,7 @@ from sbi_rounds.training import (
     ValidationLossPatience,
     run_training,
 )
+from sbi_rounds.training.config import resolve_batch_size
 
 
 def _data(n=400):
