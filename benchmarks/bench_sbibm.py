@@ -177,7 +177,7 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         "final_sampling_s": time.perf_counter() - t0,
         "epochs": [row["epochs"] for row in rows],
         "stop_reasons": [s.get("stop_reason") for s in summaries],
-        "retrains": [row["retrains"] for row in rows],
+        "retrains": [row.get("retrains", 0) for row in rows],
         "stage_s": {k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
                     for k in ("sample", "simulate", "train", "posterior")},
     }
@@ -210,6 +210,8 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     train = {"training_batch_size": t.batch_size, "learning_rate": t.learning_rate,
              "validation_fraction": t.validation_fraction, "stop_after_epochs": t.patience,
              "clip_max_norm": t.clip_grad_norm}
+    if t.max_epochs is not None:
+        train["max_num_epochs"] = t.max_epochs
     density = {"hidden_features": net.hidden_features, "num_transforms": net.num_transforms,
                "num_bins": net.num_bins, "num_components": net.num_components, **z}
     kw = {"show_progress_bars": False, "tracker": NullTracker()}
@@ -226,7 +228,7 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
             "init_strategy": p.init_strategy}
     proposal, epochs = prior, []
     for r in range(1, config.rounds + 1):
-        theta = proposal.sample((config.simulations_for_round(r),))
+        theta = _sample(proposal, config.simulations_for_round(r))
         x = simulator(theta)
         if method == "snpe":
             estimator = inference.append_simulations(theta, x, proposal=proposal).train(

@@ -9,13 +9,15 @@ the same loss:
 * a fresh network of a density estimator (round 1, or ``retrain_from_scratch``): the
   best Gaussian with a linear mean, ``target ~ N(W cond + b, S)``, fitted by least squares
   on the training rows (for NPE ``target = theta, cond = x``; for NLE the reverse);
-* a fresh classifier (SNRE): the chance level, a classifier that answers 0 for everything;
+* a fresh classifier (SNRE): the chance level, a classifier that answers 0 for everything
+  (this only catches a classifier worse than guessing: one stuck at chance is not told
+  apart from uninformative data);
 * a network continued from the previous round: the previous round's network, which the
   training started from.
 
 The training is stalled when the mean excess loss exceeds ``margin`` nats per sample and
-``significance`` standard errors of the paired differences, or when the network's loss is
-not finite on some row.
+per modelled dimension, and ``significance`` standard errors of the paired differences,
+or when the network's loss is not finite on some row.
 """
 
 from __future__ import annotations
@@ -132,9 +134,18 @@ def chance_losses(loss_fn: LossFn, val: Sequence[Tensor], seed: int) -> Tensor:
 
 
 def check_stall(
-    losses: Tensor, reference_losses: Tensor, reference: str, config: StallConfig
+    losses: Tensor,
+    reference_losses: Tensor,
+    reference: str,
+    config: StallConfig,
+    dims: int = 1,
 ) -> StallCheck:
-    """Compare per-row validation losses ``(N,)`` with a reference's on the same rows."""
+    """Compare per-row validation losses ``(N,)`` with a reference's on the same rows.
+
+    ``dims`` is the dimension of what the network models (``D`` of theta for a posterior
+    estimator, ``K`` of x for a likelihood, 1 for a classifier): the margin is per dimension,
+    since a density's loss, and its shortfall with little data, grow with it.
+    """
     diff = losses.double() - reference_losses.double()
     n = diff.shape[0]
     excess = float(diff.mean())
@@ -142,7 +153,7 @@ def check_stall(
     if not bool(torch.isfinite(losses).all()):  # a network with NaN or infinite losses failed
         stalled, excess = True, math.inf
     else:  # (a reference that is not finite everywhere proves nothing: NaN compares False)
-        stalled = excess > config.margin and excess > config.significance * stderr
+        stalled = excess > config.margin * dims and excess > config.significance * stderr
     return StallCheck(
         stalled=bool(stalled),
         reference=reference,

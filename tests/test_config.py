@@ -27,7 +27,7 @@ def test_defaults_are_the_embedded_example():
     assert config.simulator.path == "sbi_rounds.examples:linear_gaussian"
     assert config.prior.low == [-2.0, -2.0] and config.prior.high == [2.0, 2.0]
     assert config.simulations_for_round(3) == 1000
-    assert config.network_model == "maf"
+    assert config.network_model == "nsf"  # SNPE's default (DEFAULT_NETWORKS)
 
 
 def test_wrong_values_name_the_field_and_the_allowed_range():

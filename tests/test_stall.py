@@ -28,6 +28,13 @@ def test_the_gaussian_baseline_is_the_exact_loss_of_a_linear_gaussian_model():
     assert abs(float(losses.mean()) - float(exact.sum(1).mean())) < 0.02
 
 
+def test_the_margin_is_per_modelled_dimension():
+    config = StallConfig(margin=0.5, significance=3.0)
+    losses = torch.full((100,), 2.0) + 0.1 * torch.randn(100)
+    assert check_stall(losses, torch.zeros(100), "gaussian", config, dims=2).stalled
+    assert not check_stall(losses, torch.zeros(100), "gaussian", config, dims=10).stalled
+
+
 def test_a_stall_needs_both_the_margin_and_significance():
     config = StallConfig(margin=1.0, significance=3.0)
     ref = torch.zeros(100)
@@ -93,7 +100,7 @@ def test_a_stalled_round_is_detected_retrained_and_recorded(make_config, dask_cl
     store = RunStore.open(config.run_path)
     first, second = store.training_attempts(1)
     assert first["stalled"] and first["reference"] == "gaussian" and first["epochs"] == 1
-    assert first["excess"] > 1.0 and not first["capped"]
+    assert first["excess"] > 2 * 0.5 and not first["capped"]
     assert not second["stalled"] and second["kept"] and second["epochs"] > 10
     assert result.details["retrains"] == 1 and not result.details["stalled"]
     assert store.training_summary(1)["attempt"] == 1
@@ -124,11 +131,12 @@ def test_an_interrupted_retrain_resumes_to_the_same_network(make_config, dask_cl
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_healthy_rounds_are_never_retrained(make_config, dask_client):
     # the project's default network and training settings (the fixture's are cut short)
-    config = make_config(rounds=3, simulations_per_round=1000,
+    config = make_config(rounds=3, simulations_per_round=500,
                          network=NetworkConfig().model_dump(), training=TrainConfig().model_dump())
-    for seed in (0, 1, 2):
+    for seed in (0, 1):
         seeded = config.model_copy(update={"seed": seed})
         with run_session(seeded) as run:
             for r in range(1, 4):

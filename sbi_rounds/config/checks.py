@@ -18,9 +18,9 @@ class StallConfig(BaseModel):
     with a reference on the same rows (see ``sbi_rounds.stall``): in round 1 the best
     linear-Gaussian conditional density (or, for SNRE, a classifier at chance level), later
     the previous round's network. A training whose mean excess loss is above ``margin`` nats
-    and ``significance`` standard errors has stalled: the round is trained again from fresh
-    weights with a new seed, before it proposes anything, and the run file and the round
-    table record it.
+    per modelled dimension and ``significance`` standard errors has stalled: the round is
+    trained again from fresh weights with a new seed, before it proposes anything, and the
+    run file and the round table record it.
     """
 
     model_config = STRICT
@@ -34,11 +34,12 @@ class StallConfig(BaseModel):
         "best of all is kept, with a warning, when every one stalls); 0: never retrain.",
     )
     margin: float = Field(
-        1.0,
+        0.5,
         gt=0,
-        title="Excess loss of a stalled training (nats)",
-        description="Mean validation loss above the reference's, per sample, beyond which a "
-        "training counts as stalled.",
+        title="Excess loss of a stalled training (nats per dimension)",
+        description="Mean validation loss above the reference's, per sample and per dimension "
+        "of what the network models (theta for snpe/tsnpe, x for snle, 1 for snre), beyond "
+        "which a training counts as stalled.",
     )
     significance: float = Field(
         3.0,

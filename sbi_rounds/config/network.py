@@ -15,9 +15,9 @@ __all__ = ["NetworkConfig"]
 class NetworkConfig(BaseModel):
     """The neural network, built through sbi's builders.
 
-    ``model`` None picks the method's default (``Method.default_network``: ``maf`` for
-    SNPE/TSNPE/SNLE, ``resnet`` for SNRE). Density models: maf, nsf, mdn, made and the zuko
-    flows (``zuko_maf``, ...); classifiers (SNRE): mlp, resnet, linear.
+    ``model`` None picks the method's default (``Method.default_network``: ``nsf`` for
+    SNPE/TSNPE, ``maf`` for SNLE, ``resnet`` for SNRE). Density models: maf, nsf, mdn,
+    made and the zuko flows (``zuko_maf``, ...); classifiers (SNRE): mlp, resnet, linear.
     """
 
     model_config = STRICT
@@ -26,7 +26,8 @@ class NetworkConfig(BaseModel):
         None,
         title="Network",
         description="Density estimators maf, nsf, mdn, made, zuko_*; classifiers (snre) mlp, "
-        "resnet, linear; none: the method's default (maf; resnet for snre).",
+        "resnet, linear; none: the method's default (nsf for snpe/tsnpe, maf for snle, "
+        "resnet for snre).",
     )
     hidden_features: int = Field(
         50, ge=1, le=4096, title="Hidden features", description="Network width."

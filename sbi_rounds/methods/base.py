@@ -144,7 +144,6 @@ class DirectMethod(Method):
     """A method whose network is the posterior: sampled directly, no MCMC."""
 
     role: ClassVar[Role] = "posterior"
-    default_network: ClassVar[str] = "maf"
     default_sampler: ClassVar[str] = "direct"
 
     def posterior(

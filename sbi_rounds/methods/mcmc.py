@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -12,7 +13,7 @@ from torch.distributions import Distribution
 from sbi_rounds.methods.base import Method
 from sbi_rounds.strict import STRICT
 
-__all__ = ["PosteriorConfig", "PotentialMethod", "potential_posterior"]
+__all__ = ["PosteriorConfig", "PotentialMethod", "ResampledInits", "potential_posterior"]
 
 
 class PosteriorConfig(BaseModel):
@@ -64,6 +65,59 @@ class PosteriorConfig(BaseModel):
     )
 
 
+class ResampledInits:
+    """Initial points of MCMC chains: prior draws resampled by their weights, drawn once.
+
+    sbi's ``sir`` and ``resample`` initialisations evaluate ``num_candidates`` prior draws
+    for *every* chain (100 chains: a million network evaluations per sampling call). This
+    proposal evaluates one batch of ``num_candidates`` draws on the first call and then
+    resamples every chain's start from it (with replacement), which is the same
+    importance-resampling scheme at the cost of one chain's. ``sir`` weighs a draw by the
+    potential minus the prior's log density (the likelihood or ratio: an approximate
+    posterior draw); ``resample`` by the potential alone. sbi's ``proposal`` initialisation
+    draws from it.
+
+    Args:
+        prior: The prior, the candidates' distribution.
+        potential_fn: sbi's potential at ``xobs``: ``theta (N, D) -> (N,)``.
+        strategy: ``sir`` or ``resample``.
+        num_candidates: Prior draws evaluated once.
+    """
+
+    def __init__(
+        self, prior: Distribution, potential_fn: Any, strategy: str, num_candidates: int = 10_000
+    ) -> None:
+        self.prior, self.potential_fn = prior, potential_fn
+        self.strategy, self.num_candidates = strategy, num_candidates
+        self._candidates: Tensor | None = None
+        self._probs: Tensor | None = None
+
+    def _weigh(self) -> None:
+        with torch.no_grad():
+            candidates = self.prior.sample((self.num_candidates,)).reshape(self.num_candidates, -1)
+            log_w = self.potential_fn(candidates).reshape(-1).double()
+            if self.strategy == "sir":
+                log_w = log_w - self.prior.log_prob(candidates).reshape(-1).double()
+            log_w = torch.nan_to_num(log_w, nan=-torch.inf)
+            if not bool(torch.isfinite(log_w).any()):
+                log_w = torch.zeros_like(log_w)  # nothing to go by: start from prior draws
+            self._candidates = candidates
+            self._probs = torch.softmax(log_w, dim=0)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        """``sample_shape`` resampled candidates: ``(*sample_shape, D)``."""
+        if self._candidates is None:
+            self._weigh()
+        assert self._candidates is not None and self._probs is not None
+        n = int(torch.Size(sample_shape).numel())
+        idx = torch.multinomial(self._probs, n, replacement=True)
+        return self._candidates[idx].reshape(*sample_shape, -1)
+
+    def to(self, device: Any) -> ResampledInits:
+        """Stays on the CPU, where the candidates were drawn (for sbi's ``.to``)."""
+        return self
+
+
 def potential_posterior(
     sampling: PosteriorConfig,
     sampler: str,
@@ -76,7 +130,8 @@ def potential_posterior(
 
     MCMC runs ``num_chains`` chains; ``slice_np_vectorized`` advances them together in one
     vectorized step (the network evaluates all chains in one batch on the torch threads),
-    and ``mcmc_workers > 1`` splits the chains across that many processes.
+    and ``mcmc_workers > 1`` splits the chains across that many processes. The chains start
+    from :class:`ResampledInits` (``sir``, ``resample``) or from prior draws (``proposal``).
 
     Raises:
         ValueError: ``sampler`` is none of the three.
@@ -85,15 +140,18 @@ def potential_posterior(
 
     p = sampling
     if sampler == "mcmc":
+        inits: Any = prior
+        if p.init_strategy in ("sir", "resample"):
+            inits = ResampledInits(prior, potential_fn, p.init_strategy)
         post = MCMCPosterior(
             potential_fn,
-            proposal=prior,
+            proposal=inits,
             theta_transform=theta_transform,
             method=p.mcmc_method,
             thin=p.thin,
             warmup_steps=p.warmup_steps,
             num_chains=p.num_chains,
-            init_strategy=p.init_strategy,
+            init_strategy="proposal",
             num_workers=min(p.mcmc_workers, p.num_chains),
         )
     elif sampler == "rejection":
@@ -110,7 +168,6 @@ def potential_posterior(
 class PotentialMethod(Method):
     """A method whose network gives a potential (likelihood or ratio) sampled with MCMC."""
 
-    default_network: ClassVar[str] = "maf"
     default_sampler: ClassVar[str] = "mcmc"
 
     @abstractmethod

@@ -25,6 +25,7 @@ class SNLE(PotentialMethod):
 
     name: ClassVar[str] = "snle"
     role: ClassVar[Role] = "likelihood"
+    default_network: ClassVar[str] = "maf"
 
     def loss_fn(self, settings: BaseModel | None, prior: Distribution, round_: int) -> LossFn:
         """The likelihood loss in every round."""

@@ -203,6 +203,7 @@ def _train_attempt(
             "elapsed": summary.elapsed,
             "resumed_from_epoch": summary.resumed_from_epoch,
             "limit_reached": summary.limit_reached,
+            "batch_size": summary.batch_size,
             "training_samples": int(data[0].shape[0]),
             "attempt": attempt,
             "stall_check": check.record(),
@@ -236,4 +237,5 @@ def _stall_check(
         )
         reference = gaussian_baseline_losses(target, cond, val_target, val_cond)
         kind = "gaussian"
-    return check_stall(losses, reference, kind, run.config.stall)
+    dims = {"posterior": train_rows[0].shape[1], "likelihood": train_rows[1].shape[1]}
+    return check_stall(losses, reference, kind, run.config.stall, dims.get(role, 1))

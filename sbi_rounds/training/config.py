@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "AUTO_BATCH_SIZE",
     "SBI_KEYWORDS",
     "SchedulerConfig",
     "TrackerConfig",
     "TrainConfig",
+    "resolve_batch_size",
 ]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -26,6 +29,25 @@ SBI_KEYWORDS: dict[str, str] = {
     "show_train_summary": "show_summary",
     "resume_training": "resume",
 }
+
+
+#: ``batch_size="auto"``: about ``STEPS`` optimizer steps per epoch, between ``MIN`` and ``MAX``.
+AUTO_BATCH_SIZE = {"steps": 20, "min": 50, "max": 200}
+
+
+def resolve_batch_size(batch_size: int | str, num_train: int) -> int:
+    """The batch size a fit on ``num_train`` training rows uses.
+
+    ``"auto"``: ``ceil(num_train / 20)`` clipped to ``[50, 200]``, so a small round still
+    takes about 20 optimizer steps per epoch (early stopping counts epochs: with one large
+    batch per epoch, a round of a few hundred simulations gets few updates) and a large one
+    keeps batches of 200. At 10 rounds of 100 simulations on sbibm's ``two_moons``, SNPE's
+    C2ST with NSF went from 0.64 (batch 200) to 0.57 (batch 50) over observations 1-3.
+    """
+    if batch_size != "auto":
+        return int(batch_size)
+    steps, low, high = AUTO_BATCH_SIZE["steps"], AUTO_BATCH_SIZE["min"], AUTO_BATCH_SIZE["max"]
+    return max(low, min(high, math.ceil(num_train / steps)))
 
 
 class SchedulerConfig(BaseModel):
@@ -57,7 +79,8 @@ class TrainConfig(BaseModel):
     ``TrainConfig(training_batch_size=100, learning_rate=1e-3, stop_after_epochs=10)``.
 
     Attributes:
-        batch_size: Training batch size (sbi: ``training_batch_size``).
+        batch_size: Training batch size (sbi: ``training_batch_size``), or ``auto``: see
+            :func:`resolve_batch_size`.
         learning_rate: Adam's learning rate.
         validation_fraction: Fraction of the data held out for validation, in (0, 1).
         max_epochs: Upper bound on epochs (sbi: ``max_num_epochs``); None: no bound.
@@ -88,11 +111,11 @@ class TrainConfig(BaseModel):
 
     model_config = _FROZEN
 
-    batch_size: int = Field(
-        200,
-        ge=1,
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
         title="Batch size",
-        description="Training batch size (sbi: training_batch_size).",
+        description="A number (sbi: training_batch_size), or auto: about 20 steps per "
+        "epoch, between 50 and 200 (ceil(training rows / 20)).",
     )
     learning_rate: float = Field(
         5e-4,

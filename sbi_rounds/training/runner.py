@@ -7,6 +7,7 @@ are re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from sbi_rounds.training.callbacks import Callback
-from sbi_rounds.training.config import TrainConfig
+from sbi_rounds.training.config import TrainConfig, resolve_batch_size
 from sbi_rounds.training.loop import TrainingLoop
 from sbi_rounds.training.setup import (
+    data_rows,
     default_callbacks,
     default_optimizer,
     flatten_parameters,
@@ -106,6 +108,7 @@ def run_training(
         ):
             raise ValueError("val_data=None needs train_data as a tuple of tensors to split")
         train_data, val_data = split_train_val(train_data, config.validation_fraction, config.seed)
+    batch_size = resolve_batch_size(config.batch_size, data_rows(train_data))
     model.to(dev)
     flat = None
     if optimizer is None:
@@ -121,8 +124,8 @@ def run_training(
             config,
             model,
             loss_fn,
-            make_batches(train_data, config.batch_size, dev),
-            make_batches(val_data, max(config.batch_size, VALIDATION_BATCH), dev),
+            make_batches(train_data, batch_size, dev),
+            make_batches(val_data, max(batch_size, VALIDATION_BATCH), dev),
             optimizer,
             scheduler,
             [*default_callbacks(config), *callbacks],
@@ -131,7 +134,7 @@ def run_training(
             flat,
         )
         loop.state.round = round
-        summary = loop.fit()
+        summary = dataclasses.replace(loop.fit(), batch_size=batch_size)
     if config.show_summary:
         print(
             f"trained {summary.epochs} epochs ({summary.steps} steps), best validation "

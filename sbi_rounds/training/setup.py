@@ -18,6 +18,7 @@ from sbi_rounds.training.config import SchedulerConfig, TrainConfig
 from sbi_rounds.training.state import Data
 
 __all__ = [
+    "data_rows",
     "default_callbacks",
     "default_optimizer",
     "flatten_parameters",
@@ -43,6 +44,15 @@ def split_train_val(
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     train_idx, val_idx = perm[n_val:], perm[:n_val]
     return tuple(t[train_idx] for t in tensors), tuple(t[val_idx] for t in tensors)
+
+
+def data_rows(data: Data) -> int:
+    """Rows of tensor data (an iterable of batches, whose loader sets the batch size: 0)."""
+    if isinstance(data, Tensor):
+        return data.shape[0]
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, Tensor) for t in data):
+        return _num_rows(data)
+    return 0
 
 
 def _num_rows(tensors: Sequence[Tensor]) -> int:

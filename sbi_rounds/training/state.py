@@ -68,3 +68,5 @@ class TrainingSummary:
     #: The budget that ended the fit (``max_epochs``, ``max_steps``, ``max_time``), or
     #: None when a callback stopped it (early stopping, ...).
     limit_reached: str | None = None
+    #: The training batch size used (``batch_size="auto"`` resolved for the data).
+    batch_size: int | None = None

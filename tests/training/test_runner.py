@@ -20,6 +20,7 @@ from sbi_rounds.training import (
     ValidationLossPatience,
     run_training,
 )
+from sbi_rounds.training.config import resolve_batch_size
 
 
 def _data(n=400):
@@ -56,7 +57,15 @@ def test_trains_and_summarises():
     assert s.epochs == 30 and s.stop_reason == "reached max_epochs=30"
     assert s.history["val_loss"][-1] < 0.3 * s.history["val_loss"][0]
     assert s.best_val_loss == min(s.history["val_loss"])
-    assert len(s.history["learning_rate"]) == 30 and s.steps == 30  # 360 rows: 1 batch of 200
+    # 360 training rows: batch_size="auto" gives 50 (at least 50, about 20 steps an epoch)
+    assert len(s.history["learning_rate"]) == 30 and s.batch_size == 50 and s.steps == 30 * 7
+
+
+@pytest.mark.parametrize(("rows", "batch"), [(10, 50), (900, 50), (1800, 90), (2700, 135),
+                                             (4000, 200), (90_000, 200)])
+def test_auto_batch_size_gives_about_20_steps_an_epoch_between_50_and_200(rows, batch):
+    assert resolve_batch_size("auto", rows) == batch
+    assert resolve_batch_size(64, rows) == 64
 
 
 def test_sbi_keywords_map_onto_the_typed_config():
