@@ -199,6 +199,7 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
 
     from sbi_rounds.imports import import_object
     from sbi_rounds.priors import build_prior
+    from sbi_rounds.training.config import resolve_batch_size
     from sbi_rounds.training.trackers import NullTracker
 
     torch.manual_seed(config.seed)
@@ -207,7 +208,7 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     x_o = torch.tensor(config.xobs)
     net, t, p = config.network, config.training, config.posterior
     z = {"z_score_theta": net.z_score_theta, "z_score_x": net.z_score_x}
-    train = {"training_batch_size": t.batch_size, "learning_rate": t.learning_rate,
+    train = {"learning_rate": t.learning_rate,
              "validation_fraction": t.validation_fraction, "stop_after_epochs": t.patience,
              "clip_max_norm": t.clip_grad_norm}
     if t.max_epochs is not None:
@@ -226,10 +227,13 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         train["num_atoms"] = config.nre.num_atoms
     mcmc = {"num_chains": p.num_chains, "thin": p.thin, "warmup_steps": p.warmup_steps,
             "init_strategy": p.init_strategy}
-    proposal, epochs = prior, []
+    proposal, epochs, rows = prior, [], 0
     for r in range(1, config.rounds + 1):
         theta = _sample(proposal, config.simulations_for_round(r))
         x = simulator(theta)
+        rows += len(theta)  # batch_size "auto" resolved as our runner does, for all rows so far
+        num_train = rows - max(1, round(rows * t.validation_fraction))
+        train["training_batch_size"] = resolve_batch_size(t.batch_size, num_train)
         if method == "snpe":
             estimator = inference.append_simulations(theta, x, proposal=proposal).train(
                 num_atoms=config.npe.num_atoms, **train)
@@ -321,6 +325,24 @@ def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
     return "\n".join(lines)
 
 
+def variants_table(rows: list[dict[str, Any]]) -> str:
+    """Tuning: one line per (task, budget, method, label) with C2ST per observation and mean."""
+    cells: dict[tuple, dict[int, float]] = {}
+    overrides: dict[str, list[str]] = {}
+    for row in rows:
+        key = (row["task"], row["budget"], row["method"], row["label"])
+        cells.setdefault(key, {})[row["observation"]] = row["c2st"]
+        overrides[row["label"]] = row.get("overrides", [])
+    lines = ["| task | budget | method | variant | settings | obs 1 | obs 2 | obs 3 | obs 4 | "
+             "obs 5 | mean |", "| --- | --- | --- | --- | --- |" + " ---: |" * 6]
+    for (task, budget, method, label), by_obs in sorted(cells.items()):
+        values = [f"{by_obs[o]:.3f}" if o in by_obs else "" for o in range(1, 6)]
+        lines.append(f"| {task} | {budget} | {method} | {label} | "
+                     f"{' '.join(overrides[label]) or '(defaults then)'} | {' | '.join(values)} | "
+                     f"{statistics.mean(by_obs.values()):.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -341,9 +363,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers")
     parser.add_argument("--summarize", nargs="*", type=Path, default=None, metavar="JSONL",
                         help="print the table of earlier results and run nothing")
+    parser.add_argument("--variants", nargs="+", type=Path, default=None, metavar="JSONL",
+                        help="print C2ST per observation for every variant (tuning) and run "
+                             "nothing")
     args = parser.parse_args()
     if args.overrides and args.label == "default":
         parser.error("--set changes the defaults: name the variant with --label")
+    if args.variants:
+        print(variants_table(load_rows(args.variants)))
+        return
     if args.summarize is not None:
         print(summarize(load_rows(args.summarize or [args.out]), args.label))
         return
