@@ -178,6 +178,7 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         "epochs": [row["epochs"] for row in rows],
         "stop_reasons": [s.get("stop_reason") for s in summaries],
         "retrains": [row.get("retrains", 0) for row in rows],
+        "networks": [row.get("network") for row in rows],
         "stage_s": {k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
                     for k in ("sample", "simulate", "train", "posterior")},
     }

@@ -11,7 +11,8 @@ __all__ = ["format_round_table", "round_table"]
 
 
 def round_table(store: RunStore) -> list[dict[str, Any]]:
-    """One row per round: simulations, valid, epochs, best validation loss, seconds per stage."""
+    """One row per round: simulations, valid, the kept network, epochs, best validation loss,
+    retrains, seconds per stage."""
     rows = []
     for r in store.rounds():
         counts = store.counts(r)
@@ -25,11 +26,20 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
                 "valid": counts["valid"],
                 "epochs": summary.get("epochs"),
                 "best_val_loss": summary.get("best_val_loss"),
-                "retrains": max(0, len(store.training_attempts(r)) - 1) if summary else None,
+                **(_training(store.training_attempts(r)) if summary else {}),
                 **{f"{k}_s": v for k, v in timings.items()},
             }
         )
     return rows
+
+
+def _training(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Trainings again after a stall (``retrains``) and the kept network's model."""
+    kept = [a for a in attempts if a.get("kept")]
+    return {
+        "retrains": max(0, sum(not a.get("fallback") for a in attempts) - 1),
+        "network": kept[-1].get("network") if kept else None,
+    }
 
 
 def format_round_table(rows: list[dict[str, Any]]) -> str:
@@ -38,6 +48,7 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
         ("round", "round"),
         ("simulations", "sims"),
         ("valid", "valid"),
+        ("network", "network"),
         ("epochs", "epochs"),
         ("best_val_loss", "best val loss"),
         ("retrains", "retrained"),

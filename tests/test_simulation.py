@@ -185,7 +185,9 @@ def test_a_round_is_committed_chunk_by_chunk_with_results_independent_of_workers
     seen = []
     report = simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(commit_interval=0),
                             client=dask_client, run_seed=0, progress=lambda *a: seen.append(a))
-    assert len(seen) == 14  # one commit per chunk
+    # a commit after each collection of finished chunks: one per chunk, or a few that
+    # finished together on a busy machine
+    assert 7 <= len(seen) <= 14
     assert report.chunks_run == 14 and report.simulations_run == 40 and not report.stopped
     assert sum(report.chunks_by_worker.values()) == 14
     assert store.pending_chunks(1) == []

@@ -96,6 +96,9 @@ class Method(ABC):
         name: How the settings name it (``method: snpe``).
         role: What its network estimates (see :data:`Role`).
         default_network: The network model when ``network.model`` is not set.
+        fallback_network: Trained too in round 1 when the default network does not beat
+            the best linear-Gaussian fit on the held-out rows (see
+            ``sbi_rounds.stages.train``); the better of the two is kept. None: no fallback.
         default_sampler: The posterior sampler when ``posterior.sampler`` is ``auto``.
         settings_field: The ``RunConfig`` field holding its typed settings (loss or
             proposal arguments), or None; :meth:`loss_fn` and :meth:`proposal` get them.
@@ -104,6 +107,7 @@ class Method(ABC):
     name: ClassVar[str]
     role: ClassVar[Role]
     default_network: ClassVar[str]
+    fallback_network: ClassVar[str | None] = None
     default_sampler: ClassVar[str]
     settings_field: ClassVar[str | None] = None
 

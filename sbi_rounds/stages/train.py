@@ -55,31 +55,27 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
     an interrupted training resumes from them.
 
     A training that stalled (see ``sbi_rounds.stall``) is repeated from fresh weights with
-    a new seed, up to ``stall.max_retrains`` times; every attempt is recorded in the run file
-    (``RunStore.training_attempts``) and the best network is kept.
+    a new seed, up to ``stall.max_retrains`` times. In round 1, a method's default network
+    that does not beat the best linear-Gaussian fit on the held-out rows is followed by a
+    training of its ``fallback_network`` (an affine flow for SNPE and TSNPE), and the one
+    with the lower validation loss is kept; later rounds continue with it. Every attempt is
+    recorded in the run file (``RunStore.training_attempts``).
     """
     store, cfg = run.store, run.config
     data = _training_data(run, round_)
     loss_fn = run.method.loss_fn(cfg.method_settings, run.prior, round_)
     attempts = store.training_attempts(round_)
-    while not attempts or (
-        attempts[-1]["stalled"]
-        and not attempts[-1]["capped"]
-        and len(attempts) <= cfg.stall.max_retrains
-    ):
-        attempt = len(attempts)
-        if attempt:
-            log.warning(
-                "round %d: the training %s; training again from fresh weights with a new "
-                "seed (attempt %d of at most %d)",
-                round_,
-                _stall_text(attempts[-1]),
-                attempt + 1,
-                cfg.stall.max_retrains + 1,
-            )
-        record, network = _train_attempt(run, round_, attempt, data, loss_fn, callbacks)
+    while (settings := _next_architecture(run, round_, attempts)) is not None:
+        record, network = _train_attempt(
+            run, round_, len(attempts), data, loss_fn, callbacks, *settings
+        )
         stored = [a for a in attempts if a.get("kept")]
-        keep = not record["stalled"] or not stored or record["excess"] < stored[-1]["excess"]
+        if not stored:
+            keep = True
+        elif record["fallback"]:
+            keep = record["excess"] < stored[-1]["excess"]
+        else:
+            keep = not record["stalled"] or record["excess"] < stored[-1]["excess"]
         record["kept"] = keep
         store.finish_training_attempt(round_, record, network if keep else None)
         attempts.append(record)
@@ -108,7 +104,8 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
         "best_val_loss": summary["best_val_loss"],
         "stop_reason": summary["stop_reason"],
         "resumed_from_epoch": summary["resumed_from_epoch"],
-        "retrains": len(attempts) - 1,
+        "retrains": sum(not a.get("fallback") for a in attempts) - 1,
+        "network": kept.get("network"),
         "stalled": kept["stalled"],
     }
 
@@ -130,6 +127,59 @@ def _architecture(run: Run) -> dict[str, Any]:
     return network_settings(run.config)
 
 
+def _next_architecture(
+    run: Run, round_: int, attempts: list[dict[str, Any]]
+) -> tuple[dict[str, Any], bool] | None:
+    """``(network settings, fallback)`` of the round's next training attempt, where
+    ``fallback`` tells a training of the method's fallback network; None when it is done.
+
+    After the first attempt: a stalled one is trained again (``stall.max_retrains``); then,
+    in round 1, the method's fallback network when the kept network is the method's default
+    and lost to the linear-Gaussian reference (see :func:`train`).
+    """
+    cfg = run.config
+    if not attempts:
+        return _architecture(run), False
+    last = attempts[-1]
+    if (
+        last["stalled"]
+        and not last["capped"]
+        and not last.get("fallback")
+        and len(attempts) <= cfg.stall.max_retrains
+    ):
+        log.warning(
+            "round %d: the training %s; training again from fresh weights with a new seed "
+            "(attempt %d of at most %d)",
+            round_,
+            _stall_text(last),
+            len(attempts) + 1,
+            cfg.stall.max_retrains + 1,
+        )
+        return _architecture(run), False
+    fallback = run.method.fallback_network
+    kept = [a for a in attempts if a.get("kept")][-1]
+    if (
+        fallback is None
+        or cfg.network.model is not None  # the user chose the network
+        or any(a.get("fallback") for a in attempts)
+        or kept["capped"]  # another training would stop at the same limit
+        or kept["reference"] != "gaussian"
+        or not kept["excess"] > 0
+    ):
+        return None
+    settings = {**_architecture(run), "model": fallback}
+    log.info(
+        "round %d: the %s network did not beat the best linear-Gaussian fit on the held-out "
+        "rows (validation loss %.3f vs %.3f); training a %s network too and keeping the better",
+        round_,
+        kept.get("network", cfg.network_model),
+        kept["loss"],
+        kept["reference_loss"],
+        fallback,
+    )
+    return settings, True
+
+
 def _train_attempt(
     run: Run,
     round_: int,
@@ -137,8 +187,11 @@ def _train_attempt(
     data: tuple[torch.Tensor, ...],
     loss_fn: Any,
     callbacks: Sequence[Callback],
+    settings: dict[str, Any],
+    fallback: bool,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train attempt ``attempt`` (0: the usual training) and check it for a stall.
+    """Train attempt ``attempt`` (0: the usual training) of the network ``settings``
+    describe, and check it for a stall.
 
     Returns:
         ``(record, network)``: the attempt's record (stall check, seed, epochs) and the
@@ -148,7 +201,6 @@ def _train_attempt(
     keys = ("train",) if attempt == 0 else ("train", attempt)
     train_seed = derive_seed(cfg.seed, round_, *keys) % 2**63
     tcfg = cfg.training.model_copy(update={"seed": train_seed % 2**31})
-    settings = _architecture(run)
     fresh = round_ == 1 or tcfg.retrain_from_scratch or attempt > 0
     with seeded(train_seed):
         net = (
@@ -188,28 +240,36 @@ def _train_attempt(
         "epochs": summary.epochs,
         "stop_reason": summary.stop_reason,
         "capped": summary.limit_reached is not None,
+        "network": settings["model"],
+        "fallback": fallback,
         **check.record(),
     }
-    network = {
+    return record, {
         "weights": net.state_dict(),
         "architecture": settings,
         "history": summary.history,
-        "summary": {
-            "epochs": summary.epochs,
-            "steps": summary.steps,
-            "best_val_loss": summary.best_val_loss,
-            "best_epoch": summary.best_epoch,
-            "stop_reason": summary.stop_reason,
-            "elapsed": summary.elapsed,
-            "resumed_from_epoch": summary.resumed_from_epoch,
-            "limit_reached": summary.limit_reached,
-            "batch_size": summary.batch_size,
-            "training_samples": int(data[0].shape[0]),
-            "attempt": attempt,
-            "stall_check": check.record(),
-        },
+        "summary": _summary_record(summary, int(data[0].shape[0]), attempt, check),
     }
-    return record, network
+
+
+def _summary_record(
+    summary: TrainingSummary, samples: int, attempt: int, check: StallCheck
+) -> dict[str, Any]:
+    """The training summary stored with the round's network."""
+    return {
+        "epochs": summary.epochs,
+        "steps": summary.steps,
+        "best_val_loss": summary.best_val_loss,
+        "best_epoch": summary.best_epoch,
+        "stop_reason": summary.stop_reason,
+        "elapsed": summary.elapsed,
+        "resumed_from_epoch": summary.resumed_from_epoch,
+        "limit_reached": summary.limit_reached,
+        "batch_size": summary.batch_size,
+        "training_samples": samples,
+        "attempt": attempt,
+        "stall_check": check.record(),
+    }
 
 
 def _stall_check(

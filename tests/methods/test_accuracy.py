@@ -31,7 +31,7 @@ def test_posterior_mean_and_std_match_the_closed_form(make_config, dask_client, 
     config = make_config(
         method=method, rounds=3, simulations_per_round=500, xobs=XOBS,
         prior={"path": "sbi_rounds.examples:gaussian_prior"},
-        network={"hidden_features": 30, "num_transforms": 3},
+        network={"model": None, "hidden_features": 30, "num_transforms": 3},  # the default
         training={"max_epochs": 300, "patience": 15, "batch_size": 100},
         posterior={"num_samples": 2000}, cluster={"chunk_size": 100},
         tsnpe={"quantile": 1e-3, "num_samples_to_estimate": 20_000},
