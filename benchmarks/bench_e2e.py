@@ -28,7 +28,10 @@ def run_cli(args: argparse.Namespace, run_dir: Path, seed: int, checks: bool = F
     cmd = [sys.executable, "-m", "flows.online", "--xobs", *map(str, args.xobs),
            "--rounds", str(args.rounds), "--simulations-per-round", str(args.simulations),
            "--run-dir", str(run_dir), "--seed", str(seed), "--logger", "none", "--no-progress",
-           "--workers", str(args.workers)]
+           "--workers", str(args.workers),
+           # the sbi loop's network and batch size (the defaults are NSF and "auto" since
+           # issue 12; bench_sbibm.py measures those)
+           "--network", "maf", "--batch-size", "200"]
     if not checks:
         cmd += ["--predictive-simulations", "0", "--map-iterations", "0"]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
