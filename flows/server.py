@@ -15,10 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "start_early", "stop_early", "temporary_server"]
+__all__ = ["ServerStartError", "create_app", "start_early", "stop_early", "temporary_server"]
 
 #: Environment variable naming the process whose death stops the server.
 _PARENT = "SBI_ROUNDS_SERVER_PARENT"
+
+
+class ServerStartError(RuntimeError):
+    """The temporary Prefect server did not start (the message says what to do)."""
 
 
 def create_app() -> Any:
@@ -153,6 +157,18 @@ def stop_early() -> None:
         early[0].wait()
 
 
+def _database() -> str:
+    """The temporary server's database, for messages: a SQLite file's path, else the setting
+    that names it (whose URL may hold a password)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    value = url.get_secret_value() if url is not None else ""
+    if value.startswith("sqlite"):
+        return value.split(":///", 1)[-1]
+    return "the one PREFECT_API_DATABASE_CONNECTION_URL names"
+
+
 def _take_early() -> tuple[subprocess.Popen[bytes], int] | None:
     global _EARLY
     early, _EARLY = _EARLY, None
@@ -217,9 +233,13 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         deadline = time.monotonic() + timeout
         while True:
             if server.poll() is not None:
-                raise RuntimeError(
+                database = _database()
+                raise ServerStartError(
                     f"the temporary Prefect server exited with status {server.returncode} "
-                    "at start; set PREFECT_API_URL to a running server instead"
+                    f"at start (its log is above). Its database is {database}: if the log "
+                    "says a migration failed ('Can't locate revision': the file was written "
+                    "by another Prefect version), move that file away or set PREFECT_HOME to "
+                    "a new folder; or set PREFECT_API_URL to a running server"
                 )
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
@@ -227,7 +247,10 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the temporary Prefect server did not start in {timeout} s")
+                raise ServerStartError(
+                    f"the temporary Prefect server did not start in {timeout} s; set "
+                    "PREFECT_API_URL to a running server instead"
+                )
             time.sleep(0.1)
         os.environ["PREFECT_API_URL"] = url
         refresh_global_settings_context()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -60,3 +61,23 @@ def test_servers_started_together_on_a_fresh_database_all_start(tmp_path):
         for server in servers:
             server.kill()
             server.wait()
+
+
+@pytest.mark.slow
+def test_a_database_of_another_prefect_version_is_named_in_a_message_without_traceback(tmp_path):
+    home = tmp_path / "prefect"
+    home.mkdir()
+    with sqlite3.connect(home / "prefect.db") as db:  # as a newer Prefect leaves it
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version VALUES ('ffffffffffff')")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.online", "--xobs", "0.5", "-0.3",
+         "--run-dir", str(tmp_path / "runs")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr[result.stderr.rindex("error: "):]
+    assert str(home / "prefect.db") in message and "PREFECT_HOME" in message
+    assert "Traceback" not in message

@@ -146,7 +146,9 @@ def _failure(e: BaseException, resume: str) -> int | None:
     ):
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if isinstance(e, (ClusterError, ImportError)):
+    from flows.server import ServerStartError
+
+    if isinstance(e, (ClusterError, ImportError, ServerStartError)):
         print(f"error: {e}", file=sys.stderr)
         return 1
     if isinstance(e, (SimulationFailed, InvalidRoundError)):
