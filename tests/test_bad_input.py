@@ -157,13 +157,15 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_take
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     lock = tmp_path / "runs" / "shared" / "run.lock"
+    run_file = tmp_path / "runs" / "shared" / "run.h5"
     try:
         deadline = time.monotonic() + 120
-        while not (lock.exists() and lock.read_text()):
+        # the lock is taken before the run file is created: wait for both
+        while not (lock.exists() and lock.read_text() and run_file.exists()):
             assert holder.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         assert json.loads(lock.read_text())["pid"] == holder.pid
-        before = (tmp_path / "runs" / "shared" / "run.h5").stat().st_mtime_ns
+        before = run_file.stat().st_mtime_ns
         _fails(capfd, argv, f"is in use by PID {holder.pid} on host {socket.gethostname()} "
                "since", "rerun the same command to resume; or use another --run-id")
         assert holder.poll() is None  # the holder was not disturbed
