@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sbi_rounds.diagnostics import round_alerts, stop_label
+from sbi_rounds.diagnostics import round_alerts, simulation_alerts, stop_label
 from sbi_rounds.round import run_round
 from sbi_rounds.session import run_session
+from sbi_rounds.store import RunStore
 from sbi_rounds.table import ROUND_COLUMNS, format_round_table, round_line, round_table
 
 
@@ -63,3 +64,21 @@ def test_stop_labels_and_the_shared_round_columns():
     text = format_round_table([{"round": 1, "simulations": 10, "valid": 9, "stop": "patience"}])
     assert text.splitlines()[0].split()[:4] == ["round", "sims", "valid", "network"]
     assert "patience" in text.splitlines()[1]
+
+
+def test_a_valid_fraction_that_fell_is_named(tmp_path):
+    store = RunStore.create(tmp_path / "run.h5", config={"a": 1}, fingerprint="abc")
+    for r in (1, 2, 3):
+        store.plan_round(r, num_simulations=100, theta_dim=2, x_dim=2, chunk_size=50,
+                         num_posterior_samples=5, proposal={"kind": "prior"})
+    store.set_counts(1, 100, 99)
+    store.set_counts(2, 100, 70)
+    store.set_counts(3, 100, 68)
+    assert simulation_alerts(store, 1) == [
+        "round 1: 1 of 100 simulations failed (non-finite output or an error); they are left "
+        "out of training"
+    ]
+    second = simulation_alerts(store, 2)
+    assert len(second) == 2 and second[1].startswith(
+        "round 2: 70% of the simulations were valid, down from 99% in round 1")
+    assert len(simulation_alerts(store, 3)) == 1  # 70% -> 68% is not a fall worth a warning

@@ -87,7 +87,7 @@ def test_a_run_in_a_terminal_shows_a_live_display_and_a_short_log(tmp_path):
     assert "round 1/2 training" in ANSI.sub("", raw)
     assert len(lines) <= 40, text
     for noise in ("step=", "train_loss", "Finished in state", "dask spec", "preload",
-                  "params ", "View at"):
+                  "params ", "View at", "anonymous usage"):
         assert noise not in text, noise
     assert re.search(r"round 1/2 done: 200 simulations \(200 valid\), 6 epochs \(stopped by "
                      r"max_epochs\)", text), text
@@ -95,6 +95,7 @@ def test_a_run_in_a_terminal_shows_a_live_display_and_a_short_log(tmp_path):
     assert "warning: round 1: training stopped at its cap (reached max_epochs=6)" in text
     assert "stopped by" in text and "max_epochs" in text.split("stopped by")[-1]  # the table
     assert f"run file: {tmp_path / 'runs' / 'tty' / 'run.h5'}" in text
+    assert "Prefect UI: this run's server was temporary" in text  # how to browse it later
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["IMPROVING_TAIL", "WIDE_FRACTION", "round_alerts", "stop_label"]
+__all__ = ["IMPROVING_TAIL", "WIDE_FRACTION", "round_alerts", "simulation_alerts", "stop_label"]
 
 #: A training cut by a cap is "still improving" when its best validation loss came in the
 #: last ``max(3, IMPROVING_TAIL * epochs)`` epochs.
@@ -87,7 +87,9 @@ def _valid_fraction(store: Any, round_: int) -> float | None:
     return c["valid"] / c["simulations"] if c["simulations"] else None
 
 
-def _failed(store: Any, round_: int) -> list[str]:
+def simulation_alerts(store: Any, round_: int) -> list[str]:
+    """Warnings about a round's simulations: failed ones, and a valid fraction that fell from
+    the round before (``store``: a ``RunStore``)."""
     c = store.counts(round_)
     alerts = []
     failed = c["simulations"] - c["valid"]
@@ -115,5 +117,5 @@ def round_alerts(run: Any, round_: int) -> list[str]:
         _capped_while_improving(round_, store.training_summary(round_)),
         _as_wide_as_prior(run, round_),
     ]
-    alerts.extend(_failed(store, round_))
+    alerts.extend(simulation_alerts(store, round_))
     return [a for a in alerts if a]
