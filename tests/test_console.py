@@ -147,14 +147,21 @@ def test_the_console_handler_names_warnings_and_leaves_out_engine_lines(tmp_path
         logging.getLogger("sbi_rounds.metrics").debug("step=1 val_loss=2")
         logging.getLogger("sbi_rounds.stages.train").warning("round 1: something")
         logging.getLogger("prefect.flow_runs").info("round 1/2 done: ...")
-        assert not any(isinstance(h, ConsoleHandler) for h in before[0])
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn_explicit("old API", UserWarning, "/x/site-packages/lib.py", 3)
+            warnings.warn_explicit("check your input", UserWarning, "/home/me/sim.py", 7)
+        install_console(0, stream)  # again: still one handler
+        assert sum(isinstance(h, ConsoleHandler) for h in root.handlers) == 1
     finally:
+        logging.captureWarnings(False)
         root.handlers[:] = before[0]
         for name, level in before[1].items():
             logging.getLogger(name).setLevel(level)
-    lines = stream.getvalue().splitlines()
-    assert [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in lines] == [
-        "warning: round 1: something",
-        "round 1/2 done: ...",
-    ]
+    lines = [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in stream.getvalue().splitlines()]
+    assert lines[:2] == ["warning: round 1: something", "round 1/2 done: ..."]
+    assert lines[2].startswith("warning: /home/me/sim.py:7: UserWarning: check your input")
+    assert "old API" not in stream.getvalue()
     assert console.file is stream

@@ -48,9 +48,12 @@ def _clock(seconds: float | None) -> str:
 
 
 class _Quiet(logging.Filter):
-    """Leaves out Prefect's engine lines and INFO of Dask (verbosity 0)."""
+    """Leaves out Prefect's engine lines, INFO of Dask and Python warnings raised inside
+    installed packages (deprecations of torch, nflows, ...) at verbosity 0."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "py.warnings":
+            return "site-packages" not in str(record.args[0] if record.args else record.msg)
         if record.levelno >= logging.WARNING:
             return True
         if record.name.startswith("distributed"):
@@ -92,8 +95,9 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-def _prefect_console_handler(handler: logging.Handler) -> bool:
-    return type(handler).__name__ == "PrefectConsoleHandler"
+def _replaced(handler: logging.Handler) -> bool:
+    """Prefect's console handler, or this module's from an earlier call."""
+    return type(handler).__name__ == "PrefectConsoleHandler" or isinstance(handler, ConsoleHandler)
 
 
 def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
@@ -121,10 +125,11 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     if verbosity <= 0:
         handler.addFilter(_Quiet())
     for logger in [logging.getLogger(), *_loggers()]:
-        for h in [h for h in logger.handlers if _prefect_console_handler(h)]:
+        for h in [h for h in logger.handlers if _replaced(h)]:
             logger.removeHandler(h)
     root = logging.getLogger()
     root.addHandler(handler)
+    logging.captureWarnings(True)  # Python warnings as log records, through the same console
     levels = {
         "sbi_rounds": logging.DEBUG if verbosity >= 2 else logging.INFO,
         "sbi_rounds.metrics": logging.DEBUG if verbosity >= 2 else logging.INFO,
