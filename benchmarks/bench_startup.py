@@ -106,7 +106,7 @@ def main() -> None:
             server = None
             if mode == "reuse":
                 server = subprocess.Popen(
-                    [Path(sys.executable).with_name("prefect"), "server", "start", "--host",
+                    [sys.executable, "-m", "prefect", "server", "start", "--host",
                      "127.0.0.1", "--port", str(port)],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 print(f"prefect server start: healthy after {_wait_healthy(port):.1f} s")
