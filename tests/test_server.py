@@ -127,7 +127,9 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
         assert "was temporary" not in run.stderr
         runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}).json()
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
-        page = httpx.get(f"http://127.0.0.1:{port}/runs/flow-run/{runs[0]['id']}",
+        link = f"http://127.0.0.1:{port}/runs/flow-run/{runs[0]['id']}"
+        assert f"View at {link}" in run.stderr  # the console shows the run's page
+        page = httpx.get(link,
                          headers={"Accept": "text/html"})  # as a browser asks
         assert page.status_code == 200 and "<html" in page.text.lower()
     finally:

@@ -32,10 +32,18 @@ from rich.text import Text
 
 from sbi_rounds.progress import STAGE_WORDS, EpochInfo, SimulationInfo
 
-__all__ = ["ConsoleHandler", "LiveDisplay", "install_console"]
+__all__ = ["ConsoleHandler", "LiveDisplay", "install_console", "show_run_links"]
 
 #: Lines of Prefect's engine left out of the console unless ``-v`` (the Prefect UI has them).
 _ENGINE_LINES = ("Finished in state", "Beginning flow run", "View at ", "Created task run")
+#: Whether the flow run's "View at" link is shown (its server has a UI and outlives the run).
+_LINKS = {"show": False}
+
+
+def show_run_links(show: bool) -> None:
+    """Show Prefect's "View at <link>" line of the flow run at verbosity 0 (a server with a
+    UI that outlives the run: the user's), or leave it out (a temporary server)."""
+    _LINKS["show"] = show
 
 
 def _clock(seconds: float | None) -> str:
@@ -59,7 +67,10 @@ class _Quiet(logging.Filter):
         if record.name.startswith("distributed"):
             return False
         if record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
-            return not str(record.msg).startswith(_ENGINE_LINES)
+            message = str(record.msg)
+            if _LINKS["show"] and message.startswith("View at "):
+                return True
+            return not message.startswith(_ENGINE_LINES)
         return True
 
 

@@ -218,7 +218,7 @@ def _run(
 
     from flows.cluster import close_prestarted, prestart_cluster
     from flows.server import default_server, temporary_server
-    from sbi_rounds.cli.console import LiveDisplay, install_console
+    from sbi_rounds.cli.console import LiveDisplay, install_console, show_run_links
     from sbi_rounds.progress import showing
 
     if flow is None:
@@ -232,6 +232,7 @@ def _run(
         try:
             prestart_cluster(config)  # comes up while Prefect's temporary server starts
             with temporary_server() as url:  # in its own process group: see flows/server.py
+                show_run_links(url is None or url == default_server())
                 result = flow(config, allow_changes=getattr(args, "allow_change", None))
         except (KeyboardInterrupt, CancelledRun) as e:
             how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
