@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -77,6 +78,26 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
         help="resume although this identity setting changed (repeatable; one of "
         f"{', '.join(IDENTITY_FIELDS)})",
     )
+    g.add_argument(
+        "--accept-changed-code",
+        action="store_true",
+        help="resume although the simulator's or prior's code changed since the run recorded "
+        "it: the change is recorded in the run's history, and the invalid rows of a round "
+        "not trained yet are simulated again",
+    )
+    g.add_argument(
+        "--resimulate-invalid",
+        action="store_true",
+        help="simulate again the invalid (NaN/inf) rows of a round not trained yet, e.g. "
+        "after fixing the simulator",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show tracebacks of errors (and, repeated, more log output)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_setting_flags(p)
     return p
@@ -122,7 +143,11 @@ def _settings(args: argparse.Namespace) -> RunConfig | int:
     if getattr(args, "print_config", False):
         return config
     try:  # bad input fails here, in a second, before Prefect and Dask start
-        preflight(config, allow_changes=getattr(args, "allow_change", None) or ())
+        preflight(
+            config,
+            allow_changes=getattr(args, "allow_change", None) or (),
+            accept_changed_code=getattr(args, "accept_changed_code", False),
+        )
     except (RunFileError, ConfigMismatchError, RunLockedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -151,7 +176,9 @@ def _failure(e: BaseException, resume: str) -> int | None:
     if isinstance(e, (ClusterError, ImportError, ServerStartError)):
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if isinstance(e, (SimulationFailed, InvalidRoundError)):
+    if isinstance(e, InvalidRoundError):  # the committed invalid rows must be redone
+        resume += " --resimulate-invalid"
+    if isinstance(e, (SimulationFailed, InvalidRoundError, FloatingPointError)):
         print(f"error: {e}\n\nAfter fixing it, resume with:\n  {resume}", file=sys.stderr)
         return 1
     return None
@@ -210,6 +237,8 @@ def _run(
                 result = flow(
                     config,
                     allow_changes=getattr(args, "allow_change", None),
+                    accept_changed_code=getattr(args, "accept_changed_code", False),
+                    resimulate_invalid=getattr(args, "resimulate_invalid", False),
                     show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
                 )
         except (KeyboardInterrupt, CancelledRun) as e:
@@ -221,6 +250,8 @@ def _run(
             )
             return 130
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
+            if getattr(args, "verbose", 0):
+                traceback.print_exc()
             status = _failure(e, resume)
             if status is None:
                 raise

@@ -180,8 +180,9 @@ class ClusterConfig(BaseModel):
         le=60,
         title="Seconds between chunk commits",
         description="Chunks that finish within this many seconds are committed to the run "
-        "file together (a stop or an error commits them at once); 0 commits each chunk as "
-        "it finishes. A SIGKILL loses at most the chunks in flight and those finished in "
+        "file together (a stop or an error commits them at once); 0 commits each chunk in "
+        "a write of its own as soon as it is seen finished (one commit per chunk). A SIGKILL "
+        "loses at most the chunks in flight and those finished in "
         "the last interval; committing costs at most one write per interval.",
     )
     retries: int = Field(

@@ -289,8 +289,18 @@ class _Commits:
             chunks_by_worker=dict(d.by_worker),
         )
 
-    def commit(self) -> None:
-        """Commit the finished chunks in one write (none: nothing)."""
+    def commit(self, one_by_one: bool = False) -> None:
+        """Commit the finished chunks in one write (none: nothing).
+
+        ``one_by_one`` (``commit_interval=0``): one write per chunk, each followed by its
+        progress report, also for chunks that were seen finished together.
+        """
+        if one_by_one:
+            batch, self.finished = self.finished, []
+            for item in batch:
+                self.finished.append(item)
+                self.commit()
+            return
         if not self.finished:
             return
         batch = self.finished.copy()
@@ -378,10 +388,10 @@ def simulate_round(
             if commits.finished and (
                 not d.in_flight or time.perf_counter() - commits.last >= cluster.commit_interval
             ):
-                commits.commit()
+                commits.commit(one_by_one=cluster.commit_interval == 0)
     finally:
-        try:
-            commits.commit()  # what finished is kept, also when stopping or failing
+        try:  # what finished is kept, also when stopping or failing
+            commits.commit(one_by_one=cluster.commit_interval == 0)
         finally:
             if d.in_flight:
                 client.cancel(list(d.in_flight), force=True)
