@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from torch.distributions import Distribution
 
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, config_differences
+from sbi_rounds.environment import check_device, check_run_directory
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
 from sbi_rounds.locking import RunLock
@@ -26,20 +28,51 @@ log = logging.getLogger(__name__)
 
 
 def probe_simulator(config: RunConfig, prior: Distribution) -> None:
-    """Simulate two prior draws locally: catches import errors and wrong shapes early.
+    """Simulate two prior draws locally: catches import errors, wrong shapes and hangs early.
+
+    It runs under ``cluster.chunk_timeout`` (if set, else ``cluster.check_timeout``); a
+    simulator still running then is left to itself in a daemon thread (an external
+    program is killed).
 
     Raises:
-        ValueError: The simulator failed; the message is its error's first line.
+        ValueError: The simulator failed or timed out; the message is its error's first
+            line.
     """
     with seeded(derive_seed(config.seed, 0, "probe")):
         theta = prior.sample((2,)).numpy()
-    try:
-        call_simulator(
-            config.simulator, theta, derive_seed(config.seed, 0, "probe"), x_dim=len(config.xobs)
+    timeout = config.cluster.chunk_timeout or config.cluster.check_timeout
+    result: dict[str, BaseException | None] = {}
+
+    def probe() -> None:
+        try:
+            call_simulator(
+                config.simulator,
+                theta,
+                derive_seed(config.seed, 0, "probe"),
+                x_dim=len(config.xobs),
+                timeout=timeout,
+            )
+            result["error"] = None
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=probe, name="simulator-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" not in result:
+        setting = "cluster.chunk_timeout" if config.cluster.chunk_timeout else "cluster."
+        setting += "" if config.cluster.chunk_timeout else "check_timeout"
+        raise ValueError(
+            f"the simulator did not return within {timeout:g} s on 2 prior samples (the "
+            f"start-up check, {setting}; --chunk-timeout S sets it). Check that it does "
+            "not hang, or give it more time with --cluster.check-timeout S."
         )
-    except SimulatorError as e:
-        first = str(e).split("\nTraceback")[0]
+    error = result["error"]
+    if isinstance(error, SimulatorError):
+        first = str(error).split("\nTraceback")[0]
         raise ValueError(f"the simulator failed a check on 2 prior samples: {first}") from None
+    if error is not None:
+        raise error
 
 
 def open_run(
@@ -143,7 +176,8 @@ def preflight(
 ) -> None:
     """Find, writing nothing, what would stop :func:`run_session` as the run starts.
 
-    Checks the lock's holder, the run file (readable, an sbi-rounds run, a format version
+    Checks the training device, the run directory (writable, with free disk for the next
+    round), the lock's holder, the run file (readable, an sbi-rounds run, a format version
     this code reads), its identity settings and the code's fingerprint; for a new run, the
     prior and the simulator on two prior draws. The command line calls it before Prefect
     and Dask start, so bad input fails within a second, with one line.
@@ -157,10 +191,14 @@ def preflight(
         ValueError: A bad prior or simulator (new runs).
     """
     path = config.run_path
+    check_device(config.training.device)
+    if not path.exists():
+        check_run_directory(config, 1)  # before the lock: its directory may not be creatable
     RunLock(path.parent / "run.lock").check()
     if path.exists():
         store = RunStore.open(path)
         store.check_intact()
+        check_run_directory(config, min(max(store.rounds(), default=0) + 1, config.rounds))
         _refuse_identity_changes(
             path, store.read_config(), config.model_dump(mode="json"), allow_changes
         )

@@ -9,8 +9,10 @@ that resumes it.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import shlex
 import sys
 import textwrap
@@ -106,8 +108,25 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
 def parse_args(
     argv: Sequence[str] | None = None, prog: str = "sbi-rounds run"
 ) -> argparse.Namespace:
-    """Parse command-line arguments (only the flags given appear in the namespace)."""
-    return parser(prog).parse_args(argv)
+    """Parse command-line arguments (only the flags given appear in the namespace).
+
+    Negative numbers in every form are values, not options: ``--low -1e3 -inf`` (argparse
+    alone takes only ``-1`` and ``-1.5`` for numbers).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    return parser(prog).parse_args([_as_value(a) for a in argv])
+
+
+#: A negative number that argparse would take for an option: ``-1e3``, ``-inf``, ``-nan``.
+_NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*[eE][-+]?\d+|\.\d+[eE][-+]?\d+|inf|infinity|nan)$", re.I
+)
+
+
+def _as_value(arg: str) -> str:
+    """``arg``, with a leading space if it is a negative number argparse would take for an
+    option (``float`` ignores the space)."""
+    return " " + arg if _NEGATIVE_NUMBER.match(arg) else arg
 
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunConfig:
@@ -160,6 +179,10 @@ def print_config(config: RunConfig) -> None:
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
 
 
+#: Errors of the disk or the file system a run writes to: reported in one line.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+
+
 def _failure(e: BaseException, resume: str) -> int | None:
     """The exit status and message of an error the user can act on (None: a bug, raise)."""
     from sbi_rounds.cluster import ClusterError
@@ -175,6 +198,14 @@ def _failure(e: BaseException, resume: str) -> int | None:
 
     if isinstance(e, (ClusterError, ImportError, ServerStartError)):
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+        print(
+            f"error: {e.strerror} writing {e.filename or 'the run file'} "
+            f"({errno.errorcode[e.errno]}). Everything committed before is kept; make room "
+            f"(or fix the permissions), then resume with:\n  {resume}",
+            file=sys.stderr,
+        )
         return 1
     if isinstance(e, InvalidRoundError):  # the committed invalid rows must be redone
         resume += " --resimulate-invalid"
@@ -211,6 +242,17 @@ def main(
     return _run(config, args, prog, argv, flow)
 
 
+#: Prefect's loggers of flow and task runs, which log a failed run's traceback.
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    """A logging filter that keeps the record but drops its traceback."""
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
 def _run(
     config: RunConfig,
     args: argparse.Namespace,
@@ -225,13 +267,17 @@ def _run(
     from prefect.exceptions import CancelledRun
 
     from flows.cluster import close_prestarted, prestart_cluster
-    from flows.server import temporary_server
+    from flows.server import check_configured_server, temporary_server
 
     if flow is None:
         from flows.online import online_inference as flow
     resume = _resume_command(prog, argv, config)
+    quiet = () if getattr(args, "verbose", 0) else _RUN_LOGGERS
+    for name in quiet:  # the error line below says what failed; -v shows the traceback
+        logging.getLogger(name).addFilter(_no_traceback)
     with interrupts():
         try:
+            check_configured_server()  # before Dask: an unreachable server is one line
             prestart_cluster(config)  # comes up while Prefect's temporary server starts
             with temporary_server():  # in its own process group: see flows/server.py
                 result = flow(
@@ -243,11 +289,12 @@ def _run(
                 )
         except (KeyboardInterrupt, CancelledRun) as e:
             how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
-            print(
-                f"\n{how}. Everything committed is saved in {config.run_path}.\n"
-                f"Resume with:\n  {resume}",
-                file=sys.stderr,
+            saved = (
+                f"Everything committed is saved in {config.run_path}."
+                if config.run_path.exists()
+                else "The run had not started: nothing was written."
             )
+            print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr)
             return 130
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
             if getattr(args, "verbose", 0):
@@ -258,6 +305,8 @@ def _run(
             return status
         finally:
             close_prestarted()
+            for name in quiet:
+                logging.getLogger(name).removeFilter(_no_traceback)
     print(f"\nrun file: {result['run_file']}")
     for path in result["pairplots"]:
         print(f"pairplot: {path}")

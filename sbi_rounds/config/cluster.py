@@ -199,6 +199,14 @@ class ClusterConfig(BaseModel):
         description="Seconds a chunk may run on a worker; then it is cut, its worker "
         "restarted, and it is retried (external programs are killed).",
     )
+    check_timeout: float = Field(
+        300.0,
+        gt=0,
+        title="Seconds for the start-up check",
+        description="A new run first simulates 2 prior draws in this process, before "
+        "Prefect and Dask start; a simulator that has not returned by then stops the run "
+        "with an error. chunk_timeout, when set, is used instead.",
+    )
     min_valid_fraction: float = Field(
         0.5,
         ge=0,

@@ -163,8 +163,8 @@ class StoreFile:
             self._held = None
         tmp = self._tmp_path()
         try:
-            shutil.copyfile(self.path, tmp)
-            try:
+            try:  # a failed copy (disk full) leaves no partial copy behind either
+                shutil.copyfile(self.path, tmp)
                 with h5py.File(tmp, "r+", locking=False) as f:
                     yield f
                 self._publish(tmp)

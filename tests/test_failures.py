@@ -1,0 +1,141 @@
+"""Every failure a run can meet is one ``error:`` line, without a traceback (``-v`` shows it).
+
+Most are found before Prefect and Dask start (``sbi_rounds.session.preflight``); the others
+are run through ``python -m flows.online`` in a second process, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sbi_rounds.cli.run import main, parse_args
+
+SMALL = ["--rounds", "1", "--simulations-per-round", "100", "--chunk-size", "50",
+         "--max-epochs", "2", "--hidden-features", "10", "--num-transforms", "1",
+         "--num-samples", "50", "--workers", "1", "--logger", "none", "--no-progress",
+         "--predictive-simulations", "0", "--map-iterations", "0"]
+
+
+def _argv(run_dir, *extra):
+    return ["--xobs", "0.5", "-0.3", *SMALL, "--run-dir", str(run_dir), "--run-id", "r", *extra]
+
+
+def _tracebacks(text):
+    """The tracebacks in ``text``, but those of multiprocessing's resource tracker in Dask's
+    worker processes (their noise, not the run's)."""
+    blocks = text.split("Traceback (most recent call last):")[1:]
+    return [b for b in blocks if "resource_tracker" not in b.split("\n\n")[0][:400]]
+
+
+def _one_error(capfd, argv, *messages, status=2):
+    code = main(argv)
+    out, err = capfd.readouterr()
+    assert code == status, out + err
+    assert err.count("error: ") == 1 and not _tracebacks(err), err
+    error = err[err.index("error: "):]
+    for message in messages:
+        assert message in error, error
+    return error
+
+
+def _cli(argv, tmp_path, timeout=300, env=()):
+    """``python -m flows.online ARGV`` in its own session: ``(status, output)``."""
+    with open(tmp_path / "cli.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.online", *argv], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **dict(env)})
+        try:
+            status = proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the run's leftovers, if any
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return status, (tmp_path / "cli.log").read_text(errors="replace")
+
+
+# --- found before anything starts ---------------------------------------------------------
+def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, capfd):
+    (tmp_path / "file").write_text("in the way")
+    _one_error(capfd, _argv(tmp_path / "file" / "runs"), "cannot create the run directory",
+               "is a file, not a directory")
+    assert (tmp_path / "file").read_text() == "in the way"
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capfd):
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    directory.chmod(0o500)
+    try:
+        if os.access(directory, os.W_OK):  # root writes anywhere: take a read-only place
+            directory = "/proc/sys"
+            if os.access(directory, os.W_OK):
+                pytest.skip("no directory here that this user cannot write to")
+        _one_error(capfd, _argv(f"{directory}/runs"), "cannot write to the run directory",
+                   "permission denied")
+    finally:
+        (tmp_path / "ro").chmod(0o700)
+
+
+def test_a_disk_too_full_for_the_next_round_is_one_line(tmp_path, capfd):
+    argv = _argv(tmp_path / "runs")
+    argv[argv.index("--simulations-per-round") + 1] = str(10**13)
+    _one_error(capfd, argv, "not enough free disk for the run", "needed for round 1")
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_cuda_device_without_a_gpu_is_refused_before_anything_starts(tmp_path, capfd):
+    _one_error(capfd, _argv(tmp_path / "runs", "--device", "cuda"),
+               "training.device='cuda' but this machine has no CUDA device", "--device cpu")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("low", ["-inf", "nan"])
+def test_a_non_finite_prior_bound_is_refused_and_negative_numbers_can_be_typed(
+        tmp_path, capfd, low):
+    _one_error(capfd, _argv(tmp_path / "runs", "--low", low, "-2", "--high", "2", "2"),
+               "box prior bounds must be finite numbers")
+    args = parse_args(["--low", "-1e3", "-.5e1", "-2", "--high", "1", "2", "3"])
+    assert [float(v) for v in vars(args)["setting:prior.low"]] == [-1000.0, -5.0, -2.0]
+
+
+def test_a_hanging_start_up_check_times_out_with_a_clear_message(tmp_path, capfd):
+    t0 = time.monotonic()
+    _one_error(capfd, _argv(tmp_path / "runs", "--simulator", "test_simulation_helpers:hang",
+                            "--chunk-timeout", "2"),
+               "the simulator did not return within 2 s on 2 prior samples",
+               "cluster.chunk_timeout")
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "runs" / "r" / "run.h5").exists()
+
+
+# --- found while running --------------------------------------------------------------------
+@pytest.mark.slow
+def test_an_unreachable_prefect_server_is_one_line_before_dask_starts(tmp_path):
+    status, out = _cli(_argv(tmp_path / "runs"), tmp_path,
+                       env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert status == 1, out[-3000:]
+    assert out.count("error: ") == 1 and not _tracebacks(out), out[-3000:]
+    assert "the Prefect server at http://127.0.0.1:9/api (PREFECT_API_URL) does not answer" in out
+    assert "distributed" not in out  # Dask never started
+
+
+@pytest.mark.slow
+def test_a_failing_round_prints_one_error_line_and_prefect_no_traceback(tmp_path):
+    argv = _argv(tmp_path / "runs", "--simulator", "simulators:mostly_nan")
+    status, out = _cli(argv, tmp_path)
+    assert status == 1, out[-3000:]
+    assert out.count("error: ") == 1 and not _tracebacks(out), out[-5000:]
+    assert "Task run failed with exception: InvalidRoundError" in out  # Prefect's line stays
+    assert out.rstrip().endswith("--resimulate-invalid")
+    status, out = _cli([*argv, "-v"], tmp_path)
+    assert status == 1 and "raise InvalidRoundError(" in out  # -v: the tracebacks
