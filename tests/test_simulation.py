@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -489,3 +491,20 @@ def test_the_cli_runs_a_round_with_the_example_external_program(tmp_path):
     assert store.counts(1) == {"simulations": 200, "valid": 200, "invalid": 0}
     assert store.round_info(1).num_chunks == 8
     assert store.read_config()["simulator"]["kind"] == "command"
+
+
+def test_a_chunk_running_far_longer_than_its_peers_is_reported_while_it_runs(
+        tmp_path, dask_client, caplog):
+    store = _store(tmp_path, n=20, chunk_size=2)
+    sim = SimulatorConfig(path="test_simulation_helpers:slow_once",
+                          kwargs={"marker": str(tmp_path / "slow"), "seconds": 14.0})
+    with caplog.at_level(logging.WARNING, logger="sbi_rounds.simulation"):
+        simulate_round(store, 1, simulator=sim, cluster=ClusterConfig(), client=dask_client,
+                       run_seed=0)
+    end = time.time()  # the slow chunk ended last, about 4 s after it was reported
+    warnings = [r for r in caplog.records if "it may hang" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text  # once, while it ran (not a timeout: none is set)
+    assert re.search(r"round 1: chunk \d+ has run for 1\d s, more than 5 times the median",
+                     warnings[0].getMessage())
+    assert end - warnings[0].created > 2  # while it ran
+    assert store.pending_chunks(1) == []
