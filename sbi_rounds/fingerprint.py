@@ -5,7 +5,7 @@ fingerprint records what those names pointed to when the run was created, so a r
 with changed code under the same name is caught (see ``sbi_rounds.session``):
 
 * a Python function: SHA-256 of its source, of its module's file, and the installed
-  version of the distribution that provides the module (if any);
+  version of the distribution named like its top-level package (if any);
 * an external program: SHA-256 of the program file (found on ``PATH``), of every argument
   that is an existing file, and of the module's file for ``python -m module``;
 * a box prior: nothing beyond its bounds, which are settings already.
@@ -100,10 +100,16 @@ def _python_fingerprint(path: str, what: str) -> dict[str, str]:
 
 
 def _distribution(module_name: str) -> str | None:
-    """``name==version`` of the installed distribution providing the module, if any."""
+    """``name==version`` of the installed distribution named like the module's top-level
+    package (``mypackage`` or ``my-package``), if any.
+
+    Looked up by name: ``importlib.metadata.packages_distributions()`` would also find
+    distributions named otherwise (scikit-learn for sklearn), but reads every installed
+    distribution's metadata, seconds on a large environment. The module's own file is
+    hashed in any case.
+    """
     top = module_name.split(".")[0]
-    names = importlib.metadata.packages_distributions().get(top, [])
-    for name in names:
+    for name in dict.fromkeys((top, top.replace("_", "-"))):
         try:
             return f"{name}=={importlib.metadata.version(name)}"
         except importlib.metadata.PackageNotFoundError:

@@ -122,6 +122,14 @@ def open_run(
     if changes:
         log.info("settings changed since the last session: %s", "; ".join(changes))
         store.update_config(new, changes)
+    planned = store.rounds()
+    if planned and any(c.startswith("simulations_per_round") for c in changes):
+        log.warning(
+            "simulations_per_round changed, but rounds %s are planned already and keep the "
+            "simulations they have (%s); the new figure applies to rounds planned from now on",
+            ", ".join(map(str, planned)),
+            ", ".join(str(store.round_info(r).num_simulations) for r in planned),
+        )
     if resimulate_invalid or any(c.startswith("simulator.") for c in code_changes):
         _reopen_invalid_rows(store)
     return resolve_run(config, store)

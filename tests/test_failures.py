@@ -7,6 +7,7 @@ are run through ``python -m flows.online`` in a second process, as a user would.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -139,3 +140,32 @@ def test_a_failing_round_prints_one_error_line_and_prefect_no_traceback(tmp_path
     assert out.rstrip().endswith("--resimulate-invalid")
     status, out = _cli([*argv, "-v"], tmp_path)
     assert status == 1 and "raise InvalidRoundError(" in out  # -v: the tracebacks
+
+
+@pytest.mark.parametrize("where", ["copy", "write"])
+def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
+        tmp_path, capsys, where):
+    """A file size limit (``RLIMIT_FSIZE``) fails writes like a full disk, in this process."""
+    from sbi_rounds.cli.run import _failure
+    from sbi_rounds.store import RunStore
+
+    store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="f")
+    before = store.path.read_bytes()
+    size = len(before)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2 if where == "copy" else size + 4096,
+                                               hard))
+    try:
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - OSError, or h5py's errors
+            store.plan_round(1, num_simulations=100_000, theta_dim=2, x_dim=2, chunk_size=100,
+                             num_posterior_samples=10, proposal={})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert list(tmp_path.glob("run.h5.tmp-*")) == []  # no partial copy left behind
+    assert store.path.read_bytes() == before
+    assert _failure(raised.value, "sbi-rounds run --run-id r") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not write") and err.count("error: ") == 1
+    assert err.rstrip().endswith("resume with:\n  sbi-rounds run --run-id r")

@@ -245,3 +245,16 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
             load_posterior(run_file)
     else:
         load_posterior(run_file)  # the network is intact
+
+
+def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kept(
+        finished_run, tmp_path, capfd, caplog):
+    run_dir, argv = finished_run
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    argv[argv.index("--simulations-per-round") + 1] = "200"
+    assert main(argv) == 0
+    _, err = capfd.readouterr()
+    assert ("simulations_per_round changed, but rounds 1 are planned already and keep the "
+            "simulations they have (100)") in caplog.text + err

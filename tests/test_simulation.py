@@ -227,9 +227,13 @@ def test_chunks_in_flight_stay_within_the_limit(tmp_path, dask_client):
     counts = []
 
     def count_tasks(*_):
+        # chunks waiting or running; a finished chunk's task stays on the scheduler (in
+        # memory) until the client's release of its key arrives, which may take a moment
         counts.append(dask_client.run_on_scheduler(
-            lambda dask_scheduler: sum(k.startswith("sbi-rounds-") for k in map(
-                str, dask_scheduler.tasks))))
+            lambda dask_scheduler: sum(
+                str(k).startswith("sbi-rounds-") and ts.state not in ("memory", "released",
+                                                                      "forgotten", "erred")
+                for k, ts in dask_scheduler.tasks.items())))
 
     simulate_round(store, 1, simulator=sim,
                    cluster=ClusterConfig(max_in_flight=3, commit_interval=0),

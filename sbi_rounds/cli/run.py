@@ -180,7 +180,24 @@ def print_config(config: RunConfig) -> None:
 
 
 #: Errors of the disk or the file system a run writes to: reported in one line.
-_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
+_DISK_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EFBIG: "File too large",
+    errno.EACCES: "Permission denied",
+    errno.EROFS: "Read-only file system",
+    errno.EIO: "Input/output error",
+}
+
+
+def _disk_error(e: BaseException) -> bool:
+    """An error of the disk or file system (also as h5py reports HDF5's: a ValueError or
+    RuntimeError whose message holds the system's error)."""
+    if not isinstance(e, (OSError, ValueError, RuntimeError)):
+        return False
+    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+        return True
+    return any(text in str(e) for text in _DISK_ERRORS.values())
 
 
 def _failure(e: BaseException, resume: str) -> int | None:
@@ -189,6 +206,14 @@ def _failure(e: BaseException, resume: str) -> int | None:
     from sbi_rounds.errors import InvalidRoundError
     from sbi_rounds.simulation import SimulationFailed
 
+    if _disk_error(e):
+        what = getattr(e, "filename", None) or "the run file"
+        print(
+            f"error: could not write {what}: {' '.join(str(e).split())}. Everything committed "
+            f"before is kept; make room (or fix the permissions), then resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 1
     if isinstance(e, (RunFileError, ConfigMismatchError, RunLockedError)) or (
         isinstance(e, ValueError) and not isinstance(e, ValidationError)
     ):
@@ -198,14 +223,6 @@ def _failure(e: BaseException, resume: str) -> int | None:
 
     if isinstance(e, (ClusterError, ImportError, ServerStartError)):
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
-        print(
-            f"error: {e.strerror} writing {e.filename or 'the run file'} "
-            f"({errno.errorcode[e.errno]}). Everything committed before is kept; make room "
-            f"(or fix the permissions), then resume with:\n  {resume}",
-            file=sys.stderr,
-        )
         return 1
     if isinstance(e, InvalidRoundError):  # the committed invalid rows must be redone
         resume += " --resimulate-invalid"
