@@ -169,3 +169,32 @@ def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: could not write") and err.count("error: ") == 1
     assert err.rstrip().endswith("resume with:\n  sbi-rounds run --run-id r")
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_starting_does_not_claim_a_saved_file(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "flows.online", *_argv(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:  # Prefect's server and Dask start after the input checks
+            lines.append(line)
+            if "Starting a temporary Prefect server" in line:
+                break
+        assert not (tmp_path / "runs" / "r" / "run.h5").exists()
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # a Ctrl-C reaches the terminal's whole group
+        out = "".join(lines) + proc.communicate(timeout=120)[0]
+        seconds = time.monotonic() - t0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode == 130, out[-3000:]
+    if not (tmp_path / "runs" / "r" / "run.h5").exists():
+        assert "nothing was written" in out and "Everything committed is saved" not in out, out
+    assert "Resume with:" in out
+    assert seconds < 40, (seconds, out[-3000:])
