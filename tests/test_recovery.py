@@ -258,3 +258,16 @@ def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kep
     _, err = capfd.readouterr()
     assert ("simulations_per_round changed, but rounds 1 are planned already and keep the "
             "simulations they have (100)") in caplog.text + err
+
+
+def test_a_training_loss_that_becomes_nan_is_one_error_line_with_the_resume_command(
+        prefect_server, user_code, tmp_path, capfd):
+    """The issue's case: a prior narrowed (0.3 for 2) under the same name, the change
+    accepted; round 1's simulations lie outside it and round 2's training loss is NaN."""
+    user_code()
+    argv = _argv(tmp_path / "runs", "--prior", "user_sim:prior")
+    assert main(argv) == 0
+    capfd.readouterr()
+    user_code(high="0.3")
+    error = _error(capfd, [*argv, "--rounds", "2", "--accept-changed-code"], status=1)
+    assert "training loss became nan" in error and "resume with:" in error
