@@ -10,10 +10,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["interrupts", "starting"]
+__all__ = ["interrupts", "quiet_prefect_client", "starting"]
 
 #: Arguments after which a command does nothing slow (no server to start early).
 _QUICK = {"-h", "--help", "--print-config"}
+
+
+def quiet_prefect_client() -> None:
+    """Before Prefect is imported: no anonymous usage reports from this process, and no
+    warning for log records sent before a flow run exists (the console shows them)."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def starting(argv: Sequence[str], prog: str) -> None:
@@ -39,6 +46,7 @@ def starting(argv: Sequence[str], prog: str) -> None:
 
     signal.signal(signal.SIGINT, stopped_while_starting)
     signal.signal(signal.SIGTERM, stopped_while_starting)
+    quiet_prefect_client()
     if not _QUICK & set(argv):
         from sbi_rounds.cli.packages import pin_own_packages
 

@@ -7,6 +7,7 @@ generated from the fields.
 
 from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
 from sbi_rounds.config.cluster import ClusterConfig, JobqueueConfig
+from sbi_rounds.config.console import ConsoleConfig
 from sbi_rounds.config.files import config_differences, format_validation_error, load_config_file
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
@@ -26,6 +27,7 @@ __all__ = [
     "DENSITY_MODELS",
     "IDENTITY_FIELDS",
     "ClusterConfig",
+    "ConsoleConfig",
     "DiagnosticsConfig",
     "JobqueueConfig",
     "NPELossConfig",

@@ -18,6 +18,10 @@ __all__ = ["COVERAGE_LEVELS", "calibrate", "coverage_curve"]
 COVERAGE_LEVELS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
+#: sbi's notes during calibration that say nothing about the estimator.
+_NOT_WORTH_A_WARNING = ("Capping max_sampling_batch_size",)
+
+
 def _marginal(i: int) -> Callable[[Tensor, Tensor], Tensor]:
     def reduce(theta: Tensor, x: Tensor) -> Tensor:
         return theta[:, i]
@@ -130,6 +134,12 @@ def calibrate(
                 kstest(ranks_np[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
             ),
         },
-        "warnings": sorted({str(w.message).splitlines()[0] for w in caught}),
+        "warnings": sorted(
+            {
+                str(w.message).splitlines()[0]
+                for w in caught
+                if not str(w.message).startswith(_NOT_WORTH_A_WARNING)
+            }
+        ),
     }
     return result, ranks_np
