@@ -160,9 +160,10 @@ def test_the_scheduler_file_is_removed_also_when_a_run_was_killed():
     # what a run whose scheduler was SIGKILLed leaves behind
     stale = tmp / f"sbi-rounds-scheduler-{dead.stdout.strip()}-0badf00d.json"
     stale.write_text("{}")
+    before = set(tmp.glob(f"sbi-rounds-scheduler-{os.getpid()}-*.json"))  # other clusters'
     with open_client(ClusterConfig(workers=1)) as client:
         assert not stale.exists()
-        mine = list(tmp.glob(f"sbi-rounds-scheduler-{os.getpid()}-*.json"))
+        mine = list(set(tmp.glob(f"sbi-rounds-scheduler-{os.getpid()}-*.json")) - before)
         assert len(mine) == 1 and client.scheduler.address in mine[0].read_text()
     assert not mine[0].exists()
 

@@ -94,7 +94,8 @@ def _tracebacks(err):
 
 
 # --- changed code under the same name -----------------------------------------------------
-@pytest.mark.parametrize("part", ["simulator", "prior"])
+@pytest.mark.parametrize(
+    "part", ["simulator", pytest.param("prior", marks=pytest.mark.slow)])
 def test_changed_code_is_refused_leaving_the_file_unchanged_and_can_be_accepted(
         prefect_server, user_code, tmp_path, capfd, part):
     user_code()
@@ -121,6 +122,7 @@ def test_changed_code_is_refused_leaving_the_file_unchanged_and_can_be_accepted(
     assert main([*argv, "--rounds", "2"]) == 0  # the accepted code is the recorded one now
 
 
+@pytest.mark.slow
 def test_a_run_from_before_code_fingerprints_resumes_and_records_one(
         prefect_server, user_code, tmp_path):
     user_code()
@@ -136,6 +138,7 @@ def test_a_run_from_before_code_fingerprints_resumes_and_records_one(
 
 
 # --- a round without enough valid simulations ---------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("fix", ["accept-changed-code", "resimulate-invalid"])
 def test_an_all_invalid_round_recovers_after_the_simulator_is_fixed(
         prefect_server, user_code, tmp_path, capfd, fix):
@@ -247,6 +250,7 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
         load_posterior(run_file)  # the network is intact
 
 
+@pytest.mark.slow
 def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kept(
         finished_run, tmp_path, capfd, caplog):
     run_dir, argv = finished_run
@@ -260,6 +264,7 @@ def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kep
             "simulations they have (100)") in caplog.text + err
 
 
+@pytest.mark.slow
 def test_a_training_loss_that_becomes_nan_is_one_error_line_with_the_resume_command(
         prefect_server, user_code, tmp_path, capfd):
     """The issue's case: a prior narrowed (0.3 for 2) under the same name, the change
