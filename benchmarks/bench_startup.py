@@ -81,12 +81,15 @@ def _restart(work: Path, env: dict[str, str], rounds: int) -> float:
 def _done(out: Path) -> set[tuple[str, int]]:
     if not out.is_file():
         return set()
-    return {(r["mode"], r["restart"]) for r in map(json.loads, out.read_text().splitlines())}
+    rows = map(json.loads, out.read_text().splitlines())
+    return {(r["mode"], r["restart"]) for r in rows}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--restarts", type=int, default=10)
+    p.add_argument("--modes", nargs="+", choices=["temporary", "reuse"],
+                   default=["temporary", "reuse"])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/startup.jsonl")
     args = p.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +99,7 @@ def main() -> None:
     t0 = time.time()
     subprocess.run([sys.executable, "-c", "import flows.online"], cwd=ROOT, check=True, env=base)
     print(f"imports of the command: {time.time() - t0:.1f} s")
-    for mode in ("temporary", "reuse"):
+    for mode in args.modes:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "bench_sim.py").write_text(SIMULATOR)
@@ -106,7 +109,7 @@ def main() -> None:
             server = None
             if mode == "reuse":
                 server = subprocess.Popen(
-                    [Path(sys.executable).with_name("prefect"), "server", "start", "--host",
+                    [sys.executable, "-m", "prefect", "server", "start", "--host",
                      "127.0.0.1", "--port", str(port)],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 print(f"prefect server start: healthy after {_wait_healthy(port):.1f} s")

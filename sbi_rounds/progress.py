@@ -13,8 +13,7 @@ Example::
 
     view = PeriodicLines(logging.getLogger("run"), interval=30, rounds=3)
     run_round(run, 1, client, table=observed_stages(STAGES, view, 1),
-              callbacks=[EpochProgress(view)],
-              progress=lambda run, r: simulation_reporter(view))
+              callbacks=[EpochProgress(view)])
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ __all__ = [
     "describe",
     "observed_stages",
     "showing",
-    "simulation_reporter",
 ]
 
 #: What each stage of a round is called where a person reads it.
@@ -264,16 +262,6 @@ def observed_stages(table: Any, view: ProgressView, round_: int) -> Any:
 
     fields = {f.name: observe(f.name, getattr(table, f.name)) for f in dataclasses.fields(table)}
     return dataclasses.replace(table, **fields)
-
-
-@contextmanager
-def simulation_reporter(view: ProgressView) -> Iterator[Callable[[int, int, float], None]]:
-    """A simulation ``progress(done, total, rate)`` callback that tells ``view``."""
-
-    def progress(done: int, total: int, rate: float) -> None:
-        view.simulated(SimulationInfo(done, total, rate))
-
-    yield progress
 
 
 _VIEW: ContextVar[ProgressView | None] = ContextVar("sbi_rounds_progress_view", default=None)

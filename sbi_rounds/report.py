@@ -41,12 +41,8 @@ def stopped_early(run: Run) -> str | None:
     return stop_reason(run, done[-1]) if done else None
 
 
-def _rounds_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
-    rows = []
-    for row in round_table(run.store):
-        seconds = (diagnostics.get(row["round"]) or {}).get("seconds") or {}
-        row = {**row, "checks_s": sum(seconds.values()) if seconds else None}
-        rows.append([row.get(key) for key, _ in ROUND_COLUMNS])
+def _rounds_section(run: Run) -> str:
+    rows = [[row.get(key) for key, _ in ROUND_COLUMNS] for row in round_table(run.store)]
     histories = {r: run.store.read_history(r) for r in run.store.rounds()}
     curves = loss_curves_png({r: {k: list(v) for k, v in h.items()} for r, h in histories.items()})
     return (
@@ -285,7 +281,7 @@ def render_report(run: Run) -> str:
             f'<p class="stop" id="stopped-early">{html.escape(early)}</p>' if early else "",
             final_posterior_section(run, _posterior_table),
             warnings_section(run),
-            _rounds_section(run, diagnostics),
+            _rounds_section(run),
             _round_sections(run, diagnostics),
             _movement_section(run, diagnostics),
             _c2st_section(diagnostics),

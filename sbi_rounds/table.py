@@ -46,13 +46,14 @@ ROUND_COLUMNS = (
 
 
 def round_table(store: RunStore) -> list[dict[str, Any]]:
-    """One row per round: simulations, valid, the kept network, epochs, best validation loss,
-    retrains, seconds per stage."""
+    """One row per round: simulations, valid, the kept network, epochs, why training stopped,
+    best validation loss, retrains, seconds per stage and of the posterior checks."""
     rows = []
     for r in store.rounds():
         counts = store.counts(r)
         summary = store.training_summary(r)
         timings = store.timings(r)
+        seconds = (store.read_round_attr(r, "diagnostics", {}) or {}).get("seconds") or {}
         rows.append(
             {
                 "round": r,
@@ -64,6 +65,7 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
                 "stop": stop_label(summary),
                 **(_training(store.training_attempts(r)) if summary else {}),
                 **{f"{k}_s": v for k, v in timings.items()},
+                "checks_s": sum(seconds.values()) if seconds else None,
             }
         )
     return rows

@@ -98,9 +98,9 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
         "OMP_NUM_THREADS": "1",
     }
     env.pop("PREFECT_API_URL", None)
-    prefect = Path(sys.executable).with_name("prefect")
     server = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+         str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,
     )
     try:

@@ -76,10 +76,14 @@ class ConsoleHandler(logging.Handler):
     def __init__(self, console: Console, detailed: bool = False, timestamps: bool = False) -> None:
         super().__init__()
         self.console, self.detailed, self.timestamps = console, detailed, timestamps
+        self._emitting = False
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if detailed else "%(message)s"
         self.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._emitting:  # a warning or error raised while writing: never recurse
+            return
+        self._emitting = True
         try:
             text = self.format(record)
             style = ""
@@ -92,7 +96,9 @@ class ConsoleHandler(logging.Handler):
                 text = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {text}"
             self.console.print(Text(text, style=style), soft_wrap=True, highlight=False)
         except Exception:  # noqa: BLE001 - logging must never break the run
-            self.handleError(record)
+            pass
+        finally:
+            self._emitting = False
 
 
 def _replaced(handler: logging.Handler) -> bool:
@@ -108,7 +114,7 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
 
     Args:
         verbosity: -1 (``-q``), 0, 1 (``-v``) or 2 (``-vv``).
-        stream: Where to write; default ``sys.stderr``.
+        stream: Where to write; default ``sys.stderr`` (whichever it is at each write).
 
     Returns:
         The console, for a :class:`LiveDisplay`.
@@ -117,9 +123,10 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
 
     if not PROCESS_LOGGING_CONFIG:  # set up now, so that a later set-up replaces nothing
         setup_logging()
-    stream = sys.stderr if stream is None else stream
-    tty = stream.isatty()
-    console = Console(file=stream, force_terminal=tty or None, soft_wrap=True)
+    tty = (sys.stderr if stream is None else stream).isatty()
+    # no stream: the sys.stderr of the moment of each write (a test may swap it)
+    console = Console(file=stream, stderr=stream is None, force_terminal=tty or None,
+                      soft_wrap=True)
     handler = ConsoleHandler(console, detailed=verbosity >= 1, timestamps=not tty)
     handler.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG)
     if verbosity <= 0:

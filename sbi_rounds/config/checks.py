@@ -52,7 +52,7 @@ class StallConfig(BaseModel):
 
 
 #: ``calibration_simulations="auto"`` where the posterior is sampled directly.
-AUTO_CALIBRATION_SIMULATIONS = 200
+AUTO_CALIBRATION_SIMULATIONS = 100
 
 
 class DiagnosticsConfig(BaseModel):
@@ -101,7 +101,7 @@ class DiagnosticsConfig(BaseModel):
         "TSNPE: a few seconds), 0 where each test needs MCMC (SNLE, SNRE).",
     )
     calibration_posterior_samples: int = Field(
-        1000,
+        500,
         ge=10,
         le=1_000_000,
         title="Posterior samples per calibration test",
