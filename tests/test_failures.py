@@ -132,6 +132,8 @@ def test_an_unreachable_prefect_server_is_one_line_before_dask_starts(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_round_prints_one_error_line_and_prefect_no_traceback(tmp_path):
+    """Prefect's own error records of the failed task and flow run (and their tracebacks)
+    are shown from -v; without it the command's error line is the only one."""
     argv = _argv(tmp_path / "runs", "--simulator", "simulators:mostly_nan")
     status, out = _cli(argv, tmp_path)
     assert status == 1, out[-3000:]
@@ -139,6 +141,7 @@ def test_a_failing_round_prints_one_error_line_and_prefect_no_traceback(tmp_path
     assert out.rstrip().endswith("--resimulate-invalid")
     status, out = _cli([*argv, "-v"], tmp_path)
     assert status == 1 and "raise InvalidRoundError(" in out  # -v: the tracebacks
+    assert "Task run failed with exception: InvalidRoundError" in out
 
 
 @pytest.mark.parametrize("where", ["copy", "write"])

@@ -271,12 +271,16 @@ def main(
     return _run(config, args, prog, argv, flow)
 
 
-#: Prefect's loggers of flow and task runs, which log a failed run's traceback.
+#: Prefect's loggers of flow and task runs, which log a failed run's error and traceback.
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
 
 
 def _no_traceback(record: logging.LogRecord) -> bool:
-    """A logging filter that keeps the record but drops its traceback."""
+    """A logging filter for Prefect's run loggers below ``-v``: their errors (a failed task,
+    a failed flow run, each with its traceback) are left out, since the command ends with
+    the one ``error:`` line that says what failed; other records lose their traceback."""
+    if record.levelno >= logging.ERROR:
+        return False
     record.exc_info = None
     record.exc_text = None
     return True
@@ -308,7 +312,7 @@ def _run(
     live = verbosity >= 0 and "no_progress" not in vars(args) and sys.stderr.isatty()
     view = LiveDisplay(console, config.rounds) if live else None
     quiet = () if verbosity >= 1 else _RUN_LOGGERS
-    for name in quiet:  # the error line below says what failed; -v shows the traceback
+    for name in quiet:  # the error line below says what failed; -v shows Prefect's own
         logging.getLogger(name).addFilter(_no_traceback)
     with interrupts(), showing(view) if view is not None else nullcontext():
         try:
