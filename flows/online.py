@@ -63,6 +63,8 @@ __all__ = ["online_inference"]
 def online_inference(
     config: RunConfig,
     allow_changes: list[Literal[IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
+    accept_changed_code: bool = False,
+    resimulate_invalid: bool = False,
 ) -> dict[str, Any] | State:
     """Run (or resume, or extend) a multi-round SBI run described by ``config``.
 
@@ -76,6 +78,9 @@ def online_inference(
             simulator, prior, network, training, posterior sampling and the Dask cluster.
         allow_changes: Identity settings (e.g. ``["simulator"]``) allowed to differ from
             the run file's when resuming.
+        accept_changed_code: Resume although the simulator's or prior's code changed (it is
+            recorded in the run's history; invalid rows of an untrained round are redone).
+        resimulate_invalid: Simulate again the invalid rows of a round not trained yet.
 
     Returns:
         ``{"flow_run_id", "run_file", "run_dir", "rounds": [per-round rows], "pairplots":
@@ -87,7 +92,12 @@ def online_inference(
     run_id = config.resolved_run_id
     with (
         CancellationWatch.for_current_run(token) as watch,
-        run_session(config, allow_changes=allow_changes or ()) as run,
+        run_session(
+            config,
+            allow_changes=allow_changes or (),
+            accept_changed_code=accept_changed_code,
+            resimulate_invalid=resimulate_invalid,
+        ) as run,
         run_cluster(run) as client,
     ):
         logger.info("run %s: run file %s", run_id, run.store.path)

@@ -216,6 +216,32 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
         server.wait()
 
 
+def check_configured_server(timeout: float = 10.0) -> None:
+    """Refuse a configured Prefect server (``PREFECT_API_URL``) that does not answer.
+
+    Called before Dask and Prefect start, so an unreachable server is one line, not a run
+    that fails after its cluster came up. Nothing to check without a configured server.
+
+    Raises:
+        ServerStartError: The server did not answer ``/health`` within ``timeout`` seconds.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as e:
+        raise ServerStartError(
+            f"the Prefect server at {url} (PREFECT_API_URL) does not answer ({e}); start it "
+            "(prefect server start), correct PREFECT_API_URL, or unset it to run with a "
+            "temporary server of the run's own. Nothing was started."
+        ) from None
+
+
 @contextmanager
 def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
     """Start Prefect's temporary server where Prefect would; yield its API URL (else None).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigMismatchError", "InvalidRoundError", "RunInterrupted"]
+__all__ = ["CodeChangedError", "ConfigMismatchError", "InvalidRoundError", "RunInterrupted"]
 
 
 class ConfigMismatchError(ValueError):
@@ -15,3 +15,7 @@ class InvalidRoundError(RuntimeError):
 
 class RunInterrupted(KeyboardInterrupt):
     """The run was asked to stop (Ctrl-C, SIGTERM, a Prefect cancellation)."""
+
+
+class CodeChangedError(ConfigMismatchError):
+    """Resuming with a simulator or prior whose code changed under the same name."""

@@ -40,6 +40,9 @@ def load_posterior(path: str | Path, round: int = -1) -> Any:
         An sbi ``DirectPosterior`` (SNPE, TSNPE) or ``MCMCPosterior`` (SNLE, SNRE, or as
         configured) with ``sample``, ``log_prob`` and ``map``.
 
+    Raises:
+        DamagedRunError: The round's network weights are damaged (the message says so).
+
     Example:
         >>> posterior = load_posterior("runs/snpe-1a2b3c4d5e/run.h5", round=-1)
         >>> samples = posterior.sample((1000,))
@@ -54,6 +57,7 @@ def load_posterior(path: str | Path, round: int = -1) -> Any:
         round = rounds[round]
     elif round not in rounds:
         raise ValueError(f"round {round} has no trained network; trained rounds: {rounds}")
+    run.store.check_intact(f"rounds/{round:04d}/network")  # DamagedRunError names damage
     return posterior_for_round(run, round)
 
 

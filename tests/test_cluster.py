@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import dask
@@ -18,6 +19,7 @@ from sbi_rounds.cluster import (
     jobqueue_kwargs,
     lifetime_args,
     main,
+    open_client,
     walltime_seconds,
 )
 from sbi_rounds.config import ClusterConfig, JobqueueConfig, RunConfig, load_config_file
@@ -149,6 +151,21 @@ def test_the_shipped_hpc_config_validates_and_gives_a_job_script(capsys):
     subprocess.run(["bash", "-n", str(HPC / "sbi-rounds.sbatch")], check=True)
     jobqueue_file = load_config_file(HPC / "jobqueue.yaml")
     assert set(jobqueue_file["jobqueue"]) == {"slurm", "pbs"}
+
+
+def test_the_scheduler_file_is_removed_also_when_a_run_was_killed():
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    tmp = Path(tempfile.gettempdir())
+    # what a run whose scheduler was SIGKILLed leaves behind
+    stale = tmp / f"sbi-rounds-scheduler-{dead.stdout.strip()}-0badf00d.json"
+    stale.write_text("{}")
+    before = set(tmp.glob(f"sbi-rounds-scheduler-{os.getpid()}-*.json"))  # other clusters'
+    with open_client(ClusterConfig(workers=1)) as client:
+        assert not stale.exists()
+        mine = list(set(tmp.glob(f"sbi-rounds-scheduler-{os.getpid()}-*.json")) - before)
+        assert len(mine) == 1 and client.scheduler.address in mine[0].read_text()
+    assert not mine[0].exists()
 
 
 def test_local_cluster_processes_exit_when_the_run_is_killed(tmp_path):

@@ -98,3 +98,10 @@ def wrong_shape(theta: torch.Tensor) -> torch.Tensor:
 def touch(path: str) -> None:
     """Create ``path`` (used to check where code runs)."""
     Path(path).touch()
+
+
+def slow_once(theta: torch.Tensor, marker: str, seconds: float = 14.0) -> torch.Tensor:
+    """Takes ``seconds`` on the first call anywhere (``marker`` file absent), then is quick."""
+    if _first_time(marker):
+        time.sleep(seconds)
+    return theta + 0.1 * torch.randn_like(theta)

@@ -15,6 +15,7 @@ COMMANDS = {
     "report": ("sbi_rounds.cli.report", "write a run's self-contained HTML report"),
     "status": ("sbi_rounds.cli.status", "a run directory's runs, rounds and stages, and which run"),
     "export": ("sbi_rounds.cli.export", "a run's simulations and posterior samples as .npz"),
+    "verify": ("sbi_rounds.cli.verify", "read a whole run file and name what is damaged"),
 }
 
 USAGE = """\
@@ -31,6 +32,7 @@ commands:
   sbi-rounds status runs
   sbi-rounds report runs/snpe-1a2b3c4d5e
   sbi-rounds export runs/snpe-1a2b3c4d5e -o run.npz
+  sbi-rounds verify runs/snpe-1a2b3c4d5e
 """
 
 

@@ -29,7 +29,7 @@ def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") -> int:
     """Command-line entry point. Returns the exit status (0 written, 2 no readable run)."""
     from sbi_rounds.report import write_report
-    from sbi_rounds.store import RunFileError
+    from sbi_rounds.store import RunFileError, RunStore
 
     args = parser(prog).parse_args(argv)
     target = Path(args.run)
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") 
         )
         return 2
     try:
+        RunStore.open(target / "run.h5" if target.is_dir() else target).check_intact()
         path = write_report(target, args.output)
     except (RunFileError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

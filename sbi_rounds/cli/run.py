@@ -9,11 +9,14 @@ that resumes it.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import shlex
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -79,6 +82,19 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
         f"{', '.join(IDENTITY_FIELDS)})",
     )
     g.add_argument(
+        "--accept-changed-code",
+        action="store_true",
+        help="resume although the simulator's or prior's code changed since the run recorded "
+        "it: the change is recorded in the run's history, and the invalid rows of a round "
+        "not trained yet are simulated again",
+    )
+    g.add_argument(
+        "--resimulate-invalid",
+        action="store_true",
+        help="simulate again the invalid (NaN/inf) rows of a round not trained yet, e.g. "
+        "after fixing the simulator",
+    )
+    g.add_argument(
         "--no-progress",
         action="store_true",
         help="no live display in a terminal: progress lines as in a log instead",
@@ -103,8 +119,25 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
 def parse_args(
     argv: Sequence[str] | None = None, prog: str = "sbi-rounds run"
 ) -> argparse.Namespace:
-    """Parse command-line arguments (only the flags given appear in the namespace)."""
-    return parser(prog).parse_args(argv)
+    """Parse command-line arguments (only the flags given appear in the namespace).
+
+    Negative numbers in every form are values, not options: ``--low -1e3 -inf`` (argparse
+    alone takes only ``-1`` and ``-1.5`` for numbers).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    return parser(prog).parse_args([_as_value(a) for a in argv])
+
+
+#: A negative number that argparse would take for an option: ``-1e3``, ``-inf``, ``-nan``.
+_NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*[eE][-+]?\d+|\.\d+[eE][-+]?\d+|inf|infinity|nan)$", re.I
+)
+
+
+def _as_value(arg: str) -> str:
+    """``arg``, with a leading space if it is a negative number argparse would take for an
+    option (``float`` ignores the space)."""
+    return " " + arg if _NEGATIVE_NUMBER.match(arg) else arg
 
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RunConfig:
@@ -140,7 +173,11 @@ def _settings(args: argparse.Namespace) -> RunConfig | int:
     if getattr(args, "print_config", False):
         return config
     try:  # bad input fails here, in a second, before Prefect and Dask start
-        preflight(config, allow_changes=getattr(args, "allow_change", None) or ())
+        preflight(
+            config,
+            allow_changes=getattr(args, "allow_change", None) or (),
+            accept_changed_code=getattr(args, "accept_changed_code", False),
+        )
     except (RunFileError, ConfigMismatchError, RunLockedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -153,12 +190,41 @@ def print_config(config: RunConfig) -> None:
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
 
 
+#: Errors of the disk or the file system a run writes to: reported in one line.
+_DISK_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EFBIG: "File too large",
+    errno.EACCES: "Permission denied",
+    errno.EROFS: "Read-only file system",
+    errno.EIO: "Input/output error",
+}
+
+
+def _disk_error(e: BaseException) -> bool:
+    """An error of the disk or file system (also as h5py reports HDF5's: a ValueError or
+    RuntimeError whose message holds the system's error)."""
+    if not isinstance(e, (OSError, ValueError, RuntimeError)):
+        return False
+    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+        return True
+    return any(text in str(e) for text in _DISK_ERRORS.values())
+
+
 def _failure(e: BaseException, resume: str) -> int | None:
     """The exit status and message of an error the user can act on (None: a bug, raise)."""
     from sbi_rounds.cluster import ClusterError
     from sbi_rounds.errors import InvalidRoundError
     from sbi_rounds.simulation import SimulationFailed
 
+    if _disk_error(e):
+        what = getattr(e, "filename", None) or "the run file"
+        print(
+            f"error: could not write {what}: {' '.join(str(e).split())}. Everything committed "
+            f"before is kept; make room (or fix the permissions), then resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 1
     if isinstance(e, (RunFileError, ConfigMismatchError, RunLockedError)) or (
         isinstance(e, ValueError) and not isinstance(e, ValidationError)
     ):
@@ -169,7 +235,9 @@ def _failure(e: BaseException, resume: str) -> int | None:
     if isinstance(e, (ClusterError, ImportError, ServerStartError)):
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if isinstance(e, (SimulationFailed, InvalidRoundError)):
+    if isinstance(e, InvalidRoundError):  # the committed invalid rows must be redone
+        resume += " --resimulate-invalid"
+    if isinstance(e, (SimulationFailed, InvalidRoundError, FloatingPointError)):
         print(f"error: {e}\n\nAfter fixing it, resume with:\n  {resume}", file=sys.stderr)
         return 1
     return None
@@ -203,6 +271,21 @@ def main(
     return _run(config, args, prog, argv, flow)
 
 
+#: Prefect's loggers of flow and task runs, which log a failed run's error and traceback.
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    """A logging filter for Prefect's run loggers below ``-v``: their errors (a failed task,
+    a failed flow run, each with its traceback) are left out, since the command ends with
+    the one ``error:`` line that says what failed; other records lose their traceback."""
+    if record.levelno >= logging.ERROR:
+        return False
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
 def _run(
     config: RunConfig,
     args: argparse.Namespace,
@@ -217,7 +300,7 @@ def _run(
     from prefect.exceptions import CancelledRun
 
     from flows.cluster import close_prestarted, prestart_cluster
-    from flows.server import default_server, temporary_server
+    from flows.server import check_configured_server, default_server, temporary_server
     from sbi_rounds.cli.console import LiveDisplay, install_console, show_run_links
     from sbi_rounds.progress import showing
 
@@ -228,27 +311,41 @@ def _run(
     console = install_console(verbosity)
     live = verbosity >= 0 and "no_progress" not in vars(args) and sys.stderr.isatty()
     view = LiveDisplay(console, config.rounds) if live else None
+    quiet = () if verbosity >= 1 else _RUN_LOGGERS
+    for name in quiet:  # the error line below says what failed; -v shows Prefect's own
+        logging.getLogger(name).addFilter(_no_traceback)
     with interrupts(), showing(view) if view is not None else nullcontext():
         try:
+            check_configured_server()  # before Dask: an unreachable server is one line
             prestart_cluster(config)  # comes up while Prefect's temporary server starts
             with temporary_server() as url:  # in its own process group: see flows/server.py
                 show_run_links(url is None or url == default_server())
-                result = flow(config, allow_changes=getattr(args, "allow_change", None))
+                result = flow(
+                    config,
+                    allow_changes=getattr(args, "allow_change", None),
+                    accept_changed_code=getattr(args, "accept_changed_code", False),
+                    resimulate_invalid=getattr(args, "resimulate_invalid", False),
+                )
         except (KeyboardInterrupt, CancelledRun) as e:
             how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
-            print(
-                f"\n{how}. Everything committed is saved in {config.run_path}.\n"
-                f"Resume with:\n  {resume}",
-                file=sys.stderr,
+            saved = (
+                f"Everything committed is saved in {config.run_path}."
+                if config.run_path.exists()
+                else "The run had not started: nothing was written."
             )
+            print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr)
             return 130
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
+            if verbosity >= 1:
+                traceback.print_exc()
             status = _failure(e, resume)
             if status is None:
                 raise
             return status
         finally:
             close_prestarted()
+            for name in quiet:
+                logging.getLogger(name).removeFilter(_no_traceback)
     print(f"\nrun file: {result['run_file']}")
     for path in result["pairplots"]:
         print(f"pairplot: {path}")

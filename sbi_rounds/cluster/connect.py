@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -202,13 +205,15 @@ def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
     # not daemonic, so simulators may start processes of their own (multiprocessing).
     # The nannies read that setting from their environment, which they inherit here.
     preload = ["sbi_rounds.watchdog"]
+    remove_stale_scheduler_files()
+    scheduler_file = scheduler_file_path()
     with _temporary_environ(DASK_DISTRIBUTED__WORKER__DAEMON="False"):
         cluster = SubprocessCluster(
             host="127.0.0.1",
             n_workers=config.workers,
             threads_per_worker=config.threads_per_worker,
             dashboard_address=":0" if config.dashboard else None,
-            scheduler_kwargs={"preload": preload},
+            scheduler_kwargs={"preload": preload, "scheduler_file": str(scheduler_file)},
             worker_kwargs={
                 "preload": preload,
                 "preload_nanny": preload,
@@ -227,3 +232,38 @@ def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
             # another 10 s for the half-closed cluster before the process can end.
             cluster.shutdown_on_close = False
             raise
+        finally:
+            scheduler_file.unlink(missing_ok=True)
+
+
+#: The prefix of a local cluster's scheduler file (in the temporary directory), followed
+#: by the run process's PID, so a file left by a killed run can be told apart.
+SCHEDULER_FILE_PREFIX = "sbi-rounds-scheduler-"
+
+
+def scheduler_file_path(pid: int | None = None) -> Path:
+    """A new scheduler file name for a local cluster of process ``pid`` (default: this one)."""
+    pid = os.getpid() if pid is None else pid
+    name = f"{SCHEDULER_FILE_PREFIX}{pid}-{uuid.uuid4().hex[:8]}.json"
+    return Path(tempfile.gettempdir()) / name
+
+
+def remove_stale_scheduler_files() -> list[Path]:
+    """Delete the scheduler files of local clusters whose run process is gone."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(SCHEDULER_FILE_PREFIX + "*.json"):
+        pid = path.name[len(SCHEDULER_FILE_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -180,8 +180,9 @@ class ClusterConfig(BaseModel):
         le=60,
         title="Seconds between chunk commits",
         description="Chunks that finish within this many seconds are committed to the run "
-        "file together (a stop or an error commits them at once); 0 commits each chunk as "
-        "it finishes. A SIGKILL loses at most the chunks in flight and those finished in "
+        "file together (a stop or an error commits them at once); 0 commits each chunk in "
+        "a write of its own as soon as it is seen finished (one commit per chunk). A SIGKILL "
+        "loses at most the chunks in flight and those finished in "
         "the last interval; committing costs at most one write per interval.",
     )
     retries: int = Field(
@@ -197,6 +198,14 @@ class ClusterConfig(BaseModel):
         title="Seconds before a chunk counts as hung",
         description="Seconds a chunk may run on a worker; then it is cut, its worker "
         "restarted, and it is retried (external programs are killed).",
+    )
+    check_timeout: float = Field(
+        300.0,
+        gt=0,
+        title="Seconds for the start-up check",
+        description="A new run first simulates 2 prior draws in this process, before "
+        "Prefect and Dask start; a simulator that has not returned by then stops the run "
+        "with an error. chunk_timeout, when set, is used instead.",
     )
     min_valid_fraction: float = Field(
         0.5,

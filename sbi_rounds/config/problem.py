@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -46,6 +47,15 @@ class PriorConfig(BaseModel):
                 raise ValueError(
                     f"low and high need one value per parameter and the same length, got "
                     f"{len(self.low)} and {len(self.high)}"
+                )
+            infinite = [
+                i for i, v in enumerate([*self.low, *self.high]) if not math.isfinite(v)
+            ]
+            if infinite:
+                raise ValueError(
+                    "box prior bounds must be finite numbers (a uniform prior over an infinite "
+                    f"range has no density): low={self.low}, high={self.high}; for an "
+                    "unbounded prior give prior.path, a factory of a torch distribution"
                 )
             bad = [
                 i for i, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)) if not hi > lo

@@ -214,13 +214,12 @@ def run_chunk(
         theta: The chunk's parameters, with shape ``(n, D)``.
         seed: The chunk's seed.
         x_dim: The number of summaries ``K``.
-        timeout: The chunk timeout; when set, the start is announced to the driver.
+        timeout: The chunk timeout (an external program is killed after it).
 
     Returns:
         ``(x, seconds, "host:pid")`` with ``x`` of shape ``(n, K)``.
     """
-    if timeout is not None:
-        _announce_start()
+    _announce_start()  # the driver times the chunk: for the timeout and to report stragglers
     t0 = time.perf_counter()
     x = call_simulator(sim, theta, seed, x_dim, timeout=timeout)
     return x, time.perf_counter() - t0, f"{os.uname().nodename}:{os.getpid()}"

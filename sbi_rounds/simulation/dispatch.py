@@ -17,6 +17,7 @@ import numpy as np
 from sbi_rounds.config import ClusterConfig, SimulatorConfig
 from sbi_rounds.seeding import derive_seed
 from sbi_rounds.simulation.calls import START_TOPIC, SimulatorError, run_chunk
+from sbi_rounds.simulation.stragglers import Stragglers
 
 __all__ = ["SimulationFailed", "SimulationReport", "simulate_round"]
 
@@ -289,8 +290,15 @@ class _Commits:
             chunks_by_worker=dict(d.by_worker),
         )
 
-    def commit(self) -> None:
-        """Commit the finished chunks in one write (none: nothing)."""
+    def commit(self, one_by_one: bool = False) -> None:
+        """Commit the finished chunks in one write (none: nothing); ``one_by_one``
+        (``commit_interval=0``): one write per chunk, also for chunks finished together."""
+        if one_by_one:
+            batch, self.finished = self.finished, []
+            for item in batch:
+                self.finished.append(item)
+                self.commit()
+            return
         if not self.finished:
             return
         batch = self.finished.copy()
@@ -358,8 +366,8 @@ def simulate_round(
             "sample them (stages.sample_proposal) before simulating"
         )
     commits = _Commits(store, d, progress)
-    stopped, subscribed = False, False
-    if d.timeout is not None and d.pending:
+    stopped, subscribed, stragglers = False, False, Stragglers(round_)
+    if d.pending:  # start times: for the timeout, and to report chunks running far too long
         client.subscribe_topic(START_TOPIC, d.on_start)
         subscribed = True
     try:
@@ -372,16 +380,17 @@ def simulate_round(
             wait = min(0.25, max(due, 0.0)) if commits.finished else 0.25
             results, failures = d.collect(wait=wait)
             commits.finished.extend(results)
+            stragglers.check(d.in_flight, d.started, results)
             for chunk, message in failures + d.hung():
                 d.fail(chunk, message)
             d.top_up()
             if commits.finished and (
                 not d.in_flight or time.perf_counter() - commits.last >= cluster.commit_interval
             ):
-                commits.commit()
+                commits.commit(one_by_one=cluster.commit_interval == 0)
     finally:
-        try:
-            commits.commit()  # what finished is kept, also when stopping or failing
+        try:  # what finished is kept, also when stopping or failing
+            commits.commit(one_by_one=cluster.commit_interval == 0)
         finally:
             if d.in_flight:
                 client.cancel(list(d.in_flight), force=True)

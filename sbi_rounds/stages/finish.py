@@ -10,7 +10,7 @@ import numpy as np
 from sbi_rounds.diagnostics.plots import save_pairplot
 from sbi_rounds.run import Run, parameter_names
 from sbi_rounds.stage import stage
-from sbi_rounds.store import Stage
+from sbi_rounds.store import POSTERIOR_SAMPLES, Stage
 
 __all__ = ["checkpoint", "posterior_summary"]
 
@@ -48,7 +48,9 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> dict[str, Any
             title=f"round {round_}",
         )
     store.write_round_attrs(
-        round_, posterior_summary=summary, pairplot=None if figure is None else figure.name
+        round_,
+        seal_datasets=POSTERIOR_SAMPLES,
+        posterior_summary=summary, pairplot=None if figure is None else figure.name
     )
     return {"summary": summary, "pairplot": None if figure is None else str(figure)}
 

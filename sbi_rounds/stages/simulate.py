@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,9 +13,9 @@ from sbi_rounds.errors import InvalidRoundError
 from sbi_rounds.run import Run
 from sbi_rounds.simulation import simulate_round
 from sbi_rounds.stage import Stopped, stage
-from sbi_rounds.store import Stage
+from sbi_rounds.store import SIMULATIONS, Stage
 
-__all__ = ["append_simulations", "simulate"]
+__all__ = ["MIN_VALID_ROWS", "append_simulations", "simulate", "valid_rows_needed"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ def simulate(
     }
 
 
+#: Valid rows a round needs whatever ``min_valid_fraction`` says: training splits off at
+#: least one validation row, and a round without rows breaks sbi's proposal weighting.
+MIN_VALID_ROWS = 2
+
+
+def valid_rows_needed(n: int, min_valid_fraction: float) -> int:
+    """Valid rows of ``n`` a round needs to be trained on (at least ``MIN_VALID_ROWS``)."""
+    return max(MIN_VALID_ROWS, math.ceil(n * min_valid_fraction - 1e-9))
+
+
 @stage("append", Stage.APPENDED)
 def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     """Count valid simulations, enforce ``min_valid_fraction`` and add the round to training.
@@ -70,14 +81,15 @@ def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     _, _, valid = store.read_simulations(round_)
     n, n_valid = len(valid), int(valid.sum())
     store.set_counts(round_, n, n_valid)
-    fraction = n_valid / n
-    if fraction < cfg.cluster.min_valid_fraction:
+    needed = valid_rows_needed(n, cfg.cluster.min_valid_fraction)
+    if n_valid < needed:
         raise InvalidRoundError(
-            f"round {round_}: only {n_valid} of {n} simulations ({fraction:.1%}) are valid "
-            f"(finite); the minimum is cluster.min_valid_fraction="
-            f"{cfg.cluster.min_valid_fraction}. The invalid rows are kept in {store.path} "
-            f"(rounds/{round_:04d}/valid). Fix the simulator or the prior, or lower the "
-            "threshold (--min-valid-fraction) and rerun the same command to continue."
+            f"round {round_}: only {n_valid} of {n} simulations are valid (finite); at least "
+            f"{needed} are needed (cluster.min_valid_fraction={cfg.cluster.min_valid_fraction}"
+            f", and never fewer than {MIN_VALID_ROWS}). The invalid rows are kept in "
+            f"{store.path} (rounds/{round_:04d}/valid). Fix the simulator or the prior, then "
+            "rerun the same command with --resimulate-invalid to simulate the invalid rows "
+            "again (or lower --min-valid-fraction to train on the valid ones)."
         )
     if n_valid < n:
         log.warning(
@@ -89,5 +101,5 @@ def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     chunk_seconds = store.chunk_seconds(round_)
     info = store.round_info(round_)
     per_sim = float(np.nansum(chunk_seconds) / info.num_simulations)
-    store.write_round_attrs(round_, seconds_per_simulation=per_sim)
+    store.write_round_attrs(round_, seal_datasets=SIMULATIONS, seconds_per_simulation=per_sim)
     return {"simulations": n, "valid": n_valid}

@@ -13,10 +13,14 @@ How writes stay consistent when the process is killed at any instant:
 * Nothing is ever pickled: weights, optimizer states and RNG states are datasets, and
   settings are JSON strings. Opening a run file never executes code from it.
 
+Integrity: datasets carry CRC-32 checksums (``checksums``); :meth:`RunStore.verify` reads
+the whole file and names what is damaged.
+
 ``durable=True`` (default) also ``fsync``s after each commit, which protects against
 power loss and OS crashes, not only killed processes.
 """
 
+from sbi_rounds.store.checksums import Damage, DamagedRunError
 from sbi_rounds.store.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -25,11 +29,15 @@ from sbi_rounds.store.format import (
     RunFileError,
     Stage,
 )
-from sbi_rounds.store.records import RoundRecords
+from sbi_rounds.store.records import POSTERIOR_SAMPLES, SIMULATIONS, RoundRecords
 from sbi_rounds.store.training import RoundCheckpointSink, TrainingRecords
 
 __all__ = [
     "FORMAT",
+    "POSTERIOR_SAMPLES",
+    "SIMULATIONS",
+    "Damage",
+    "DamagedRunError",
     "FORMAT_VERSION",
     "TIMED_STAGES",
     "RoundCheckpointSink",

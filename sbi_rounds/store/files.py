@@ -16,6 +16,7 @@ from typing import Any, Self
 import h5py
 import numpy as np
 
+from sbi_rounds.store.checksums import Damage, DamagedRunError, damage_message, verify_file
 from sbi_rounds.store.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -49,9 +50,19 @@ class StoreFile:
     # --- opening ------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, path: str | Path, *, config: dict[str, Any], fingerprint: str, durable: bool = True
+        cls,
+        path: str | Path,
+        *,
+        config: dict[str, Any],
+        fingerprint: str,
+        code: dict[str, Any] | None = None,
+        durable: bool = True,
     ) -> Self:
-        """Create a new run file (atomically: it appears complete or not at all)."""
+        """Create a new run file (atomically: it appears complete or not at all).
+
+        ``code`` is the fingerprint of the simulator and prior as code
+        (``sbi_rounds.fingerprint``).
+        """
         store = cls(path, durable=durable)
         if store.path.exists():
             raise RunFileError(f"{store.path} exists already; open it instead of creating it")
@@ -62,6 +73,8 @@ class StoreFile:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["config"] = json.dumps(config, sort_keys=True)
             f.attrs["fingerprint"] = fingerprint
+            if code is not None:
+                f.attrs["code_fingerprint"] = json.dumps(code, sort_keys=True)
             f.attrs["created"] = time.time()
             f.attrs["created_on"] = socket.gethostname()
             f.attrs["config_history"] = json.dumps([])
@@ -151,8 +164,8 @@ class StoreFile:
             self._held = None
         tmp = self._tmp_path()
         try:
-            shutil.copyfile(self.path, tmp)
-            try:
+            try:  # a failed copy (disk full) leaves no partial copy behind either
+                shutil.copyfile(self.path, tmp)
                 with h5py.File(tmp, "r+", locking=False) as f:
                     yield f
                 self._publish(tmp)
@@ -181,6 +194,22 @@ class StoreFile:
                     fsync_path(self.path)
         finally:
             self.commit_seconds += time.perf_counter() - t0
+
+    # --- integrity ------------------------------------------------------------------------
+    def verify(self, under: str = "/") -> list[Damage]:
+        """Read the file (or the group ``under``): what is damaged (unreadable, or not
+        matching its checksum)."""
+        try:
+            with self._read() as f:
+                return verify_file(f, under)
+        except OSError as e:
+            return [Damage("/", f"the file cannot be opened: {e}")]
+
+    def check_intact(self, under: str = "/") -> None:
+        """Raise :class:`DamagedRunError` naming every damaged part (see :meth:`verify`)."""
+        damage = self.verify(under)
+        if damage:
+            raise DamagedRunError(damage_message(self.path, damage))
 
     # --- run-level metadata -------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
@@ -211,6 +240,22 @@ class StoreFile:
             history.append({"time": time.time(), "changes": changes})
             f.attrs["config_history"] = json.dumps(history)
             f.attrs["config"] = json.dumps(config, sort_keys=True)
+
+    def code_fingerprint(self) -> dict[str, Any] | None:
+        """The simulator's and prior's code fingerprint (None: a run from before they were
+        recorded)."""
+        with self._read() as f:
+            raw = f.attrs.get("code_fingerprint")
+            return None if raw is None else json.loads(raw)
+
+    def record_code_fingerprint(self, code: dict[str, Any], changes: list[str]) -> None:
+        """Store the code fingerprint; ``changes`` (accepted code changes) go to the history."""
+        with self._structural() as f:
+            f.attrs["code_fingerprint"] = json.dumps(code, sort_keys=True)
+            if changes:
+                history = json.loads(f.attrs["config_history"])
+                history.append({"time": time.time(), "changes": changes})
+                f.attrs["config_history"] = json.dumps(history)
 
     def config_history(self) -> list[dict[str, Any]]:
         """Every accepted configuration change: ``[{"time": ..., "changes": [...]}]``."""

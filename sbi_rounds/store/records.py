@@ -9,10 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.store.checksums import seal, stamp
 from sbi_rounds.store.files import StoreFile
-from sbi_rounds.store.format import round_group
+from sbi_rounds.store.format import Stage, round_group
 
-__all__ = ["RoundRecords"]
+__all__ = ["POSTERIOR_SAMPLES", "SIMULATIONS", "RoundRecords"]
+
+#: A round's datasets that stop changing once its simulations are appended for training.
+SIMULATIONS = ("theta", "x", "valid", "chunk_done")
+#: ... and once its posterior samples are complete.
+POSTERIOR_SAMPLES = ("posterior_samples",)
 
 
 class RoundRecords(StoreFile):
@@ -74,6 +80,30 @@ class RoundRecords(StoreFile):
                 first = run[0][0]
                 g["chunk_done"][first : first + len(run)] = 1
 
+    def reopen_invalid_chunks(self, round_: int) -> int:
+        """Mark the committed chunks that hold invalid rows as not simulated, so they are
+        simulated again, and move the round back to ``SAMPLED``; returns the rows reopened.
+
+        Only for a round whose simulations were not appended for training yet (the caller
+        checks: then they are sealed with a checksum). The stage
+        goes back before the chunk marks are cleared: a kill in between leaves a round
+        that is simulated again with nothing pending, and still invalid.
+        """
+        with self._in_place() as f:
+            g = f[round_group(round_)]
+            size = int(g.attrs["chunk_size"])
+            done = g["chunk_done"][()]
+            rows = [int(i) for i in np.flatnonzero(g["valid"][()] == 0) if done[int(i) // size]]
+            chunks = sorted({i // size for i in rows})
+            if not chunks:
+                return 0
+            g["stage"][0] = int(Stage.SAMPLED)
+            g["counts"][:] = -1
+            f.flush()
+            for chunk in chunks:
+                g["chunk_done"][chunk] = 0
+        return len(rows)
+
     def read_simulations(self, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(theta (N, D), x (N, K), valid (N,) bool)`` of a round."""
         with self._read() as f:
@@ -104,6 +134,7 @@ class RoundRecords(StoreFile):
             if name in g:
                 del g[name]
             ds = g.create_dataset(name, data=np.asarray(theta, dtype=np.float64))
+            stamp(ds)
             ds.attrs["traceback"] = error
             ds.attrs["time"] = time.time()
 
@@ -131,10 +162,17 @@ class RoundRecords(StoreFile):
             return g["posterior_samples"][: int(g["samples_done"][0])]
 
     # --- attributes for diagnostics -----------------------------------------------------
-    def write_round_attrs(self, round_: int, **values: Any) -> None:
-        """Store JSON-encoded values on the round (summaries, diagnostics)."""
+    def write_round_attrs(
+        self, round_: int, *, seal_datasets: Sequence[str] = (), **values: Any
+    ) -> None:
+        """Store JSON-encoded values on the round (summaries, diagnostics).
+
+        ``seal_datasets``: the round's datasets that no longer change (e.g. ``SIMULATIONS``)
+        get their checksum in the same commit (``sbi_rounds.store.checksums``).
+        """
         with self._structural() as f:
             g = f[round_group(round_)]
+            seal(g, seal_datasets)
             for key, value in values.items():
                 g.attrs[key] = json.dumps(value, sort_keys=True)
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sbi_rounds.serialize import read_nested, write_nested
+from sbi_rounds.store.checksums import stamp, stamp_tree
 from sbi_rounds.store.files import StoreFile
 from sbi_rounds.store.format import round_group
 
@@ -96,6 +97,7 @@ class TrainingRecords(StoreFile):
             if "training_checkpoint" in g:
                 del g["training_checkpoint"]
             write_nested(g, "training_checkpoint", state)
+            stamp_tree(g["training_checkpoint"])
 
     def load_checkpoint(self, round_: int) -> dict[str, Any] | None:
         """The round's last training checkpoint, or None."""
@@ -137,8 +139,8 @@ def write_network_group(
     net = g.create_group("network")
     net.attrs["architecture"] = json.dumps(dict(architecture), sort_keys=True)
     for key, value in weights.items():
-        net.create_dataset(key, data=value.detach().cpu().numpy())
+        stamp(net.create_dataset(key, data=value.detach().cpu().numpy()))
     hist = g.create_group("history")
     for key, values in history.items():
-        hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+        stamp(hist.create_dataset(key, data=np.asarray(values, dtype=np.float64)))
     g.attrs["training_summary"] = json.dumps(dict(summary), sort_keys=True)

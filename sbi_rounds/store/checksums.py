@@ -1,0 +1,190 @@
+"""Checksums of the run file's datasets, and the check that names what is damaged.
+
+Every dataset written in a structural commit (network weights, training history and
+checkpoint, saved failures) gets a CRC-32 of its values in the attribute ``crc32``
+(:func:`stamp`). The bulk datasets of a round, written in place chunk by chunk, get theirs
+when they stop changing (:func:`seal`): parameters, simulations and validity when the round's
+simulations are appended for training, posterior samples when the round is done. A dataset
+without the attribute (a file from before checksums, a buffer still being filled) is only
+checked for being readable.
+
+:func:`verify_file` reads every group and dataset and returns what is damaged, named for a
+person (``"round 2's network weights"``); HDF5's own structural errors (damaged internals)
+are caught the same way. This is the one place checksums are computed and checked, so a new
+file layout keeps it.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from sbi_rounds.store.format import RunFileError
+
+__all__ = [
+    "CHECKSUM_ATTR",
+    "Damage",
+    "DamagedRunError",
+    "damage_message",
+    "checksum",
+    "describe",
+    "seal",
+    "stamp",
+    "stamp_tree",
+    "verify_file",
+]
+
+#: The attribute that holds a dataset's CRC-32 (of its values in C order, as stored).
+CHECKSUM_ATTR = "crc32"
+
+#: Parts of a round group, as a person names them (first match wins).
+_PARTS = (
+    ("network", "network weights"),
+    ("history", "training history"),
+    ("training_checkpoint", "training checkpoint"),
+    ("failures", "saved failed chunks"),
+    ("theta", "parameters"),
+    ("x", "simulations"),
+    ("valid", "validity marks"),
+    ("posterior_samples", "posterior samples"),
+)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A damaged object of the run file: its HDF5 path and what is wrong with it."""
+
+    path: str
+    problem: str
+
+    @property
+    def round(self) -> int | None:
+        """The round it belongs to (None: run-level data)."""
+        m = re.match(r"/?rounds/(\d+)", self.path)
+        return int(m.group(1)) if m else None
+
+    def __str__(self) -> str:
+        return f"{describe(self.path)} {'are' if _plural(self.path) else 'is'} damaged " + (
+            f"({self.path}: {self.problem})"
+        )
+
+
+class DamagedRunError(RunFileError):
+    """Part of the run file is damaged; the message names what, and what is still intact."""
+
+
+def damage_message(path: object, damage: list[Damage]) -> str:
+    """One message naming every damaged part of run file ``path`` and the ways out."""
+    rounds = sorted({d.round for d in damage if d.round is not None})
+    intact = [r for r in rounds if not any(d.round == r and _part(d) in _SIMULATED for d in damage)]
+    lines = [f"{path} is damaged:", *(f"  {d}" for d in damage)]
+    if intact:
+        which = ", ".join(str(r) for r in intact)
+        lines.append(f"The simulations of round(s) {which} are intact.")
+    lines.append(
+        "Nothing was changed. Restore the file from a backup, or start a new run (another "
+        "--run-id); sbi-rounds export still reads the intact rounds "
+        "(--rounds R ...), and sbi-rounds verify lists the damage again."
+    )
+    return "\n".join(lines)
+
+
+_SIMULATED = ("theta", "x", "valid", "chunk_done")
+
+
+def _part(damage: Damage) -> str:
+    parts = damage.path.strip("/").split("/")
+    return parts[2] if len(parts) > 2 and parts[0] == "rounds" else ""
+
+
+def checksum(values: np.ndarray) -> int:
+    """CRC-32 of an array's values (C order, its stored dtype)."""
+    return zlib.crc32(np.ascontiguousarray(values).tobytes())
+
+
+def stamp(ds: h5py.Dataset) -> None:
+    """Store the checksum of ``ds``'s current values in its ``crc32`` attribute."""
+    ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(ds[()]))
+
+
+def seal(group: h5py.Group, names: Iterable[str]) -> None:
+    """Stamp the datasets ``names`` of ``group`` (call inside a structural commit, once they
+    no longer change)."""
+    for name in names:
+        stamp(group[name])
+
+
+def stamp_tree(group: h5py.Group) -> None:
+    """Stamp every dataset below ``group`` (call inside the structural commit that wrote it)."""
+    group.visititems(lambda _, obj: stamp(obj) if isinstance(obj, h5py.Dataset) else None)
+
+
+def describe(path: str) -> str:
+    """A person's name for an object of the run file: ``"round 2's network weights"``."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 2 and parts[0] == "rounds" and parts[1].isdigit():
+        where = f"round {int(parts[1])}'s"
+        rest = parts[2] if len(parts) > 2 else ""
+        for key, name in _PARTS:
+            if rest == key:
+                return f"{where} {name}"
+        return f"{where} {rest or 'data'}" if rest else f"round {int(parts[1])}"
+    return f"the run's {path.strip('/') or 'root group'}"
+
+
+def _plural(path: str) -> bool:
+    name = describe(path)
+    return name.endswith(("weights", "parameters", "simulations", "marks", "samples", "chunks"))
+
+
+def verify_file(f: h5py.File, under: str = "/") -> list[Damage]:
+    """Read every group and dataset of an open run file (below the group ``under``); what is
+    damaged, in file order.
+
+    A group that cannot be listed is one damage (what is below it cannot be reached); a
+    dataset that cannot be read, or whose values do not match its checksum, is another.
+    """
+    damage: list[Damage] = []
+    try:
+        group = f[under]
+    except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
+        return [Damage(under, f"cannot be opened: {e}")]
+    _walk(group, under, damage)
+    return damage
+
+
+def _walk(group: h5py.Group, path: str, damage: list[Damage]) -> None:
+    try:
+        names = list(group.keys())
+    except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
+        damage.append(Damage(path, f"cannot be listed: {e}"))
+        return
+    for name in names:
+        child_path = f"{path.rstrip('/')}/{name}"
+        try:
+            child = group[name]
+        except Exception as e:  # noqa: BLE001
+            damage.append(Damage(child_path, f"cannot be opened: {e}"))
+            continue
+        if isinstance(child, h5py.Group):
+            _walk(child, child_path, damage)
+            continue
+        problem = _check_dataset(child)
+        if problem is not None:
+            damage.append(Damage(child_path, problem))
+
+
+def _check_dataset(ds: h5py.Dataset) -> str | None:
+    try:
+        values = ds[()]
+        expected = ds.attrs.get(CHECKSUM_ATTR)
+    except Exception as e:  # noqa: BLE001 - unreadable data or attributes
+        return f"cannot be read: {e}"
+    if expected is not None and checksum(values) != int(expected):
+        return "its values do not match their checksum"
+    return None

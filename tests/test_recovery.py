@@ -1,0 +1,278 @@
+"""What a run detects and how it recovers, through the command line: changed code, invalid rounds.
+
+Real runs (``sbi_rounds.cli.run.main`` in process, real Dask workers, the session's Prefect
+server) of user code in a module the test rewrites between runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+
+import h5py
+import pytest
+
+from sbi_rounds.cli.run import main
+from sbi_rounds.store import RunStore
+
+SMALL = ["--rounds", "1", "--simulations-per-round", "100", "--chunk-size", "50",
+         "--max-epochs", "2", "--hidden-features", "10", "--num-transforms", "1",
+         "--num-samples", "50", "--workers", "1", "--logger", "none", "--no-progress",
+         "--predictive-simulations", "0", "--map-iterations", "0"]
+
+SIMULATOR = '''
+"""A user's simulator and prior, rewritten by the tests."""
+import torch
+from sbi.utils import BoxUniform
+
+
+def simulate(theta):
+    x = theta + 0.1 * torch.randn_like(theta)
+    {change}
+    return x
+
+
+def prior():
+    return BoxUniform(torch.tensor([-2.0, -2.0]), torch.tensor([{high}, 2.0]))
+'''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prefect_logging(prefect_server):
+    """Prefect's console handler bound to the session's stderr, not to one test's capfd
+    (whose file is closed after that test)."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+
+
+@pytest.fixture
+def user_code(tmp_path, monkeypatch):
+    """``write(change=..., high=...)`` (re)writes the module ``user_sim`` in a directory on the
+    path of this process and of the Dask workers; returns its name."""
+    directory = tmp_path / "code"
+    directory.mkdir()
+    monkeypatch.syspath_prepend(str(directory))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(directory), os.environ["PYTHONPATH"]]))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+
+    def write(change: str = "", high: str = "2.0") -> str:
+        (directory / "user_sim.py").write_text(SIMULATOR.format(change=change, high=high))
+        sys.modules.pop("user_sim", None)
+        importlib.invalidate_caches()
+        return "user_sim"
+
+    yield write
+    sys.modules.pop("user_sim", None)
+
+
+def _argv(run_dir, *extra):
+    return ["--xobs", "0.5", "-0.3", *SMALL, "--run-dir", str(run_dir), "--run-id", "r",
+            "--simulator", "user_sim:simulate", *extra]
+
+
+def _snapshot(directory):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def _error(capfd, argv, status):
+    code = main(argv)
+    out, err = capfd.readouterr()
+    assert code == status, out + err
+    assert not _tracebacks(err) and err.count("error: ") == 1, err
+    return err[err.rindex("error: "):]
+
+
+def _tracebacks(err):
+    """The tracebacks in ``err``, but those of multiprocessing's resource tracker in Dask's
+    worker processes (their noise, not the run's)."""
+    blocks = err.split("Traceback (most recent call last):")[1:]
+    return [b for b in blocks if "resource_tracker" not in b.split("\n\n")[0][:400]]
+
+
+# --- changed code under the same name -----------------------------------------------------
+@pytest.mark.parametrize(
+    "part", ["simulator", pytest.param("prior", marks=pytest.mark.slow)])
+def test_changed_code_is_refused_leaving_the_file_unchanged_and_can_be_accepted(
+        prefect_server, user_code, tmp_path, capfd, part):
+    user_code()
+    runs = tmp_path / "runs"
+    argv = _argv(runs, *(["--prior", "user_sim:prior"] if part == "prior" else []))
+    assert main(argv) == 0
+    capfd.readouterr()
+    if part == "simulator":
+        user_code(change="x = x + 5.0  # shifted")
+    else:
+        user_code(high="2.5")
+    before = _snapshot(runs / "r")
+    error = _error(capfd, [*argv, "--rounds", "2"], status=2)
+    assert "the code of the simulator or prior changed" in error
+    assert f"{part}.function: sha256:" in error and f"{part}.module: sha256:" in error
+    assert "--run-id NEW_ID" in error and "--accept-changed-code" in error
+    assert "Nothing in the run file was changed" in error
+    assert _snapshot(runs / "r") == before  # bytes and modification times
+    assert main([*argv, "--rounds", "2", "--accept-changed-code"]) == 0
+    store = RunStore.open(runs / "r" / "run.h5")
+    assert store.stage(2).name == "DONE"
+    changes = store.config_history()[-2]["changes"]  # then "rounds" changed
+    assert any(c.startswith(f"code: {part}.function") for c in changes), changes
+    assert main([*argv, "--rounds", "2"]) == 0  # the accepted code is the recorded one now
+
+
+@pytest.mark.slow
+def test_a_run_from_before_code_fingerprints_resumes_and_records_one(
+        prefect_server, user_code, tmp_path):
+    user_code()
+    runs = tmp_path / "runs"
+    assert main(_argv(runs)) == 0
+    with h5py.File(runs / "r" / "run.h5", "r+") as f:
+        del f.attrs["code_fingerprint"]  # as a run file written before this change
+    assert RunStore.open(runs / "r" / "run.h5").code_fingerprint() is None
+    user_code(change="x = x * 1.0")  # unknown to the old file: nothing to compare with
+    assert main([*_argv(runs), "--rounds", "2"]) == 0
+    code = RunStore.open(runs / "r" / "run.h5").code_fingerprint()
+    assert set(code["simulator"]) >= {"function", "module"}
+
+
+# --- a round without enough valid simulations ---------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("fix", ["accept-changed-code", "resimulate-invalid"])
+def test_an_all_invalid_round_recovers_after_the_simulator_is_fixed(
+        prefect_server, user_code, tmp_path, capfd, fix):
+    marker = tmp_path / "fixed"
+    if fix == "accept-changed-code":
+        user_code(change="x = x * float('nan')")
+    else:  # the same code, broken by its environment (a missing input file, say)
+        user_code(change=f"x = x if __import__('os').path.exists({str(marker)!r}) "
+                         "else x * float('nan')")
+    runs = tmp_path / "runs"
+    error = _error(capfd, _argv(runs), status=1)
+    assert "only 0 of 100 simulations are valid (finite); at least 50 are needed" in error
+    assert error.endswith(" --resimulate-invalid\n") and "resume with:" in error
+    # a lower threshold does not help a round without a valid row, and does not crash
+    error = _error(capfd, [*_argv(runs), "--min-valid-fraction", "0"], status=1)
+    assert "only 0 of 100 simulations are valid (finite); at least 2 are needed" in error
+    if fix == "accept-changed-code":
+        user_code()
+        assert "--accept-changed-code" in _error(capfd, _argv(runs), status=2)
+    else:
+        marker.write_text("")
+        # without the flag the committed invalid rows stay what they are
+        assert "at least 50 are needed" in _error(capfd, _argv(runs), status=1)
+    assert main([*_argv(runs), f"--{fix}"]) == 0
+    store = RunStore.open(runs / "r" / "run.h5")
+    assert store.counts(1) == {"simulations": 100, "valid": 100, "invalid": 0}
+    assert store.stage(1).name == "DONE"
+
+
+def test_the_invalid_rows_of_a_round_are_reopened_only_before_training(tmp_path):
+    from sbi_rounds.store import Stage
+
+    store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="f")
+    store.plan_round(1, num_simulations=10, theta_dim=1, x_dim=1, chunk_size=4,
+                     num_posterior_samples=2, proposal={})
+    store.write_theta(1, 0, [[float(i)] for i in range(10)])
+    x = [[1.0]] * 4
+    store.write_chunks(1, [(0, x, 1.0), (1, [[1.0], [float("nan")], [1.0], [1.0]], 1.0),
+                           (2, [[float("inf")], [1.0]], 1.0)])
+    store.set_stage(1, Stage.SIMULATED)
+    assert store.reopen_invalid_chunks(1) == 2
+    assert store.pending_chunks(1) == [1, 2] and store.stage(1) == Stage.SAMPLED
+    assert store.reopen_invalid_chunks(1) == 0  # nothing committed invalid any more
+
+
+# --- damaged bytes inside a run file ------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(prefect_server, tmp_path_factory):
+    """A small finished run of the default simulator, made through the command line."""
+    runs = tmp_path_factory.mktemp("finished")
+    argv = [a for a in _argv(runs) if a not in ("--simulator", "user_sim:simulate")]
+    assert main(argv) == 0
+    return runs / "r", argv
+
+
+def _overwrite(run_file, dataset, data=None):
+    """Overwrite the stored bytes of ``dataset`` (or, for a group, its object header) in
+    place, as a disk or a copy gone wrong would."""
+    with h5py.File(run_file, "r") as f:
+        obj = f[dataset]
+        if isinstance(obj, h5py.Dataset):
+            offset, size = obj.id.get_offset(), obj.id.get_storage_size()
+        else:
+            offset, size = h5py.h5o.get_info(obj.id).addr, 64
+    with open(run_file, "r+b") as f:
+        f.seek(offset)
+        f.write(data or bytes((i * 37 + 11) % 256 for i in range(size)))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "named"),
+    [("rounds/0001/network", "round 1's network weights are damaged"),
+     ("rounds/0001/x", "round 1's simulations are damaged"),
+     ("rounds/0001/posterior_samples", "round 1's posterior samples are damaged"),
+     ("rounds/0001/network/GROUP", "round 1's network")],
+    ids=["weights", "simulations", "posterior-samples", "internals"],
+)
+def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
+        finished_run, tmp_path, capfd, dataset, named):
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.results import load_posterior
+    from sbi_rounds.store import DamagedRunError
+
+    run_dir, argv = finished_run
+    assert sbi_rounds(["verify", str(run_dir)]) == 0
+    assert "intact" in capfd.readouterr().out
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    run_file = copy / "run.h5"
+    if dataset == "rounds/0001/network":  # the largest weight matrix
+        with h5py.File(run_file, "r") as f:
+            net = f[dataset]
+            dataset = max((f"{dataset}/{k}" for k in net), key=lambda k: f[k].size)
+    _overwrite(run_file, dataset.removesuffix("/GROUP"))
+    before = _snapshot(copy)
+    assert sbi_rounds(["verify", str(copy)]) == 1
+    err = capfd.readouterr().err
+    assert named in err and "Restore the file from a backup" in err, err
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    error = _error(capfd, [*argv, "--rounds", "2"], status=2)  # resuming is refused
+    assert named in error and "Nothing was changed" in error
+    assert sbi_rounds(["report", str(copy)]) == 2
+    assert named in capfd.readouterr().err
+    assert _snapshot(copy) == before
+    if "network" in dataset:
+        with pytest.raises(DamagedRunError, match=named):
+            load_posterior(run_file)
+    else:
+        load_posterior(run_file)  # the network is intact
+
+
+@pytest.mark.slow
+def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kept(
+        finished_run, tmp_path, capfd, caplog):
+    run_dir, argv = finished_run
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    argv[argv.index("--simulations-per-round") + 1] = "200"
+    assert main(argv) == 0
+    _, err = capfd.readouterr()
+    assert ("simulations_per_round changed, but rounds 1 are planned already and keep the "
+            "simulations they have (100)") in caplog.text + err
+
+
+@pytest.mark.slow
+def test_a_training_loss_that_becomes_nan_is_one_error_line_with_the_resume_command(
+        prefect_server, user_code, tmp_path, capfd):
+    """The issue's case: a prior narrowed (0.3 for 2) under the same name, the change
+    accepted; round 1's simulations lie outside it and round 2's training loss is NaN."""
+    user_code()
+    argv = _argv(tmp_path / "runs", "--prior", "user_sim:prior")
+    assert main(argv) == 0
+    capfd.readouterr()
+    user_code(high="0.3")
+    error = _error(capfd, [*argv, "--rounds", "2", "--accept-changed-code"], status=1)
+    assert "training loss became nan" in error and "resume with:" in error
