@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sbi_rounds.cli.continuation import continue_in_new_job
 from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
-from sbi_rounds.cli.signals import interrupts
+from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
@@ -135,6 +136,21 @@ def print_config(config: RunConfig) -> None:
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
 
 
+def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
+    """Say that the run stopped, why, where its results are and how to resume it."""
+    if cancelled:
+        how = "Cancelled from Prefect"
+    elif TIME_LIMIT.reached:
+        how = "Stopped at the batch job's time limit (SIGUSR1)"
+    else:
+        how = "Stopped"
+    print(
+        f"\n{how}. Everything committed is saved in {config.run_path}.\nResume with:\n  {resume}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _failure(e: BaseException, resume: str) -> int | None:
     """The exit status and message of an error the user can act on (None: a bug, raise)."""
     from sbi_rounds.cluster import ClusterError
@@ -181,7 +197,10 @@ def main(
     if getattr(args, "print_config", False):
         print_config(config)
         return 0
-    return _run(config, args, prog, argv, flow)
+    status = _run(config, args, prog, argv, flow)
+    if TIME_LIMIT.reached:  # the run is closed, its lock free for the job that continues it
+        continue_in_new_job(config.continuation, _resume_command(prog, argv, config))
+    return status
 
 
 def _run(
@@ -205,6 +224,7 @@ def _run(
     resume = _resume_command(prog, argv, config)
     with interrupts():
         try:
+            check_time_limit()
             prestart_cluster(config)  # comes up while Prefect's temporary server starts
             with temporary_server():  # in its own process group: see flows/server.py
                 result = flow(
@@ -213,12 +233,7 @@ def _run(
                     show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
                 )
         except (KeyboardInterrupt, CancelledRun) as e:
-            how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
-            print(
-                f"\n{how}. Everything committed is saved in {config.run_path}.\n"
-                f"Resume with:\n  {resume}",
-                file=sys.stderr,
-            )
+            stopped(config, resume, cancelled=isinstance(e, CancelledRun))
             return 130
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
             status = _failure(e, resume)

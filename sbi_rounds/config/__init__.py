@@ -5,8 +5,10 @@ the command line (``sbi_rounds.cli``), the environment variables and the Prefect
 generated from the fields.
 """
 
+from sbi_rounds.config.campaign import CampaignConfig
 from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
 from sbi_rounds.config.cluster import ClusterConfig, JobqueueConfig
+from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.files import config_differences, format_validation_error, load_config_file
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
@@ -25,7 +27,9 @@ __all__ = [
     "CLASSIFIER_MODELS",
     "DENSITY_MODELS",
     "IDENTITY_FIELDS",
+    "CampaignConfig",
     "ClusterConfig",
+    "ContinuationConfig",
     "DiagnosticsConfig",
     "JobqueueConfig",
     "NPELossConfig",

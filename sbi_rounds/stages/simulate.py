@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.concurrency import DRIVER
 from sbi_rounds.errors import InvalidRoundError
 from sbi_rounds.run import Run
 from sbi_rounds.simulation import simulate_round
@@ -38,7 +39,8 @@ def simulate(
             and raises ``RunInterrupted``.
     """
     store, cfg = run.store, run.config
-    with store.held_open():  # one open file for the round's many chunk commits
+    # one open file for the round's many chunk commits; other runs of a campaign work meanwhile
+    with store.held_open(), DRIVER.released():
         report = simulate_round(
             store,
             round_,
