@@ -30,7 +30,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "campaign.jsonl"
 
 def _shared(args: argparse.Namespace) -> list[str]:
     return ["--rounds", str(args.rounds), "--simulations-per-round", str(args.simulations),
-            "--seed", "1", "--logger", "none", "--workers", str(args.workers)]
+            "--seed", "1", "--logger", "none", "--workers", str(args.workers),
+            *(args.settings or [])]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -81,11 +82,13 @@ def main() -> None:
     p.add_argument("--simulations", type=int, default=500)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--settings", nargs=argparse.REMAINDER,
+                   help="more settings for every run, last (e.g. --max-epochs 30)")
     p.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     p.add_argument("--fresh", action="store_true", help="ignore results recorded before")
     args = p.parse_args()
     key = {k: getattr(args, k) for k in ("observations", "rounds", "simulations", "workers",
-                                         "max_concurrent")}
+                                         "max_concurrent", "settings")}
     done = {}
     if RESULTS.exists() and not args.fresh:
         for line in RESULTS.read_text().splitlines():

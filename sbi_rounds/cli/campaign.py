@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from sbi_rounds.campaign import SET_BY_CAMPAIGN, is_finished, observation_configs
-from sbi_rounds.cli.continuation import continue_in_new_job
+from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_argument, setting_values
 from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts
 from sbi_rounds.config import CampaignConfig, RunConfig, format_validation_error
@@ -124,6 +124,7 @@ def _settings(
         campaign, shared = build_settings(args)
         configs = observation_configs(campaign, shared)
         if not getattr(args, "print_config", False):
+            wait_for_previous_job([c.run_path for c in configs])  # a requeued batch job
             for config in configs:
                 if not is_finished(config):
                     preflight(config)

@@ -16,11 +16,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from sbi_rounds.config import ContinuationConfig
+from sbi_rounds.locking import RunLock, RunLockedError
 
-__all__ = ["continuations_done", "continue_in_new_job"]
+__all__ = ["continuations_done", "continue_in_new_job", "wait_for_previous_job"]
+
+#: How long a continuation waits for the previous job's lock before giving up (seconds).
+LOCK_WAIT = 300.0
 
 
 def continuations_done(environ: Mapping[str, str] | None = None) -> int:
@@ -82,3 +88,26 @@ def continue_in_new_job(
         flush=True,
     )
     return True
+
+
+def wait_for_previous_job(
+    run_paths: list[Path], environ: Mapping[str, str] | None = None, timeout: float = LOCK_WAIT
+) -> None:
+    """In a continuation, wait until no process holds the runs' locks any more.
+
+    SLURM starts a requeued job only after the previous one ended, so its locks are free;
+    this guards against a previous driver still exiting on a file system that releases
+    locks late. Returns at once outside a continuation; after ``timeout`` seconds the
+    run's own check reports the holder.
+    """
+    if continuations_done(environ) == 0:
+        return
+    deadline = time.monotonic() + timeout
+    for path in run_paths:
+        lock = RunLock(path.parent / "run.lock")
+        while time.monotonic() < deadline:
+            try:
+                lock.check()
+                break
+            except RunLockedError:
+                time.sleep(2)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sbi_rounds.cli.continuation import continue_in_new_job
+from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
 from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
@@ -122,6 +122,7 @@ def _settings(args: argparse.Namespace) -> RunConfig | int:
         return 2
     if getattr(args, "print_config", False):
         return config
+    wait_for_previous_job([config.run_path])  # a continuation of a requeued batch job
     try:  # bad input fails here, in a second, before Prefect and Dask start
         preflight(config, allow_changes=getattr(args, "allow_change", None) or ())
     except (RunFileError, ConfigMismatchError, RunLockedError, ValueError) as e:
