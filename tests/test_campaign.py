@@ -110,6 +110,7 @@ def _state(directory: Path) -> dict[str, dict[int, dict[str, float]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 3 minutes here on a quiet machine, 9 on a busy one
 def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path):
     np.savetxt(tmp_path / "obs.csv", ROWS, delimiter=",")
     directory = tmp_path / "campaign"

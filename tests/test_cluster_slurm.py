@@ -160,6 +160,7 @@ def _job_state(job: str) -> tuple[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 2-3 jobs of 3 minutes, 2 minutes apart; more on a busy machine
 def test_a_driver_job_past_its_time_limit_continues_in_a_requeued_job(slurm, tmp_path):
     # The run needs 110 s of simulations (a sleeping simulator on one worker) after it
     # started (15-45 s, by the machine's load); the job has a 3-minute limit and gets

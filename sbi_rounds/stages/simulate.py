@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from sbi_rounds.concurrency import DRIVER
 from sbi_rounds.errors import InvalidRoundError
 from sbi_rounds.run import Run
 from sbi_rounds.simulation import simulate_round
@@ -39,8 +38,7 @@ def simulate(
             and raises ``RunInterrupted``.
     """
     store, cfg = run.store, run.config
-    # one open file for the round's many chunk commits; other runs of a campaign work meanwhile
-    with store.held_open(), DRIVER.released():
+    with store.held_open():  # one open file for the round's many chunk commits
         report = simulate_round(
             store,
             round_,
