@@ -117,3 +117,11 @@ def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseExceptio
             thread.join(90)
         raise
     return errors
+
+
+if __name__ == "__main__":
+    import sys
+
+    from sbi_rounds.cli.campaign import main
+
+    sys.exit(main(prog="python -m flows.campaign", flow=campaign_inference))
