@@ -33,7 +33,8 @@ def run_cli(args: argparse.Namespace, run_dir: Path, seed: int, checks: bool = F
            # issue 12; bench_sbibm.py measures those)
            "--network", "maf", "--batch-size", "200"]
     if not checks:
-        cmd += ["--predictive-simulations", "0", "--map-iterations", "0"]
+        cmd += ["--predictive-simulations", "0", "--map-iterations", "0",
+                "--calibration-simulations", "0"]
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)

@@ -10,6 +10,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +39,7 @@ __all__ = [
     "posterior_markdown",
     "publish_dashboard_link",
     "publish_posterior",
+    "publish_report_link",
     "publish_round_table",
     "round_table_artifact_rows",
 ]
@@ -104,6 +106,25 @@ def publish_posterior(
             markdown=markdown,
             key=artifact_key(run_id, "posterior"),
             description=f"Run {run_id}: posterior summary and pairplot after round {round_}.",
+        ),
+    )
+
+
+def publish_report_link(
+    logger: logging.Logger | logging.LoggerAdapter[Any], run_id: str, path: str | Path
+) -> UUID | None:
+    """Create a link artifact to the run's HTML report, key ``<run>-report`` (a ``file:``
+    URI: it opens where the run directory is reachable; the posterior artifact holds the
+    summary)."""
+    uri = Path(path).resolve().as_uri()
+    return _safely(
+        logger,
+        "report link",
+        lambda: create_link_artifact(
+            link=uri,
+            link_text=f"HTML report of run {run_id}",
+            key=artifact_key(run_id, "report"),
+            description=f"Run {run_id}: the self-contained HTML report ({path}).",
         ),
     )
 

@@ -147,7 +147,7 @@ def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
                 _close_quickly(stack)
             raise
         if "background" in holder and holder["background"] is not shared_:
-            get_run_logger().info("closing the Dask cluster")
+            get_run_logger().debug("closing the Dask cluster")
 
 
 def _close_quickly(stack: ExitStack) -> None:
@@ -173,13 +173,13 @@ def _close_quickly(stack: ExitStack) -> None:
             str(e).splitlines()[0] if str(e) else "",
         )
     else:
-        logger.info("closed the Dask cluster in %.1f s", time.perf_counter() - t0)
+        logger.debug("closed the Dask cluster in %.1f s", time.perf_counter() - t0)
 
 
 def _report_dashboard(logger: Any, run: Run, client: Any) -> None:
     """Log the Dask dashboard's link (and publish it as a link artifact) when it is on."""
     if not run.config.cluster.dashboard:
-        logger.info("Dask dashboard: off (set cluster.dashboard to start it)")
+        logger.debug("Dask dashboard: off (set cluster.dashboard to start it)")
         return
     if run.config.cluster.kind == "local" and importlib.util.find_spec("bokeh") is None:
         logger.warning(

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sbi_rounds.table import ROUND_COLUMNS
+
 __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
     "checks_markdown",
@@ -19,22 +21,8 @@ __all__ = [
 #: Largest PNG embedded in a markdown artifact (its base64 text is a third larger).
 MAX_EMBEDDED_IMAGE_BYTES = 4_000_000
 
-#: Round-table columns: (key in ``stages.round_table`` rows, column title).
-_TABLE_COLUMNS = (
-    ("round", "round"),
-    ("stage", "stage"),
-    ("simulations", "simulations"),
-    ("valid", "valid"),
-    ("epochs", "epochs"),
-    ("best_val_loss", "best validation loss"),
-    ("retrains", "retrained"),
-    ("sample_s", "sample (s)"),
-    ("simulate_s", "simulate (s)"),
-    ("append_s", "append (s)"),
-    ("train_s", "train (s)"),
-    ("posterior_s", "posterior (s)"),
-    ("checkpoint_s", "checkpoint (s)"),
-)
+#: Round-table columns: (key in ``round_table`` rows, column title).
+_TABLE_COLUMNS = tuple((c.key, c.title) for c in ROUND_COLUMNS)
 
 
 def _clean(value: Any, digits: int = 4) -> Any:
@@ -213,8 +201,9 @@ def posterior_markdown(
     max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
     diagnostics: Mapping[str, Any] | None = None,
     calibration: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> str:
-    """The markdown of one round's posterior: summary table, the pairplot, and its checks.
+    """The markdown of one round's posterior: warnings, summary table, pairplot, checks.
 
     Args:
         run_id: The run's id.
@@ -231,19 +220,21 @@ def posterior_markdown(
         diagnostics: The round's ``diagnostics`` attribute (MAP in ``posterior``, the
             predictive check, movement, C2ST); None: no checks shown.
         calibration: Round 1's ``calibration`` attribute, or None.
+        warnings: The round's warnings (``sbi_rounds.diagnostics.round_alerts``).
 
     Returns:
         Markdown text.
     """
-    loss = row.get("best_val_loss")
+    loss, stop = row.get("best_val_loss"), f" (stopped by {row['stop']})" if row.get("stop") else ""
     lines = [
         f"# Posterior after round {round_} of {rounds}",
         "",
         f"Run `{run_id}` at x_o = [{', '.join(_number(v) for v in xobs)}]: "
         f"{_clean(row.get('valid'))} valid of {_clean(row.get('simulations'))} simulations, "
-        f"{_clean(row.get('epochs'))} epochs, best validation loss "
+        f"{_clean(row.get('epochs'))} epochs{stop}, best validation loss "
         f"{'-' if loss is None or loss != loss else _number(loss)}.",
         "",
+        *[f"> **Warning:** {w}\n" for w in warnings],
     ]
     full = (diagnostics or {}).get("posterior") or {}
     with_map = bool(full) and all(full.get(name, {}).get("map") is not None for name in summary)

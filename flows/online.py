@@ -33,7 +33,7 @@ from prefect.states import Cancelled, State  # noqa: E402
 from flows.artifacts import publish_round_table  # noqa: E402
 from flows.cancellation import CancellationWatch  # noqa: E402
 from flows.cluster import run_cluster  # noqa: E402
-from flows.progress import simulation_progress  # noqa: E402
+from flows.progress import progress_view, simulation_progress  # noqa: E402
 from flows.publish import (  # noqa: E402
     diagnose_round,
     log_round,
@@ -45,14 +45,15 @@ from flows.publish import (  # noqa: E402
 )
 from sbi_rounds.cancel import CancelToken  # noqa: E402
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig  # noqa: E402
-from sbi_rounds.diagnostics import check_inputs, format_checks  # noqa: E402
+from sbi_rounds.diagnostics import check_inputs, format_checks, round_alerts  # noqa: E402
 from sbi_rounds.errors import RunInterrupted  # noqa: E402
+from sbi_rounds.progress import EpochProgress, ProgressView, observed_stages  # noqa: E402
 from sbi_rounds.round import run_round  # noqa: E402
 from sbi_rounds.run import Run  # noqa: E402
 from sbi_rounds.session import run_session  # noqa: E402
 from sbi_rounds.store import Stage  # noqa: E402
-from sbi_rounds.table import format_round_table, round_table  # noqa: E402
-from sbi_rounds.training import ProgressBar, TrackerCallback  # noqa: E402
+from sbi_rounds.table import format_round_table, round_line, round_table  # noqa: E402
+from sbi_rounds.training import TrackerCallback  # noqa: E402
 from tasks import STAGE_TASKS  # noqa: E402
 
 __all__ = ["online_inference"]
@@ -62,24 +63,24 @@ __all__ = ["online_inference"]
 def online_inference(
     config: RunConfig,
     allow_changes: list[Literal[IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
-    show_progress: bool = False,
 ) -> dict[str, Any] | State:
     """Run (or resume, or extend) a multi-round SBI run described by ``config``.
 
     Run it again with the same settings (or the same ``run_id``) to resume an interrupted
-    or cancelled run; with more ``rounds`` to extend a finished one.
+    or cancelled run; with more ``rounds`` to extend a finished one. Where the run is shows
+    in the command line's live display, or else as a log line per stage at most every
+    ``console.progress_interval`` seconds.
 
     Args:
         config: The run's settings: observation, method, rounds, simulations per round,
             simulator, prior, network, training, posterior sampling and the Dask cluster.
         allow_changes: Identity settings (e.g. ``["simulator"]``) allowed to differ from
             the run file's when resuming.
-        show_progress: Show progress bars for simulation and training (terminal use).
 
     Returns:
-        ``{"run_file", "run_dir", "rounds": [per-round rows], "pairplots": [...], "report":
-        path or None, "stopped_early": reason or None}``; a ``Cancelled`` state when the
-        run was cancelled from Prefect without a runner.
+        ``{"flow_run_id", "run_file", "run_dir", "rounds": [per-round rows], "pairplots":
+        [...], "report": path or None, "stopped_early": reason or None}``; a ``Cancelled``
+        state when the run was cancelled from Prefect without a runner.
     """
     logger = get_run_logger()
     token = CancelToken()
@@ -93,8 +94,9 @@ def online_inference(
         check_inputs(run)
         tracker = make_run_tracker(run)
         tracker.log_params(run.config.model_dump(mode="json"))
+        view = progress_view(run)
         try:
-            published, stopped_early = _rounds(run, client, tracker, token, show_progress)
+            published, stopped_early = _rounds(run, client, tracker, token, view)
         except (RunInterrupted, TerminationSignal) as stop:
             if isinstance(stop, TerminationSignal):
                 how = "stopped by SIGTERM (a cancellation from Prefect, or a kill)"
@@ -114,13 +116,14 @@ def online_inference(
                 raise
             return Cancelled(message=f"Cancelled; resume with the same settings (run_id={run_id}).")
         finally:
+            view.close()
             tracker.flush()
             tracker.close()
         return _finish(run, published, stopped_early)
 
 
 def _rounds(
-    run: Run, client: Any, tracker: Any, token: CancelToken, show_progress: bool
+    run: Run, client: Any, tracker: Any, token: CancelToken, view: ProgressView
 ) -> tuple[bool, str | None]:
     """Run the rounds not done yet, check each, report it; returns (published, stop reason).
 
@@ -131,41 +134,50 @@ def _rounds(
     for r in range(1, run.config.rounds + 1):
         if run.store.stage(r) == Stage.DONE:
             epochs_before += int(run.store.training_summary(r).get("epochs", 0))
+            view.stage(r, "checks")
             if diagnose_round(logger, tracker, run, r, client, token):  # checks added since
                 publish_round(logger, run, r, log_round(tracker, run, r))
                 published = True
         else:
             callbacks: list[Any] = [
-                TrackerCallback(tracker, step_offset=epochs_before, log_params=False)
+                TrackerCallback(tracker, step_offset=epochs_before, log_params=False),
+                EpochProgress(view),
             ]
-            if show_progress:
-                callbacks.append(ProgressBar(f"training round {r}", leave=False))
             result = run_round(
                 run,
                 r,
-                client,
+                _waiting_for(client, view, r),
                 token=token,
                 callbacks=callbacks,
-                progress=simulation_progress(show_progress),
-                table=STAGE_TASKS,
+                progress=simulation_progress(view),
+                table=observed_stages(STAGE_TASKS, view, r),
             )
             log_simulated(logger, result.stages.get("simulate"), r)
+            view.stage(r, "checks")
             diagnose_round(logger, tracker, run, r, client, token)
             row = log_round(tracker, run, r)
             epochs_before += int(row["epochs"] or 0)
-            logger.info(
-                "round %d done: %d valid simulations, %s epochs, best validation loss %.4f",
-                r,
-                row["valid"],
-                row["epochs"],
-                row["best_val_loss"],
-            )
+            logger.info("%s", round_line(row, run.config.rounds))
+            for alert in round_alerts(run, r):
+                logger.warning("%s", alert)
             publish_round(logger, run, r, row)
             published = True
         stopped_early = stops_early(logger, run, r)
         if stopped_early is not None:
             return published, stopped_early
     return published, None
+
+
+def _waiting_for(client: Any, view: ProgressView, round_: int) -> Any:
+    """``client``; when it is a function (the cluster still starting), one that says so."""
+    if not callable(client):
+        return client
+
+    def wait() -> Any:
+        view.stage(round_, "cluster")
+        return client()
+
+    return wait
 
 
 def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, Any]:
@@ -178,7 +190,10 @@ def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, A
     print("\nposterior checks:\n" + format_checks(run))
     if stopped_early is not None:
         print(f"\n{stopped_early}")
+    from prefect.runtime import flow_run
+
     return {
+        "flow_run_id": flow_run.id,
         "run_file": str(run.store.path),
         "run_dir": str(run.directory),
         "rounds": rows,

@@ -1,4 +1,4 @@
-"""Progress of a round's simulation: a terminal bar and a Prefect progress artifact."""
+"""Progress of a run in the flow: the view that shows it, and the simulation's artifact."""
 
 from __future__ import annotations
 
@@ -9,73 +9,48 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows.artifacts import SimulationProgress
+from sbi_rounds.progress import PeriodicLines, ProgressView, SimulationInfo, current_view
 from sbi_rounds.run import Run
 
-__all__ = ["simulation_progress"]
+__all__ = ["progress_view", "simulation_progress"]
 
 ProgressFn = Callable[[int, int, float], None]
 
 
-def _simulation_progress(
-    round_: int, enabled: bool
-) -> tuple[ProgressFn | None, Callable[[], None]]:
-    if not enabled:
-        return None, lambda: None
-    from tqdm.auto import tqdm
-
-    bar: dict[str, Any] = {}
-
-    def update(done: int, total: int, rate: float) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(
-                total=total, desc=f"simulating round {round_}", unit="sim", dynamic_ncols=True
-            )
-        b = bar["bar"]
-        b.update(done - b.n)
-        b.set_postfix(sims_per_s=f"{rate:.0f}", refresh=True)
-
-    def close() -> None:
-        if "bar" in bar:
-            bar["bar"].close()
-
-    return update, close
+def progress_view(run: Run) -> ProgressView:
+    """The view the command line set (its live display), else progress lines in the run's
+    log every ``console.progress_interval`` seconds (batch jobs, Prefect workers)."""
+    view = current_view()
+    if view is not None:
+        return view
+    return PeriodicLines(
+        get_run_logger(), run.config.console.progress_interval, run.config.rounds
+    )
 
 
-def _fan_out(*callbacks: ProgressFn | None) -> ProgressFn:
-    """One progress callback that calls every given one."""
-    active = [c for c in callbacks if c is not None]
-
-    def progress(done: int, total: int, rate: float) -> None:
-        for callback in active:
-            callback(done, total, rate)
-
-    return progress
-
-
-def simulation_progress(show_bar: bool) -> Callable[[Run, int], Any]:
-    """A ``run_round`` progress factory: the round's progress artifact, and a bar if asked.
-
-    Args:
-        show_bar: Show a terminal progress bar too.
-    """
+def simulation_progress(view: ProgressView) -> Callable[[Run, int], Any]:
+    """A ``run_round`` progress factory: the round's progress artifact, and ``view``."""
 
     @contextmanager
     def progress(run: Run, round_: int) -> Iterator[ProgressFn]:
         info = run.store.round_info(round_)
         pending = run.store.pending_chunks(round_)
         missing = sum(b - a for a, b in map(info.chunk_bounds, pending))
+        done = info.num_simulations - missing
         artifact = SimulationProgress(
             get_run_logger(),
             run.config.resolved_run_id,
             round_,
             run.config.rounds,
-            done=info.num_simulations - missing,
+            done=done,
             total=info.num_simulations,
         )
-        bar, close = _simulation_progress(round_, show_bar)
-        try:
-            yield _fan_out(bar, artifact)
-        finally:
-            close()
+        view.simulated(SimulationInfo(done, info.num_simulations, 0.0))
+
+        def report(done: int, total: int, rate: float) -> None:
+            artifact(done, total, rate)
+            view.simulated(SimulationInfo(done, total, rate))
+
+        yield report
 
     return progress

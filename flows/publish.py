@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flows.artifacts import publish_posterior, publish_round_table
+from flows.artifacts import publish_posterior, publish_report_link, publish_round_table
 from sbi_rounds.cancel import CancelToken
-from sbi_rounds.diagnostics import check_metrics, checks_due, describe_checks, stop_reason
+from sbi_rounds.diagnostics import (
+    check_metrics,
+    checks_due,
+    describe_checks,
+    round_alerts,
+    stop_reason,
+)
 from sbi_rounds.run import Run
 from sbi_rounds.table import round_table
 from tasks.rounds import diagnose_task, report_task
@@ -60,6 +67,7 @@ def publish_round(logger: Any, run: Run, round_: int, row: dict[str, Any]) -> No
         run_file=run.store.path,
         diagnostics=run.store.read_round_attr(round_, "diagnostics"),
         calibration=run.store.read_round_attr(round_, "calibration") if round_ == 1 else None,
+        warnings=round_alerts(run, round_),
     )
 
 
@@ -106,15 +114,19 @@ def write_report(logger: Any, run: Run) -> str | None:
             run.directory,
         )
         return None
-    logger.info("report: %s", path)
+    logger.debug("report: %s", path)
+    publish_report_link(logger, run.config.resolved_run_id, path)
     return str(path)
 
 
 def log_simulated(logger: Any, result: Any, round_: int) -> None:
-    """Log what the simulate stage of ``round_`` did (nothing when it was skipped)."""
+    """Log what the simulate stage of ``round_`` did (nothing when it was skipped): at INFO
+    when it resumed or retried chunks, else at DEBUG (the round's line says the rest)."""
     if result is not None and not result.skipped:
         d = result.details
-        logger.info(
+        level = logging.INFO if d["chunks_skipped"] or d["retries"] else logging.DEBUG
+        logger.log(
+            level,
             "round %d simulated: %d chunk(s) run (%d simulations), %d chunk(s) committed "
             "before and skipped, %d chunk retries",
             round_,

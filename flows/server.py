@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import socket
@@ -10,12 +11,22 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServerStartError", "create_app", "start_early", "stop_early", "temporary_server"]
+__all__ = [
+    "ServerStartError",
+    "create_app",
+    "default_server",
+    "start_early",
+    "stop_early",
+    "temporary_server",
+]
+
+log = logging.getLogger(__name__)
 
 #: Environment variable naming the process whose death stops the server.
 _PARENT = "SBI_ROUNDS_SERVER_PARENT"
@@ -132,6 +143,25 @@ def _server_env() -> dict[str, str]:
     }
 
 
+def default_server() -> str | None:
+    """The API URL of a Prefect server answering at the default local address, else None.
+
+    That is where ``prefect server start`` serves (``PREFECT_SERVER_API_HOST`` and
+    ``PREFECT_SERVER_API_PORT``, default ``127.0.0.1:4200``): a server the user keeps
+    running, whose UI shows the run while it lasts and after. Asking costs a refused
+    connection (well under a millisecond) when none is there.
+    """
+    host = os.environ.get("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    url = f"http://{host}:{os.environ.get('PREFECT_SERVER_API_PORT', '4200')}/api"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
+            return url if answer.status == 200 else None
+    except (OSError, ValueError):
+        return None
+
+
 def start_early() -> None:
     """Start booting the temporary server now, before the run's slow imports (torch, sbi,
     Prefect: seconds), unless ``PREFECT_API_URL`` is set in the environment.
@@ -143,6 +173,8 @@ def start_early() -> None:
     if _EARLY is not None or os.environ.get("PREFECT_API_URL"):
         return
     if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
+        return
+    if default_server() is not None:  # temporary_server uses it
         return
     port = _free_port()
     _EARLY = (_spawn(port, _server_env()), port)
@@ -195,14 +227,18 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
     traceback. Started here, in a process group of its own, the server lives until the run
     has stopped and reported; its watchdog stops it if the run's process dies first.
 
+    A server already answering at the default local address (``prefect server start``, see
+    :func:`default_server`) is used instead of starting one: no seconds of start-up, and
+    its UI shows the run.
+
     Args:
         timeout: Seconds to wait for the server to answer.
 
     Yields:
-        The API URL of the started server; None when a server is configured
-        (``PREFECT_API_URL``) or temporary servers are turned off, and nothing was started.
+        The API URL of the server the run uses (the started one, or the one found at the
+        default address); None when a server is configured (``PREFECT_API_URL``) or
+        temporary servers are turned off, and nothing was started.
     """
-    from prefect.context import refresh_global_settings_context
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
@@ -214,6 +250,10 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         if early is not None:
             _stop(early[0])  # a profile names a server: the early one is not needed
         yield None
+        return
+    running = default_server()
+    if running is not None:
+        yield from _reuse(running, early)
         return
     import httpx
 
@@ -227,8 +267,7 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         }
         server = _spawn(port, env)
     url = f"http://127.0.0.1:{port}/api"
-    print(f"Starting a temporary Prefect server on {url}", file=sys.stderr)
-    old = os.environ.get("PREFECT_API_URL")
+    log.info("Starting a temporary Prefect server on %s", url)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -252,9 +291,31 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
                     "PREFECT_API_URL to a running server instead"
                 )
             time.sleep(0.1)
-        os.environ["PREFECT_API_URL"] = url
-        refresh_global_settings_context()
+        with _api_url(url):
+            yield url
+    finally:
+        _stop(server)
+
+
+def _reuse(url: str, early: tuple[subprocess.Popen[bytes], int] | None) -> Iterator[str]:
+    """Use the server at ``url`` (found at the default address) instead of a temporary one."""
+    if early is not None:
+        _stop(early[0])
+    log.info("Using the Prefect server at %s (its UI shows this run)", url[: -len("/api")])
+    with _api_url(url):
         yield url
+
+
+@contextmanager
+def _api_url(url: str) -> Iterator[None]:
+    """Prefect's client talks to ``url`` while inside; its queued logs are sent on the way out."""
+    from prefect.context import refresh_global_settings_context
+
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
+    try:
+        yield
     finally:
         _drain_prefect_workers()
         if old is None:
@@ -262,7 +323,6 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         else:
             os.environ["PREFECT_API_URL"] = old
         refresh_global_settings_context()
-        _stop(server)
 
 
 def _drain_prefect_workers() -> None:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sbi_rounds.diagnostics.checks import QUANTILES
 from sbi_rounds.diagnostics.plots import loss_curves_png
 from sbi_rounds.diagnostics.summary import stop_reason
+from sbi_rounds.report_html import CSS as _CSS
+from sbi_rounds.report_html import format_number
+from sbi_rounds.report_html import image as _img
+from sbi_rounds.report_html import run_figure as _png
+from sbi_rounds.report_html import table as _table
+from sbi_rounds.report_summary import (
+    environment_facts,
+    final_posterior_section,
+    warnings_section,
+)
 from sbi_rounds.results import load_run
 from sbi_rounds.run import Run, parameter_names
 from sbi_rounds.store import Stage
+from sbi_rounds.table import ROUND_COLUMNS as TABLE_COLUMNS
 from sbi_rounds.table import round_table
 
 __all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "write_report"]
@@ -23,92 +32,8 @@ __all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "wr
 #: The report's file name in the run directory.
 REPORT_NAME = "report.html"
 
-#: Round-table columns: (key in ``stages.round_table`` rows, title).
-ROUND_COLUMNS = (
-    ("round", "round"),
-    ("stage", "stage"),
-    ("simulations", "simulations"),
-    ("valid", "valid"),
-    ("epochs", "epochs"),
-    ("best_val_loss", "best validation loss"),
-    ("retrains", "retrained"),
-    ("sample_s", "sample (s)"),
-    ("simulate_s", "simulate (s)"),
-    ("append_s", "append (s)"),
-    ("train_s", "train (s)"),
-    ("posterior_s", "posterior (s)"),
-    ("checkpoint_s", "checkpoint (s)"),
-    ("commit_s", "commit (s)"),
-    ("checks_s", "checks (s)"),
-)
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222;
-       padding: 0 1em; }
-h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f2f2f2; } tr.flagged td { background: #fde2e2; }
-img { max-width: 100%; display: block; margin: 0.5em 0; }
-.note { color: #555; font-size: 0.9em; } .stop { background: #fff4d6; padding: 0.5em; }
-pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-"""
-
-
-def format_number(value: Any) -> str:
-    """How the report shows a value: ``-`` for missing, 4 significant digits for floats."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return "-" if value == -1 else str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _cell(value: Any) -> str:
-    """A table cell; numbers carry their exact value in ``data-value``."""
-    text = html.escape(format_number(value))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and text != "-":
-        return f'<td class="num" data-value="{value!r}">{text}</td>'
-    return f"<td>{text}</td>"
-
-
-def _table(
-    table_id: str,
-    header: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    flagged: Sequence[bool] | None = None,
-) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = ' class="flagged"' if flagged is not None and flagged[i] else ""
-        body.append(f"<tr{cls}>" + "".join(_cell(v) for v in row) + "</tr>")
-    return (
-        f'<table id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def _img(data: bytes | None, alt: str, missing: str) -> str:
-    if data is None:
-        return f'<p class="note">{html.escape(missing)}</p>'
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
-
-
-def _png(run: Run, name: str | None, alt: str) -> str:
-    """The figure ``name`` of the run's directory, embedded."""
-    if name is None:
-        return f'<p class="note">No figure: {html.escape(alt)}.</p>'
-    path = run.directory / name
-    data = path.read_bytes() if path.is_file() else None
-    return _img(data, alt, f"The figure {name} is missing from {run.directory}.")
-
+#: Round-table columns: (key in ``round_table`` rows, title).
+ROUND_COLUMNS = tuple((c.key, c.title) for c in TABLE_COLUMNS)
 
 def stopped_early(run: Run) -> str | None:
     """Why the run ended before its last round (stopping rule), or None."""
@@ -116,12 +41,8 @@ def stopped_early(run: Run) -> str | None:
     return stop_reason(run, done[-1]) if done else None
 
 
-def _rounds_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
-    rows = []
-    for row in round_table(run.store):
-        seconds = (diagnostics.get(row["round"]) or {}).get("seconds") or {}
-        row = {**row, "checks_s": sum(seconds.values()) if seconds else None}
-        rows.append([row.get(key) for key, _ in ROUND_COLUMNS])
+def _rounds_section(run: Run) -> str:
+    rows = [[row.get(key) for key, _ in ROUND_COLUMNS] for row in round_table(run.store)]
     histories = {r: run.store.read_history(r) for r in run.store.rounds()}
     curves = loss_curves_png({r: {k: list(v) for k, v in h.items()} for r, h in histories.items()})
     return (
@@ -131,10 +52,28 @@ def _rounds_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> s
         "(MAP, predictive simulations, C2ST, calibration).</p>"
         + "<h3>Loss curves</h3>"
         + _img(curves, "Training and validation loss per epoch", "No round was trained yet.")
+        + f'<p class="note" id="loss-note">{html.escape(_loss_note(run))}</p>'
     )
 
 
-def _posterior_table(run: Run, r: int, diag: Mapping[str, Any]) -> str:
+def _loss_note(run: Run) -> str:
+    """What the losses of different rounds mean, so that nobody compares them."""
+    note = (
+        "Losses of different rounds are not comparable: each round trains and validates on "
+        "all simulations so far, drawn from a different proposal."
+    )
+    if run.config.method == "snpe":
+        note += (
+            " For SNPE the loss itself changes: round 1 minimises the NPE loss (-log q(theta|x) "
+            "on prior simulations), later rounds the atomic (APT) loss over contrasting "
+            "parameter sets, whose values are on another scale."
+        )
+    return note
+
+
+def _posterior_table(
+    run: Run, r: int, diag: Mapping[str, Any], table_id: str | None = None
+) -> str:
     summary = diag.get("posterior") or run.store.read_round_attr(r, "posterior_summary", {})
     truth = run.config.diagnostics.true_parameters is not None
     header = ["parameter", "mean", "sd", *[k for k, _ in QUANTILES], "MAP"]
@@ -147,7 +86,7 @@ def _posterior_table(run: Run, r: int, diag: Mapping[str, Any]) -> str:
         if truth:
             row += [s.get("truth"), s.get("truth_quantile")]
         rows.append(row)
-    return _table(f"posterior-{r}", header, rows)
+    return _table(table_id or f"posterior-{r}", header, rows)
 
 
 def _predictive_table(r: int, check: Mapping[str, Any]) -> str:
@@ -251,12 +190,31 @@ def _c2st_section(diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
     )
 
 
+def _no_calibration(run: Run) -> str:
+    """Why round 1 was not calibrated."""
+    if run.config.calibration_simulations > 0:
+        return "Not computed yet: it runs with round 1's checks."
+    if run.config.diagnostics.calibration_simulations == "auto":
+        return (
+            f"Not run, because {run.config.method} samples the posterior of every test "
+            "simulation by MCMC (calibration_simulations=auto turns it on only where the "
+            "posterior is sampled directly). Run it with --calibration-simulations 200."
+        )
+    return (
+        "Not run, because calibration_simulations is 0. Run it with "
+        "--calibration-simulations 200 (some hundreds give a meaningful check)."
+    )
+
+
 def _calibration_section(run: Run) -> str:
     if not run.store.rounds():
         return ""
     cal = run.store.read_round_attr(1, "calibration")
     if cal is None:
-        return ""
+        return (
+            '<h2>Calibration of round 1</h2><p class="note" id="calibration">'
+            f"{html.escape(_no_calibration(run))}</p>"
+        )
     rows = [
         [name, p["ks_p_value"], p["c2st_ranks"], p["c2st_dap"]]
         for name, p in cal["parameters"].items()
@@ -304,6 +262,7 @@ def render_report(run: Run) -> str:
         ("simulations", str(total)),
         ("x_o", ", ".join(f"{v:.6g}" for v in cfg.xobs)),
         ("parameters", ", ".join(parameter_names(run))),
+        *environment_facts(run),
     ]
     facts_html = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
@@ -320,7 +279,9 @@ def render_report(run: Run) -> str:
             f"<body><h1>sbi-rounds run {html.escape(run_id)}</h1>",
             f'<table id="facts">{facts_html}</table>',
             f'<p class="stop" id="stopped-early">{html.escape(early)}</p>' if early else "",
-            _rounds_section(run, diagnostics),
+            final_posterior_section(run, _posterior_table),
+            warnings_section(run),
+            _rounds_section(run),
             _round_sections(run, diagnostics),
             _movement_section(run, diagnostics),
             _c2st_section(diagnostics),

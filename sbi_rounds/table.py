@@ -3,21 +3,57 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
+from sbi_rounds.diagnostics.alerts import stop_label
 from sbi_rounds.store import RunStore
 
-__all__ = ["format_round_table", "round_table"]
+__all__ = ["ROUND_COLUMNS", "Column", "format_round_table", "round_line", "round_table"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the round table: its key in :func:`round_table` rows, its title in the
+    report and the Prefect artifact, its short title in the console (None: not shown there)."""
+
+    key: str
+    title: str
+    short: str | None
+
+
+#: The round table's columns: the console, the Prefect artifact and the HTML report all
+#: show these (the console the ones with a short title).
+ROUND_COLUMNS = (
+    Column("round", "round", "round"),
+    Column("stage", "stage", None),
+    Column("simulations", "simulations", "sims"),
+    Column("valid", "valid", "valid"),
+    Column("network", "network", "network"),
+    Column("epochs", "epochs", "epochs"),
+    Column("stop", "stopped by", "stopped by"),
+    Column("best_val_loss", "best validation loss", "best val loss"),
+    Column("retrains", "retrained", "retrained"),
+    Column("sample_s", "sample (s)", "sample s"),
+    Column("simulate_s", "simulate (s)", "simulate s"),
+    Column("append_s", "append (s)", None),
+    Column("train_s", "train (s)", "train s"),
+    Column("posterior_s", "posterior (s)", "posterior s"),
+    Column("checkpoint_s", "checkpoint (s)", "ckpt s"),
+    Column("commit_s", "commit (s)", None),
+    Column("checks_s", "checks (s)", "checks s"),
+)
 
 
 def round_table(store: RunStore) -> list[dict[str, Any]]:
-    """One row per round: simulations, valid, the kept network, epochs, best validation loss,
-    retrains, seconds per stage."""
+    """One row per round: simulations, valid, the kept network, epochs, why training stopped,
+    best validation loss, retrains, seconds per stage and of the posterior checks."""
     rows = []
     for r in store.rounds():
         counts = store.counts(r)
         summary = store.training_summary(r)
         timings = store.timings(r)
+        seconds = (store.read_round_attr(r, "diagnostics", {}) or {}).get("seconds") or {}
         rows.append(
             {
                 "round": r,
@@ -26,8 +62,10 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
                 "valid": counts["valid"],
                 "epochs": summary.get("epochs"),
                 "best_val_loss": summary.get("best_val_loss"),
+                "stop": stop_label(summary),
                 **(_training(store.training_attempts(r)) if summary else {}),
                 **{f"{k}_s": v for k, v in timings.items()},
+                "checks_s": sum(seconds.values()) if seconds else None,
             }
         )
     return rows
@@ -44,20 +82,7 @@ def _training(attempts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_round_table(rows: list[dict[str, Any]]) -> str:
     """The round table as aligned text."""
-    cols = [
-        ("round", "round"),
-        ("simulations", "sims"),
-        ("valid", "valid"),
-        ("network", "network"),
-        ("epochs", "epochs"),
-        ("best_val_loss", "best val loss"),
-        ("retrains", "retrained"),
-        ("sample_s", "sample s"),
-        ("simulate_s", "simulate s"),
-        ("train_s", "train s"),
-        ("posterior_s", "posterior s"),
-        ("checkpoint_s", "ckpt s"),
-    ]
+    cols = [(c.key, c.short) for c in ROUND_COLUMNS if c.short is not None]
 
     def fmt(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
@@ -67,3 +92,30 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
     table = [[h for _, h in cols]] + [[fmt(row.get(k)) for k, _ in cols] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table)
+
+
+#: The stages a round's summary line names, in order, with their words.
+_LINE_STAGES = (
+    ("simulate_s", "simulate"),
+    ("train_s", "train"),
+    ("posterior_s", "posterior"),
+    ("checks_s", "checks"),
+)
+
+
+def round_line(row: dict[str, Any], rounds: int) -> str:
+    """One line about a finished round, e.g. ``round 1/3 done: 1000 simulations (1000 valid),
+    57 epochs (stopped by patience), best validation loss -1.82; seconds: simulate 3.7,
+    train 12.1, posterior 0.4``."""
+    text = f"round {row['round']}/{rounds} done: {row['simulations']} simulations"
+    text += f" ({row['valid']} valid)"
+    if row.get("epochs") is not None:
+        text += f", {row['epochs']} epochs"
+        if row.get("stop"):
+            text += f" (stopped by {row['stop']})"
+    loss = row.get("best_val_loss")
+    if isinstance(loss, float) and math.isfinite(loss):
+        text += f", best validation loss {loss:.4g}"
+    seconds = [(w, row.get(k)) for k, w in _LINE_STAGES]
+    seconds = [f"{w} {v:.1f}" for w, v in seconds if isinstance(v, (int, float)) and v >= 0]
+    return text + (f"; seconds: {', '.join(seconds)}" if seconds else "")

@@ -87,6 +87,8 @@ def make_config(tmp_path: Path) -> Callable[..., RunConfig]:
             "posterior": {"num_samples": 200},
             "logger": {"backend": "none"},
             "cluster": {"chunk_size": 50},
+            # calibration (on by default for SNPE/TSNPE) only where a test asks for it
+            "diagnostics": {"calibration_simulations": 0},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -50,3 +50,16 @@ def gaussian_prior_2d() -> torch.distributions.Distribution:
 def small_embedding() -> torch.nn.Module:
     """An embedding network for two summaries: ``(B, 2) -> (B, 4)``."""
     return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+
+
+def ignores_theta(theta: torch.Tensor) -> torch.Tensor:
+    """Noise that does not depend on the parameters: the posterior stays the prior."""
+    return torch.randn(len(theta), 2)
+
+
+def sleepy(theta: torch.Tensor) -> torch.Tensor:
+    """The linear Gaussian model, 0.05 s per simulation (a slow simulator)."""
+    import time
+
+    time.sleep(0.05 * len(theta))
+    return linear_gaussian(theta)

@@ -272,6 +272,8 @@ def test_a_run_from_a_directory_with_its_own_tasks_and_flows(tmp_path):
             "--no-progress",
             "--predictive-simulations",
             "0",
+            "--calibration-simulations",
+            "0",
         ],
         cwd=work,
         capture_output=True,

@@ -315,6 +315,7 @@ def _config(tmp_path: Path, run_id: str, **overrides: Any) -> dict[str, Any]:
         "posterior": {"num_samples": 200},
         "logger": {"backend": "none"},
         "cluster": {"workers": 1, "chunk_size": 50, "dashboard": True},
+        "diagnostics": {"calibration_simulations": 0},
     }
     config.update(overrides)
     return config
@@ -343,7 +344,7 @@ def test_a_deployed_run_fills_the_run_file_and_publishes_artifacts(stack, tmp_pa
         run = stack.wait(client, stack.run(client, config))
         assert run.state.type == StateType.COMPLETED, stack.worker_log.read_text()[-5000:]
         artifacts = stack.artifacts(client, run)
-        logs = stack.logs(client, run, "round 2 done: 200 valid simulations")
+        logs = stack.logs(client, run, "round 2/2 done: 200 simulations (200 valid)")
     store = RunStore.open(tmp_path / "runs" / "deployed" / "run.h5")
     assert [store.stage(r) for r in (1, 2)] == [Stage.DONE, Stage.DONE]
     assert store.counts(2) == {"simulations": 200, "valid": 200, "invalid": 0}
@@ -369,6 +370,10 @@ def test_a_deployed_run_fills_the_run_file_and_publishes_artifacts(stack, tmp_pa
     assert re.search(
         r"!\[[^]]*\]\(data:image/png;base64,[A-Za-z0-9+/=]{1000,}\)", posteriors[-1].data
     )
+    # The HTML report, linked; each round's stop reason in its posterior artifact.
+    report = tmp_path / "runs" / "deployed" / "report.html"
+    assert report.resolve().as_uri() in by_key["deployed-report"][-1].data
+    assert "epochs (stopped by max_epochs)" in posteriors[-1].data
     # The Dask dashboard: its link in the logs and as a link artifact.
     if importlib.util.find_spec("bokeh") is not None:
         assert any(m.startswith("Dask dashboard: http://127.0.0.1:") for m in logs)

@@ -20,6 +20,7 @@ from flows.online import online_inference
 from flows.report import main as report_main
 from flows.report import run_report
 from sbi_rounds.config import RunConfig
+from sbi_rounds.diagnostics import stop_label
 from sbi_rounds.report import REPORT_NAME, format_number
 from sbi_rounds.store import RunStore, Stage
 
@@ -162,7 +163,13 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
     page = _Page()
     page.feed(out.read_text())
     assert page.external == []  # nothing outside the file: every figure is a data: URI
-    assert len(page.images) == 7  # loss curves, 2 pairplots, 2 predictive, 2 calibration
+    # the final pairplot, the rounds overlaid, loss curves, 2 pairplots, 2 predictive checks,
+    # 2 calibration figures
+    assert len(page.images) == 9
+    assert [i["alt"] for i in page.images[:2]] == [
+        "Posterior of round 2, axes fitted to the samples",
+        "Posterior marginals of every round, overlaid",
+    ]
     for img in page.images:
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:4] == b"\x89PNG"
@@ -177,6 +184,7 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
         assert cells["valid"] == str(counts["valid"])
         assert cells["epochs"] == str(summary["epochs"])
         assert cells["best validation loss"] == format_number(summary["best_val_loss"])
+        assert cells["stopped by"] == stop_label(summary) and cells["network"] in ("nsf", "maf")
         assert float(cells["train (s)"]) == pytest.approx(store.timings(r)["train"], rel=1e-3)
     posterior = store.read_round_attr(2, "diagnostics")["posterior"]
     table = page.tables["posterior-2"]
@@ -191,6 +199,8 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
     c2st = store.read_round_attr(1, "diagnostics")["c2st"]["accuracy"]
     assert float(page.tables["c2st"][1][1][1]) == c2st
     text = unescape(out.read_text())
+    assert "For SNPE the loss itself changes" in text and 'id="warnings"' in text
+    assert "report written with" in text and "run file created with" in text
     assert "stopped after round 2 of 3" in text and '"stop_when_stable": true' in text
 
 
@@ -300,7 +310,11 @@ def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
     print(f"screenshot of the report: {screenshot}")
     assert screenshot.read_bytes()[:4] == b"\x89PNG" and screenshot.stat().st_size > 50_000
     assert found["title"] == f"sbi-rounds run {config.resolved_run_id}"
-    assert len(found["images"]) == 7
+    assert len(found["images"]) == 9
+    # what the posterior is comes first: after the run's facts, the final posterior
+    assert list(found["tables"])[:2] == ["facts", "final-posterior-table"]
+    facts = dict((row[0], row[1]) for row in found["tables"]["facts"])
+    assert "sbi 0.27" in facts["report written with"] and facts["host"]
     for image in found["images"]:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     store = RunStore.open(config.run_path)

@@ -81,3 +81,55 @@ def test_a_database_of_another_prefect_version_is_named_in_a_message_without_tra
     message = result.stderr[result.stderr.rindex("error: "):]
     assert str(home / "prefect.db") in message and "PREFECT_HOME" in message
     assert "Traceback" not in message
+
+
+@pytest.mark.slow
+def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_path):
+    # `prefect server start` as a user keeps it running (its own database, UI on); the
+    # command finds it at PREFECT_SERVER_API_HOST/PORT, starts no server of its own, and the
+    # flow run's page in that server's UI answers while and after the run.
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+         str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.5)
+        run = subprocess.run(
+            [sys.executable, "-m", "flows.online", "--xobs", "0.5", "-0.3", "--rounds", "1",
+             "--simulations-per-round", "100", "--network", "maf", "--max-epochs", "3",
+             "--workers", "1", "--num-samples", "100", "--predictive-simulations", "0",
+             "--calibration-simulations", "0",
+             "--run-dir", str(tmp_path / "runs"), "--run-id", "reuse"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        )
+        assert run.returncode == 0, run.stderr[-4000:]
+        assert f"Using the Prefect server at http://127.0.0.1:{port}" in run.stderr
+        assert "Starting a temporary Prefect server" not in run.stderr
+        assert "was temporary" not in run.stderr
+        runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}).json()
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]
+        page = httpx.get(f"http://127.0.0.1:{port}/runs/flow-run/{runs[0]['id']}",
+                         headers={"Accept": "text/html"})  # as a browser asks
+        assert page.status_code == 200 and "<html" in page.text.lower()
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)

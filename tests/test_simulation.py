@@ -483,7 +483,8 @@ def test_the_cli_runs_a_round_with_the_example_external_program(tmp_path):
         [sys.executable, "-m", "flows.online", "--xobs", "0.5", "-0.3", "--rounds", "1",
          "--simulations-per-round", "200", "--simulator-command", command, "--chunk-size", "25",
          "--max-epochs", "3", "--num-samples", "100", "--workers", "2", "--logger", "none",
-         "--run-dir", str(tmp_path / "runs"), "--run-id", "cmd", "--no-progress"],
+         "--run-dir", str(tmp_path / "runs"), "--run-id", "cmd", "--no-progress",
+         "--calibration-simulations", "0"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     store = RunStore.open(tmp_path / "runs" / "cmd" / "run.h5")

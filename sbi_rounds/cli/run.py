@@ -15,6 +15,7 @@ import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import yaml
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
-from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts
+from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
@@ -78,7 +79,24 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
         help="resume although this identity setting changed (repeatable; one of "
         f"{', '.join(IDENTITY_FIELDS)})",
     )
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live display in a terminal: progress lines as in a log instead",
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only warnings, errors and the paths of what the run wrote",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="-v: also Prefect's and Dask's own lines, with times and logger names, and "
+        "tracebacks; -vv: also every epoch's losses (DEBUG)",
+    )
     add_setting_flags(p)
     return p
 
@@ -191,6 +209,7 @@ def main(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
+    quiet_prefect_client()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = _settings(args)
     if isinstance(config, int):
@@ -218,21 +237,23 @@ def _run(
     from prefect.exceptions import CancelledRun
 
     from flows.cluster import close_prestarted, prestart_cluster
-    from flows.server import temporary_server
+    from flows.server import default_server, temporary_server
+    from sbi_rounds.cli.console import LiveDisplay, install_console
+    from sbi_rounds.progress import showing
 
     if flow is None:
         from flows.online import online_inference as flow
     resume = _resume_command(prog, argv, config)
-    with interrupts():
+    verbosity = -1 if "quiet" in vars(args) else getattr(args, "verbose", 0)
+    console = install_console(verbosity)
+    live = verbosity >= 0 and "no_progress" not in vars(args) and sys.stderr.isatty()
+    view = LiveDisplay(console, config.rounds) if live else None
+    with interrupts(), showing(view) if view is not None else nullcontext():
         try:
             check_time_limit()
             prestart_cluster(config)  # comes up while Prefect's temporary server starts
-            with temporary_server():  # in its own process group: see flows/server.py
-                result = flow(
-                    config,
-                    allow_changes=getattr(args, "allow_change", None),
-                    show_progress="no_progress" not in vars(args) and sys.stderr.isatty(),
-                )
+            with temporary_server() as url:  # in its own process group: see flows/server.py
+                result = flow(config, allow_changes=getattr(args, "allow_change", None))
         except (KeyboardInterrupt, CancelledRun) as e:
             stopped(config, resume, cancelled=isinstance(e, CancelledRun))
             return 130
@@ -250,4 +271,20 @@ def _run(
         print(f"report: {result['report']}")
     if result.get("stopped_early"):
         print(f"stopped early: {result['stopped_early']}")
+    if url is not None and url != default_server() and verbosity >= 0:
+        print(_browse_later(result.get("flow_run_id")), file=sys.stderr)
     return 0
+
+
+def _browse_later(flow_run_id: Any) -> str:
+    """How to see a run in the Prefect UI after its temporary server has stopped."""
+    from prefect.settings import get_current_settings
+
+    home = get_current_settings().home
+    page = f"runs/flow-run/{flow_run_id}" if flow_run_id else "runs"
+    return (
+        "\nPrefect UI: this run's server was temporary and has stopped. To browse the run, "
+        f"start one on the same database (PREFECT_HOME={home}): prefect server start, then "
+        f"open http://127.0.0.1:4200/{page}. While it runs, later runs use it (and show "
+        "there live)."
+    )

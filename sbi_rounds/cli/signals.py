@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["TIME_LIMIT", "check_time_limit", "interrupts", "starting"]
+__all__ = ["TIME_LIMIT", "check_time_limit", "interrupts", "quiet_prefect_client", "starting"]
 
 #: Arguments after which a command does nothing slow (no server to start early).
 _QUICK = {"-h", "--help", "--print-config"}
@@ -41,6 +41,13 @@ def check_time_limit() -> None:
         raise RunInterrupted("received SIGUSR1 (the batch job's time limit) while starting")
 
 
+def quiet_prefect_client() -> None:
+    """Before Prefect is imported: no anonymous usage reports from this process, and no
+    warning for log records sent before a flow run exists (the console shows them)."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
 def starting(argv: Sequence[str], prog: str) -> None:
     """Set up the command line's first second: a stop now exits at once, cleanly.
 
@@ -65,6 +72,7 @@ def starting(argv: Sequence[str], prog: str) -> None:
     signal.signal(signal.SIGINT, stopped_while_starting)
     signal.signal(signal.SIGTERM, stopped_while_starting)
     signal.signal(TIME_LIMIT_SIGNAL, _time_limit_noted)  # the run stops once it has begun
+    quiet_prefect_client()
     if not _QUICK & set(argv):
         from sbi_rounds.cli.packages import pin_own_packages
 

@@ -59,7 +59,7 @@ def open_client(config: ClusterConfig) -> Iterator[Client]:
         else:
             cluster = stack.enter_context(jobqueue_cluster(config))
             client = _closing(stack, Client(cluster))
-        log.info(
+        log.debug(
             "Dask scheduler %s with %d worker(s); dashboard %s",
             client.scheduler.address,
             len(client.nthreads()),

@@ -8,6 +8,7 @@ generated from the fields.
 from sbi_rounds.config.campaign import CampaignConfig
 from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
 from sbi_rounds.config.cluster import ClusterConfig, JobqueueConfig
+from sbi_rounds.config.console import ConsoleConfig
 from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.files import config_differences, format_validation_error, load_config_file
 from sbi_rounds.config.network import NetworkConfig
@@ -29,6 +30,7 @@ __all__ = [
     "IDENTITY_FIELDS",
     "CampaignConfig",
     "ClusterConfig",
+    "ConsoleConfig",
     "ContinuationConfig",
     "DiagnosticsConfig",
     "JobqueueConfig",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from sbi_rounds.strict import STRICT
 
-__all__ = ["DiagnosticsConfig", "StallConfig"]
+__all__ = ["AUTO_CALIBRATION_SIMULATIONS", "DiagnosticsConfig", "StallConfig"]
 
 
 class StallConfig(BaseModel):
@@ -50,6 +51,10 @@ class StallConfig(BaseModel):
     )
 
 
+#: ``calibration_simulations="auto"`` where the posterior is sampled directly.
+AUTO_CALIBRATION_SIMULATIONS = 100
+
+
 class DiagnosticsConfig(BaseModel):
     """Posterior checks after every round, calibration, and the rule that may end a run early.
 
@@ -86,17 +91,17 @@ class DiagnosticsConfig(BaseModel):
         description="Gradient-ascent steps of sbi's posterior.map(), started from the best of "
         "the round's stored posterior samples; 0: no MAP estimate.",
     )
-    calibration_simulations: int = Field(
-        0,
-        ge=0,
-        le=1_000_000,
+    calibration_simulations: int | Literal["auto"] = Field(
+        "auto",
         title="Calibration test simulations",
         description="Prior draws simulated (on Dask) to check round 1's amortized estimator: "
         "simulation-based calibration ranks and expected coverage (sbi.diagnostics). Some "
-        "hundreds give a meaningful check; 0: no calibration.",
+        "hundreds give a meaningful check; 0: no calibration; auto: "
+        f"{AUTO_CALIBRATION_SIMULATIONS} where the posterior is sampled directly (SNPE, "
+        "TSNPE: a few seconds), 0 where each test needs MCMC (SNLE, SNRE).",
     )
     calibration_posterior_samples: int = Field(
-        1000,
+        500,
         ge=10,
         le=1_000_000,
         title="Posterior samples per calibration test",
@@ -143,6 +148,13 @@ class DiagnosticsConfig(BaseModel):
         title="Stable rounds in a row before stopping",
         description="How many successive rounds must be stable before the run stops.",
     )
+
+    @field_validator("calibration_simulations")
+    @classmethod
+    def _calibration_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 1_000_000:
+            raise ValueError(f"must be auto or an integer from 0 to 1000000, got {value}")
+        return value
 
     @field_validator("true_parameters")
     @classmethod

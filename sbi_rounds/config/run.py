@@ -9,8 +9,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
+from sbi_rounds.config.checks import (
+    AUTO_CALIBRATION_SIMULATIONS,
+    DiagnosticsConfig,
+    StallConfig,
+)
 from sbi_rounds.config.cluster import ClusterConfig
+from sbi_rounds.config.console import ConsoleConfig
 from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
@@ -144,6 +149,11 @@ class RunConfig(BaseModel):
         title="Logging backend",
         description="Where training metrics go: stdout, TensorBoard, MLflow, W&B or none.",
     )
+    console: ConsoleConfig = Field(
+        default_factory=ConsoleConfig,
+        title="Progress reporting",
+        description="Progress lines in logs (batch jobs, Prefect workers).",
+    )
     diagnostics: DiagnosticsConfig = Field(
         default_factory=DiagnosticsConfig,
         title="Posterior checks",
@@ -229,6 +239,15 @@ class RunConfig(BaseModel):
     def posterior_sampler(self) -> str:
         """The sampler, with ``auto`` resolved for the method."""
         return get_method(self.method).sampler(self.posterior)
+
+    @property
+    def calibration_simulations(self) -> int:
+        """Calibration test simulations, with ``auto`` resolved: some hundreds where the
+        posterior is sampled directly (cheap), 0 where every test needs MCMC."""
+        n = self.diagnostics.calibration_simulations
+        if n != "auto":
+            return int(n)
+        return AUTO_CALIBRATION_SIMULATIONS if self.posterior_sampler == "direct" else 0
 
     @property
     def method_settings(self) -> BaseModel | None:

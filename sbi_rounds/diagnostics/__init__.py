@@ -1,6 +1,7 @@
 """Posterior checks: summaries, predictive checks, movement, C2ST, calibration and figures."""
 
-from sbi_rounds.diagnostics import calibration, checks, plots, simulations, stage, summary
+from sbi_rounds.diagnostics import alerts, calibration, checks, plots, simulations, stage, summary
+from sbi_rounds.diagnostics.alerts import *  # noqa: F403
 from sbi_rounds.diagnostics.calibration import *  # noqa: F403
 from sbi_rounds.diagnostics.checks import *  # noqa: F403
 from sbi_rounds.diagnostics.plots import *  # noqa: F403
@@ -9,6 +10,7 @@ from sbi_rounds.diagnostics.stage import *  # noqa: F403
 from sbi_rounds.diagnostics.summary import *  # noqa: F403
 
 __all__ = [
+    *alerts.__all__,
     *calibration.__all__,
     *checks.__all__,
     *plots.__all__,

@@ -18,6 +18,16 @@ __all__ = ["COVERAGE_LEVELS", "calibrate", "coverage_curve"]
 COVERAGE_LEVELS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
+#: sbi's notes during calibration that say nothing about the estimator.
+_NOT_WORTH_A_WARNING = ("Capping max_sampling_batch_size",)
+
+
+def _warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The first lines of the warnings sbi raised, but for :data:`_NOT_WORTH_A_WARNING`."""
+    lines = {str(w.message).splitlines()[0] for w in caught}
+    return sorted(line for line in lines if not line.startswith(_NOT_WORTH_A_WARNING))
+
+
 def _marginal(i: int) -> Callable[[Tensor, Tensor], Tensor]:
     def reduce(theta: Tensor, x: Tensor) -> Tensor:
         return theta[:, i]
@@ -130,6 +140,6 @@ def calibrate(
                 kstest(ranks_np[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
             ),
         },
-        "warnings": sorted({str(w.message).splitlines()[0] for w in caught}),
+        "warnings": _warnings(caught),
     }
     return result, ranks_np

@@ -121,7 +121,7 @@ def _wanted(run: Run, round_: int, stored: Mapping[str, Any]) -> list[str]:
 def _calibration_due(run: Run, round_: int) -> bool:
     return (
         round_ == 1
-        and run.config.diagnostics.calibration_simulations > 0
+        and run.config.calibration_simulations > 0
         and run.store.read_round_attr(1, "calibration") is None
     )
 
@@ -200,7 +200,7 @@ def _calibration(
     run: Run, client: Any, should_stop: Callable[[], bool] | None
 ) -> dict[str, Any]:
     cfg, d = run.config, run.config.diagnostics
-    n = d.calibration_simulations
+    n = cfg.calibration_simulations
     with seeded(derive_seed(cfg.seed, 1, "calibration", 0)):
         theta = run.prior.sample((n,)).reshape(n, -1).float().numpy()
     sims = CheckSimulations(run.directory, cfg, run.store.fingerprint()).simulate(

@@ -25,6 +25,7 @@ from sbi_rounds.store.format import (
     Stage,
     allocate,
     fsync_path,
+    retire_settings,
     round_group,
     versions,
 )
@@ -185,7 +186,18 @@ class StoreFile:
     def read_config(self) -> dict[str, Any]:
         """The run's current configuration (JSON-compatible dict)."""
         with self._read() as f:
-            return json.loads(f.attrs["config"])
+            return retire_settings(json.loads(f.attrs["config"]))
+
+    def provenance(self) -> dict[str, Any]:
+        """Where and with what the run file was created: ``versions`` (package -> version),
+        ``created_on`` (host) and ``created`` (Unix time)."""
+        with self._read() as f:
+            a = f.attrs
+            return {
+                "versions": json.loads(a["versions"]) if "versions" in a else {},
+                "created_on": str(a.get("created_on", "")),
+                "created": float(a.get("created", 0.0)),
+            }
 
     def fingerprint(self) -> str:
         """The fingerprint of the settings the run was created with."""

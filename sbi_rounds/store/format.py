@@ -15,18 +15,35 @@ import torch
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "RETIRED_SETTINGS",
     "TIMED_STAGES",
     "RoundInfo",
     "RunFileError",
     "Stage",
     "allocate",
     "fsync_path",
+    "retire_settings",
     "round_group",
     "versions",
 ]
 
 FORMAT = "sbi-rounds-run"
 FORMAT_VERSION = 1
+
+#: Settings that older versions stored and this one no longer has (they did nothing), as
+#: paths in the stored configuration; dropped when a run's settings are read.
+RETIRED_SETTINGS = (("training", "progress"),)
+
+
+def retire_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a stored configuration) without :data:`RETIRED_SETTINGS`."""
+    for *parents, key in RETIRED_SETTINGS:
+        section: Any = config
+        for p in parents:
+            section = section.get(p) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(key, None)
+    return config
 
 
 class Stage(IntEnum):

@@ -100,7 +100,6 @@ class TrainConfig(BaseModel):
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         seed: Seed of the data split, batch order and the loss's randomness.
         show_summary: Print a summary line at the end (sbi: ``show_train_summary``).
-        progress: Print one line per epoch.
         resume: Continue from a training checkpoint when one exists (sbi:
             ``resume_training``).
         retrain_from_scratch: Start each round from freshly initialised weights instead
@@ -224,11 +223,6 @@ class TrainConfig(BaseModel):
         title="Print a summary",
         description="Print a summary line at the end (sbi: show_train_summary).",
     )
-    progress: bool = Field(
-        False,
-        title="Print each epoch",
-        description="Print one line per epoch.",
-    )
     resume: bool = Field(
         True,
         title="Resume from a training checkpoint",
@@ -294,7 +288,8 @@ class TrackerConfig(BaseModel):
     """Where training metrics go: one setting picks the backend.
 
     Attributes:
-        backend: ``stdout`` (default), ``tensorboard``, ``mlflow``, ``wandb`` or ``none``.
+        backend: ``log`` (default: DEBUG log records, shown with ``-vv``), ``stdout``,
+            ``tensorboard``, ``mlflow``, ``wandb`` or ``none``.
         uri: TensorBoard log directory, MLflow tracking URI, or W&B directory. Relative
             paths are taken under the run's directory when omitted.
         experiment: MLflow experiment or W&B project name.
@@ -303,10 +298,11 @@ class TrackerConfig(BaseModel):
 
     model_config = _FROZEN
 
-    backend: Literal["stdout", "tensorboard", "mlflow", "wandb", "none"] = Field(
-        "stdout",
+    backend: Literal["log", "stdout", "tensorboard", "mlflow", "wandb", "none"] = Field(
+        "log",
         title="Logging backend",
-        description="Where training metrics go: stdout, tensorboard, mlflow, wandb or none.",
+        description="Where training metrics go: log (DEBUG records, shown with -vv), stdout, "
+        "tensorboard, mlflow, wandb or none.",
     )
     uri: str | None = Field(
         None,

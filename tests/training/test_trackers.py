@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from sbi_rounds.training.config import TrackerConfig
 from sbi_rounds.training.trackers import (
+    LogTracker,
     MissingExtraError,
     MLflowTracker,
     NullTracker,
@@ -326,6 +328,7 @@ def test_wandb_runs_open_side_by_side_and_reserve_the_step_names(tmp_path):
 @pytest.mark.parametrize(
     ("backend", "kind"),
     [
+        ("log", LogTracker),
         ("stdout", StdoutTracker),
         ("none", NullTracker),
         ("tensorboard", TensorBoardTracker),
@@ -342,6 +345,7 @@ def test_make_tracker_picks_the_backend_and_writes_under_run_dir(tmp_path, backe
     finally:
         tracker.close()
     expected = {
+        "log": str(tmp_path / "figures"),
         "stdout": str(tmp_path / "figures"),
         "none": None,
         "tensorboard": str(tmp_path / "tensorboard" / "run-1"),
@@ -367,6 +371,20 @@ def test_make_tracker_takes_relative_uris_under_run_dir_and_uses_the_experiment(
         assert tracker.log_dir == str(absolute)
     with pytest.raises(TypeError, match="TrackerConfig"):
         make_tracker("mlflow", tmp_path, "r")
+
+
+def test_the_default_tracker_logs_metrics_at_debug_only(tmp_path, caplog):
+    tracker = make_tracker(None, tmp_path, "run-3")
+    assert type(tracker) is LogTracker
+    with caplog.at_level(logging.INFO, logger="sbi_rounds.metrics"):
+        tracker.log_metrics({"val_loss": 1.5}, step=2)
+    assert caplog.records == []
+    with caplog.at_level(logging.DEBUG, logger="sbi_rounds.metrics"):
+        tracker.log_metrics({"val_loss": 1.25}, step=3)
+        tracker.log_params({"lr": 0.1})
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.DEBUG]
+    assert caplog.records[0].getMessage() == "[run-3] step=3 val_loss=1.25"
+    assert caplog.records[1].getMessage() == "[run-3] params lr=0.1"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""Experiment trackers: one protocol and thin adapters for stdout, TensorBoard, MLflow and W&B."""
+"""Experiment trackers: one protocol and thin adapters (log, stdout, TensorBoard, MLflow, W&B)."""
 
 from sbi_rounds.training.trackers.base import MissingExtraError, Tracker, flatten_params
 from sbi_rounds.training.trackers.factory import make_tracker
-from sbi_rounds.training.trackers.local import NullTracker, StdoutTracker
+from sbi_rounds.training.trackers.local import LogTracker, NullTracker, StdoutTracker
 from sbi_rounds.training.trackers.mlflow_tracker import (
     MLFLOW_MAX_NAME_LENGTH,
     MLFLOW_MAX_PARAM_LENGTH,
@@ -14,6 +14,7 @@ from sbi_rounds.training.trackers.wandb_tracker import WandbTracker
 __all__ = [
     "MLFLOW_MAX_NAME_LENGTH",
     "MLFLOW_MAX_PARAM_LENGTH",
+    "LogTracker",
     "MLflowTracker",
     "MissingExtraError",
     "NullTracker",

@@ -9,7 +9,7 @@ from typing import Any
 
 from sbi_rounds.training.config import TrackerConfig
 from sbi_rounds.training.trackers.base import Tracker, is_uri, safe_relpath
-from sbi_rounds.training.trackers.local import NullTracker, StdoutTracker
+from sbi_rounds.training.trackers.local import LogTracker, NullTracker, StdoutTracker
 from sbi_rounds.training.trackers.mlflow_tracker import MLflowTracker
 from sbi_rounds.training.trackers.tensorboard_tracker import TensorBoardTracker
 from sbi_rounds.training.trackers.wandb_tracker import WandbTracker
@@ -33,8 +33,9 @@ def make_tracker(
 
     Where each backend writes (a relative ``config.uri`` is taken under ``run_dir``):
 
-    - ``stdout``: prints to ``sys.stdout``; figures are saved under ``uri`` or
-      ``run_dir/figures``.
+    - ``log`` (default): DEBUG records of the ``sbi_rounds.metrics`` logger; figures are
+      saved under ``uri`` or ``run_dir/figures``.
+    - ``stdout``: prints to ``sys.stdout``; figures as for ``log``.
     - ``tensorboard``: event files in ``uri/<run_name>`` or ``run_dir/tensorboard/<run_name>``.
     - ``mlflow``: the tracking URI ``uri`` (a path becomes a ``file:`` URI) or
       ``file://<run_dir>/mlruns``; experiment ``config.experiment``, run ``run_name``.
@@ -44,7 +45,7 @@ def make_tracker(
 
     Args:
         config: The tracker settings; a mapping is validated into a ``TrackerConfig``,
-            None means ``TrackerConfig()`` (stdout).
+            None means ``TrackerConfig()`` (log).
         run_dir: The run's directory.
         run_name: The run's name (TensorBoard folder, MLflow and W&B run name).
 
@@ -70,6 +71,8 @@ def make_tracker(
     backend = config.backend
     if backend == "none":
         return NullTracker()
+    if backend == "log":
+        return LogTracker(prefix=run_name, figure_dir=_under(run_dir, config.uri, "figures"))
     if backend == "stdout":
         return StdoutTracker(prefix=run_name, figure_dir=_under(run_dir, config.uri, "figures"))
     if backend == "tensorboard":
@@ -89,5 +92,5 @@ def make_tracker(
             mode=config.wandb_mode,
         )
     raise ValueError(  # unreachable with a validated TrackerConfig
-        f"unknown tracker backend {backend!r}; use stdout, tensorboard, mlflow, wandb or none"
+        f"unknown tracker backend {backend!r}; use log, stdout, tensorboard, mlflow, wandb or none"
     )

@@ -1,7 +1,8 @@
-"""Trackers without a package: lines on stdout, and nothing at all."""
+"""Trackers without a package: lines in the log (DEBUG), on stdout, and nothing at all."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -10,7 +11,7 @@ from typing import IO, Any
 
 from sbi_rounds.training.trackers.base import BaseTracker, figure_path
 
-__all__ = ["NullTracker", "StdoutTracker"]
+__all__ = ["LogTracker", "NullTracker", "StdoutTracker"]
 
 
 def _format_number(value: float, precision: int) -> str:
@@ -74,6 +75,34 @@ class StdoutTracker(BaseTracker):
     def _flush(self) -> None:
         stream = sys.stdout if self._stream is None else self._stream
         stream.flush()
+
+
+class LogTracker(StdoutTracker):
+    """The lines of :class:`StdoutTracker` as DEBUG records of the ``sbi_rounds.metrics``
+    logger: per-epoch metrics stay out of a run's console and INFO logs (``-vv`` shows
+    them), and the run file keeps every epoch's losses anyway.
+
+    Args:
+        prefix: Shown in brackets at the start of every line (the run name); empty: none.
+        figure_dir: Where figures are saved as PNG files (None: not saved).
+        precision: Significant digits of the logged numbers.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        figure_dir: str | os.PathLike[str] | None = None,
+        precision: int = 4,
+    ) -> None:
+        super().__init__(prefix=prefix, figure_dir=figure_dir, precision=precision)
+        self._logger = logging.getLogger("sbi_rounds.metrics")
+
+    def _print(self, text: str) -> None:
+        self._logger.debug("%s%s", self._prefix, text)
+
+    def _flush(self) -> None:
+        pass
 
 
 class NullTracker(BaseTracker):

@@ -1,0 +1,121 @@
+"""Warnings that matter about a finished round, read from the run file.
+
+Each is one sentence that says what happened and what to do: a training cut by a cap while
+its validation loss was still improving, a posterior at ``xobs`` about as wide as the prior,
+a valid fraction that fell from the round before, simulations that failed. The console, the
+HTML report and the Prefect artifacts show the same list (:func:`round_alerts`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["IMPROVING_TAIL", "WIDE_FRACTION", "round_alerts", "simulation_alerts", "stop_label"]
+
+#: A training cut by a cap is "still improving" when its best validation loss came in the
+#: last ``max(3, IMPROVING_TAIL * epochs)`` epochs.
+IMPROVING_TAIL = 0.1
+#: A posterior is "about as wide as the prior" when every parameter's sd is at least this
+#: fraction of the prior's.
+WIDE_FRACTION = 0.7
+#: A valid fraction "fell" when it is this much (absolute) below the round before's.
+VALID_DROP = 0.05
+
+
+def stop_label(summary: dict[str, Any]) -> str | None:
+    """Why a training stopped, in a word: ``patience``, ``max_epochs``, ``max_time``, ... ."""
+    if not summary:
+        return None
+    if summary.get("limit_reached"):
+        return str(summary["limit_reached"])
+    reason = str(summary.get("stop_reason") or "")
+    if reason.startswith("validation loss did not improve"):
+        return "patience"
+    if "learning rate" in reason or "min_lr" in reason:
+        return "min_lr"
+    return reason or None
+
+
+def _capped_while_improving(round_: int, summary: dict[str, Any]) -> str | None:
+    cap, epochs = summary.get("limit_reached"), summary.get("epochs")
+    best = summary.get("best_epoch")
+    if not cap or not epochs or not best:
+        return None
+    if best <= epochs - max(3, math.ceil(IMPROVING_TAIL * epochs)):
+        return None
+    return (
+        f"round {round_}: training stopped at its cap ({summary.get('stop_reason')}) while the "
+        f"validation loss was still improving (best at epoch {best} of {epochs}): the network "
+        f"is undertrained; raise training.{cap} or leave it unset and let patience stop it"
+    )
+
+
+def _prior_sd(run: Any) -> np.ndarray:
+    p = run.config.prior
+    if p.low is not None and p.high is not None:
+        return (np.asarray(p.high) - np.asarray(p.low)) / math.sqrt(12.0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return run.prior.sample((4000,)).double().std(0).numpy()
+
+
+def _as_wide_as_prior(run: Any, round_: int) -> str | None:
+    summary = run.store.read_round_attr(round_, "posterior_summary", {}) or {}
+    if not summary:
+        return None
+    post = np.array([v["std"] for v in summary.values()], dtype=float)
+    prior = _prior_sd(run)
+    if post.shape != prior.shape or not np.all(prior > 0):
+        return None
+    ratio = post / prior
+    if not np.all(ratio >= WIDE_FRACTION):
+        return None
+    ratios = ", ".join(f"{r:.2f}" for r in ratio)
+    return (
+        f"round {round_}: the posterior at xobs is about as wide as the prior (sd / prior sd: "
+        f"{ratios}): the network learned little from the simulations; check that the "
+        "simulator's output depends on the parameters, and the training's stop reason"
+    )
+
+
+def _valid_fraction(store: Any, round_: int) -> float | None:
+    c = store.counts(round_)
+    return c["valid"] / c["simulations"] if c["simulations"] else None
+
+
+def simulation_alerts(store: Any, round_: int) -> list[str]:
+    """Warnings about a round's simulations: failed ones, and a valid fraction that fell from
+    the round before (``store``: a ``RunStore``)."""
+    c = store.counts(round_)
+    alerts = []
+    failed = c["simulations"] - c["valid"]
+    if failed > 0:
+        alerts.append(
+            f"round {round_}: {failed} of {c['simulations']} simulations failed (non-finite "
+            "output or an error); they are left out of training"
+        )
+    now, before = _valid_fraction(store, round_), None
+    if round_ > 1 and (round_ - 1) in store.rounds():
+        before = _valid_fraction(store, round_ - 1)
+    if now is not None and before is not None and now < before - VALID_DROP:
+        alerts.append(
+            f"round {round_}: {100 * now:.0f}% of the simulations were valid, down from "
+            f"{100 * before:.0f}% in round {round_ - 1}: the proposal reaches parameters where "
+            "the simulator fails"
+        )
+    return alerts
+
+
+def round_alerts(run: Any, round_: int) -> list[str]:
+    """The warnings about finished round ``round_`` of ``run`` (an open ``Run``), worst first."""
+    store = run.store
+    alerts = [
+        _capped_while_improving(round_, store.training_summary(round_)),
+        _as_wide_as_prior(run, round_),
+    ]
+    alerts.extend(simulation_alerts(store, round_))
+    return [a for a in alerts if a]

@@ -1,0 +1,84 @@
+"""Warnings about a finished round, and the round table's line and columns, on real runs."""
+
+from __future__ import annotations
+
+from sbi_rounds.diagnostics import round_alerts, simulation_alerts, stop_label
+from sbi_rounds.round import run_round
+from sbi_rounds.session import run_session
+from sbi_rounds.store import RunStore
+from sbi_rounds.table import ROUND_COLUMNS, format_round_table, round_line, round_table
+
+
+def test_a_capped_training_that_still_improves_is_named_with_the_way_out(make_config, dask_client):
+    config = make_config(rounds=1, training={"max_epochs": 3})
+    with run_session(config) as run:
+        run_round(run, 1, dask_client, pairplot=False)
+        alerts = round_alerts(run, 1)
+        row = round_table(run.store)[0]
+    assert any(
+        a.startswith("round 1: training stopped at its cap (reached max_epochs=3) while the "
+                     "validation loss was still improving (best at epoch 3 of 3)")
+        and "raise training.max_epochs" in a
+        for a in alerts
+    ), alerts
+    assert row["stop"] == "max_epochs"
+    line = round_line(row, 1)
+    assert line.startswith("round 1/1 done: 300 simulations (300 valid), 3 epochs (stopped by "
+                           "max_epochs), best validation loss ")
+    assert "; seconds: simulate " in line and ", train " in line
+
+
+def test_a_posterior_as_wide_as_the_prior_and_failed_simulations_are_named(
+    make_config, dask_client
+):
+    config = make_config(
+        rounds=1,
+        simulator={"path": "simulators:ignores_theta"},
+        training={"max_epochs": None, "patience": 5},
+    )
+    with run_session(config) as run:
+        run_round(run, 1, dask_client, pairplot=False)
+        alerts = round_alerts(run, 1)
+    assert any("about as wide as the prior" in a for a in alerts), alerts
+    assert not any("cap" in a for a in alerts)
+
+    config = make_config(rounds=1, simulator={"path": "simulators:some_nan"}, run_id="nan")
+    with run_session(config) as run:
+        run_round(run, 1, dask_client, pairplot=False)
+        alerts = round_alerts(run, 1)
+        counts = run.store.counts(1)
+    failed = counts["simulations"] - counts["valid"]
+    assert failed > 0
+    assert f"round 1: {failed} of 300 simulations failed" in " ".join(alerts)
+
+
+def test_stop_labels_and_the_shared_round_columns():
+    assert stop_label({}) is None
+    assert stop_label({"limit_reached": "max_time", "stop_reason": "reached max_time=5 s"}) == (
+        "max_time"
+    )
+    patience = "validation loss did not improve by more than 0.0 for 20 epochs"
+    assert stop_label({"limit_reached": None, "stop_reason": patience}) == "patience"
+    keys = [c.key for c in ROUND_COLUMNS]
+    assert len(keys) == len(set(keys)) and "stop" in keys and "network" in keys
+    text = format_round_table([{"round": 1, "simulations": 10, "valid": 9, "stop": "patience"}])
+    assert text.splitlines()[0].split()[:4] == ["round", "sims", "valid", "network"]
+    assert "patience" in text.splitlines()[1]
+
+
+def test_a_valid_fraction_that_fell_is_named(tmp_path):
+    store = RunStore.create(tmp_path / "run.h5", config={"a": 1}, fingerprint="abc")
+    for r in (1, 2, 3):
+        store.plan_round(r, num_simulations=100, theta_dim=2, x_dim=2, chunk_size=50,
+                         num_posterior_samples=5, proposal={"kind": "prior"})
+    store.set_counts(1, 100, 99)
+    store.set_counts(2, 100, 70)
+    store.set_counts(3, 100, 68)
+    assert simulation_alerts(store, 1) == [
+        "round 1: 1 of 100 simulations failed (non-finite output or an error); they are left "
+        "out of training"
+    ]
+    second = simulation_alerts(store, 2)
+    assert len(second) == 2 and second[1].startswith(
+        "round 2: 70% of the simulations were valid, down from 99% in round 1")
+    assert len(simulation_alerts(store, 3)) == 1  # 70% -> 68% is not a fall worth a warning
