@@ -5,10 +5,11 @@
     PREFECT_API_URL=http://host:4200/api python deployments/serve.py   # a server you run
 
 The deployments and their default parameters are the ones of ``deployments/prefect.yaml``,
-named with a ``-served`` suffix (``online_inference/on-demand-served``, and
-``online_inference/nightly-served`` on its cron schedule) so that they never replace the
-work-pool deployments of ``prefect deploy`` on the same server. They are served from this
-process instead of a work pool: flow runs start as its subprocesses, in the repository root.
+named with a ``-served`` suffix (``online_inference/on-demand-served``,
+``online_inference/nightly-served`` on its cron schedule, and ``campaign/campaign-served``)
+so that they never replace the work-pool deployments of ``prefect deploy`` on the same
+server. They are served from this process instead of a work pool: flow runs start as its
+subprocesses, in the repository root.
 Ctrl-C stops serving, and the server when this command started it. Cancelling a run from the
 UI stops it; running the deployment again with the same parameters resumes it.
 """
@@ -29,28 +30,47 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ROOT", "SPEC", "SUFFIX", "deployment_specs", "main", "prefect_server", "to_deployments"]
+__all__ = [
+    "ENTRYPOINTS",
+    "ROOT",
+    "SPEC",
+    "SUFFIX",
+    "deployment_specs",
+    "main",
+    "prefect_server",
+    "to_deployments",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "deployments" / "prefect.yaml"
 SUFFIX = "-served"
 
 
+#: The flows this command serves, by their entrypoint in ``prefect.yaml``.
+ENTRYPOINTS = ("flows/online.py:online_inference", "flows/campaign.py:campaign_inference")
+
+
 def deployment_specs(path: str | Path = SPEC) -> list[dict[str, Any]]:
-    """The deployments of a ``prefect.yaml`` whose entrypoint is the ``online_inference`` flow."""
+    """The deployments of a ``prefect.yaml`` of the ``online_inference`` and ``campaign`` flows."""
     data = yaml.safe_load(Path(path).read_text())
-    specs = [
-        d
-        for d in data.get("deployments", [])
-        if d.get("entrypoint") == "flows/online.py:online_inference"
-    ]
+    specs = [d for d in data.get("deployments", []) if d.get("entrypoint") in ENTRYPOINTS]
     if not specs:
-        raise ValueError(f"{path} has no deployment of flows/online.py:online_inference")
+        raise ValueError(f"{path} has no deployment of {' or '.join(ENTRYPOINTS)}")
     return specs
 
 
+def _flow(entrypoint: str) -> Any:
+    if entrypoint == ENTRYPOINTS[1]:
+        from flows.campaign import campaign_inference
+
+        return campaign_inference
+    from flows.online import online_inference
+
+    return online_inference
+
+
 def to_deployments(specs: Sequence[dict[str, Any]], suffix: str = SUFFIX) -> list[Any]:
-    """``RunnerDeployment``s of ``online_inference`` with the specs' parameters and schedules.
+    """``RunnerDeployment``s of the specs' flows with their parameters and schedules.
 
     Args:
         specs: Deployment entries of a ``prefect.yaml`` (see :func:`deployment_specs`).
@@ -62,8 +82,6 @@ def to_deployments(specs: Sequence[dict[str, Any]], suffix: str = SUFFIX) -> lis
     """
     from prefect.schedules import Cron
 
-    from flows.online import online_inference
-
     deployments = []
     for spec in specs:
         schedules = [
@@ -71,7 +89,7 @@ def to_deployments(specs: Sequence[dict[str, Any]], suffix: str = SUFFIX) -> lis
             for s in spec.get("schedules") or []
         ]
         deployments.append(
-            online_inference.to_deployment(
+            _flow(spec["entrypoint"]).to_deployment(
                 name=f"{spec['name']}{suffix}",
                 parameters=spec.get("parameters"),
                 description=spec.get("description"),
@@ -137,8 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Start a Prefect server with its UI (unless PREFECT_API_URL is set) and serve the flow."""
     parser = argparse.ArgumentParser(
         prog="python deployments/serve.py",
-        description="Serve the online_inference deployments of deployments/prefect.yaml, with "
-        "a local Prefect server and its UI unless PREFECT_API_URL points at one.",
+        description="Serve the online_inference and campaign deployments of "
+        "deployments/prefect.yaml, with a local Prefect server and its UI unless "
+        "PREFECT_API_URL points at one.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="server host (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=4200, help="server port (default: 4200)")

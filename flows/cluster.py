@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,13 @@ from sbi_rounds.config import RunConfig
 from sbi_rounds.run import Run
 from sbi_rounds.store import Stage
 
-__all__ = ["close_prestarted", "prestart_cluster", "run_cluster"]
+__all__ = ["close_prestarted", "prestart_cluster", "run_cluster", "shared_cluster"]
 
 
 #: Clusters the command line started while Prefect's server came up, by cluster settings.
 _PRESTARTED: dict[str, Any] = {}
+#: Clusters that several runs use in turn or at once (a campaign), by cluster settings.
+_SHARED: dict[str, Any] = {}
 
 
 def _warm_up_modules(config: RunConfig) -> list[str]:
@@ -69,6 +71,32 @@ def close_prestarted() -> None:
 
 
 @contextmanager
+def shared_cluster(configs: Sequence[RunConfig]) -> Iterator[None]:
+    """One Dask cluster for the runs of ``configs`` (same cluster settings) inside the block.
+
+    :func:`run_cluster` of those runs takes it and leaves it open; it is closed at the end
+    of the block. None starts when no run has simulations left to do.
+    """
+    from sbi_rounds.cluster import BackgroundClient
+
+    config = configs[0]
+    key = config.cluster.model_dump_json()
+    needed = any(_needs_simulation(c.run_path, c.rounds) for c in configs)
+    if not needed or key in _SHARED:
+        yield
+        return
+    background = _PRESTARTED.pop(key, None) or BackgroundClient(
+        config.cluster, warm_up=_warm_up_modules(config)
+    )
+    _SHARED[key] = background
+    try:
+        yield
+    finally:
+        del _SHARED[key]
+        background.close()
+
+
+@contextmanager
 def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
     """A Dask client that starts in the background as soon as the run needs simulations.
 
@@ -80,8 +108,12 @@ def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
     with ExitStack() as stack:
         holder: dict[str, Any] = {}
         t0 = time.perf_counter()
+        shared_ = _SHARED.get(run.config.cluster.model_dump_json())
 
         def start() -> Any:
+            shared = _SHARED.get(run.config.cluster.model_dump_json())
+            if shared is not None:  # a campaign's: it closes it
+                holder.setdefault("background", shared)
             if "background" not in holder:
                 background = _PRESTARTED.pop(run.config.cluster.model_dump_json(), None)
                 if background is None:
@@ -114,7 +146,7 @@ def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
             if "background" in holder:
                 _close_quickly(stack)
             raise
-        if "background" in holder:
+        if "background" in holder and holder["background"] is not shared_:
             get_run_logger().debug("closing the Dask cluster")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 from sbi_rounds.errors import RunInterrupted
 from sbi_rounds.training import Callback, TrainingLoop
@@ -27,9 +28,19 @@ class CancelToken:
         (True, 'a test')
     """
 
+    #: The tokens of this process's runs (:meth:`cancel_all`).
+    _live: weakref.WeakSet[CancelToken] = weakref.WeakSet()
+
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason: str | None = None
+        CancelToken._live.add(self)
+
+    @classmethod
+    def cancel_all(cls, reason: str = "cancelled") -> None:
+        """Ask every run of this process to stop (a campaign stopped by a signal)."""
+        for token in list(cls._live):
+            token.cancel(reason)
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Ask the run to stop at its next check."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sbi_rounds.cancel import CancelToken
+from sbi_rounds.concurrency import DRIVER
 from sbi_rounds.run import Run
 from sbi_rounds.stage import StageResult
 from sbi_rounds.stages import (
@@ -98,8 +99,12 @@ def run_round(
     done["sample"] = table.sample(run, round_)
     if run.store.stage(round_) < Stage.SIMULATED:
         token.check(f"simulating of round {round_}")
-        dask = client() if callable(client) else client
-        with progress(run, round_) if progress is not None else nullcontext() as report:
+        with DRIVER.released():  # other runs of a campaign train meanwhile
+            dask = client() if callable(client) else client
+        with (
+            progress(run, round_) if progress is not None else nullcontext() as report,
+            DRIVER.released(),
+        ):
             done["simulate"] = table.simulate(run, round_, dask, report, token.is_set)
     token.check(f"appending the simulations of round {round_}")
     done["append"] = table.append(run, round_)

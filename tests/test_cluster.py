@@ -22,7 +22,13 @@ from sbi_rounds.cluster import (
     open_client,
     walltime_seconds,
 )
-from sbi_rounds.config import ClusterConfig, JobqueueConfig, RunConfig, load_config_file
+from sbi_rounds.config import (
+    CampaignConfig,
+    ClusterConfig,
+    JobqueueConfig,
+    RunConfig,
+    load_config_file,
+)
 
 pytest.importorskip("dask_jobqueue", reason="the hpc extra: pip install 'sbi-rounds[hpc]'")
 
@@ -147,8 +153,16 @@ def test_the_shipped_hpc_config_validates_and_gives_a_job_script(capsys):
     assert "#SBATCH -p compute" in script and "--lifetime 6840s" in script
     assert "module load python/3.11" in script
     text = (HPC / "sbi-rounds.sbatch").read_text()
-    assert "python -m flows.online --config" in text and "#SBATCH --signal=B:TERM@120" in text
+    assert "python -m flows.online --config" in text and "#SBATCH --signal=B:USR1@120" in text
+    assert "#SBATCH --requeue" in text and "#SBATCH --open-mode=append" in text
     subprocess.run(["bash", "-n", str(HPC / "sbi-rounds.sbatch")], check=True)
+    text = (HPC / "campaign.sbatch").read_text()
+    assert "campaign --config" in text and "#SBATCH --signal=B:USR1@120" in text
+    subprocess.run(["bash", "-n", str(HPC / "campaign.sbatch")], check=True)
+    shared = load_config_file(HPC / "campaign-slurm.yaml")
+    campaign = CampaignConfig.model_validate(shared.pop("campaign"))
+    assert campaign.max_concurrent == 4
+    RunConfig.model_validate({**shared, "xobs": [0.0, 0.0]})  # the shared settings are valid
     jobqueue_file = load_config_file(HPC / "jobqueue.yaml")
     assert set(jobqueue_file["jobqueue"]) == {"slurm", "pbs"}
 

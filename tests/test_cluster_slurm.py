@@ -150,3 +150,63 @@ def test_the_sbatch_script_runs_the_flow_in_a_batch_job(slurm, tmp_path):
     assert np.isfinite(store.read_samples(1)).all()
     assert len(list(tmp_path.glob("worker-*.out"))) >= 1  # the flow submitted worker jobs
     _wait_no_jobs()
+
+
+def _job_state(job: str) -> tuple[str, int]:
+    """A job's state and restart count (``scontrol show job``)."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True)
+    fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+    return fields.get("JobState", "GONE"), int(fields.get("Restarts", "0"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 2-3 jobs of 3 minutes, 2 minutes apart; more on a busy machine
+def test_a_driver_job_past_its_time_limit_continues_in_a_requeued_job(slurm, tmp_path):
+    # The run needs 110 s of simulations (a sleeping simulator on one worker) after it
+    # started (15-45 s, by the machine's load); the job has a 3-minute limit and gets
+    # SIGUSR1 about 60 s before it (SLURM sends it up to ~20 s early or late): the run stops,
+    # requeues its job (eligible again 2 minutes later), and the job continues it.
+    settings = {
+        "xobs": [0.5, -0.3], "rounds": 2, "simulations_per_round": 55, "seed": 3,
+        "simulator": {"path": "test_simulation_helpers:sleepy",
+                      "kwargs": {"seconds_per_simulation": 1.0}},
+        "network": {"model": "maf", "hidden_features": 20, "num_transforms": 2},
+        "training": {"max_epochs": 5, "batch_size": 50, "checkpoint_min_seconds": 0},
+        "posterior": {"num_samples": 100}, "logger": {"backend": "none"},
+        "diagnostics": {"predictive_simulations": 0, "map_iterations": 0},
+        "cluster": {"kind": "local", "workers": 1, "chunk_size": 5, "dashboard": False},
+        "run_dir": str(tmp_path / "runs"), "continuation": {"max_continuations": 4},
+    }
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    venv = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    env.update(CONFIG=str(config), PATH=f"{venv}:{env['PATH']}", OMP_NUM_THREADS="1")
+    log = tmp_path / "driver.out"
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--time=3", "--signal=B:USR1@60", f"--output={log}",
+         str(REPO / "deployments" / "hpc" / "sbi-rounds.sbatch"), "--run-id", "long"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    job = out.stdout.strip().split(";")[0]
+    straight = subprocess.run(  # the same run without interruption, meanwhile, 8 workers
+        [sys.executable, "-m", "flows.online", "--config", str(config), "--run-id", "straight",
+         "--workers", "8", "--no-progress"],
+        cwd=REPO, env={**env, "PREFECT_HOME": str(tmp_path / "prefect")},
+        capture_output=True, text=True, timeout=400)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    deadline = time.monotonic() + 1500
+    while (state := _job_state(job))[0] not in ("COMPLETED", "FAILED", "CANCELLED", "GONE",
+                                                 "TIMEOUT"):
+        assert time.monotonic() < deadline, f"job {job} still {state}:\n{log.read_text()}"
+        time.sleep(2)
+    text = log.read_text()
+    assert state[0] == "COMPLETED", text[-4000:]
+    assert 1 <= state[1] <= 4, f"{state}\n{text[-3000:]}"
+    assert "requeued to continue the run (continuation 1 of at most 4)" in text
+    assert text.count("requeued to continue the run") == state[1]
+    assert "is in use by PID" not in text  # a continuation never met the previous job's lock
+    done = RunStore.open(tmp_path / "runs" / "long" / "run.h5")
+    reference = RunStore.open(tmp_path / "runs" / "straight" / "run.h5")
+    assert done.stage(2) == Stage.DONE
+    assert np.array_equal(done.read_samples(2), reference.read_samples(2))
+    assert np.array_equal(done.read_simulations(2)[1], reference.read_simulations(2)[1])

@@ -41,7 +41,8 @@ from prefect.states import State
 from prefect.utilities.callables import parameter_schema
 
 from flows.online import online_inference
-from sbi_rounds.config import RunConfig
+from sbi_rounds.campaign import observation_configs
+from sbi_rounds.config import CampaignConfig, RunConfig
 from sbi_rounds.locking import RunLock
 from sbi_rounds.store import RunStore, Stage
 
@@ -60,10 +61,18 @@ def _load_serve() -> Any:
 
 
 # --- prefect.yaml, serve.py and the parameter schema, without a server -----------------------
-def test_prefect_yaml_has_an_on_demand_and_a_nightly_deployment_with_valid_defaults():
+def test_prefect_yaml_has_an_on_demand_and_a_nightly_deployment_with_valid_defaults(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the deployments' relative paths are from the checkout
     data = yaml.safe_load(SPEC.read_text())
     deployments = {d["name"]: d for d in data["deployments"]}
-    assert set(deployments) == {"on-demand", "nightly"}
+    assert set(deployments) == {"on-demand", "nightly", "campaign"}
+    campaign = deployments.pop("campaign")
+    assert campaign["entrypoint"] == "flows/campaign.py:campaign_inference"
+    configs = observation_configs(
+        CampaignConfig.model_validate(campaign["parameters"]["campaign"]),
+        campaign["parameters"]["settings"],
+    )
+    assert [c.xobs for c in configs][0] == [0.5, -0.3] and len(configs) == 3
     assert data["pull"] == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "{{ checkout.stdout }}"}}
     ]
@@ -85,7 +94,8 @@ def test_serve_builds_the_yaml_deployments_under_their_own_names():
     serve = _load_serve()
     deployments = serve.to_deployments(serve.deployment_specs())
     by_name = {d.name: d for d in deployments}
-    assert set(by_name) == {"on-demand-served", "nightly-served"}
+    assert set(by_name) == {"on-demand-served", "nightly-served", "campaign-served"}
+    assert by_name["campaign-served"].entrypoint == "flows/campaign.py:campaign_inference"
     assert by_name["on-demand-served"].parameters["config"]["xobs"] == [0.5, -0.3]
     (schedule,) = by_name["nightly-served"].schedules
     assert schedule.schedule.cron == "0 2 * * *" and schedule.active
@@ -491,3 +501,23 @@ def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
     assert main(["--config", str(tmp_path / "run.yaml"), "--no-progress"]) == 0
     assert store.stage(1) == Stage.DONE
     np.testing.assert_array_equal(store.chunk_seconds(1)[done_before], seconds_before[done_before])
+
+
+@pytest.mark.slow
+def test_the_campaign_deployment_runs_every_observation_and_writes_the_summary(stack, tmp_path):
+    np.savetxt(tmp_path / "obs.csv", np.array([[0.5, -0.3], [0.1, 0.2]]), delimiter=",")
+    settings = _config(tmp_path, "unused", simulations_per_round=100)
+    for key in ("xobs", "run_dir", "run_id"):
+        del settings[key]
+    campaign = {"observations": str(tmp_path / "obs.csv"), "directory": str(tmp_path / "c")}
+    with stack.client() as client:
+        deployment = client.read_deployment_by_name("campaign/campaign")
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"campaign": campaign, "settings": settings}
+        )
+        run = stack.wait(client, run, timeout=300)
+        assert run.state.type == StateType.COMPLETED, stack.worker_log.read_text()[-5000:]
+    for i in range(2):
+        store = RunStore.open(tmp_path / "c" / f"obs-000{i}" / "run.h5")
+        assert [store.stage(r) for r in (1, 2)] == [Stage.DONE, Stage.DONE]
+    assert "2 observations, 2 finished" in (tmp_path / "c" / "summary.html").read_text()

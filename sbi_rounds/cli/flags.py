@@ -27,6 +27,7 @@ __all__ = [
     "METAVARS",
     "HelpFormatter",
     "add_setting_flags",
+    "setting_argument",
     "flag_name",
     "setting_values",
 ]
@@ -85,6 +86,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "cluster.chunk_timeout": ("--chunk-timeout",),
     "cluster.commit_interval": ("--commit-interval",),
     "cluster.min_valid_fraction": ("--min-valid-fraction",),
+    "continuation.max_continuations": ("--max-continuations",),
 }
 
 #: Flags that set several settings at once: flag -> (settings, metavar, help).
@@ -172,7 +174,7 @@ def _choice(choices: tuple[Any, ...], scalar: type | None) -> Callable[[str], An
     return convert
 
 
-def _argument(setting: Setting) -> dict[str, Any]:
+def setting_argument(setting: Setting) -> dict[str, Any]:
     """The ``add_argument`` keywords of one setting."""
     kind = setting.kind()
     spec: dict[str, Any] = {"help": setting.help, "dest": _PREFIX + setting.dotted}
@@ -209,7 +211,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         if section not in groups:
             groups[section] = parser.add_argument_group(f"settings: {section.lower()}")
         names = [*ALIASES.get(setting.dotted, ()), flag_name(setting)]
-        groups[section].add_argument(*names, **_argument(setting))
+        groups[section].add_argument(*names, **setting_argument(setting))
     combined = parser.add_argument_group("settings: combined")
     for flag, (_, metavar, text) in COMBINED.items():
         nargs = len(metavar) if isinstance(metavar, tuple) else None

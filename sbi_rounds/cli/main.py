@@ -12,6 +12,7 @@ __all__ = ["COMMANDS", "main"]
 #: Subcommand -> (module with ``main(argv, prog=...)``, what it does).
 COMMANDS = {
     "run": ("sbi_rounds.cli.run", "run, resume or extend a run (the online_inference flow)"),
+    "campaign": ("sbi_rounds.cli.campaign", "one run per observation of a table, and a summary"),
     "report": ("sbi_rounds.cli.report", "write a run's self-contained HTML report"),
     "status": ("sbi_rounds.cli.status", "a run directory's runs, rounds and stages, and which run"),
     "export": ("sbi_rounds.cli.export", "a run's simulations and posterior samples as .npz"),
@@ -29,6 +30,7 @@ commands:
 
 'sbi-rounds COMMAND --help' describes a command's options. Examples:
   sbi-rounds run --xobs 0.5 -0.3 --rounds 5 --workers 8
+  sbi-rounds campaign --observations xobs.csv --campaign-dir campaigns/c1 --rounds 3
   sbi-rounds status runs
   sbi-rounds report runs/snpe-1a2b3c4d5e
   sbi-rounds export runs/snpe-1a2b3c4d5e -o run.npz
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{_usage()}\nerror: unknown command {name!r}", file=sys.stderr)
         return 2
     prog = f"sbi-rounds {name}"
-    if name == "run":
+    if name in ("run", "campaign"):
         from sbi_rounds.cli.signals import starting
 
         starting(rest, prog)  # before the slow imports: Prefect's server boots meanwhile

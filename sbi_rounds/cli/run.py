@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
-from sbi_rounds.cli.signals import interrupts, quiet_prefect_client
+from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
@@ -172,6 +173,7 @@ def _settings(args: argparse.Namespace) -> RunConfig | int:
         return 2
     if getattr(args, "print_config", False):
         return config
+    wait_for_previous_job([config.run_path])  # a continuation of a requeued batch job
     try:  # bad input fails here, in a second, before Prefect and Dask start
         preflight(
             config,
@@ -209,6 +211,22 @@ def _disk_error(e: BaseException) -> bool:
     if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
         return True
     return any(text in str(e) for text in _DISK_ERRORS.values())
+
+
+def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
+    """Say that the run stopped, why, where its results are and how to resume it."""
+    if cancelled:
+        how = "Cancelled from Prefect"
+    elif TIME_LIMIT.reached:
+        how = "Stopped at the batch job's time limit (SIGUSR1)"
+    else:
+        how = "Stopped"
+    saved = (
+        f"Everything committed is saved in {config.run_path}."
+        if config.run_path.exists()
+        else "The run had not started: nothing was written."
+    )
+    print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr, flush=True)
 
 
 def _failure(e: BaseException, resume: str) -> int | None:
@@ -268,7 +286,10 @@ def main(
     if getattr(args, "print_config", False):
         print_config(config)
         return 0
-    return _run(config, args, prog, argv, flow)
+    status = _run(config, args, prog, argv, flow)
+    if TIME_LIMIT.reached:  # the run is closed, its lock free for the job that continues it
+        continue_in_new_job(config.continuation, _resume_command(prog, argv, config))
+    return status
 
 
 #: Prefect's loggers of flow and task runs, which log a failed run's error and traceback.
@@ -317,6 +338,7 @@ def _run(
     with interrupts(), showing(view) if view is not None else nullcontext():
         try:
             check_configured_server()  # before Dask: an unreachable server is one line
+            check_time_limit()
             prestart_cluster(config)  # comes up while Prefect's temporary server starts
             with temporary_server() as url:  # in its own process group: see flows/server.py
                 show_run_links(url is None or url == default_server())
@@ -327,13 +349,7 @@ def _run(
                     resimulate_invalid=getattr(args, "resimulate_invalid", False),
                 )
         except (KeyboardInterrupt, CancelledRun) as e:
-            how = "Cancelled from Prefect" if isinstance(e, CancelledRun) else "Stopped"
-            saved = (
-                f"Everything committed is saved in {config.run_path}."
-                if config.run_path.exists()
-                else "The run had not started: nothing was written."
-            )
-            print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr)
+            stopped(config, resume, cancelled=isinstance(e, CancelledRun))
             return 130
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
             if verbosity >= 1:

@@ -10,10 +10,35 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["interrupts", "quiet_prefect_client", "starting"]
+__all__ = ["TIME_LIMIT", "check_time_limit", "interrupts", "quiet_prefect_client", "starting"]
 
 #: Arguments after which a command does nothing slow (no server to start early).
 _QUICK = {"-h", "--help", "--print-config"}
+
+#: The signal a batch job receives before its time limit (``#SBATCH --signal=B:USR1@120``).
+TIME_LIMIT_SIGNAL = signal.SIGUSR1
+
+
+class _Flag:
+    """Set once the batch system announced the job's time limit (SIGUSR1)."""
+
+    reached = False
+
+
+#: Whether this process received the time-limit signal (read by ``sbi_rounds.cli.continuation``).
+TIME_LIMIT = _Flag()
+
+
+def _time_limit_noted(signum: int, frame: FrameType | None) -> None:
+    TIME_LIMIT.reached = True
+
+
+def check_time_limit() -> None:
+    """Raise ``RunInterrupted`` if the time-limit signal came while the command was starting."""
+    from sbi_rounds.errors import RunInterrupted
+
+    if TIME_LIMIT.reached:
+        raise RunInterrupted("received SIGUSR1 (the batch job's time limit) while starting")
 
 
 def quiet_prefect_client() -> None:
@@ -46,6 +71,7 @@ def starting(argv: Sequence[str], prog: str) -> None:
 
     signal.signal(signal.SIGINT, stopped_while_starting)
     signal.signal(signal.SIGTERM, stopped_while_starting)
+    signal.signal(TIME_LIMIT_SIGNAL, _time_limit_noted)  # the run stops once it has begun
     quiet_prefect_client()
     if not _QUICK & set(argv):
         from sbi_rounds.cli.packages import pin_own_packages
@@ -58,20 +84,27 @@ def starting(argv: Sequence[str], prog: str) -> None:
 
 @contextmanager
 def interrupts() -> Iterator[None]:
-    """While inside, Ctrl-C raises ``KeyboardInterrupt`` and SIGTERM ``RunInterrupted``.
+    """While inside, Ctrl-C raises ``KeyboardInterrupt``, SIGTERM and SIGUSR1 ``RunInterrupted``.
 
-    Either unwinds the run from wherever it is: every commit is atomic, the Dask cluster
-    is closed on the way out, and the command prints how to resume.
+    SIGUSR1 is a batch job's time limit coming (:data:`TIME_LIMIT` records it, and the
+    command may continue the run in a new job). Each unwinds the run from wherever it is:
+    every commit is atomic, the Dask cluster is closed on the way out, and the command
+    prints how to resume.
     """
     from sbi_rounds.errors import RunInterrupted
 
     def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        if signum == TIME_LIMIT_SIGNAL:
+            TIME_LIMIT.reached = True
+            raise RunInterrupted("received SIGUSR1 (the batch job's time limit)")
         raise RunInterrupted(f"received {signal.Signals(signum).name}")
 
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_usr1 = signal.signal(TIME_LIMIT_SIGNAL, raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+        signal.signal(TIME_LIMIT_SIGNAL, previous_usr1)

@@ -5,9 +5,11 @@ the command line (``sbi_rounds.cli``), the environment variables and the Prefect
 generated from the fields.
 """
 
+from sbi_rounds.config.campaign import CampaignConfig
 from sbi_rounds.config.checks import DiagnosticsConfig, StallConfig
 from sbi_rounds.config.cluster import ClusterConfig, JobqueueConfig
 from sbi_rounds.config.console import ConsoleConfig
+from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.files import config_differences, format_validation_error, load_config_file
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
@@ -26,8 +28,10 @@ __all__ = [
     "CLASSIFIER_MODELS",
     "DENSITY_MODELS",
     "IDENTITY_FIELDS",
+    "CampaignConfig",
     "ClusterConfig",
     "ConsoleConfig",
+    "ContinuationConfig",
     "DiagnosticsConfig",
     "JobqueueConfig",
     "NPELossConfig",

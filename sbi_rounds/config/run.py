@@ -16,6 +16,7 @@ from sbi_rounds.config.checks import (
 )
 from sbi_rounds.config.cluster import ClusterConfig
 from sbi_rounds.config.console import ConsoleConfig
+from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
 from sbi_rounds.io import load_vector
@@ -137,6 +138,11 @@ class RunConfig(BaseModel):
         title="Dask cluster",
         description="Where simulations run (local, an existing scheduler, a batch system) and "
         "how they are chunked, retried and timed out.",
+    )
+    continuation: ContinuationConfig = Field(
+        default_factory=ContinuationConfig,
+        title="Batch job continuation",
+        description="A driver job stopped by its batch time limit continues in a new job.",
     )
     logger: TrackerConfig = Field(
         default_factory=TrackerConfig,

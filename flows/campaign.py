@@ -1,0 +1,127 @@
+"""The ``campaign`` flow: one ``online_inference`` subflow per observation of a table.
+
+``sbi-rounds campaign --observations table.csv [shared settings]`` runs it, or a deployment
+(``deployments/prefect.yaml``). The runs share this process's Prefect server and one Dask
+cluster; at most ``campaign.max_concurrent`` are in progress at once, each in a thread:
+one trains while the others wait for their simulations (``sbi_rounds.concurrency``), so
+each result is the one a separate run of that observation gives. Each observation has its
+own run file, so running the campaign again skips finished observations and resumes the
+others mid-round. It ends with the summary: a table and ``<directory>/summary.html``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.cluster import shared_cluster
+from flows.online import online_inference
+from sbi_rounds.campaign import (
+    format_summary,
+    is_finished,
+    observation_configs,
+    summarize,
+    write_summary_html,
+)
+from sbi_rounds.cancel import CancelToken
+from sbi_rounds.concurrency import DRIVER
+from sbi_rounds.config import CampaignConfig, RunConfig
+
+__all__ = ["campaign_inference"]
+
+
+@flow(name="campaign", log_prints=True)
+def campaign_inference(campaign: CampaignConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """Run (or resume) one online inference per observation, then summarize them.
+
+    Args:
+        campaign: The observations table, the campaign directory, the runs at once.
+        settings: The settings every run shares (``RunConfig``'s, without ``xobs``,
+            ``run_dir`` and ``run_id``, which the campaign sets per observation).
+
+    Returns:
+        ``{"directory", "summary": the HTML page, "observations": [summary rows],
+        "failed": {observation: error}}``.
+    """
+    logger = get_run_logger()
+    configs = observation_configs(campaign, settings)
+    todo = [c for c in configs if not is_finished(c)]
+    logger.info(
+        "campaign of %d observations in %s: %d finished, %d to run, at most %d at once",
+        len(configs),
+        campaign.directory,
+        len(configs) - len(todo),
+        len(todo),
+        campaign.max_concurrent,
+    )
+    failed: dict[str, str] = {}
+    if todo:
+        with shared_cluster(todo):
+            errors = _run_all(todo, campaign.max_concurrent)
+        for name, error in errors.items():
+            logger.error("observation %s failed: %s: %s", name, type(error).__name__, error)
+            failed[name] = f"{type(error).__name__}: {error}"
+    rows = summarize(configs)
+    print("\n" + format_summary(rows))
+    page = write_summary_html(rows, campaign.directory)
+    logger.info("campaign summary: %s", page)
+    return {
+        "directory": campaign.directory,
+        "summary": str(page),
+        "observations": rows,
+        "failed": failed,
+    }
+
+
+def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseException]:
+    """Run the subflows, at most ``limit`` at once; their errors by observation.
+
+    A stop (a signal in this, the main thread) cancels every run, waits for them to commit
+    and close, and is raised again.
+    """
+    errors: dict[str, BaseException] = {}
+    slots = threading.Semaphore(limit)
+    threads: list[threading.Thread] = []
+
+    def one(config: RunConfig, context: contextvars.Context) -> None:
+        try:
+            with DRIVER.held():  # released while it waits for simulations
+                context.run(online_inference, config)
+        except BaseException as e:  # noqa: BLE001 - reported per observation
+            errors[config.resolved_run_id] = e
+        finally:
+            slots.release()
+
+    try:
+        for config in configs:
+            while not slots.acquire(timeout=0.5):  # wakes up for signals
+                pass
+            thread = threading.Thread(
+                target=one,
+                args=(config, contextvars.copy_context()),
+                daemon=True,
+                name=f"campaign-{config.resolved_run_id}",
+            )
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except BaseException:
+        CancelToken.cancel_all("the campaign was stopped")
+        for thread in threads:
+            thread.join(90)
+        raise
+    return errors
+
+
+if __name__ == "__main__":
+    import sys
+
+    from sbi_rounds.cli.campaign import main
+
+    sys.exit(main(prog="python -m flows.campaign", flow=campaign_inference))

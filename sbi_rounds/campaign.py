@@ -1,0 +1,236 @@
+"""Campaigns: one run per observation of a table; their settings, state and summary.
+
+Observation ``i`` (from 0) of the table is the run ``obs-000i`` in the campaign directory,
+with the shared settings and ``xobs`` set to row ``i``: the same settings and seed as a
+separate ``sbi-rounds run --xobs ROW``, so the same results. The summary lists each
+observation's posterior mean and sd of its last finished round, its rounds and checks, as
+console text (:func:`format_summary`) and an HTML page (:func:`write_summary_html`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbi_rounds.config import CampaignConfig, RunConfig
+from sbi_rounds.io import load_array
+from sbi_rounds.report import REPORT_NAME
+from sbi_rounds.store import RunFileError, RunStore, Stage
+
+__all__ = [
+    "SET_BY_CAMPAIGN",
+    "format_summary",
+    "is_finished",
+    "load_observations",
+    "observation_configs",
+    "observation_id",
+    "summarize",
+    "write_summary_html",
+]
+
+#: Settings each observation's run gets from the campaign, not from the shared settings.
+SET_BY_CAMPAIGN = ("xobs", "run_dir", "run_id")
+SUMMARY_NAME = "summary.html"
+
+
+def load_observations(spec: str) -> np.ndarray:
+    """The observations, one per row ``(N, K)``, from ``.csv``, ``.npy`` or ``file.h5:dataset``.
+
+    A one-dimensional table holds N observations of one number each.
+
+    Raises:
+        ValueError: An unreadable file, an empty table or non-finite values (named by row).
+    """
+    table = load_array(spec)
+    if table.ndim == 1:
+        table = table[:, None]
+    if table.ndim != 2 or table.shape[0] == 0:
+        raise ValueError(
+            f"{spec!r} must hold a table (N, K), one observation per row; got shape {table.shape}"
+        )
+    bad = sorted({int(i) for i in np.argwhere(~np.isfinite(table))[:, 0]})
+    if bad:
+        raise ValueError(f"{spec!r}: rows {bad[:10]} hold NaN or infinite values")
+    return table
+
+
+def observation_id(index: int) -> str:
+    """The run id of observation ``index`` (from 0): ``obs-0003``."""
+    return f"obs-{index:04d}"
+
+
+def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> list[RunConfig]:
+    """One run's settings per observation: the shared settings, the row as ``xobs``.
+
+    Args:
+        campaign: The campaign's settings.
+        shared: The settings of every run (``RunConfig``'s, without ``xobs``, ``run_dir``
+            and ``run_id``, which the campaign sets).
+
+    Raises:
+        ValueError: Shared settings that the campaign sets, or a table that cannot be read.
+        pydantic.ValidationError: A wrong shared setting; the message names it.
+    """
+    given = [k for k in SET_BY_CAMPAIGN if shared.get(k) is not None]
+    if given:
+        raise ValueError(
+            f"a campaign sets {', '.join(given)} of each run itself (from "
+            "observations and directory); leave them out of the shared settings"
+        )
+    table = load_observations(campaign.observations)
+    return [
+        RunConfig.model_validate(
+            {
+                **shared,
+                "xobs": row.tolist(),
+                "run_dir": campaign.directory,
+                "run_id": observation_id(i),
+            }
+        )
+        for i, row in enumerate(table)
+    ]
+
+
+def _open(config: RunConfig) -> RunStore | None:
+    if not config.run_path.exists():
+        return None
+    try:
+        return RunStore.open(config.run_path)
+    except (RunFileError, OSError):
+        return None
+
+
+def _done_rounds(store: RunStore) -> list[int]:
+    return [r for r in store.rounds() if store.stage(r) == Stage.DONE]
+
+
+def is_finished(config: RunConfig) -> bool:
+    """Whether the observation's run is complete: its rounds done and its report written.
+
+    A run that stopped early once its posterior was stable counts as complete too.
+    """
+    store = _open(config)
+    if store is None or not (config.run_path.parent / REPORT_NAME).exists():
+        return False
+    rounds = store.rounds()
+    if not rounds or len(_done_rounds(store)) != len(rounds):
+        return False
+    return len(rounds) >= config.rounds or config.diagnostics.stop_when_stable
+
+
+def summarize(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+    """One row per observation: id, status, rounds done, posterior mean and sd, checks.
+
+    The posterior is that of the last finished round (``mean``, ``sd``: one value per
+    parameter, None before any round finished); the checks are its predictive check's
+    flagged statistics, the largest mean shift from the round before (in sd) and C2ST.
+    """
+    rows = []
+    for config in configs:
+        store = _open(config)
+        done = [] if store is None else _done_rounds(store)
+        row: dict[str, Any] = {
+            "observation": config.resolved_run_id,
+            "xobs": list(config.xobs),
+            "status": "finished" if is_finished(config) else ("started" if store else "waiting"),
+            "rounds_done": len(done),
+            "rounds": config.rounds,
+            "mean": None,
+            "sd": None,
+            "predictive_flags": None,
+            "max_mean_shift": None,
+            "c2st": None,
+            "report": str(Path(config.resolved_run_id) / REPORT_NAME),
+        }
+        if done:
+            last = done[-1]
+            samples = store.read_samples(last)  # type: ignore[union-attr]
+            row["mean"] = samples.mean(axis=0).tolist()
+            row["sd"] = samples.std(axis=0, ddof=1).tolist()
+            diag = store.read_round_attr(last, "diagnostics", {}) or {}  # type: ignore[union-attr]
+            if diag.get("predictive") is not None:
+                row["predictive_flags"] = list(diag["predictive"]["flagged"])
+            row["max_mean_shift"] = (diag.get("movement") or {}).get("max_mean_shift")
+            row["c2st"] = (diag.get("c2st") or {}).get("accuracy")
+        rows.append(row)
+    return rows
+
+
+def _numbers(values: Sequence[float] | None) -> str:
+    return "-" if values is None else " ".join(f"{v:.4g}" for v in values)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return format(value, ".3g") if isinstance(value, float) else str(value)
+
+
+_COLUMNS = (
+    "observation",
+    "status",
+    "rounds",
+    "posterior mean",
+    "posterior sd",
+    "predictive flags",
+    "max |dmean| (sd)",
+    "C2ST",
+)
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    return [
+        row["observation"],
+        row["status"],
+        f"{row['rounds_done']}/{row['rounds']}",
+        _numbers(row["mean"]),
+        _numbers(row["sd"]),
+        _cell(row["predictive_flags"]),
+        _cell(row["max_mean_shift"]),
+        _cell(row["c2st"]),
+    ]
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The summary as aligned text, one line per observation."""
+    table = [list(_COLUMNS), *(_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table
+    )
+
+
+def write_summary_html(rows: Sequence[Mapping[str, Any]], directory: str | Path) -> Path:
+    """Write ``<directory>/summary.html``: the summary with a link to each run's report."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
+    body = []
+    for row in rows:
+        cells = [html.escape(c) for c in _cells(row)]
+        if (Path(directory) / row["report"]).exists():
+            cells[0] = f'<a href="{html.escape(row["report"])}">{cells[0]}</a>'
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    finished = sum(r["status"] == "finished" for r in rows)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>sbi-rounds campaign</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>
+<body><h1>Campaign: {len(rows)} observations, {finished} finished</h1>
+<p>Posterior mean and sd of each observation's last finished round; the observation links
+to its run's report.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table></body></html>
+"""
+    path = Path(directory) / SUMMARY_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
