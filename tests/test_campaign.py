@@ -92,6 +92,7 @@ SHARED = ["--rounds", "2", "--simulations-per-round", "100", "--seed", "5",
           "--network", "maf", "--hidden-features", "20", "--num-transforms", "2",
           "--max-epochs", "8", "--batch-size", "50", "--num-samples", "100",
           "--map-iterations", "0", "--predictive-simulations", "20", "--logger", "none",
+          "--calibration-simulations", "0",
           "--workers", "2", "--chunk-size", "10", "--no-dashboard"]
 
 

@@ -173,7 +173,8 @@ def test_a_driver_job_past_its_time_limit_continues_in_a_requeued_job(slurm, tmp
         "network": {"model": "maf", "hidden_features": 20, "num_transforms": 2},
         "training": {"max_epochs": 5, "batch_size": 50, "checkpoint_min_seconds": 0},
         "posterior": {"num_samples": 100}, "logger": {"backend": "none"},
-        "diagnostics": {"predictive_simulations": 0, "map_iterations": 0},
+        "diagnostics": {"predictive_simulations": 0, "map_iterations": 0,
+                        "calibration_simulations": 0},
         "cluster": {"kind": "local", "workers": 1, "chunk_size": 5, "dashboard": False},
         "run_dir": str(tmp_path / "runs"), "continuation": {"max_continuations": 4},
     }
