@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sbi_rounds.cli.console import ConsoleHandler, install_console
+from sbi_rounds.cli.console import ConsoleHandler, install_console, quiet_dask_workers
 
 TESTS = Path(__file__).resolve().parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -166,3 +166,18 @@ def test_the_console_handler_names_warnings_and_leaves_out_engine_lines(tmp_path
     assert lines[2].startswith("warning: /home/me/sim.py:7: UserWarning: check your input")
     assert "old API" not in stream.getvalue()
     assert console.file is stream
+
+
+def test_dask_workers_are_quiet_only_while_a_run_lasts(monkeypatch):
+    # The environment variable reaches the worker processes a run starts; it must not stay
+    # set in a process that goes on (a test session: later SLURM jobs inherit it).
+    monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+    with quiet_dask_workers(0):
+        assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning"
+    assert "DASK_LOGGING__DISTRIBUTED" not in os.environ
+    with quiet_dask_workers(1):  # -v: workers say what they do
+        assert "DASK_LOGGING__DISTRIBUTED" not in os.environ
+    monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "debug")  # the user's choice stays
+    with quiet_dask_workers(0):
+        assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "debug"
+    assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "debug"

@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from rich.console import Console
@@ -32,7 +34,13 @@ from rich.text import Text
 
 from sbi_rounds.progress import STAGE_WORDS, EpochInfo, SimulationInfo
 
-__all__ = ["ConsoleHandler", "LiveDisplay", "install_console", "show_run_links"]
+__all__ = [
+    "ConsoleHandler",
+    "LiveDisplay",
+    "install_console",
+    "quiet_dask_workers",
+    "show_run_links",
+]
 
 #: Lines of Prefect's engine left out of the console unless ``-v`` (the Prefect UI has them).
 _ENGINE_LINES = ("Finished in state", "Beginning flow run", "View at ", "Created task run")
@@ -121,7 +129,7 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     """Route every log record of this process through one console at ``verbosity``.
 
     Replaces Prefect's console handlers, sets the levels of the run's loggers and quiets
-    the Dask processes this run starts (their start-up lines). Call after Prefect is imported.
+    Dask's INFO in this process. Call after Prefect is imported.
 
     Args:
         verbosity: -1 (``-q``), 0, 1 (``-v``) or 2 (``-vv``).
@@ -156,9 +164,21 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     }
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
-    if verbosity <= 0:  # the worker processes Dask starts read this
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     return console
+
+
+@contextmanager
+def quiet_dask_workers(verbosity: int) -> Iterator[None]:
+    """While inside, the Dask processes this run starts log warnings only (their start-up
+    and preload lines), unless ``-v`` or the user set ``DASK_LOGGING__DISTRIBUTED``."""
+    if verbosity >= 1 or "DASK_LOGGING__DISTRIBUTED" in os.environ:
+        yield
+        return
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"  # read by the worker processes
+    try:
+        yield
+    finally:
+        os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
 
 
 def _loggers() -> list[logging.Logger]:

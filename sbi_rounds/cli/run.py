@@ -322,7 +322,12 @@ def _run(
 
     from flows.cluster import close_prestarted, prestart_cluster
     from flows.server import check_configured_server, default_server, temporary_server
-    from sbi_rounds.cli.console import LiveDisplay, install_console, show_run_links
+    from sbi_rounds.cli.console import (
+        LiveDisplay,
+        install_console,
+        quiet_dask_workers,
+        show_run_links,
+    )
     from sbi_rounds.progress import showing
 
     if flow is None:
@@ -335,7 +340,11 @@ def _run(
     quiet = () if verbosity >= 1 else _RUN_LOGGERS
     for name in quiet:  # the error line below says what failed; -v shows Prefect's own
         logging.getLogger(name).addFilter(_no_traceback)
-    with interrupts(), showing(view) if view is not None else nullcontext():
+    with (
+        interrupts(),
+        quiet_dask_workers(verbosity),
+        showing(view) if view is not None else nullcontext(),
+    ):
         try:
             check_configured_server()  # before Dask: an unreachable server is one line
             check_time_limit()
