@@ -1,25 +1,28 @@
 """The run's Dask cluster: started ahead by the command line, taken by the flow, closed fast.
 
-The command line starts the cluster (:func:`prestart_cluster`) while Prefect's temporary
-server comes up; the flow takes it (:func:`run_cluster`), or starts one itself as soon as
-the run needs simulations, and closes it at the end. A stopping run closes it quickly.
+The command line starts the cluster (:func:`prestart_cluster`) as soon as it has the run's
+settings, so that its processes start (and import the simulator) while the command imports
+torch, sbi and Prefect and Prefect's temporary server comes up; the flow takes it
+(:func:`run_cluster`), or starts one itself as soon as the run needs simulations, and closes
+it at the end. A stopping run closes it quickly. Importing this module is light (no Prefect,
+no sbi) for that reason.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect import get_run_logger
-
-from flows.artifacts import publish_dashboard_link
 from sbi_rounds.config import RunConfig
-from sbi_rounds.run import Run
 from sbi_rounds.store import Stage
+
+if TYPE_CHECKING:
+    from sbi_rounds.run import Run
 
 __all__ = ["close_prestarted", "prestart_cluster", "run_cluster", "shared_cluster"]
 
@@ -30,12 +33,15 @@ _PRESTARTED: dict[str, Any] = {}
 _SHARED: dict[str, Any] = {}
 
 
-def _warm_up_modules(config: RunConfig) -> list[str]:
-    """What workers import ahead of the first chunk: our entry point and the simulator."""
+def _start_in_background(config: RunConfig) -> Any:
+    """Start the run's cluster in the background; its workers import our simulation code and
+    the simulator's module meanwhile."""
+    from sbi_rounds.cluster import BackgroundClient
+
     modules = ["sbi_rounds.simulation"]
     if config.simulator.kind != "command" and config.simulator.path:
         modules.append(config.simulator.path.split(":")[0])
-    return modules
+    return BackgroundClient(config.cluster, warm_up=modules)
 
 
 def _needs_simulation(store_path: Path, rounds: int) -> bool:
@@ -57,17 +63,26 @@ def prestart_cluster(config: RunConfig) -> None:
     The command line calls this before the flow, so the cluster starts while Prefect's
     temporary server does. A finished run starts none.
     """
-    from sbi_rounds.cluster import BackgroundClient
-
     if _needs_simulation(config.run_path, config.rounds):
-        key = config.cluster.model_dump_json()
-        _PRESTARTED[key] = BackgroundClient(config.cluster, warm_up=_warm_up_modules(config))
+        _PRESTARTED[config.cluster.model_dump_json()] = _start_in_background(config)
 
 
 def close_prestarted() -> None:
-    """Close clusters that were started ahead but not taken by a flow run."""
+    """Close clusters that were started ahead but not taken by a flow run.
+
+    Quickly, and without an error when they are gone already: after a Ctrl-C to the
+    terminal's whole process group (or a batch system's signal to all of a job's processes)
+    their processes are stopping on their own.
+    """
+    import dask
+
     while _PRESTARTED:
-        _PRESTARTED.popitem()[1].close()
+        background = _PRESTARTED.popitem()[1]
+        try:
+            with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+                background.close()
+        except (OSError, TimeoutError) as e:
+            logging.getLogger(__name__).debug("the Dask cluster started ahead: %s", e)
 
 
 @contextmanager
@@ -77,17 +92,13 @@ def shared_cluster(configs: Sequence[RunConfig]) -> Iterator[None]:
     :func:`run_cluster` of those runs takes it and leaves it open; it is closed at the end
     of the block. None starts when no run has simulations left to do.
     """
-    from sbi_rounds.cluster import BackgroundClient
-
     config = configs[0]
     key = config.cluster.model_dump_json()
     needed = any(_needs_simulation(c.run_path, c.rounds) for c in configs)
     if not needed or key in _SHARED:
         yield
         return
-    background = _PRESTARTED.pop(key, None) or BackgroundClient(
-        config.cluster, warm_up=_warm_up_modules(config)
-    )
+    background = _PRESTARTED.pop(key, None) or _start_in_background(config)
     _SHARED[key] = background
     try:
         yield
@@ -103,7 +114,7 @@ def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
     The cluster comes up while the first round's parameters are sampled (or was started by
     the command line while Prefect's server came up); a finished run starts none.
     """
-    from sbi_rounds.cluster import BackgroundClient
+    from prefect import get_run_logger
 
     with ExitStack() as stack:
         holder: dict[str, Any] = {}
@@ -117,9 +128,7 @@ def run_cluster(run: Run) -> Iterator[Callable[[], Any]]:
             if "background" not in holder:
                 background = _PRESTARTED.pop(run.config.cluster.model_dump_json(), None)
                 if background is None:
-                    background = BackgroundClient(
-                        run.config.cluster, warm_up=_warm_up_modules(run.config)
-                    )
+                    background = _start_in_background(run.config)
                 holder["background"] = background
                 stack.callback(background.close)
             return holder["background"]
@@ -159,6 +168,7 @@ def _close_quickly(stack: ExitStack) -> None:
     30 s connect timeout, longer than the runner's grace period before SIGKILL.
     """
     import dask
+    from prefect import get_run_logger
 
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -178,6 +188,8 @@ def _close_quickly(stack: ExitStack) -> None:
 
 def _report_dashboard(logger: Any, run: Run, client: Any) -> None:
     """Log the Dask dashboard's link (and publish it as a link artifact) when it is on."""
+    from flows.artifacts import publish_dashboard_link
+
     if not run.config.cluster.dashboard:
         logger.debug("Dask dashboard: off (set cluster.dashboard to start it)")
         return

@@ -19,10 +19,13 @@ import sys
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
 
-if __name__ == "__main__":  # the imports below take seconds: start Prefect's server meanwhile
-    from sbi_rounds.cli.signals import starting
+if __name__ == "__main__":  # the command line, before the imports below (they take seconds):
+    from sbi_rounds.cli.signals import starting  # it starts Prefect's server and the Dask
 
-    starting(sys.argv[1:], "python -m flows.online")
+    starting(sys.argv[1:], "python -m flows.online")  # cluster first; see sbi_rounds.cli.run
+    from sbi_rounds.cli.run import main
+
+    sys.exit(main(prog="python -m flows.online"))
 
 from typing import Any, Literal  # noqa: E402
 
@@ -211,9 +214,3 @@ def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, A
         "report": write_report(logger, run),
         "stopped_early": stopped_early,
     }
-
-
-if __name__ == "__main__":
-    from sbi_rounds.cli.run import main
-
-    sys.exit(main(prog="python -m flows.online", flow=online_inference))

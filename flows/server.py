@@ -219,8 +219,9 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 def check_configured_server(timeout: float = 10.0) -> None:
     """Refuse a configured Prefect server (``PREFECT_API_URL``) that does not answer.
 
-    Called before Dask and Prefect start, so an unreachable server is one line, not a run
-    that fails after its cluster came up. Nothing to check without a configured server.
+    Called before the flow starts, so an unreachable server is one line, not a run that
+    fails after its first round (the command line closes the cluster it started ahead).
+    Nothing to check without a configured server.
 
     Raises:
         ServerStartError: The server did not answer ``/health`` within ``timeout`` seconds.

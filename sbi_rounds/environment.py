@@ -1,6 +1,6 @@
 """Checks of the machine a run starts on: the training device, the run directory, free disk.
 
-They run before Prefect and Dask start (``sbi_rounds.session.preflight``), so a run that
+They run before Prefect and Dask start (``sbi_rounds.preflight.preflight``), so a run that
 cannot finish fails in a second with one line instead of after a round was simulated.
 """
 

@@ -1,6 +1,6 @@
 """Every failure a run can meet is one ``error:`` line, without a traceback (``-v`` shows it).
 
-Most are found before Prefect and Dask start (``sbi_rounds.session.preflight``); the others
+Most are found before Prefect and Dask start (``sbi_rounds.preflight.preflight``); the others
 are run through ``python -m flows.online`` in a second process, as a user would.
 """
 
@@ -121,13 +121,13 @@ def test_a_hanging_start_up_check_times_out_with_a_clear_message(tmp_path, capfd
 
 # --- found while running --------------------------------------------------------------------
 @pytest.mark.slow
-def test_an_unreachable_prefect_server_is_one_line_before_dask_starts(tmp_path):
+def test_an_unreachable_prefect_server_is_one_line_before_the_flow_starts(tmp_path):
     status, out = _cli(_argv(tmp_path / "runs"), tmp_path,
                        env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
     assert status == 1, out[-3000:]
     assert out.count("error: ") == 1 and not _tracebacks(out), out[-3000:]
     assert "the Prefect server at http://127.0.0.1:9/api (PREFECT_API_URL) does not answer" in out
-    assert "distributed" not in out  # Dask never started
+    assert "distributed" not in out  # the cluster started ahead was closed without a word
 
 
 @pytest.mark.slow

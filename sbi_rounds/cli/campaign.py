@@ -117,7 +117,7 @@ def _settings(
     """The settings and every observation's, preflighted; or the status of bad input (2)."""
     from sbi_rounds.errors import ConfigMismatchError
     from sbi_rounds.locking import RunLockedError
-    from sbi_rounds.session import preflight
+    from sbi_rounds.preflight import preflight
     from sbi_rounds.store import RunFileError
 
     try:

@@ -37,6 +37,7 @@ from sbi_rounds.progress import STAGE_WORDS, EpochInfo, SimulationInfo
 __all__ = [
     "ConsoleHandler",
     "LiveDisplay",
+    "adopt_prefect_logging",
     "install_console",
     "quiet_dask_workers",
     "show_run_links",
@@ -121,15 +122,22 @@ class ConsoleHandler(logging.Handler):
 
 
 def _replaced(handler: logging.Handler) -> bool:
-    """Prefect's console handler, or this module's from an earlier call."""
-    return type(handler).__name__ == "PrefectConsoleHandler" or isinstance(handler, ConsoleHandler)
+    """Prefect's console handler, this module's from an earlier call, or the plain one of
+    ``logging.basicConfig`` to the terminal (the command line's, for its first second)."""
+    plain = type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout)
+    return (
+        plain
+        or type(handler).__name__ == "PrefectConsoleHandler"
+        or isinstance(handler, ConsoleHandler)
+    )
 
 
 def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     """Route every log record of this process through one console at ``verbosity``.
 
-    Replaces Prefect's console handlers, sets the levels of the run's loggers and quiets
-    Dask's INFO in this process. Call after Prefect is imported.
+    Replaces Prefect's console handlers (if Prefect is imported already; else call
+    :func:`adopt_prefect_logging` once it is), sets the levels of the run's loggers and
+    quiets Dask's INFO in this process.
 
     Args:
         verbosity: -1 (``-q``), 0, 1 (``-v``) or 2 (``-vv``).
@@ -138,10 +146,6 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     Returns:
         The console, for a :class:`LiveDisplay`.
     """
-    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
-
-    if not PROCESS_LOGGING_CONFIG:  # set up now, so that a later set-up replaces nothing
-        setup_logging()
     tty = (sys.stderr if stream is None else stream).isatty()
     # no stream: the sys.stderr of the moment of each write (a test may swap it)
     console = Console(file=stream, stderr=stream is None, force_terminal=tty or None,
@@ -150,12 +154,42 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     handler.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG)
     if verbosity <= 0:
         handler.addFilter(_Quiet())
+    _INSTALLED[:] = [(handler, verbosity)]
+    if "prefect" in sys.modules:
+        adopt_prefect_logging()
+    else:
+        _attach(handler, verbosity)
+    logging.captureWarnings(True)  # Python warnings as log records, through the same console
+    return console
+
+
+def adopt_prefect_logging() -> None:
+    """Set up Prefect's logging now and route it through the installed console.
+
+    Importing Prefect's flow API sets up its logging, which replaces the root logger's
+    handlers: the command line installs its console first (so that the Dask cluster can
+    start before the heavy imports) and calls this after them.
+    """
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+
+    if not PROCESS_LOGGING_CONFIG:  # set up now, so that a later set-up replaces nothing
+        setup_logging()
+    for handler, verbosity in _INSTALLED:
+        _attach(handler, verbosity)
+
+
+#: The console handler installed last and its verbosity (see :func:`install_console`).
+_INSTALLED: list[tuple[logging.Handler, int]] = []
+
+
+def _attach(handler: logging.Handler, verbosity: int) -> None:
+    """``handler`` as the one console handler of the root logger; the run's logger levels."""
     for logger in [logging.getLogger(), *_loggers()]:
-        for h in [h for h in logger.handlers if _replaced(h)]:
+        for h in [h for h in logger.handlers if _replaced(h) and h is not handler]:
             logger.removeHandler(h)
     root = logging.getLogger()
-    root.addHandler(handler)
-    logging.captureWarnings(True)  # Python warnings as log records, through the same console
+    if handler not in root.handlers:
+        root.addHandler(handler)
     levels = {
         "sbi_rounds": logging.DEBUG if verbosity >= 2 else logging.INFO,
         "sbi_rounds.metrics": logging.DEBUG if verbosity >= 2 else logging.INFO,
@@ -164,7 +198,6 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     }
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
-    return console
 
 
 @contextmanager

@@ -161,7 +161,7 @@ def _resume_command(prog: str, argv: Sequence[str], config: RunConfig) -> str:
 
 def _settings(args: argparse.Namespace) -> RunConfig | int:
     """The run's settings and their preflight, or the exit status of bad input (2)."""
-    from sbi_rounds.session import preflight
+    from sbi_rounds.preflight import preflight
 
     try:
         config = build_config(args)
@@ -314,24 +314,25 @@ def _run(
     argv: Sequence[str],
     flow: Callable[..., Any] | None,
 ) -> int:
-    """Start the cluster and Prefect's server, run the flow, and say how it ended."""
+    """Start the cluster and Prefect's server, run the flow, and say how it ended.
+
+    The Dask cluster starts first, from the settings alone, so that its processes come up
+    (and import the simulator) while this one imports Prefect, torch and sbi for the flow.
+    """
     from sbi_rounds.cli.packages import pin_own_packages
 
     pin_own_packages()
-    from prefect.exceptions import CancelledRun
-
     from flows.cluster import close_prestarted, prestart_cluster
     from flows.server import check_configured_server, default_server, temporary_server
     from sbi_rounds.cli.console import (
         LiveDisplay,
+        adopt_prefect_logging,
         install_console,
         quiet_dask_workers,
         show_run_links,
     )
     from sbi_rounds.progress import showing
 
-    if flow is None:
-        from flows.online import online_inference as flow
     resume = _resume_command(prog, argv, config)
     verbosity = -1 if "quiet" in vars(args) else getattr(args, "verbose", 0)
     console = install_console(verbosity)
@@ -346,9 +347,12 @@ def _run(
         showing(view) if view is not None else nullcontext(),
     ):
         try:
-            check_configured_server()  # before Dask: an unreachable server is one line
             check_time_limit()
-            prestart_cluster(config)  # comes up while Prefect's temporary server starts
+            prestart_cluster(config)  # comes up while the flow imports and the server starts
+            check_configured_server()  # an unreachable server is one line (cluster closed)
+            if flow is None:
+                from flows.online import online_inference as flow
+            adopt_prefect_logging()  # importing Prefect set up its logging
             with temporary_server() as url:  # in its own process group: see flows/server.py
                 show_run_links(url is None or url == default_server())
                 result = flow(
@@ -357,10 +361,13 @@ def _run(
                     accept_changed_code=getattr(args, "accept_changed_code", False),
                     resimulate_invalid=getattr(args, "resimulate_invalid", False),
                 )
-        except (KeyboardInterrupt, CancelledRun) as e:
-            stopped(config, resume, cancelled=isinstance(e, CancelledRun))
+        except KeyboardInterrupt:
+            stopped(config, resume)
             return 130
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
+            if _cancelled(e):
+                stopped(config, resume, cancelled=True)
+                return 130
             if verbosity >= 1:
                 traceback.print_exc()
             status = _failure(e, resume)
@@ -371,6 +378,12 @@ def _run(
             close_prestarted()
             for name in quiet:
                 logging.getLogger(name).removeFilter(_no_traceback)
+    _print_result(result, url, default_server(), verbosity)
+    return 0
+
+
+def _print_result(result: Mapping[str, Any], url: str | None, default: str, verbosity: int) -> None:
+    """The paths a finished run wrote, and how to browse it once its temporary server is gone."""
     print(f"\nrun file: {result['run_file']}")
     for path in result["pairplots"]:
         print(f"pairplot: {path}")
@@ -378,9 +391,14 @@ def _run(
         print(f"report: {result['report']}")
     if result.get("stopped_early"):
         print(f"stopped early: {result['stopped_early']}")
-    if url is not None and url != default_server() and verbosity >= 0:
+    if url is not None and url != default and verbosity >= 0:
         print(_browse_later(result.get("flow_run_id")), file=sys.stderr)
-    return 0
+
+
+def _cancelled(e: BaseException) -> bool:
+    """Whether ``e`` is Prefect's ``CancelledRun`` (the flow run was cancelled)."""
+    prefect_exceptions = sys.modules.get("prefect.exceptions")
+    return prefect_exceptions is not None and isinstance(e, prefect_exceptions.CancelledRun)
 
 
 def _browse_later(flow_run_id: Any) -> str:

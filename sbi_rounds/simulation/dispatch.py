@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.chunk_task import simulate_chunk
 from sbi_rounds.config import ClusterConfig, SimulatorConfig
 from sbi_rounds.seeding import derive_seed
-from sbi_rounds.simulation.calls import START_TOPIC, SimulatorError, run_chunk
+from sbi_rounds.simulation.calls import START_TOPIC, SimulatorError
 from sbi_rounds.simulation.stragglers import Stragglers
 
 __all__ = ["SimulationFailed", "SimulationReport", "simulate_round"]
@@ -109,8 +110,8 @@ class _Dispatch:
         a, b = self.info.chunk_bounds(chunk)
         self.attempts[chunk] = self.attempts.get(chunk, 0) + 1
         fut = self.client.submit(
-            run_chunk,
-            self.simulator,
+            simulate_chunk,
+            self.simulator.model_dump(mode="json"),
             self.theta[a:b],
             derive_seed(self.run_seed, self.round, "simulate", chunk),
             self.info.x_dim,

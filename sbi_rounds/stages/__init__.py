@@ -12,8 +12,9 @@ run, the round table), so ``from sbi_rounds import stages`` is the one import fo
 
 from sbi_rounds.diagnostics.stage import diagnose
 from sbi_rounds.errors import ConfigMismatchError, InvalidRoundError, RunInterrupted
+from sbi_rounds.preflight import preflight
 from sbi_rounds.run import Run, network_for_round, parameter_names, posterior_for_round
-from sbi_rounds.session import open_run, preflight, run_session
+from sbi_rounds.session import open_run, run_session
 from sbi_rounds.stage import StageResult
 from sbi_rounds.stages.finish import checkpoint, posterior_summary
 from sbi_rounds.stages.sampling import build_posterior, sample_proposal

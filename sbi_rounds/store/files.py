@@ -34,6 +34,19 @@ from sbi_rounds.store.format import (
 __all__ = ["StoreFile"]
 
 
+#: Run files this process found intact, with their state then (see ``check_intact``).
+_INTACT: dict[str, tuple[int, int, int]] = {}
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """The inode, size and modification time of ``path`` (None: cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class StoreFile:
     """One run file: opening it, its commit primitives, the run's settings, its rounds.
 
@@ -206,10 +219,22 @@ class StoreFile:
             return [Damage("/", f"the file cannot be opened: {e}")]
 
     def check_intact(self, under: str = "/") -> None:
-        """Raise :class:`DamagedRunError` naming every damaged part (see :meth:`verify`)."""
+        """Raise :class:`DamagedRunError` naming every damaged part (see :meth:`verify`).
+
+        A whole file found intact is not read again by this process while it is unchanged
+        (same inode, size and modification time): the command line checks it before the
+        flow starts, and the flow's session would otherwise read it all a second time.
+        """
+        key = _file_state(self.path) if under == "/" else None
+        if key is not None and _INTACT.get(str(self.path)) == key:
+            return
+        started = time.time_ns()
         damage = self.verify(under)
         if damage:
             raise DamagedRunError(damage_message(self.path, damage))
+        # only a file last written well before (timestamps may tick in milliseconds)
+        if key is not None and started - key[2] > 50_000_000:
+            _INTACT[str(self.path)] = key
 
     # --- run-level metadata -------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
