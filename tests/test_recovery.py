@@ -236,7 +236,8 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
     before = _snapshot(copy)
     assert sbi_rounds(["verify", str(copy)]) == 1
     err = capfd.readouterr().err
-    assert named in err and "Restore the file from a backup" in err, err
+    assert named in err and f"sbi-rounds verify {copy} --repair" in err, err
+    assert "restore the file from a backup" in err, err
     argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
     error = _error(capfd, [*argv, "--rounds", "2"], status=2)  # resuming is refused
     assert named in error and "Nothing was changed" in error
@@ -248,6 +249,60 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
             load_posterior(run_file)
     else:
         load_posterior(run_file)  # the network is intact
+
+
+@pytest.fixture(scope="module")
+def three_rounds(prefect_server, tmp_path_factory):
+    """A small finished run of three rounds, made through the command line (not changed by
+    the tests: they damage copies)."""
+    runs = tmp_path_factory.mktemp("three")
+    argv = [a for a in _argv(runs) if a not in ("--simulator", "user_sim:simulate")]
+    argv[argv.index("--rounds") + 1] = "3"
+    assert main(argv) == 0
+    return runs / "r", argv
+
+
+def test_damaged_weights_are_repaired_and_recomputed_bit_for_bit(three_rounds, tmp_path, capfd):
+    """Round 2's network weights damaged, ``verify --repair``, the same command again: the run
+    finishes, equal bit for bit to the undamaged one; an intact file is left untouched."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.store import Stage
+
+    run_dir, argv = three_rounds
+    before = _snapshot(run_dir)
+    assert sbi_rounds(["verify", str(run_dir), "--repair"]) == 0
+    assert "intact" in capfd.readouterr().out
+    assert _snapshot(run_dir) == before  # bytes and modification times
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    run_file = copy / "run.h5"
+    with h5py.File(run_file, "r") as f:  # the largest weight matrix
+        net = f["rounds/0002/network"]
+        largest = max((f"rounds/0002/network/{k}" for k in net), key=lambda k: f[k].size)
+    _overwrite(run_file, largest)
+    assert sbi_rounds(["verify", str(copy)]) == 1
+    err = capfd.readouterr().err
+    assert "round 2's network weights are damaged" in err, err
+    assert f"sbi-rounds verify {copy} --repair" in err, err
+    assert sbi_rounds(["verify", str(copy), "--repair"]) == 0
+    out = capfd.readouterr().out
+    assert "round 2's network weights left out; the next run recomputes its training" in out
+    assert list(copy.glob("run.h5.tmp-*")) == []
+    store = RunStore.open(run_file)
+    assert [store.stage(r) for r in (1, 2, 3)] == [Stage.DONE, Stage.APPENDED, Stage.DONE]
+    assert "repair: round 2: " in store.config_history()[-1]["changes"][0]
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    assert main(argv) == 0
+    assert sbi_rounds(["verify", str(copy)]) == 0
+    reference = RunStore.open(run_dir / "run.h5")
+    for r in (1, 2, 3):
+        assert store.stage(r) == Stage.DONE
+        assert store.read_samples(r).tobytes() == reference.read_samples(r).tobytes(), r
+        weights, ref_weights = store.read_network(r)[0], reference.read_network(r)[0]
+        assert weights.keys() == ref_weights.keys()
+        for key, value in weights.items():
+            assert value.numpy().tobytes() == ref_weights[key].numpy().tobytes(), (r, key)
+    assert store.training_summary(2)["epochs"] == reference.training_summary(2)["epochs"]
 
 
 @pytest.mark.slow
