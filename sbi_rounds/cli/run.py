@@ -213,6 +213,24 @@ def _disk_error(e: BaseException) -> bool:
     return any(text in str(e) for text in _DISK_ERRORS.values())
 
 
+def _full(e: BaseException) -> bool:
+    """A full disk or an exhausted quota (of the errors of :func:`_disk_error`)."""
+    full = (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, OSError) and e.errno in full:
+        return True
+    return any(_DISK_ERRORS[n] in str(e) for n in full)
+
+
+def _space(config: RunConfig) -> str:
+    """``; X MB free, about Y MB needed ...`` for the round a resume continues with."""
+    from sbi_rounds.environment import disk_space_text
+
+    try:
+        return f"; {disk_space_text(config)}"
+    except (OSError, RunFileError):  # the run file cannot tell
+        return ""
+
+
 def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
     """Say that the run stopped, why, where its results are and how to resume it."""
     if cancelled:
@@ -229,17 +247,21 @@ def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
     print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr, flush=True)
 
 
-def _failure(e: BaseException, resume: str) -> int | None:
-    """The exit status and message of an error the user can act on (None: a bug, raise)."""
+def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> int | None:
+    """The exit status and message of an error the user can act on (None: a bug, raise).
+
+    A full disk names the free and needed space of ``config``'s run directory."""
     from sbi_rounds.cluster import ClusterError
     from sbi_rounds.errors import InvalidRoundError
     from sbi_rounds.simulation import SimulationFailed
 
     if _disk_error(e):
         what = getattr(e, "filename", None) or "the run file"
+        space = _space(config) if config is not None and _full(e) else ""
         print(
-            f"error: could not write {what}: {' '.join(str(e).split())}. Everything committed "
-            f"before is kept; make room (or fix the permissions), then resume with:\n  {resume}",
+            f"error: could not write {what}: {' '.join(str(e).split())}{space}. Everything "
+            f"committed before is kept; make room (or fix the permissions), then resume "
+            f"with:\n  {resume}",
             file=sys.stderr,
         )
         return 1
@@ -363,7 +385,7 @@ def _run(
         except Exception as e:  # noqa: BLE001 - user-facing errors are printed without traceback
             if verbosity >= 1:
                 traceback.print_exc()
-            status = _failure(e, resume)
+            status = _failure(e, resume, config)
             if status is None:
                 raise
             return status
