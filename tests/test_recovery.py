@@ -262,34 +262,51 @@ def three_rounds(prefect_server, tmp_path_factory):
     return runs / "r", argv
 
 
-def test_damaged_weights_are_repaired_and_recomputed_bit_for_bit(three_rounds, tmp_path, capfd):
-    """Round 2's network weights damaged, ``verify --repair``, the same command again: the run
-    finishes, equal bit for bit to the undamaged one; an intact file is left untouched."""
+def test_repair_leaves_an_intact_file_untouched(three_rounds, capfd):
     from sbi_rounds.cli.main import main as sbi_rounds
-    from sbi_rounds.store import Stage
 
-    run_dir, argv = three_rounds
+    run_dir, _ = three_rounds
     before = _snapshot(run_dir)
     assert sbi_rounds(["verify", str(run_dir), "--repair"]) == 0
     assert "intact" in capfd.readouterr().out
     assert _snapshot(run_dir) == before  # bytes and modification times
+
+
+@pytest.mark.parametrize(
+    ("dataset", "named", "back_to"),
+    [("rounds/0002/network", "round 2's network weights", "APPENDED"),
+     ("rounds/0002/posterior_samples", "round 2's posterior samples", "TRAINED"),
+     ("rounds/0002/x", "round 2's simulations", "SAMPLED"),
+     ("rounds/0002/theta", "round 2's parameters", "PLANNED")],
+    ids=["weights", "posterior-samples", "simulations", "parameters"],
+)
+def test_damage_is_repaired_and_recomputed_bit_for_bit(
+        three_rounds, tmp_path, capfd, dataset, named, back_to):
+    """Damaged, ``verify --repair``, the same command again: the run finishes, equal bit for
+    bit to the undamaged one (recomputed from the round's simulations, or simulated again
+    from the same seeds)."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.store import Stage
+
+    run_dir, argv = three_rounds
     copy = tmp_path / "runs" / "r"
     shutil.copytree(run_dir, copy)
     run_file = copy / "run.h5"
-    with h5py.File(run_file, "r") as f:  # the largest weight matrix
-        net = f["rounds/0002/network"]
-        largest = max((f"rounds/0002/network/{k}" for k in net), key=lambda k: f[k].size)
-    _overwrite(run_file, largest)
+    if dataset.endswith("network"):  # the largest weight matrix
+        with h5py.File(run_file, "r") as f:
+            net = f[dataset]
+            dataset = max((f"{dataset}/{k}" for k in net), key=lambda k: f[k].size)
+    _overwrite(run_file, dataset)
     assert sbi_rounds(["verify", str(copy)]) == 1
     err = capfd.readouterr().err
-    assert "round 2's network weights are damaged" in err, err
+    assert f"{named} are damaged" in err, err
     assert f"sbi-rounds verify {copy} --repair" in err, err
     assert sbi_rounds(["verify", str(copy), "--repair"]) == 0
     out = capfd.readouterr().out
-    assert "round 2's network weights left out; the next run recomputes its training" in out
+    assert f"{named} left out; the next run recomputes its " in out, out
     assert list(copy.glob("run.h5.tmp-*")) == []
     store = RunStore.open(run_file)
-    assert [store.stage(r) for r in (1, 2, 3)] == [Stage.DONE, Stage.APPENDED, Stage.DONE]
+    assert [store.stage(r).name for r in (1, 2, 3)] == ["DONE", back_to, "DONE"]
     assert "repair: round 2: " in store.config_history()[-1]["changes"][0]
     argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
     assert main(argv) == 0
@@ -298,11 +315,14 @@ def test_damaged_weights_are_repaired_and_recomputed_bit_for_bit(three_rounds, t
     for r in (1, 2, 3):
         assert store.stage(r) == Stage.DONE
         assert store.read_samples(r).tobytes() == reference.read_samples(r).tobytes(), r
+        for new, old in zip(store.read_simulations(r), reference.read_simulations(r),
+                            strict=True):
+            assert new.tobytes() == old.tobytes(), r
         weights, ref_weights = store.read_network(r)[0], reference.read_network(r)[0]
         assert weights.keys() == ref_weights.keys()
         for key, value in weights.items():
             assert value.numpy().tobytes() == ref_weights[key].numpy().tobytes(), (r, key)
-    assert store.training_summary(2)["epochs"] == reference.training_summary(2)["epochs"]
+    assert store.counts(2) == reference.counts(2)
 
 
 @pytest.mark.slow
