@@ -6,6 +6,7 @@ cannot finish fails in a second with one line instead of after a round was simul
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -15,10 +16,13 @@ import torch
 from sbi_rounds.config import RunConfig
 
 __all__ = [
+    "DISK_ERRORS",
     "check_device",
     "check_run_directory",
     "disk_space",
     "disk_space_text",
+    "is_disk_error",
+    "is_disk_full",
     "planned_round_bytes",
 ]
 
@@ -113,4 +117,35 @@ def _space(free: int, needed: int, round_: int) -> str:
     return (
         f"{free / 1e6:.1f} MB free, about {needed / 1e6:.1f} MB needed for round {round_} (its "
         "data and a copy of the run file for committing)"
+    )
+
+
+#: Errors of the disk or the file system a run writes to, with the text the system gives them.
+DISK_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EFBIG: "File too large",
+    errno.EACCES: "Permission denied",
+    errno.EROFS: "Read-only file system",
+    errno.EIO: "Input/output error",
+}
+
+
+def is_disk_error(e: BaseException) -> bool:
+    """An error of the disk or file system (also as h5py reports HDF5's: a ValueError or
+    RuntimeError whose message holds the system's error)."""
+    if not isinstance(e, (OSError, ValueError, RuntimeError)):
+        return False
+    if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+        return True
+    return any(text in str(e) for text in DISK_ERRORS.values())
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A full disk, an exhausted quota or a file size limit (of :func:`is_disk_error`)."""
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    if isinstance(e, OSError) and e.errno in full:
+        return True
+    return isinstance(e, (OSError, ValueError, RuntimeError)) and any(
+        DISK_ERRORS[n] in str(e) for n in full
     )

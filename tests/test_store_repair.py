@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sbi_rounds.environment import is_disk_error
 from sbi_rounds.store import (
     POSTERIOR_SAMPLES,
     SIMULATIONS,
@@ -146,5 +147,42 @@ def test_damage_that_cannot_be_repaired_is_refused_leaving_the_file_unchanged(st
     before = store.path.read_bytes()
     with pytest.raises(DamagedRunError, match="This damage cannot be repaired"):
         store.repair()
+    assert store.path.read_bytes() == before
+    assert list(store.path.parent.glob("run.h5.tmp-*")) == []
+
+
+@pytest.mark.parametrize("how", ["interrupted", "disk-full"])
+def test_a_repair_that_fails_leaves_the_damaged_file_as_it_was(store, monkeypatch, capsys, how):
+    import resource
+    import signal
+
+    from sbi_rounds.cli.verify import main as verify
+
+    _overwrite(store.path, "rounds/0002/network/w")
+    before = store.path.read_bytes()
+    if how == "interrupted":  # a Ctrl-C right before the new file would replace the old
+
+        def interrupted(self, tmp):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(RunStore, "_publish", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.repair()
+    else:  # a file size limit fails writes like a full disk, in this process
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))  # the copy is compacted
+        try:
+            with pytest.raises((OSError, RuntimeError)) as raised:  # h5py's, or the system's
+                store.repair()
+            assert is_disk_error(raised.value), raised.value
+            assert verify([str(store.path.parent), "--repair"]) == 1
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old_handler)
+        err = capsys.readouterr().err
+        assert err.startswith("error: could not write the repaired copy"), err
+        assert "File too large" in err
+        assert err.count("error: ") == 1 and "MB free in" in err and "Nothing was changed" in err
     assert store.path.read_bytes() == before
     assert list(store.path.parent.glob("run.h5.tmp-*")) == []

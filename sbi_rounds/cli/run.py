@@ -9,7 +9,6 @@ that resumes it.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import re
@@ -192,35 +191,6 @@ def print_config(config: RunConfig) -> None:
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
 
 
-#: Errors of the disk or the file system a run writes to: reported in one line.
-_DISK_ERRORS = {
-    errno.ENOSPC: "No space left on device",
-    errno.EDQUOT: "Disk quota exceeded",
-    errno.EFBIG: "File too large",
-    errno.EACCES: "Permission denied",
-    errno.EROFS: "Read-only file system",
-    errno.EIO: "Input/output error",
-}
-
-
-def _disk_error(e: BaseException) -> bool:
-    """An error of the disk or file system (also as h5py reports HDF5's: a ValueError or
-    RuntimeError whose message holds the system's error)."""
-    if not isinstance(e, (OSError, ValueError, RuntimeError)):
-        return False
-    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
-        return True
-    return any(text in str(e) for text in _DISK_ERRORS.values())
-
-
-def _full(e: BaseException) -> bool:
-    """A full disk or an exhausted quota (of the errors of :func:`_disk_error`)."""
-    full = (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(e, OSError) and e.errno in full:
-        return True
-    return any(_DISK_ERRORS[n] in str(e) for n in full)
-
-
 def _space(config: RunConfig) -> str:
     """``; X MB free, about Y MB needed ...`` for the round a resume continues with."""
     from sbi_rounds.environment import disk_space_text
@@ -252,12 +222,13 @@ def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> 
 
     A full disk names the free and needed space of ``config``'s run directory."""
     from sbi_rounds.cluster import ClusterError
+    from sbi_rounds.environment import is_disk_error, is_disk_full
     from sbi_rounds.errors import InvalidRoundError
     from sbi_rounds.simulation import SimulationFailed
 
-    if _disk_error(e):
+    if is_disk_error(e):
         what = getattr(e, "filename", None) or "the run file"
-        space = _space(config) if config is not None and _full(e) else ""
+        space = _space(config) if config is not None and is_disk_full(e) else ""
         print(
             f"error: could not write {what}: {' '.join(str(e).split())}{space}. Everything "
             f"committed before is kept; make room (or fix the permissions), then resume "

@@ -22,11 +22,12 @@ def parser(prog: str = "sbi-rounds verify") -> argparse.ArgumentParser:
         prog=prog,
         description="Read every group and dataset of a run file and check the datasets' "
         "checksums: exit status 0 when all is intact, 1 naming what is damaged (round 2's "
-        "network weights, ...), 2 when there is no run file. Reads only; takes no lock. "
-        "With --repair, a damaged file is written again without its damaged parts, and the "
-        "stage of their rounds set back, so that rerunning the run's command recomputes them "
-        "(network weights, training, posterior samples and checks from the round's "
-        "simulations; simulations from their seeds).",
+        "network weights, ...), 2 when there is no run file. Without --repair it only reads, "
+        "and takes no lock. To repair a damaged run: sbi-rounds verify RUN --repair writes the "
+        "file again without its damaged parts, with the stage of their rounds set back; then "
+        "rerun the run's command (the same sbi-rounds run ...) and it recomputes them "
+        "(training, posterior samples and checks from the round's simulations; simulations "
+        "and parameters from their seeds).",
     )
     p.add_argument("run", help="the run's directory or its run.h5")
     p.add_argument(
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds verify") 
 
 def _repair(store: RunStore) -> int:
     """Repair a damaged run file under the run's lock; the exit status."""
+    from sbi_rounds.environment import is_disk_error
     from sbi_rounds.locking import RunLock, RunLockedError
     from sbi_rounds.store import RunFileError
 
@@ -81,7 +83,9 @@ def _repair(store: RunStore) -> int:
     except RunFileError as e:  # damage it cannot repair; nothing was changed
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:
+    except (OSError, RuntimeError, ValueError) as e:  # h5py reports a full disk as these
+        if not is_disk_error(e):
+            raise
         free = shutil.disk_usage(path.parent).free
         print(
             f"error: could not write the repaired copy of {path}: {' '.join(str(e).split())} "
