@@ -26,8 +26,15 @@ X = np.arange(30.0).reshape(10, 3)
 
 def _finished_round(store, round_):
     """Round ``round_`` through every stage, as the stages commit it."""
-    store.plan_round(round_, num_simulations=10, theta_dim=2, x_dim=3, chunk_size=4,
-                     num_posterior_samples=5, proposal={"kind": "prior"})
+    store.plan_round(
+        round_,
+        num_simulations=10,
+        theta_dim=2,
+        x_dim=3,
+        chunk_size=4,
+        num_posterior_samples=5,
+        proposal={"kind": "prior"},
+    )
     store.write_theta(round_, 0, np.ones((10, 2)) * round_)
     store.set_stage(round_, Stage.SAMPLED)
     store.write_chunks(round_, [(0, X[:4], 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
@@ -35,21 +42,33 @@ def _finished_round(store, round_):
     store.set_counts(round_, 10, 10)
     store.write_round_attrs(round_, seal_datasets=SIMULATIONS, seconds_per_simulation=0.03)
     store.set_stage(round_, Stage.APPENDED)
-    store.finish_training_attempt(round_, {"attempt": 0, "kept": True}, {
-        "weights": {"w": torch.arange(64.0).reshape(8, 8)}, "architecture": {"model": "maf"},
-        "history": {"loss": [1.0, 0.5]}, "summary": {"epochs": 2}})
+    store.finish_training_attempt(
+        round_,
+        {"attempt": 0, "kept": True},
+        {
+            "weights": {"w": torch.arange(64.0).reshape(8, 8)},
+            "architecture": {"model": "maf"},
+            "history": {"loss": [1.0, 0.5]},
+            "summary": {"epochs": 2},
+        },
+    )
     store.set_stage(round_, Stage.TRAINED)
     store.write_samples(round_, 0, np.full((5, 2), 0.5, dtype=np.float32))
     store.set_stage(round_, Stage.POSTERIOR)
-    store.write_round_attrs(round_, seal_datasets=POSTERIOR_SAMPLES, posterior_summary={"a": 1},
-                            diagnostics={"posterior": {}})
+    store.write_round_attrs(
+        round_,
+        seal_datasets=POSTERIOR_SAMPLES,
+        posterior_summary={"a": 1},
+        diagnostics={"posterior": {}},
+    )
     store.set_stage(round_, Stage.DONE)
 
 
 @pytest.fixture
 def store(tmp_path):
-    store = RunStore.create(tmp_path / "r" / "run.h5", config={"xobs": [0, 0, 0]},
-                            fingerprint="abc")
+    store = RunStore.create(
+        tmp_path / "r" / "run.h5", config={"xobs": [0, 0, 0]}, fingerprint="abc"
+    )
     for r in (1, 2, 3):
         _finished_round(store, r)
     return store
@@ -69,10 +88,12 @@ def _contents(path):
     """Every dataset's values and every attribute of the file, but the history."""
     out = {}
     with h5py.File(path, "r") as f:
+
         def add(name, obj):
             if isinstance(obj, h5py.Dataset):
                 out[name] = obj[()].tobytes()
             out.update({f"{name}@{k}": str(v) for k, v in obj.attrs.items()})
+
         f.visititems(add)
         out.update({f"@{k}": str(v) for k, v in f.attrs.items() if k != "config_history"})
     return out
@@ -81,8 +102,9 @@ def _contents(path):
 @pytest.mark.parametrize("header", [False, True], ids=["values", "header"])
 def test_damaged_weights_are_left_out_and_the_round_goes_back_to_training(store, header):
     before = _contents(store.path)
-    _overwrite(store.path, "rounds/0002/network/w" if not header else "rounds/0002/network",
-               header=header)
+    _overwrite(
+        store.path, "rounds/0002/network/w" if not header else "rounds/0002/network", header=header
+    )
     assert [d.round for d in store.verify()] == [2]
     lines = store.repair()
     assert len(lines) == 1 and "round 2's network weights left out" in lines[0]
@@ -108,9 +130,16 @@ def test_damaged_weights_are_left_out_and_the_round_goes_back_to_training(store,
 
 
 def _finished_round_from_appended(store, round_):
-    store.finish_training_attempt(round_, {"attempt": 0, "kept": True}, {
-        "weights": {"w": torch.arange(64.0).reshape(8, 8)}, "architecture": {"model": "maf"},
-        "history": {"loss": [1.0, 0.5]}, "summary": {"epochs": 2}})
+    store.finish_training_attempt(
+        round_,
+        {"attempt": 0, "kept": True},
+        {
+            "weights": {"w": torch.arange(64.0).reshape(8, 8)},
+            "architecture": {"model": "maf"},
+            "history": {"loss": [1.0, 0.5]},
+            "summary": {"epochs": 2},
+        },
+    )
     store.set_stage(round_, Stage.TRAINED)
     store.write_samples(round_, 0, np.full((5, 2), 0.5, dtype=np.float32))
     store.write_round_attrs(round_, seal_datasets=POSTERIOR_SAMPLES)

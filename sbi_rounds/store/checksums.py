@@ -10,8 +10,10 @@ checked for being readable.
 
 :func:`verify_file` reads every group and dataset and returns what is damaged, named for a
 person (``"round 2's network weights"``); HDF5's own structural errors (damaged internals)
-are caught the same way. This is the one place checksums are computed and checked, so a new
-file layout keeps it.
+are caught the same way. A dataset that a repair (``repair``) allocated afresh carries the
+checksum its values had (:data:`EXPECTED_ATTR`): the values computed again must have it when
+they are stamped, or :class:`NotReproducedError` stops the commit. This is the one place
+checksums are computed and checked, so a new file layout keeps it.
 """
 
 from __future__ import annotations
