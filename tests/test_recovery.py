@@ -325,6 +325,28 @@ def test_damage_is_repaired_and_recomputed_bit_for_bit(
     assert store.counts(2) == reference.counts(2)
 
 
+def test_simulations_that_do_not_repeat_after_a_repair_are_refused(
+        prefect_server, user_code, tmp_path, capfd):
+    """A simulator that ignores its seed (an offset from os.urandom): round 1's simulations,
+    damaged and simulated again after a repair, differ from those the network was trained
+    on, and the run stops with one line instead of mixing them."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.store import Stage
+
+    user_code(change="x = x + float(__import__('os').urandom(1)[0]) * 1e-3")
+    runs = tmp_path / "runs"
+    assert main(_argv(runs)) == 0
+    _overwrite(runs / "r" / "run.h5", "rounds/0001/x")
+    assert sbi_rounds(["verify", str(runs / "r"), "--repair"]) == 0
+    capfd.readouterr()
+    error = _error(capfd, _argv(runs), status=2)
+    assert "round 1's simulations, computed again after a repair of the run file, differ" in error
+    assert "Start a new run" in error
+    store = RunStore.open(runs / "r" / "run.h5")
+    assert store.stage(1) == Stage.SIMULATED and store.has_network(1)
+    assert store.verify() == []
+
+
 @pytest.mark.slow
 def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kept(
         finished_run, tmp_path, capfd, caplog):
