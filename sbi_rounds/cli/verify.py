@@ -94,7 +94,7 @@ def _repair(store: RunStore) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"{path}: repaired; the damaged file was replaced by a copy without:")
+    print(f"{path}: repaired (the damaged file was replaced by a new copy):")
     for line in lines:
         print(f"  {line}")
     print(
