@@ -6,14 +6,25 @@ cannot finish fails in a second with one line instead of after a round was simul
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from pathlib import Path
 
 import torch
 
 from sbi_rounds.config import RunConfig
 
-__all__ = ["check_device", "check_run_directory", "planned_round_bytes"]
+__all__ = [
+    "DISK_ERRORS",
+    "check_device",
+    "check_run_directory",
+    "disk_space",
+    "disk_space_text",
+    "is_disk_error",
+    "is_disk_full",
+    "planned_round_bytes",
+]
 
 
 def check_device(device: str) -> None:
@@ -53,11 +64,7 @@ def check_run_directory(config: RunConfig, round_: int = 1) -> None:
         ValueError: The message names the directory and what is wrong.
     """
     directory = config.run_path.parent
-    existing = directory
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
+    existing = _existing(directory)
     if not existing.is_dir():
         raise ValueError(
             f"cannot create the run directory {directory}: {existing} is a file, not a "
@@ -68,13 +75,77 @@ def check_run_directory(config: RunConfig, round_: int = 1) -> None:
             f"cannot write to the run directory {existing} (permission denied); choose "
             "another --run-dir or make it writable"
         )
-    run_file = config.run_path
-    current = run_file.stat().st_size if run_file.exists() else 0
-    needed = current + planned_round_bytes(config, round_)
-    free = shutil.disk_usage(existing).free
+    free, needed, where = disk_space(config, round_)
     if free < needed:
         raise ValueError(
-            f"not enough free disk for the run in {existing}: {free / 1e6:.1f} MB free, about "
-            f"{needed / 1e6:.1f} MB needed for round {round_} (its data and a copy of the run "
-            "file for committing); free some space or choose another --run-dir"
+            f"not enough free disk for the run in {where}: {_space(free, needed, round_)}; free "
+            "some space or choose another --run-dir"
         )
+
+
+def _existing(directory: Path) -> Path:
+    """``directory``, or its closest ancestor that exists."""
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
+    return directory
+
+
+def disk_space(config: RunConfig, round_: int) -> tuple[int, int, Path]:
+    """``(free, needed, where)``: the free bytes of the run directory's file system (measured
+    in ``where``, the directory or its closest existing ancestor), and about how many round
+    ``round_`` needs: its data, and a copy of the run file for committing."""
+    where = _existing(config.run_path.parent)
+    run_file = config.run_path
+    current = run_file.stat().st_size if run_file.exists() else 0
+    return shutil.disk_usage(where).free, current + planned_round_bytes(config, round_), where
+
+
+def disk_space_text(config: RunConfig, round_: int | None = None) -> str:
+    """The free and needed disk space of :func:`disk_space`, for a person; ``round_`` None:
+    the round a resume of the run plans first (as ``sbi_rounds.session.preflight`` checks)."""
+    if round_ is None:
+        from sbi_rounds.store import RunStore
+
+        path = config.run_path
+        planned = RunStore.open(path).rounds() if path.exists() else []
+        round_ = min(max(planned, default=0) + 1, config.rounds)
+    free, needed, where = disk_space(config, round_)
+    return f"{_space(free, needed, round_)}, in {where}"
+
+
+def _space(free: int, needed: int, round_: int) -> str:
+    return (
+        f"{free / 1e6:.1f} MB free, about {needed / 1e6:.1f} MB needed for round {round_} (its "
+        "data and a copy of the run file for committing)"
+    )
+
+
+#: Errors of the disk or the file system a run writes to, with the text the system gives them.
+DISK_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EFBIG: "File too large",
+    errno.EACCES: "Permission denied",
+    errno.EROFS: "Read-only file system",
+    errno.EIO: "Input/output error",
+}
+
+
+def is_disk_error(e: BaseException) -> bool:
+    """An error of the disk or file system (also as h5py reports HDF5's: a ValueError or
+    RuntimeError whose message holds the system's error)."""
+    if not isinstance(e, (OSError, ValueError, RuntimeError)):
+        return False
+    if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+        return True
+    return any(text in str(e) for text in DISK_ERRORS.values())
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A full disk, an exhausted quota or a file size limit (of :func:`is_disk_error`)."""
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    if isinstance(e, OSError) and e.errno in full:
+        return True
+    return isinstance(e, (OSError, ValueError, RuntimeError)) and any(
+        DISK_ERRORS[n] in str(e) for n in full
+    )

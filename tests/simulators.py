@@ -63,3 +63,19 @@ def sleepy(theta: torch.Tensor) -> torch.Tensor:
 
     time.sleep(0.05 * len(theta))
     return linear_gaussian(theta)
+
+
+def fills_the_disk(theta: torch.Tensor) -> torch.Tensor:
+    """The linear Gaussian model; the first chunk (more than the start-up check's 2 rows) fills
+    the file system of ``$SBI_ROUNDS_BALLAST`` with that file first, as another program would."""
+    ballast = Path(os.environ["SBI_ROUNDS_BALLAST"])
+    if len(theta) > 2 and not ballast.exists():
+        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while os.write(fd, b"\1" * 65536) > 0:
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+        finally:
+            os.close(fd)
+    return linear_gaussian(theta)

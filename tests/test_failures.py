@@ -93,6 +93,70 @@ def test_a_disk_too_full_for_the_next_round_is_one_line(tmp_path, capfd):
     assert not (tmp_path / "runs" / "r").exists()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """``mount(kilobytes)``: a file system of that size (tmpfs) at ``tmp_path/disk``, unmounted
+    after the test; skips where mounting is not permitted."""
+    directory = tmp_path / "disk"
+    directory.mkdir()
+    mounted = []
+
+    def mount(kilobytes):
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small file system (tmpfs) needs root")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs",
+                               str(directory)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here: {done.stderr.strip()}")
+        mounted.append(directory)
+        return directory
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_a_really_full_small_disk_is_refused_up_front_in_one_line(small_disk, capfd):
+    disk = small_disk(256)
+    _one_error(capfd, _argv(disk / "runs"), "not enough free disk for the run in",
+               "MB free, about", "MB needed for round 1")
+    assert list(disk.iterdir()) == []  # nothing created
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_mid_run_is_one_line_and_loses_nothing(small_disk, tmp_path, capfd):
+    """Room for the start (the check asks about 2 MB), then another program fills the disk
+    while round 1 simulates: its chunks are committed in place (preallocated), and the next
+    commit, a copy of the run file, fails with ENOSPC."""
+    from sbi_rounds.store import RunStore, Stage
+
+    disk = small_disk(6 * 1024)
+    ballast = disk / "ballast"
+    argv = _argv(disk / "runs", "--simulator", "simulators:fills_the_disk")
+    env = {"SBI_ROUNDS_BALLAST": str(ballast)}
+    status, out = _cli(argv, tmp_path, env=env)
+    assert status == 1, out[-3000:]
+    assert out.count("error: ") == 1 and not _tracebacks(out), out[-3000:]
+    error = out[out.index("error: "):]
+    assert "No space left on device" in error, error
+    assert "MB free, about" in error and "MB needed for round 1" in error, error
+    assert "resume with:" in error
+    run_file = disk / "runs" / "r" / "run.h5"
+    assert list(run_file.parent.glob("run.h5.tmp-*")) == []
+    store = RunStore.open(run_file)  # the round's simulations, committed in place, are kept
+    assert store.verify() == [] and store.stage(1) == Stage.SIMULATED
+    assert store.pending_chunks(1) == []
+    before = run_file.read_bytes()
+    # still full: the resume is refused before anything starts, the file left as it was
+    _one_error(capfd, argv, "not enough free disk for the run in", "MB free, about")
+    assert run_file.read_bytes() == before
+    with ballast.open("wb"):  # room again (kept, empty: the simulator fills only once)
+        pass
+    status, out = _cli(argv, tmp_path, env=env)
+    assert status == 0, out[-3000:]
+    assert store.stage(1) == Stage.DONE and store.verify() == []
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_a_cuda_device_without_a_gpu_is_refused_before_anything_starts(tmp_path, capfd):
     _one_error(capfd, _argv(tmp_path / "runs", "--device", "cuda"),

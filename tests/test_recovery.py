@@ -236,7 +236,8 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
     before = _snapshot(copy)
     assert sbi_rounds(["verify", str(copy)]) == 1
     err = capfd.readouterr().err
-    assert named in err and "Restore the file from a backup" in err, err
+    assert named in err and f"sbi-rounds verify {copy} --repair" in err, err
+    assert "restore the file from a backup" in err, err
     argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
     error = _error(capfd, [*argv, "--rounds", "2"], status=2)  # resuming is refused
     assert named in error and "Nothing was changed" in error
@@ -248,6 +249,102 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
             load_posterior(run_file)
     else:
         load_posterior(run_file)  # the network is intact
+
+
+@pytest.fixture(scope="module")
+def three_rounds(prefect_server, tmp_path_factory):
+    """A small finished run of three rounds, made through the command line (not changed by
+    the tests: they damage copies)."""
+    runs = tmp_path_factory.mktemp("three")
+    argv = [a for a in _argv(runs) if a not in ("--simulator", "user_sim:simulate")]
+    argv[argv.index("--rounds") + 1] = "3"
+    assert main(argv) == 0
+    return runs / "r", argv
+
+
+def test_repair_leaves_an_intact_file_untouched(three_rounds, capfd):
+    from sbi_rounds.cli.main import main as sbi_rounds
+
+    run_dir, _ = three_rounds
+    before = _snapshot(run_dir)
+    assert sbi_rounds(["verify", str(run_dir), "--repair"]) == 0
+    assert "intact" in capfd.readouterr().out
+    assert _snapshot(run_dir) == before  # bytes and modification times
+
+
+@pytest.mark.parametrize(
+    ("dataset", "named", "back_to"),
+    [("rounds/0002/network", "round 2's network weights", "APPENDED"),
+     ("rounds/0002/posterior_samples", "round 2's posterior samples", "TRAINED"),
+     ("rounds/0002/x", "round 2's simulations", "SAMPLED"),
+     ("rounds/0002/theta", "round 2's parameters", "PLANNED")],
+    ids=["weights", "posterior-samples", "simulations", "parameters"],
+)
+def test_damage_is_repaired_and_recomputed_bit_for_bit(
+        three_rounds, tmp_path, capfd, dataset, named, back_to):
+    """Damaged, ``verify --repair``, the same command again: the run finishes, equal bit for
+    bit to the undamaged one (recomputed from the round's simulations, or simulated again
+    from the same seeds)."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.store import Stage
+
+    run_dir, argv = three_rounds
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    run_file = copy / "run.h5"
+    if dataset.endswith("network"):  # the largest weight matrix
+        with h5py.File(run_file, "r") as f:
+            net = f[dataset]
+            dataset = max((f"{dataset}/{k}" for k in net), key=lambda k: f[k].size)
+    _overwrite(run_file, dataset)
+    assert sbi_rounds(["verify", str(copy)]) == 1
+    err = capfd.readouterr().err
+    assert f"{named} are damaged" in err, err
+    assert f"sbi-rounds verify {copy} --repair" in err, err
+    assert sbi_rounds(["verify", str(copy), "--repair"]) == 0
+    out = capfd.readouterr().out
+    assert f"{named} left out; the next run recomputes its " in out, out
+    assert list(copy.glob("run.h5.tmp-*")) == []
+    store = RunStore.open(run_file)
+    assert [store.stage(r).name for r in (1, 2, 3)] == ["DONE", back_to, "DONE"]
+    assert "repair: round 2: " in store.config_history()[-1]["changes"][0]
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    assert main(argv) == 0
+    assert sbi_rounds(["verify", str(copy)]) == 0
+    reference = RunStore.open(run_dir / "run.h5")
+    for r in (1, 2, 3):
+        assert store.stage(r) == Stage.DONE
+        assert store.read_samples(r).tobytes() == reference.read_samples(r).tobytes(), r
+        for new, old in zip(store.read_simulations(r), reference.read_simulations(r),
+                            strict=True):
+            assert new.tobytes() == old.tobytes(), r
+        weights, ref_weights = store.read_network(r)[0], reference.read_network(r)[0]
+        assert weights.keys() == ref_weights.keys()
+        for key, value in weights.items():
+            assert value.numpy().tobytes() == ref_weights[key].numpy().tobytes(), (r, key)
+    assert store.counts(2) == reference.counts(2)
+
+
+def test_simulations_that_do_not_repeat_after_a_repair_are_refused(
+        prefect_server, user_code, tmp_path, capfd):
+    """A simulator that ignores its seed (an offset from os.urandom): round 1's simulations,
+    damaged and simulated again after a repair, differ from those the network was trained
+    on, and the run stops with one line instead of mixing them."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.store import Stage
+
+    user_code(change="x = x + float(__import__('os').urandom(1)[0]) * 1e-3")
+    runs = tmp_path / "runs"
+    assert main(_argv(runs)) == 0
+    _overwrite(runs / "r" / "run.h5", "rounds/0001/x")
+    assert sbi_rounds(["verify", str(runs / "r"), "--repair"]) == 0
+    capfd.readouterr()
+    error = _error(capfd, _argv(runs), status=2)
+    assert "round 1's simulations, computed again after a repair of the run file, differ" in error
+    assert "Start a new run" in error
+    store = RunStore.open(runs / "r" / "run.h5")
+    assert store.stage(1) == Stage.SIMULATED and store.has_network(1)
+    assert store.verify() == []
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ that resumes it.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import re
@@ -192,25 +191,14 @@ def print_config(config: RunConfig) -> None:
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
 
 
-#: Errors of the disk or the file system a run writes to: reported in one line.
-_DISK_ERRORS = {
-    errno.ENOSPC: "No space left on device",
-    errno.EDQUOT: "Disk quota exceeded",
-    errno.EFBIG: "File too large",
-    errno.EACCES: "Permission denied",
-    errno.EROFS: "Read-only file system",
-    errno.EIO: "Input/output error",
-}
+def _space(config: RunConfig) -> str:
+    """``; X MB free, about Y MB needed ...`` for the round a resume continues with."""
+    from sbi_rounds.environment import disk_space_text
 
-
-def _disk_error(e: BaseException) -> bool:
-    """An error of the disk or file system (also as h5py reports HDF5's: a ValueError or
-    RuntimeError whose message holds the system's error)."""
-    if not isinstance(e, (OSError, ValueError, RuntimeError)):
-        return False
-    if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
-        return True
-    return any(text in str(e) for text in _DISK_ERRORS.values())
+    try:
+        return f"; {disk_space_text(config)}"
+    except (OSError, RunFileError):  # the run file cannot tell
+        return ""
 
 
 def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
@@ -229,17 +217,22 @@ def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
     print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr, flush=True)
 
 
-def _failure(e: BaseException, resume: str) -> int | None:
-    """The exit status and message of an error the user can act on (None: a bug, raise)."""
+def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> int | None:
+    """The exit status and message of an error the user can act on (None: a bug, raise).
+
+    A full disk names the free and needed space of ``config``'s run directory."""
     from sbi_rounds.cluster import ClusterError
+    from sbi_rounds.environment import is_disk_error, is_disk_full
     from sbi_rounds.errors import InvalidRoundError
     from sbi_rounds.simulation import SimulationFailed
 
-    if _disk_error(e):
+    if is_disk_error(e):
         what = getattr(e, "filename", None) or "the run file"
+        space = _space(config) if config is not None and is_disk_full(e) else ""
         print(
-            f"error: could not write {what}: {' '.join(str(e).split())}. Everything committed "
-            f"before is kept; make room (or fix the permissions), then resume with:\n  {resume}",
+            f"error: could not write {what}: {' '.join(str(e).split())}{space}. Everything "
+            f"committed before is kept; make room (or fix the permissions), then resume "
+            f"with:\n  {resume}",
             file=sys.stderr,
         )
         return 1
@@ -370,7 +363,7 @@ def _run(
                 return 130
             if verbosity >= 1:
                 traceback.print_exc()
-            status = _failure(e, resume)
+            status = _failure(e, resume, config)
             if status is None:
                 raise
             return status

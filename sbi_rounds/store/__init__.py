@@ -14,7 +14,8 @@ How writes stay consistent when the process is killed at any instant:
   settings are JSON strings. Opening a run file never executes code from it.
 
 Integrity: datasets carry CRC-32 checksums (``checksums``); :meth:`RunStore.verify` reads
-the whole file and names what is damaged.
+the whole file and names what is damaged, and :meth:`RunStore.repair` writes it again without
+the damaged parts, which the next run recomputes (``repair``).
 
 ``durable=True`` (default) also ``fsync``s after each commit, which protects against
 power loss and OS crashes, not only killed processes.
@@ -30,6 +31,7 @@ from sbi_rounds.store.format import (
     Stage,
 )
 from sbi_rounds.store.records import POSTERIOR_SAMPLES, SIMULATIONS, RoundRecords
+from sbi_rounds.store.repair import RepairRecords
 from sbi_rounds.store.training import RoundCheckpointSink, TrainingRecords
 
 __all__ = [
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class RunStore(TrainingRecords, RoundRecords):
+class RunStore(RepairRecords, TrainingRecords, RoundRecords):
     """Reads and commits one run file. Holds no open handle between calls (except inside
     :meth:`held_open`, which keeps one for a stream of in-place writes).
 

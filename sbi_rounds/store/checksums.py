@@ -10,8 +10,10 @@ checked for being readable.
 
 :func:`verify_file` reads every group and dataset and returns what is damaged, named for a
 person (``"round 2's network weights"``); HDF5's own structural errors (damaged internals)
-are caught the same way. This is the one place checksums are computed and checked, so a new
-file layout keeps it.
+are caught the same way. A dataset that a repair (``repair``) allocated afresh carries the
+checksum its values had (:data:`EXPECTED_ATTR`): the values computed again must have it when
+they are stamped, or :class:`NotReproducedError` stops the commit. This is the one place
+checksums are computed and checked, so a new file layout keeps it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from sbi_rounds.store.format import RunFileError
 
 __all__ = [
     "CHECKSUM_ATTR",
+    "EXPECTED_ATTR",
     "Damage",
     "DamagedRunError",
-    "damage_message",
+    "NotReproducedError",
     "checksum",
     "describe",
     "seal",
@@ -41,6 +44,10 @@ __all__ = [
 
 #: The attribute that holds a dataset's CRC-32 (of its values in C order, as stored).
 CHECKSUM_ATTR = "crc32"
+
+#: The attribute of a dataset a repair allocated afresh (``sbi_rounds.store.repair``): the
+#: checksum its values had, which the values computed again must have when it is stamped.
+EXPECTED_ATTR = "crc32_before_repair"
 
 #: Parts of a round group, as a person names them (first match wins).
 _PARTS = (
@@ -78,28 +85,8 @@ class DamagedRunError(RunFileError):
     """Part of the run file is damaged; the message names what, and what is still intact."""
 
 
-def damage_message(path: object, damage: list[Damage]) -> str:
-    """One message naming every damaged part of run file ``path`` and the ways out."""
-    rounds = sorted({d.round for d in damage if d.round is not None})
-    intact = [r for r in rounds if not any(d.round == r and _part(d) in _SIMULATED for d in damage)]
-    lines = [f"{path} is damaged:", *(f"  {d}" for d in damage)]
-    if intact:
-        which = ", ".join(str(r) for r in intact)
-        lines.append(f"The simulations of round(s) {which} are intact.")
-    lines.append(
-        "Nothing was changed. Restore the file from a backup, or start a new run (another "
-        "--run-id); sbi-rounds export still reads the intact rounds "
-        "(--rounds R ...), and sbi-rounds verify lists the damage again."
-    )
-    return "\n".join(lines)
-
-
-_SIMULATED = ("theta", "x", "valid", "chunk_done")
-
-
-def _part(damage: Damage) -> str:
-    parts = damage.path.strip("/").split("/")
-    return parts[2] if len(parts) > 2 and parts[0] == "rounds" else ""
+class NotReproducedError(RunFileError):
+    """Values computed again after a repair differ from those the run had."""
 
 
 def checksum(values: np.ndarray) -> int:
@@ -108,8 +95,25 @@ def checksum(values: np.ndarray) -> int:
 
 
 def stamp(ds: h5py.Dataset) -> None:
-    """Store the checksum of ``ds``'s current values in its ``crc32`` attribute."""
-    ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(ds[()]))
+    """Store the checksum of ``ds``'s current values in its ``crc32`` attribute.
+
+    Raises:
+        NotReproducedError: ``ds`` was allocated afresh by a repair and its new values do
+            not have the checksum the old ones had (:data:`EXPECTED_ATTR`).
+    """
+    value = checksum(ds[()])
+    expected = ds.attrs.get(EXPECTED_ATTR)
+    if expected is not None:
+        if value != int(expected):
+            raise NotReproducedError(
+                f"{describe(ds.name)}, computed again after a repair of the run file, differ "
+                "from the ones the run had (their checksum): the simulator (or the "
+                "proposal) does not give the same values for the same seed, and the round's "
+                "network and later rounds were built on the old ones. The new values are not "
+                "used. Start a new run (another --run-id), or restore the file from a backup."
+            )
+        del ds.attrs[EXPECTED_ATTR]
+    ds.attrs[CHECKSUM_ATTR] = np.uint32(value)
 
 
 def seal(group: h5py.Group, names: Iterable[str]) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Self
 import h5py
 import numpy as np
 
-from sbi_rounds.store.checksums import Damage, DamagedRunError, damage_message, verify_file
+from sbi_rounds.store.checksums import Damage, DamagedRunError, verify_file
+from sbi_rounds.store.damage import damage_message
 from sbi_rounds.store.format import (
     FORMAT,
     FORMAT_VERSION,
