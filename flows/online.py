@@ -47,7 +47,7 @@ from flows.publish import (  # noqa: E402
     write_report,
 )
 from sbi_rounds.cancel import CancelToken  # noqa: E402
-from sbi_rounds.config import IDENTITY_FIELDS, RunConfig  # noqa: E402
+from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig  # noqa: E402
 from sbi_rounds.diagnostics import check_inputs, format_checks, round_alerts  # noqa: E402
 from sbi_rounds.errors import RunInterrupted  # noqa: E402
 from sbi_rounds.progress import EpochProgress, ProgressView, observed_stages  # noqa: E402
@@ -65,7 +65,7 @@ __all__ = ["online_inference"]
 @flow(name="online_inference", log_prints=True)
 def online_inference(
     config: RunConfig,
-    allow_changes: list[Literal[IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
+    allow_changes: list[Literal[ALL_IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
     accept_changed_code: bool = False,
     resimulate_invalid: bool = False,
 ) -> dict[str, Any] | State:

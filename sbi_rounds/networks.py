@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sbi.neural_nets import classifier_nn, likelihood_nn, posterior_nn
+from sbi.neural_nets import (
+    classifier_nn,
+    likelihood_nn,
+    posterior_flow_nn,
+    posterior_nn,
+    posterior_score_nn,
+)
 from torch import Tensor, nn
 
 from sbi_rounds.config import RunConfig
@@ -17,11 +23,13 @@ __all__ = ["build_network", "count_parameters", "load_network", "network_setting
 def network_settings(config: RunConfig) -> dict[str, Any]:
     """The architecture settings of ``config``'s network, as stored in the run file.
 
-    ``role`` is the method's (:attr:`sbi_rounds.methods.Method.role`).
+    ``role`` is the method's (:attr:`sbi_rounds.methods.Method.role`); a vector-field
+    method adds its own architecture settings (``Method.network_extras``).
     """
     net = config.network
+    method = get_method(config.method)
     return {
-        "role": get_method(config.method).role,
+        "role": method.role,
         "model": config.network_model,
         "hidden_features": net.hidden_features,
         "num_transforms": net.num_transforms,
@@ -30,6 +38,7 @@ def network_settings(config: RunConfig) -> dict[str, Any]:
         "z_score_theta": net.z_score_theta,
         "z_score_x": net.z_score_x,
         "embedding_net": net.embedding_net,
+        **method.network_extras(config.method_settings),
     }
 
 
@@ -50,11 +59,14 @@ def build_network(settings: dict[str, Any], theta: Tensor, x: Tensor) -> nn.Modu
 
     Returns:
         A ``ConditionalDensityEstimator`` (posterior: density of theta given x;
-        likelihood: density of x given theta) or a ``RatioEstimator`` (classifier).
+        likelihood: density of x given theta), a ``RatioEstimator`` (classifier) or a
+        ``ConditionalVectorFieldEstimator`` (vector_field: flow matching or score).
     """
     role, model = settings["role"], settings["model"]
     z = {"z_score_theta": settings["z_score_theta"], "z_score_x": settings["z_score_x"]}
-    if role == "classifier":
+    if role == "vector_field":
+        builder = _vector_field_builder(settings, z)
+    elif role == "classifier":
         builder = classifier_nn(
             model=model,
             hidden_features=settings["hidden_features"],
@@ -73,6 +85,23 @@ def build_network(settings: dict[str, Any], theta: Tensor, x: Tensor) -> nn.Modu
             **z,
         )
     return builder(theta.float(), x.float())
+
+
+def _vector_field_builder(settings: dict[str, Any], z: dict[str, str]) -> Any:
+    """sbi's ``posterior_flow_nn`` or ``posterior_score_nn`` for ``settings["estimator"]``."""
+    common = {
+        "model": settings["model"],
+        "hidden_features": settings["hidden_features"],
+        "num_layers": settings["num_layers"],
+        "embedding_net": _embedding(settings["embedding_net"]),
+        "time_emb_type": settings["time_embedding"],
+        "t_embedding_dim": settings["time_embedding_dim"],
+        **z,
+    }
+    if settings["estimator"] == "flow":
+        return posterior_flow_nn(gaussian_baseline=settings["gaussian_baseline"], **common)
+    extra = {"train_schedule": settings["train_schedule"]} if "train_schedule" in settings else {}
+    return posterior_score_nn(sde_type=settings["sde_type"], **common, **extra)
 
 
 def load_network(

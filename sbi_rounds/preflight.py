@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, config_differences
+from sbi_rounds.config import RunConfig, config_differences, identity_fields
 from sbi_rounds.environment import check_device, check_run_directory
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
@@ -124,7 +124,7 @@ def refuse_identity_changes(
     """Raise ``ConfigMismatchError`` if identity settings differ (unless allowed)."""
     identity_changes = [
         line
-        for k in IDENTITY_FIELDS
+        for k in identity_fields(new["method"])
         if k not in allow_changes
         for line in config_differences({k: old.get(k)}, {k: new[k]})
     ]

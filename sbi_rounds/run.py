@@ -81,7 +81,9 @@ def network_for_round(run: Run, round_: int) -> nn.Module:
 def posterior_for_round(run: Run, round_: int) -> Any:
     """The sbi posterior of ``round_``'s network with ``xobs`` as its default x."""
     network = network_for_round(run, round_)
-    return run.method.posterior(run.config.posterior, network, run.prior, run.xobs)
+    return run.method.posterior(
+        run.config.posterior, network, run.prior, run.xobs, run.config.method_settings
+    )
 
 
 def parameter_names(run: Run) -> list[str]:

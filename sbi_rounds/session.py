@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, config_differences
+from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, config_differences
 from sbi_rounds.errors import CodeChangedError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
 from sbi_rounds.locking import RunLock
@@ -33,7 +33,7 @@ def open_run(
 ) -> Run:
     """Create the run file, or open it and check the settings and the code still match.
 
-    Settings in :data:`~sbi_rounds.config.IDENTITY_FIELDS` must match the file's unless
+    Settings in :func:`~sbi_rounds.config.identity_fields` must match the file's unless
     named in ``allow_changes``; other changes (more rounds, training, cluster) are
     accepted and recorded in the file's ``config_history``. The simulator's and prior's
     code must match the fingerprint recorded (``sbi_rounds.fingerprint``) unless
@@ -45,9 +45,9 @@ def open_run(
         ConfigMismatchError: Identity settings differ; nothing in the file was touched.
         CodeChangedError: The code changed; nothing in the file was touched.
     """
-    bad = [f for f in allow_changes if f not in IDENTITY_FIELDS]
+    bad = [f for f in allow_changes if f not in ALL_IDENTITY_FIELDS]
     if bad:
-        raise ValueError(f"allow_changes names {bad}; allowed: {list(IDENTITY_FIELDS)}")
+        raise ValueError(f"allow_changes names {bad}; allowed: {list(ALL_IDENTITY_FIELDS)}")
     path = config.run_path
     new = config.model_dump(mode="json")
     if not path.exists():

@@ -12,6 +12,10 @@ the same loss:
 * a fresh classifier (SNRE): the chance level, a classifier that answers 0 for everything
   (this only catches a classifier worse than guessing: one stuck at chance is not told
   apart from uninformative data);
+* a fresh vector-field estimator (TFMPE, TNPSE): the same estimator with a network that
+  outputs zero, i.e. the vector field of a Gaussian fitted to theta that ignores x (the
+  estimators' own standardisation); its losses are squared errors, not nats, so the
+  margin is only a loose bound there;
 * a network continued from the previous round: the previous round's network, which the
   training started from.
 
@@ -22,6 +26,7 @@ or when the network's loss is not finite on some row.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +41,7 @@ __all__ = [
     "StallCheck",
     "chance_losses",
     "check_stall",
+    "zero_field_losses",
     "gaussian_baseline_losses",
     "validation_losses",
 ]
@@ -131,6 +137,23 @@ class _ZeroClassifier(nn.Module):
 def chance_losses(loss_fn: LossFn, val: Sequence[Tensor], seed: int) -> Tensor:
     """Per-row losses ``(N,)`` of a classifier at chance level (every logit 0)."""
     return validation_losses(_ZeroClassifier(), loss_fn, val, seed)
+
+
+class _ZeroField(nn.Module):
+    """A vector-field network that knows nothing: zero for every input."""
+
+    def forward(self, input: Tensor, condition: Tensor, time: Tensor) -> Tensor:
+        return torch.zeros_like(input)
+
+
+def zero_field_losses(
+    model: nn.Module, loss_fn: LossFn, val: Sequence[Tensor], seed: int
+) -> Tensor:
+    """Per-row losses ``(N,)`` of ``model`` (an sbi vector-field estimator) with its network
+    replaced by zeros: the Gaussian vector field its standardisation implies, blind to x."""
+    reference = copy.deepcopy(model)
+    reference.net = _ZeroField()
+    return validation_losses(reference, loss_fn, val, seed)
 
 
 def check_stall(

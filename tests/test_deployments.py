@@ -123,12 +123,17 @@ def _check_schema(schema: dict[str, Any]) -> None:
         "simulator",
     ]
     run = defs["RunConfig"]
+    defs_name = {"tfmpe": "FlowMatchingConfig", "tnpse": "ScoreMatchingConfig"}
     assert run["title"] == "Online inference run"
     props = run["properties"]
     for name, prop in props.items():
         assert prop.get("title"), f"RunConfig.{name} has no title"
         assert prop.get("description"), f"RunConfig.{name} has no description"
-    assert props["method"]["enum"] == ["snpe", "tsnpe", "snle", "snre"]
+    assert props["method"]["enum"] == ["snpe", "tsnpe", "snle", "snre", "tfmpe", "tnpse"]
+    for method in ("tfmpe", "tnpse"):  # the methods' own settings are in the form too
+        assert props[method]["$ref"] == f"#/definitions/{defs_name[method]}"
+        settings = defs[defs_name[method]]["properties"]
+        assert {"sample_with", "sde_steps", "ode_atol", "threshold_density"} <= set(settings)
     assert (props["rounds"]["minimum"], props["rounds"]["maximum"]) == (1, 1000)
     sims = {b["type"]: b for b in props["simulations_per_round"]["anyOf"]}
     assert sims["integer"]["minimum"] == 2 and sims["array"]["items"]["minimum"] == 2

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
 from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
-from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
+from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
 from sbi_rounds.locking import RunLockedError
@@ -76,10 +76,10 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
     g.add_argument(
         "--allow-change",
         action="append",
-        choices=list(IDENTITY_FIELDS),
+        choices=list(ALL_IDENTITY_FIELDS),
         metavar="SETTING",
         help="resume although this identity setting changed (repeatable; one of "
-        f"{', '.join(IDENTITY_FIELDS)})",
+        f"{', '.join(ALL_IDENTITY_FIELDS)})",
     )
     g.add_argument(
         "--accept-changed-code",

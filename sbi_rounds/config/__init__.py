@@ -13,26 +13,39 @@ from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.files import config_differences, format_validation_error, load_config_file
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
-from sbi_rounds.config.run import IDENTITY_FIELDS, RunConfig
+from sbi_rounds.config.run import (
+    ALL_IDENTITY_FIELDS,
+    IDENTITY_FIELDS,
+    METHOD_IDENTITY_FIELDS,
+    RunConfig,
+    identity_fields,
+)
 from sbi_rounds.methods import (
     CLASSIFIER_MODELS,
     DENSITY_MODELS,
+    VECTOR_FIELD_MODELS,
+    FlowMatchingConfig,
     NPELossConfig,
     NRELossConfig,
     PosteriorConfig,
+    ScoreMatchingConfig,
     TruncationConfig,
 )
 from sbi_rounds.training.config import SchedulerConfig, TrackerConfig, TrainConfig
 
 __all__ = [
+    "ALL_IDENTITY_FIELDS",
     "CLASSIFIER_MODELS",
     "DENSITY_MODELS",
     "IDENTITY_FIELDS",
+    "METHOD_IDENTITY_FIELDS",
+    "VECTOR_FIELD_MODELS",
     "CampaignConfig",
     "ClusterConfig",
     "ConsoleConfig",
     "ContinuationConfig",
     "DiagnosticsConfig",
+    "FlowMatchingConfig",
     "JobqueueConfig",
     "NPELossConfig",
     "NRELossConfig",
@@ -41,6 +54,7 @@ __all__ = [
     "PriorConfig",
     "RunConfig",
     "SchedulerConfig",
+    "ScoreMatchingConfig",
     "SimulatorConfig",
     "StallConfig",
     "TrackerConfig",
@@ -48,5 +62,6 @@ __all__ = [
     "TruncationConfig",
     "config_differences",
     "format_validation_error",
+    "identity_fields",
     "load_config_file",
 ]

@@ -6,28 +6,35 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from sbi_rounds.methods import CLASSIFIER_MODELS, DENSITY_MODELS
+from sbi_rounds.methods import CLASSIFIER_MODELS, DENSITY_MODELS, VECTOR_FIELD_MODELS
 from sbi_rounds.strict import STRICT, ImportPath
 
-__all__ = ["NetworkConfig"]
+__all__ = ["NETWORK_MODELS", "NetworkConfig"]
+
+#: Every model name a network may have (``mlp`` is a classifier and a vector-field network).
+NETWORK_MODELS = tuple(dict.fromkeys(DENSITY_MODELS + CLASSIFIER_MODELS + VECTOR_FIELD_MODELS))
 
 
 class NetworkConfig(BaseModel):
     """The neural network, built through sbi's builders.
 
     ``model`` None picks the method's default (``Method.default_network``: ``nsf`` for
-    SNPE/TSNPE, ``maf`` for SNLE, ``resnet`` for SNRE). Density models: maf, nsf, mdn,
-    made and the zuko flows (``zuko_maf``, ...); classifiers (SNRE): mlp, resnet, linear.
+    SNPE/TSNPE, ``maf`` for SNLE, ``resnet`` for SNRE, ``mlp`` for TFMPE/TNPSE). Density
+    models: maf, nsf, mdn, made and the zuko flows (``zuko_maf``, ...); classifiers (SNRE):
+    mlp, resnet, linear; vector-field networks (TFMPE, TNPSE): mlp, ada_mlp, transformer,
+    whose depth and time embedding are the method's settings (``tfmpe.num_layers``, ...);
+    ``num_transforms``, ``num_bins`` and ``num_components`` do not apply to them.
     """
 
     model_config = STRICT
 
-    model: Literal[DENSITY_MODELS + CLASSIFIER_MODELS] | None = Field(  # type: ignore[valid-type]
+    model: Literal[NETWORK_MODELS] | None = Field(  # type: ignore[valid-type]
         None,
         title="Network",
         description="Density estimators maf, nsf, mdn, made, zuko_*; classifiers (snre) mlp, "
-        "resnet, linear; none: the method's default (nsf for snpe/tsnpe, maf for snle, "
-        "resnet for snre).",
+        "resnet, linear; vector-field networks (tfmpe, tnpse) mlp, ada_mlp, transformer; "
+        "none: the method's default (nsf for snpe/tsnpe, maf for snle, resnet for snre, mlp "
+        "for tfmpe/tnpse).",
     )
     hidden_features: int = Field(
         50, ge=1, le=4096, title="Hidden features", description="Network width."

@@ -22,18 +22,40 @@ from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
 from sbi_rounds.io import load_vector
 from sbi_rounds.methods import (
     METHODS,
+    FlowMatchingConfig,
     NPELossConfig,
     NRELossConfig,
     PosteriorConfig,
+    ScoreMatchingConfig,
     TruncationConfig,
     get_method,
 )
 from sbi_rounds.training.config import TrackerConfig, TrainConfig
 
-__all__ = ["IDENTITY_FIELDS", "RunConfig"]
+__all__ = [
+    "ALL_IDENTITY_FIELDS",
+    "IDENTITY_FIELDS",
+    "METHOD_IDENTITY_FIELDS",
+    "RunConfig",
+    "identity_fields",
+]
 
 #: Settings that define what a run computes. Resuming with any of them changed is refused.
 IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "npe", "nre", "tsnpe")
+#: Method settings that are identity settings of their own method's runs only (they came
+#: after runs existed: the fingerprints and run ids of other methods' runs stay as they were).
+METHOD_IDENTITY_FIELDS = ("tfmpe", "tnpse")
+#: Every setting that is an identity setting of some method's runs (``--allow-change`` names).
+ALL_IDENTITY_FIELDS = IDENTITY_FIELDS + METHOD_IDENTITY_FIELDS
+#: ``network`` settings a vector-field network does not have (its depth: ``<method>.num_layers``).
+_NOT_VECTOR_FIELD = ("num_transforms", "num_bins", "num_components")
+
+
+def identity_fields(method: str) -> tuple[str, ...]:
+    """The identity settings of a run of ``method``: :data:`IDENTITY_FIELDS`, and the
+    method's own settings where they are among :data:`METHOD_IDENTITY_FIELDS`."""
+    own = get_method(method).settings_field
+    return IDENTITY_FIELDS + ((own,) if own in METHOD_IDENTITY_FIELDS else ())
 
 
 def _numbers_or_path_schema(schema: dict[str, Any]) -> None:
@@ -78,7 +100,8 @@ class RunConfig(BaseModel):
         title="Method",
         description="snpe: sequential neural posterior estimation (APT); tsnpe: SNPE with a "
         "truncated prior as proposal; snle: neural likelihood + MCMC; snre: neural ratio + "
-        "MCMC.",
+        "MCMC; tfmpe: flow matching posterior estimation with truncated proposals; tnpse: "
+        "score-based (diffusion) posterior estimation with truncated proposals.",
     )
     rounds: int = Field(
         3,
@@ -127,6 +150,16 @@ class RunConfig(BaseModel):
     )
     tsnpe: TruncationConfig = Field(
         default_factory=TruncationConfig, title="TSNPE truncation", description="method=tsnpe."
+    )
+    tfmpe: FlowMatchingConfig = Field(
+        default_factory=FlowMatchingConfig,
+        title="TFMPE (flow matching)",
+        description="method=tfmpe: network depth, training times, ODE/SDE sampling, truncation.",
+    )
+    tnpse: ScoreMatchingConfig = Field(
+        default_factory=ScoreMatchingConfig,
+        title="TNPSE (score-based)",
+        description="method=tnpse: SDE, network depth, training times, sampling, truncation.",
     )
     posterior: PosteriorConfig = Field(
         default_factory=PosteriorConfig,
@@ -206,8 +239,12 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        method = get_method(self.method)
         if self.network.model is not None:
-            get_method(self.method).check_network(self.network.model)
+            method.check_network(self.network.model)
+        self._check_applicable(method.settings_field, method.role)
+        if method.role == "vector_field":
+            method.sampler(self.posterior)  # raises for a sampler other than auto/direct
         if self.prior.low is not None and self.parameter_names is not None:
             if len(self.parameter_names) != len(self.prior.low):
                 raise ValueError(
@@ -221,6 +258,28 @@ class RunConfig(BaseModel):
                 f"{len(self.prior.low)} parameters"
             )
         return self
+
+    def _check_applicable(self, own: str | None, role: str) -> None:
+        """Settings changed from their defaults that the method would ignore are errors:
+        another method's (:data:`METHOD_IDENTITY_FIELDS`) and, for a vector-field network,
+        the flow-only ``network`` settings."""
+        for name in METHOD_IDENTITY_FIELDS:
+            if name != own and getattr(self, name) != type(self).model_fields[name].get_default(
+                call_default_factory=True
+            ):
+                raise ValueError(
+                    f"{name} settings apply only to method={name!r} (method is {self.method!r}); "
+                    f"remove them or set method: {name}"
+                )
+        if role == "vector_field":
+            defaults = NetworkConfig.model_fields
+            for name in _NOT_VECTOR_FIELD:
+                if getattr(self.network, name) != defaults[name].default:
+                    raise ValueError(
+                        f"network.{name}={getattr(self.network, name)} does not apply to "
+                        f"{self.method}'s vector-field network (its depth is "
+                        f"{own}.num_layers); remove it"
+                    )
 
     # --- derived values -------------------------------------------------------------------
     def simulations_for_round(self, round_: int) -> int:
@@ -247,18 +306,20 @@ class RunConfig(BaseModel):
         n = self.diagnostics.calibration_simulations
         if n != "auto":
             return int(n)
-        return AUTO_CALIBRATION_SIMULATIONS if self.posterior_sampler == "direct" else 0
+        cheap = self.posterior_sampler == "direct" and get_method(self.method).calibrates_by_default
+        return AUTO_CALIBRATION_SIMULATIONS if cheap else 0
 
     @property
     def method_settings(self) -> BaseModel | None:
-        """The method's typed settings (``npe``, ``nre``, ``tsnpe``; None for snle)."""
+        """The method's typed settings (``npe``, ``nre``, ``tsnpe``, ``tfmpe``, ``tnpse``;
+        None for snle)."""
         field = get_method(self.method).settings_field
         return None if field is None else getattr(self, field)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that define what the run computes (see :data:`IDENTITY_FIELDS`)."""
+        """The settings that define what the run computes (see :func:`identity_fields`)."""
         dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in IDENTITY_FIELDS}
+        return {k: dumped[k] for k in identity_fields(self.method)}
 
     def fingerprint(self) -> str:
         """SHA-256 of :meth:`identity`, as hex."""

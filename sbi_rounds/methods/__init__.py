@@ -1,9 +1,10 @@
-"""Sequential inference methods: SNPE, TSNPE, SNLE and SNRE, and the one registry of them."""
+"""Sequential inference methods: SNPE, TSNPE, TFMPE, TNPSE, SNLE and SNRE, and their registry."""
 
 from sbi_rounds.methods.base import (
     CLASSIFIER_MODELS,
     DENSITY_MODELS,
     ROLE_MODELS,
+    VECTOR_FIELD_MODELS,
     DirectMethod,
     Method,
     Proposal,
@@ -11,11 +12,20 @@ from sbi_rounds.methods.base import (
     TrainingData,
     training_tensors,
 )
+from sbi_rounds.methods.fitted_density import fitted_density, fitted_threshold
 from sbi_rounds.methods.mcmc import PosteriorConfig, PotentialMethod, potential_posterior
 from sbi_rounds.methods.snle import SNLE, nle_loss
 from sbi_rounds.methods.snpe import SNPE, NPELossConfig, atomic_loss, npe_loss, sample_atoms
 from sbi_rounds.methods.snre import SNRE, NRELossConfig, nre_b_loss, nre_c_loss
+from sbi_rounds.methods.tfmpe import TFMPE, FlowMatchingConfig, logit_normal_times
+from sbi_rounds.methods.tnpse import TNPSE, ScoreMatchingConfig
 from sbi_rounds.methods.tsnpe import TSNPE, TruncationConfig, density_threshold, truncated_prior
+from sbi_rounds.methods.vector_field import (
+    VectorFieldMethod,
+    VectorFieldSettings,
+    vector_field_loss,
+    vector_field_posterior,
+)
 
 __all__ = [
     "CLASSIFIER_MODELS",
@@ -25,8 +35,12 @@ __all__ = [
     "SNLE",
     "SNPE",
     "SNRE",
+    "TFMPE",
+    "TNPSE",
     "TSNPE",
+    "VECTOR_FIELD_MODELS",
     "DirectMethod",
+    "FlowMatchingConfig",
     "Method",
     "NPELossConfig",
     "NRELossConfig",
@@ -34,11 +48,17 @@ __all__ = [
     "PotentialMethod",
     "Proposal",
     "Role",
+    "ScoreMatchingConfig",
     "TrainingData",
     "TruncationConfig",
+    "VectorFieldMethod",
+    "VectorFieldSettings",
     "atomic_loss",
     "density_threshold",
+    "fitted_density",
+    "fitted_threshold",
     "get_method",
+    "logit_normal_times",
     "nle_loss",
     "npe_loss",
     "nre_b_loss",
@@ -47,14 +67,18 @@ __all__ = [
     "sample_atoms",
     "training_tensors",
     "truncated_prior",
+    "vector_field_loss",
+    "vector_field_posterior",
 ]
 
 #: The registry: every method by name, in the order the settings list them.
-METHODS: dict[str, Method] = {m.name: m for m in (SNPE(), TSNPE(), SNLE(), SNRE())}
+METHODS: dict[str, Method] = {
+    m.name: m for m in (SNPE(), TSNPE(), SNLE(), SNRE(), TFMPE(), TNPSE())
+}
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name`` (snpe, tsnpe, snle, snre)."""
+    """The method called ``name`` (snpe, tsnpe, tfmpe, tnpse, snle, snre)."""
     try:
         return METHODS[name]
     except KeyError:

@@ -20,6 +20,7 @@ __all__ = [
     "CLASSIFIER_MODELS",
     "DENSITY_MODELS",
     "ROLE_MODELS",
+    "VECTOR_FIELD_MODELS",
     "DirectMethod",
     "Method",
     "Proposal",
@@ -28,8 +29,9 @@ __all__ = [
     "training_tensors",
 ]
 
-#: What a method's network estimates: the posterior, the likelihood, or a ratio (classifier).
-Role = Literal["posterior", "likelihood", "classifier"]
+#: What a method's network estimates: the posterior, the likelihood, a ratio (classifier), or
+#: the posterior's vector field (flow matching velocity or diffusion score).
+Role = Literal["posterior", "likelihood", "classifier", "vector_field"]
 
 #: sbi's density estimators (posterior and likelihood networks).
 DENSITY_MODELS = (
@@ -48,11 +50,21 @@ DENSITY_MODELS = (
 )
 #: sbi's classifiers (ratio networks).
 CLASSIFIER_MODELS = ("mlp", "resnet", "linear")
+#: sbi's vector-field networks (flow matching and score estimators, ``posterior_flow_nn`` and
+#: ``posterior_score_nn``). ``mlp`` is also a classifier: the method's role tells which.
+VECTOR_FIELD_MODELS = ("mlp", "ada_mlp", "transformer")
 #: The network models each role can use.
 ROLE_MODELS: dict[str, tuple[str, ...]] = {
     "posterior": DENSITY_MODELS,
     "likelihood": DENSITY_MODELS,
     "classifier": CLASSIFIER_MODELS,
+    "vector_field": VECTOR_FIELD_MODELS,
+}
+_KINDS = {
+    "posterior": "density estimator",
+    "likelihood": "density estimator",
+    "classifier": "classifier",
+    "vector_field": "vector-field network",
 }
 
 
@@ -83,10 +95,6 @@ class TrainingData:
         return self.theta, self.x, (self.round == 1).float()
 
 
-def _kind(role: str) -> str:
-    return "classifier" if role == "classifier" else "density estimator"
-
-
 class Method(ABC):
     """A sequential inference method. Instances hold no per-run state.
 
@@ -102,6 +110,9 @@ class Method(ABC):
         default_sampler: The posterior sampler when ``posterior.sampler`` is ``auto``.
         settings_field: The ``RunConfig`` field holding its typed settings (loss or
             proposal arguments), or None; :meth:`loss_fn` and :meth:`proposal` get them.
+        calibrates_by_default: Whether ``diagnostics.calibration_simulations: auto`` runs
+            the calibration test (some hundred posteriors and their densities: cheap for a
+            normalizing flow, an ODE solve per density for a vector field).
     """
 
     name: ClassVar[str]
@@ -110,16 +121,22 @@ class Method(ABC):
     fallback_network: ClassVar[str | None] = None
     default_sampler: ClassVar[str]
     settings_field: ClassVar[str | None] = None
+    calibrates_by_default: ClassVar[bool] = True
 
     def check_network(self, model: str) -> None:
         """Raise ``ValueError`` when ``model`` cannot serve as this method's network."""
         allowed = ROLE_MODELS[self.role]
         if model not in allowed:
-            other = "classifier" if model in CLASSIFIER_MODELS else "density estimator"
+            kinds = sorted({_KINDS[r] for r, models in ROLE_MODELS.items() if model in models})
             raise ValueError(
-                f"network.model={model!r} is a {other}; {self.name} needs a "
-                f"{_kind(self.role)}: one of {list(allowed)}"
+                f"network.model={model!r} is a {' or '.join(kinds)}; {self.name} needs a "
+                f"{_KINDS[self.role]}: one of {list(allowed)}"
             )
+
+    def network_extras(self, settings: BaseModel | None) -> dict[str, Any]:
+        """Architecture settings beyond ``network.*`` that the stored network description
+        needs to rebuild the network (none but for vector-field methods)."""
+        return {}
 
     def sampler(self, sampling: PosteriorConfig) -> str:
         """The posterior sampler, with ``auto`` resolved to :attr:`default_sampler`."""
@@ -131,9 +148,15 @@ class Method(ABC):
 
     @abstractmethod
     def posterior(
-        self, sampling: PosteriorConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+        self,
+        sampling: PosteriorConfig,
+        network: nn.Module,
+        prior: Distribution,
+        xobs: Tensor,
+        settings: BaseModel | None = None,
     ) -> Any:
-        """The sbi posterior of the trained ``network`` with ``xobs`` as default x."""
+        """The sbi posterior of the trained ``network`` with ``xobs`` as default x
+        (``settings``: the method's own, for methods whose sampler they configure)."""
 
     def proposal(
         self, settings: BaseModel | None, posterior: Any, prior: Distribution, round_: int
@@ -151,7 +174,12 @@ class DirectMethod(Method):
     default_sampler: ClassVar[str] = "direct"
 
     def posterior(
-        self, sampling: PosteriorConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+        self,
+        sampling: PosteriorConfig,
+        network: nn.Module,
+        prior: Distribution,
+        xobs: Tensor,
+        settings: BaseModel | None = None,
     ) -> Any:
         """A ``DirectPosterior`` at xobs (rejects samples outside the prior's support)."""
         from sbi.inference import DirectPosterior

@@ -175,7 +175,12 @@ class PotentialMethod(Method):
         """``(potential_fn, theta_transform)`` of the trained ``network`` at ``xobs``."""
 
     def posterior(
-        self, sampling: PosteriorConfig, network: nn.Module, prior: Distribution, xobs: Tensor
+        self,
+        sampling: PosteriorConfig,
+        network: nn.Module,
+        prior: Distribution,
+        xobs: Tensor,
+        settings: BaseModel | None = None,
     ) -> Any:
         """Prior times the learned potential at xobs, sampled as ``sampling`` says (MCMC)."""
         sampler = self.sampler(sampling)

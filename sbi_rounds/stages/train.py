@@ -20,6 +20,7 @@ from sbi_rounds.stall import (
     check_stall,
     gaussian_baseline_losses,
     validation_losses,
+    zero_field_losses,
 )
 from sbi_rounds.store import Stage
 from sbi_rounds.training import (
@@ -289,6 +290,8 @@ def _stall_check(
         reference, kind = validation_losses(previous, loss_fn, val_rows, seed), "previous_round"
     elif role == "classifier":
         reference, kind = chance_losses(loss_fn, val_rows, seed), "chance"
+    elif role == "vector_field":
+        reference, kind = zero_field_losses(net, loss_fn, val_rows, seed), "zero_field"
     else:
         theta, x = train_rows[0], train_rows[1]
         target, cond = (theta, x) if role == "posterior" else (x, theta)
