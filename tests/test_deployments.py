@@ -154,6 +154,27 @@ def test_the_flow_parameter_schema_holds_titles_descriptions_bounds_and_choices(
     _check_schema(parameter_schema(online_inference).model_dump())
 
 
+@pytest.mark.parametrize(
+    ("method", "settings"),
+    [("tfmpe", {"num_layers": 4, "time_sampling": "logit_normal", "threshold_density": "kde"}),
+     ("tnpse", {"sde_type": "vp", "sample_with": "ode"})],
+)
+def test_the_vector_field_methods_and_their_settings_pass_the_deployment_form(method, settings):
+    """What the Prefect form sends for tfmpe / tnpse validates against the flow's parameter
+    schema and builds the run's settings; a misspelled one does not."""
+    import jsonschema
+
+    schema = parameter_schema(online_inference).model_dump()
+    schema = {**schema, "definitions": schema.get("definitions", {})}
+    config = {"xobs": [0.5, -0.3], "method": method, method: settings}
+    jsonschema.validate({"config": config}, schema)
+    assert getattr(RunConfig.model_validate(config), method).model_dump(
+        include=set(settings)
+    ) == settings
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"config": {**config, method: {"num_layer": 4}}}, schema)
+
+
 def test_a_path_for_xobs_validates_against_the_schema_and_loads(tmp_path):
     np.save(tmp_path / "xobs.npy", np.array([0.5, -0.3]))
     config = RunConfig.model_validate({"xobs": str(tmp_path / "xobs.npy")})

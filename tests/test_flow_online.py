@@ -70,6 +70,12 @@ def test_cli_builds_the_config_from_flags_and_files(tmp_path):
         (["--xobs", "1", "--low", "1", "--high", "1"], "prior width must be positive"),
         (["--rounds", "2"], "give the observation: --xobs"),
         (["--xobs", "1", "--config", "nope.yaml"], "config file 'nope.yaml' does not exist"),
+        (["--xobs", "1", "--method", "tfmpe", "--num-transforms", "3"],
+         "network.num_transforms=3 does not apply to tfmpe"),
+        (["--xobs", "1", "--method", "tnpse", "--tnpse.sde-type", "vp",
+          "--tnpse.train-schedule", "lognormal"], "applies only to sde_type='ve'"),
+        (["--xobs", "1", "--method", "tfmpe", "--sampler", "mcmc"],
+         "posterior.sampler='mcmc' does not apply to tfmpe"),
     ],
 )
 def test_cli_bad_input_gets_a_clear_error_and_status_2(argv, message, capsys):
@@ -91,3 +97,24 @@ def test_cli_help_documents_every_option():
                  "--simulations-per-round", "--workers", "--run-dir", "--run-id", "--seed",
                  "--config", "--device", "--logger", "--logger-uri", "--dask-address"):
         assert flag in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tfmpe", "tnpse"])
+def test_the_command_line_runs_a_vector_field_method_and_extends_it(tmp_path, prefect_server,
+                                                                   method):
+    """``--method tfmpe`` / ``tnpse`` end to end through the command line and the flow: round
+    2 draws from the truncated prior, and the same command with more rounds extends it."""
+    argv = ["--xobs", "0.5", "-0.3", "--method", method, "--rounds", "2",
+            "--simulations-per-round", "200", "--workers", "1", "--max-epochs", "15",
+            "--num-samples", "200", f"--{method}.num-samples-to-estimate", "500",
+            "--calibration-simulations", "0", "--predictive-simulations", "20",
+            "--logger", "none", "--run-dir", str(tmp_path), "--run-id", method, "--no-progress"]
+    assert main(argv) == 0
+    store = RunStore.open(tmp_path / method / "run.h5")
+    assert [store.stage(r) for r in (1, 2)] == [Stage.DONE, Stage.DONE]
+    proposal = store.round_info(2).proposal
+    assert proposal["kind"] == "truncated_prior" and proposal["density"] == "log_prob"
+    assert store.read_network(2)[1]["role"] == "vector_field"
+    assert main([*argv, "--rounds", "3"]) == 0
+    assert store.stage(3) == Stage.DONE and store.round_info(3).proposal["round"] == 2

@@ -189,9 +189,17 @@ def vector_field_posterior(
     from sbi.inference import VectorFieldPosterior
 
     class _Posterior(VectorFieldPosterior):
-        def sample(self, sample_shape: Any = (), *args: Any, **kwargs: Any) -> Tensor:
+        def sample(
+            self,
+            sample_shape: Any = (),
+            x: Tensor | None = None,
+            show_progress_bars: bool = True,
+            **kwargs: Any,
+        ) -> Tensor:
             kwargs.setdefault("steps", settings.sde_steps)
-            return super().sample(sample_shape, *args, **kwargs)
+            return super().sample(
+                sample_shape, x=x, show_progress_bars=show_progress_bars, **kwargs
+            )
 
         def sample_batched(self, sample_shape: Any, x: Tensor, **kwargs: Any) -> Tensor:
             kwargs.setdefault("steps", settings.sde_steps)
