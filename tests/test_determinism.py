@@ -65,15 +65,33 @@ def _assert_same(a: RunStore, b: RunStore):
         for key in ("train_loss", "val_loss"):
             np.testing.assert_array_equal(ha[key], hb[key])
         np.testing.assert_array_equal(a.read_samples(r), b.read_samples(r))
+        assert a.round_info(r).proposal == b.round_info(r).proposal
 
 
+#: Settings of the vector-field methods' runs: their network, and fewer samples to set the
+#: truncation threshold (each an ODE solve).
+VECTOR_FIELD = {
+    method: {"method": method, "network": {"model": None, "num_transforms": 5},
+             method: {"num_samples_to_estimate": 1000}}
+    for method in ("tfmpe", "tnpse")
+}
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["snpe", pytest.param("tfmpe", marks=pytest.mark.slow),
+     pytest.param("tnpse", marks=pytest.mark.slow)],
+)
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(
-        make_config, dask_client, tmp_path):
+        make_config, dask_client, tmp_path, method):
     """Stopped mid-simulation and mid-training in every round, each time resumed in a new
     session (as a restarted process would), the run ends with the same simulations,
-    weights, losses and posterior samples as a run never stopped."""
-    reference = _uninterrupted(_config(make_config, tmp_path / "reference"), dask_client)
-    config = _config(make_config, tmp_path / "interrupted")
+    weights, losses and posterior samples as a run never stopped (for TFMPE and TNPSE also
+    the same truncated proposal: its threshold is recomputed in the new session)."""
+    extra = VECTOR_FIELD.get(method, {})
+    reference = _uninterrupted(_config(make_config, tmp_path / "reference", **extra),
+                               dask_client)
+    config = _config(make_config, tmp_path / "interrupted", **extra)
     for r in range(1, ROUNDS + 1):
         with run_session(config) as run:
             stages.sample_proposal(run, r)
