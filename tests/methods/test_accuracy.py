@@ -30,7 +30,7 @@ PATIENCE_VF = 30
 #: The vector-field methods' network (a 5-layer MLP, no flow settings) and training: their
 #: losses are noisier (random times and noise), so early stopping waits longer.
 VECTOR_FIELD = {
-    "network": {"model": None, "hidden_features": 64},
+    "network": {"model": None, "hidden_features": 64, "num_transforms": 5},  # 5: not set
     "training": {"max_epochs": 300, "patience": PATIENCE_VF, "batch_size": 100},
 }
 
