@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from sbi_rounds.cli.console import ConsoleHandler, install_console, quiet_dask_workers
+from sbi_rounds.cli.console import (
+    ConsoleHandler,
+    failures_as_one_line,
+    install_console,
+    quiet_dask_workers,
+)
 
 TESTS = Path(__file__).resolve().parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -166,6 +171,70 @@ def test_the_console_handler_names_warnings_and_leaves_out_engine_lines(tmp_path
     assert lines[2].startswith("warning: /home/me/sim.py:7: UserWarning: check your input")
     assert "old API" not in stream.getvalue()
     assert console.file is stream
+
+
+def test_a_campaigns_console_labels_each_line_with_its_run():
+    import io
+    import logging
+    import threading
+
+    from rich.console import Console
+
+    from sbi_rounds.campaign import RUN_THREAD_PREFIX
+
+    stream = io.StringIO()
+    handler = ConsoleHandler(Console(file=stream), label_runs=True)
+    logger = logging.getLogger("test_console.campaign")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:  # a flow run's record carries its name; a library's record has its thread's
+        logger.info("round 1/2 done", extra={"flow_name": "online_inference",
+                                             "flow_run_name": "obs-0001"})
+        logger.info("campaign of 3 observations", extra={"flow_name": "campaign",
+                                                         "flow_run_name": "brave-fox"})
+        thread = threading.Thread(target=logger.warning, args=("training stalled",),
+                                  name=RUN_THREAD_PREFIX + "obs-0002")
+        thread.start()
+        thread.join()
+        logger.info("not a run's")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().splitlines() == [
+        "obs-0001: round 1/2 done",
+        "campaign of 3 observations",
+        "warning: obs-0002: training stalled",
+        "not a run's",
+    ]
+
+
+def test_failures_are_one_line_below_verbose():
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append((record.getMessage(), record.exc_info))
+
+    logger = logging.getLogger("prefect.task_runs")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        for level in (0, 1):
+            with failures_as_one_line(level):
+                try:
+                    raise RuntimeError("boom")
+                except RuntimeError:
+                    logger.exception("Task run failed")
+                    logger.warning("retrying", exc_info=True)
+        logger.error("after")  # the filter is gone again
+    finally:
+        logger.removeHandler(keep)
+    assert [m for m, _ in records] == [
+        "retrying", "Task run failed", "retrying", "after"
+    ]
+    assert records[0][1] is None and records[1][1] is not None  # -v keeps tracebacks
 
 
 def test_dask_workers_are_quiet_only_while_a_run_lasts(monkeypatch):
