@@ -10,9 +10,10 @@ resumes the run file and has new work), ``--restarts`` times in each of two mode
 
 The simulator writes the time of its first call on a Dask worker to a file: first new work
 is the first simulation a worker ran (a new run's start-up check, two simulations in the
-command's own process, does not count). Also measured once: the command's imports (``python -c "import
-flows.online"``) and Prefect's temporary server from spawn to a healthy API. Results are
-appended per restart to ``--out`` (JSON lines; a cell already there is skipped).
+command's own process, does not count). Also measured once: the command's imports
+(``python -c "import flows.online"``) and Prefect's temporary server from spawn to a healthy
+API. Results are appended per restart to ``--out`` (JSON lines; a cell already there is
+skipped).
 
 Run alone (two torch processes on 2 cores slow each other down):
 
