@@ -207,6 +207,7 @@ def _waiting_for(client: Any, view: ProgressView, round_: int) -> Any:
 
 
 def _is_subflow() -> bool:
+    """Whether this flow run runs inside another (a campaign's observation)."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()

@@ -183,7 +183,7 @@ def test_a_campaigns_console_labels_each_line_with_its_run():
     from sbi_rounds.campaign import RUN_THREAD_PREFIX
 
     stream = io.StringIO()
-    handler = ConsoleHandler(Console(file=stream), label_runs=True)
+    handler = ConsoleHandler(Console(file=stream), run_threads=RUN_THREAD_PREFIX)
     logger = logging.getLogger("test_console.campaign")
     logger.addHandler(handler)
     logger.propagate = False

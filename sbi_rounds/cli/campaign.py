@@ -23,7 +23,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sbi_rounds.campaign import SET_BY_CAMPAIGN, is_finished, observation_configs
+from sbi_rounds.campaign import (
+    RUN_THREAD_PREFIX,
+    SET_BY_CAMPAIGN,
+    is_finished,
+    observation_configs,
+)
 from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import (
     HelpFormatter,
@@ -192,7 +197,7 @@ def _run(
         quiet_dask_workers,
     )
 
-    install_console(level, label_runs=True)
+    install_console(level, run_threads=RUN_THREAD_PREFIX)
     with interrupts(), failures_as_one_line(level), quiet_dask_workers(level):
         try:
             check_time_limit()

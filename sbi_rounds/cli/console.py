@@ -98,8 +98,9 @@ class ConsoleHandler(logging.Handler):
         console: The console the live display uses (so lines appear above it).
         detailed: Times, levels and logger names on every line (``-v``).
         timestamps: A time in front of every line (logs without a terminal).
-        label_runs: The run's id in front of the lines of an ``online_inference`` flow run
-            (a campaign's runs write at once).
+        run_threads: Label the lines of runs that write at once (a campaign's): a record of
+            an ``online_inference`` flow run by the run's id (its flow run's name), another
+            record of a thread named ``run_threads + id`` by that id. None: no labels.
     """
 
     def __init__(
@@ -107,26 +108,21 @@ class ConsoleHandler(logging.Handler):
         console: Console,
         detailed: bool = False,
         timestamps: bool = False,
-        label_runs: bool = False,
+        run_threads: str | None = None,
     ) -> None:
         super().__init__()
         self.console, self.detailed, self.timestamps = console, detailed, timestamps
-        self.label_runs = label_runs
+        self.run_threads = run_threads
         self._emitting = False
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if detailed else "%(message)s"
         self.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
 
-    @staticmethod
-    def _label(record: logging.LogRecord) -> str | None:
-        """The run a record is of: its flow run's name (the run's id), else its thread's."""
+    def _label(self, record: logging.LogRecord) -> str | None:
+        """The run a record is of (see ``run_threads``), or None."""
         if getattr(record, "flow_name", None) == "online_inference":
             return str(getattr(record, "flow_run_name", "")) or None
-        from sbi_rounds.campaign import RUN_THREAD_PREFIX
-
-        thread = record.threadName or ""
-        return (
-            thread.removeprefix(RUN_THREAD_PREFIX) if thread.startswith(RUN_THREAD_PREFIX) else None
-        )
+        thread, prefix = record.threadName or "", self.run_threads or ""
+        return thread.removeprefix(prefix) if prefix and thread.startswith(prefix) else None
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._emitting:  # a warning or error raised while writing: never recurse
@@ -134,7 +130,7 @@ class ConsoleHandler(logging.Handler):
         self._emitting = True
         try:
             text = self.format(record)
-            label = self._label(record) if self.label_runs else None
+            label = self._label(record) if self.run_threads is not None else None
             if label:
                 text = f"{label}: {text}"
             style = ""
@@ -164,7 +160,7 @@ def _replaced(handler: logging.Handler) -> bool:
 
 
 def install_console(
-    verbosity: int, stream: IO[str] | None = None, *, label_runs: bool = False
+    verbosity: int, stream: IO[str] | None = None, *, run_threads: str | None = None
 ) -> Console:
     """Route every log record of this process through one console at ``verbosity``.
 
@@ -175,7 +171,8 @@ def install_console(
     Args:
         verbosity: -1 (``-q``), 0, 1 (``-v``) or 2 (``-vv``).
         stream: Where to write; default ``sys.stderr`` (whichever it is at each write).
-        label_runs: Put the run's id in front of its lines (a campaign's runs).
+        run_threads: Put the run's id in front of its lines (a campaign's runs; see
+            :class:`ConsoleHandler`).
 
     Returns:
         The console, for a :class:`LiveDisplay`.
@@ -186,7 +183,7 @@ def install_console(
         file=stream, stderr=stream is None, force_terminal=tty or None, soft_wrap=True
     )
     handler = ConsoleHandler(
-        console, detailed=verbosity >= 1, timestamps=not tty, label_runs=label_runs
+        console, detailed=verbosity >= 1, timestamps=not tty, run_threads=run_threads
     )
     handler.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG)
     if verbosity <= 0:
