@@ -143,8 +143,9 @@ def test_none_booleans_and_mappings_from_flags():
     assert config.training.resume is False and config.simulator.kwargs == {"noise": 0.2}
     assert config.npe.num_atoms == config.nre.num_atoms == 4
     assert config.cluster.chunk_size == 50 and config.training.scheduler.kind == "cosine"
-    config = build_config(parse_args(["--xobs", "1", "--network", "none",
-                                      "--network.z-score-x", "none"]), {})
+    config = build_config(
+        parse_args(["--xobs", "1", "--network", "none", "--network.z-score-x", "none"]), {}
+    )
     assert config.network.model is None and config.network.z_score_x == "none"
 
 

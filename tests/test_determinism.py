@@ -15,8 +15,10 @@ from sbi_rounds.store import RunStore
 from sbi_rounds.training import Callback
 
 ROUNDS = 2
-SLOW = {"path": "sbi_rounds.examples:slow_linear_gaussian",
-        "kwargs": {"seconds_per_simulation": 0.004}}
+SLOW = {
+    "path": "sbi_rounds.examples:slow_linear_gaussian",
+    "kwargs": {"seconds_per_simulation": 0.004},
+}
 
 
 def _config(make_config, run_dir, **overrides):
@@ -24,8 +26,12 @@ def _config(make_config, run_dir, **overrides):
         rounds=ROUNDS,
         simulations_per_round=300,
         simulator=SLOW,
-        training={"max_epochs": 12, "batch_size": 100, "checkpoint_every": 3,
-                  "checkpoint_min_seconds": 0},
+        training={
+            "max_epochs": 12,
+            "batch_size": 100,
+            "checkpoint_every": 3,
+            "checkpoint_min_seconds": 0,
+        },
         # A commit per chunk: the interrupted run stops after its second committed chunk.
         cluster={"chunk_size": 50, "commit_interval": 0},
         run_id="same-seed",
@@ -68,7 +74,8 @@ def _assert_same(a: RunStore, b: RunStore):
 
 
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(
-        make_config, dask_client, tmp_path):
+    make_config, dask_client, tmp_path
+):
     """Stopped mid-simulation and mid-training in every round, each time resumed in a new
     session (as a restarted process would), the run ends with the same simulations,
     weights, losses and posterior samples as a run never stopped."""

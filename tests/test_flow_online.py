@@ -32,29 +32,97 @@ def test_the_flow_runs_resumes_and_extends(make_config, prefect_server):
 
 def test_cli_builds_the_config_from_flags_and_files(tmp_path):
     (tmp_path / "c.yaml").write_text(
-        "xobs: [1, 2]\nrounds: 4\ntraining: {max_epochs: 9}\ncluster: {workers: 3}\n")
-    args = parse_args(["--config", str(tmp_path / "c.yaml"), "--rounds", "2", "--workers", "1",
-                       "--simulations-per-round", "100", "200", "--low", "-1", "-1",
-                       "--high", "1", "1", "--method", "snle", "--logger", "mlflow",
-                       "--logger-uri", "./mlruns", "--device", "cpu"])
+        "xobs: [1, 2]\nrounds: 4\ntraining: {max_epochs: 9}\ncluster: {workers: 3}\n"
+    )
+    args = parse_args(
+        [
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--rounds",
+            "2",
+            "--workers",
+            "1",
+            "--simulations-per-round",
+            "100",
+            "200",
+            "--low",
+            "-1",
+            "-1",
+            "--high",
+            "1",
+            "1",
+            "--method",
+            "snle",
+            "--logger",
+            "mlflow",
+            "--logger-uri",
+            "./mlruns",
+            "--device",
+            "cpu",
+        ]
+    )
     config = build_config(args)
     assert config.rounds == 2 and config.training.max_epochs == 9
     assert config.cluster.workers == 1 and config.simulations_per_round == [100, 200]
     assert config.prior.low == [-1.0, -1.0] and config.method == "snle"
     assert config.logger.backend == "mlflow" and config.logger.uri == "./mlruns"
-    config = build_config(parse_args(["--xobs", "1", "--prior", "simulators:gaussian_prior_2d",
-                                      "--dask-address", "tcp://127.0.0.1:8786"]))
+    config = build_config(
+        parse_args(
+            [
+                "--xobs",
+                "1",
+                "--prior",
+                "simulators:gaussian_prior_2d",
+                "--dask-address",
+                "tcp://127.0.0.1:8786",
+            ]
+        )
+    )
     assert config.prior.path == "simulators:gaussian_prior_2d" and config.prior.low is None
     assert config.cluster.kind == "address"
-    config = build_config(parse_args([
-        "--xobs", "1", "--cluster", "slurm", "--adapt", "0", "8", "--walltime", "01:00:00",
-        "--queue", "debug", "--account", "proj", "--max-in-flight", "4", "--chunk-size",
-        "measure", "--chunk-seconds", "2", "--method", "snle", "--init-strategy", "sir",
-        "--mcmc-workers", "2", "--num-chains", "8", "--commit-interval", "0",
-    ]))
+    config = build_config(
+        parse_args(
+            [
+                "--xobs",
+                "1",
+                "--cluster",
+                "slurm",
+                "--adapt",
+                "0",
+                "8",
+                "--walltime",
+                "01:00:00",
+                "--queue",
+                "debug",
+                "--account",
+                "proj",
+                "--max-in-flight",
+                "4",
+                "--chunk-size",
+                "measure",
+                "--chunk-seconds",
+                "2",
+                "--method",
+                "snle",
+                "--init-strategy",
+                "sir",
+                "--mcmc-workers",
+                "2",
+                "--num-chains",
+                "8",
+                "--commit-interval",
+                "0",
+            ]
+        )
+    )
     jq = config.cluster.jobqueue
     assert (jq.minimum_jobs, jq.maximum_jobs, jq.walltime, jq.queue, jq.account) == (
-        0, 8, "01:00:00", "debug", "proj")
+        0,
+        8,
+        "01:00:00",
+        "debug",
+        "proj",
+    )
     assert config.cluster.max_in_flight == 4 and config.cluster.chunk_size == "measure"
     assert config.posterior.init_strategy == "sir" and config.posterior.mcmc_workers == 2
     assert config.cluster.commit_interval == 0
@@ -85,9 +153,26 @@ def test_cli_rejects_unknown_config_keys(tmp_path, capsys):
 
 
 def test_cli_help_documents_every_option():
-    out = subprocess.run([sys.executable, "-m", "flows.online", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    for flag in ("--xobs", "--simulator", "--prior", "--low", "--high", "--method", "--rounds",
-                 "--simulations-per-round", "--workers", "--run-dir", "--run-id", "--seed",
-                 "--config", "--device", "--logger", "--logger-uri", "--dask-address"):
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.online", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--xobs",
+        "--simulator",
+        "--prior",
+        "--low",
+        "--high",
+        "--method",
+        "--rounds",
+        "--simulations-per-round",
+        "--workers",
+        "--run-dir",
+        "--run-id",
+        "--seed",
+        "--config",
+        "--device",
+        "--logger",
+        "--logger-uri",
+        "--dask-address",
+    ):
         assert flag in out

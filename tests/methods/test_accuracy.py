@@ -29,11 +29,15 @@ XOBS = [0.5, -0.3]
 @pytest.mark.parametrize("method", ["snpe", "tsnpe", "snle", "snre"])
 def test_posterior_mean_and_std_match_the_closed_form(make_config, dask_client, method):
     config = make_config(
-        method=method, rounds=3, simulations_per_round=500, xobs=XOBS,
+        method=method,
+        rounds=3,
+        simulations_per_round=500,
+        xobs=XOBS,
         prior={"path": "sbi_rounds.examples:gaussian_prior"},
         network={"model": None, "hidden_features": 30, "num_transforms": 3},  # the default
         training={"max_epochs": 300, "patience": 15, "batch_size": 100},
-        posterior={"num_samples": 2000}, cluster={"chunk_size": 100},
+        posterior={"num_samples": 2000},
+        cluster={"chunk_size": 100},
         tsnpe={"quantile": 1e-3, "num_samples_to_estimate": 20_000},
     )
     with run_session(config) as run:
