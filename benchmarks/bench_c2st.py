@@ -53,10 +53,16 @@ from sbi_rounds.training.trackers import NullTracker
 warnings.filterwarnings("ignore")
 
 PROBLEMS = {
-    "gaussian": {"xobs": [0.5, -0.3], "simulator": "sbi_rounds.examples:linear_gaussian",
-                 "prior": {"path": "sbi_rounds.examples:gaussian_prior"}},
-    "quadratic": {"xobs": [0.5, 0.5], "simulator": "sbi_rounds.examples:quadratic",
-                  "prior": {"low": [-2.0, -2.0], "high": [2.0, 2.0]}},
+    "gaussian": {
+        "xobs": [0.5, -0.3],
+        "simulator": "sbi_rounds.examples:linear_gaussian",
+        "prior": {"path": "sbi_rounds.examples:gaussian_prior"},
+    },
+    "quadratic": {
+        "xobs": [0.5, 0.5],
+        "simulator": "sbi_rounds.examples:quadratic",
+        "prior": {"low": [-2.0, -2.0], "high": [2.0, 2.0]},
+    },
 }
 NET = {"hidden_features": 50, "num_transforms": 5}
 TRAIN = {"batch_size": 200, "learning_rate": 5e-4, "patience": 20}
@@ -71,14 +77,29 @@ def reference(problem: str, n: int) -> torch.Tensor:
     return quadratic_posterior_samples(xobs, -2.0, 2.0, n, seed=123)
 
 
-def ours(problem: str, method: str, seed: int, rounds: int, sims: int, samples: int,
-         run_dir: Path, client: object) -> torch.Tensor:
+def ours(
+    problem: str,
+    method: str,
+    seed: int,
+    rounds: int,
+    sims: int,
+    samples: int,
+    run_dir: Path,
+    client: object,
+) -> torch.Tensor:
     p = PROBLEMS[problem]
     config = RunConfig(
-        xobs=p["xobs"], method=method, rounds=rounds, simulations_per_round=sims,
-        simulator={"path": p["simulator"]}, prior=p["prior"], seed=seed, run_dir=str(run_dir),
+        xobs=p["xobs"],
+        method=method,
+        rounds=rounds,
+        simulations_per_round=sims,
+        simulator={"path": p["simulator"]},
+        prior=p["prior"],
+        seed=seed,
+        run_dir=str(run_dir),
         network={**NET, "model": "resnet" if method == "snre" else "maf"},
-        training=TRAIN, posterior={"num_samples": samples, **MCMC},
+        training=TRAIN,
+        posterior={"num_samples": samples, **MCMC},
         tsnpe={"quantile": QUANTILE, "num_samples_to_estimate": THRESHOLD_SAMPLES},
         logger={"backend": "none"},
     )
@@ -88,25 +109,33 @@ def ours(problem: str, method: str, seed: int, rounds: int, sims: int, samples: 
         return torch.from_numpy(run.store.read_samples(rounds))
 
 
-def sbi_loop(problem: str, method: str, seed: int, rounds: int, sims: int,
-             samples: int) -> torch.Tensor:
+def sbi_loop(
+    problem: str, method: str, seed: int, rounds: int, sims: int, samples: int
+) -> torch.Tensor:
     """The multi-round loops of sbi's tutorials, with our settings spelled out."""
     torch.manual_seed(seed)
     p = PROBLEMS[problem]
-    prior = gaussian_prior() if problem == "gaussian" else BoxUniform(-2 * torch.ones(2),
-                                                                      2 * torch.ones(2))
+    prior = (
+        gaussian_prior()
+        if problem == "gaussian"
+        else BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    )
     simulator = linear_gaussian if problem == "gaussian" else quadratic
     x_o = torch.tensor(p["xobs"])
-    train = {"training_batch_size": TRAIN["batch_size"], "learning_rate": TRAIN["learning_rate"],
-             "stop_after_epochs": TRAIN["patience"]}
+    train = {
+        "training_batch_size": TRAIN["batch_size"],
+        "learning_rate": TRAIN["learning_rate"],
+        "stop_after_epochs": TRAIN["patience"],
+    }
     kw = {"show_progress_bars": False, "tracker": NullTracker()}
     if method in ("snpe", "tsnpe"):
         inference = NPE(prior, posterior_nn("maf", **NET), **kw)
     elif method == "snle":
         inference = NLE(prior, likelihood_nn("maf", **NET), **kw)
     else:
-        inference = NRE(prior, classifier_nn("resnet", hidden_features=NET["hidden_features"]),
-                        **kw)
+        inference = NRE(
+            prior, classifier_nn("resnet", hidden_features=NET["hidden_features"]), **kw
+        )
     proposal = prior
     for _ in range(rounds):
         theta = proposal.sample((sims,))
@@ -118,8 +147,9 @@ def sbi_loop(problem: str, method: str, seed: int, rounds: int, sims: int,
         elif method == "tsnpe":
             inference.append_simulations(theta, x).train(force_first_round_loss=True, **train)
             posterior = inference.build_posterior().set_default_x(x_o)
-            accept = get_density_thresholder(posterior, quantile=QUANTILE,
-                                             num_samples_to_estimate_support=THRESHOLD_SAMPLES)
+            accept = get_density_thresholder(
+                posterior, quantile=QUANTILE, num_samples_to_estimate_support=THRESHOLD_SAMPLES
+            )
             proposal = RestrictedPrior(prior, accept, sample_with="rejection")
         else:
             inference.append_simulations(theta, x).train(**train)
@@ -148,8 +178,12 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
         return {"mean": mean, "low": math.nan, "high": math.nan, "t": math.nan}
     se = statistics.stdev(diffs) / math.sqrt(n)
     half = student_t.ppf(0.975, n - 1) * se
-    return {"mean": mean, "low": mean - half, "high": mean + half,
-            "t": mean / se if se > 0 else math.copysign(math.inf, mean)}
+    return {
+        "mean": mean,
+        "low": mean - half,
+        "high": mean + half,
+        "t": mean / se if se > 0 else math.copysign(math.inf, mean),
+    }
 
 
 def verdict(interval: dict[str, float]) -> str:
@@ -166,16 +200,20 @@ def summarize(results: list[dict]) -> str:
     cells: dict[tuple[str, str], dict[int, dict]] = {}
     for row in results:
         cells.setdefault((row["problem"], row["method"]), {})[row["seed"]] = row
-    lines = ["| problem | method | seeds | mean ours | mean sbi loop | ours - sbi [95% CI] | "
-             "verdict |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| problem | method | seeds | mean ours | mean sbi loop | ours - sbi [95% CI] | verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for (problem, method), by_seed in cells.items():
         seeds = sorted(by_seed)
         ours_ = [by_seed[s]["c2st_ours"] for s in seeds]
         sbi_ = [by_seed[s]["c2st_sbi"] for s in seeds]
         d = paired(ours_, sbi_)
-        lines.append(f"| {problem} | {method.upper()} | {len(seeds)} | "
-                     f"{statistics.mean(ours_):.3f} | {statistics.mean(sbi_):.3f} | "
-                     f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {verdict(d)} |")
+        lines.append(
+            f"| {problem} | {method.upper()} | {len(seeds)} | "
+            f"{statistics.mean(ours_):.3f} | {statistics.mean(sbi_):.3f} | "
+            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {verdict(d)} |"
+        )
     lines += ["", "| problem | TSNPE - SNPE (ours) [95% CI] | verdict |", "| --- | ---: | --- |"]
     for problem in dict.fromkeys(p for p, _ in cells):
         snpe, tsnpe = cells.get((problem, "snpe")), cells.get((problem, "tsnpe"))
@@ -183,8 +221,9 @@ def summarize(results: list[dict]) -> str:
             continue
         seeds = sorted(set(snpe) & set(tsnpe))
         d = paired([tsnpe[s]["c2st_ours"] for s in seeds], [snpe[s]["c2st_ours"] for s in seeds])
-        lines.append(f"| {problem} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
-                     f"{verdict(d)} |")
+        lines.append(
+            f"| {problem} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {verdict(d)} |"
+        )
     return "\n".join(lines)
 
 
@@ -197,9 +236,15 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="JSON",
-                        help="print the table of earlier results (their --out files; a seed in two "
-                             "files counts once, from the later file); run nothing")
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the table of earlier results (their --out files; a seed in two "
+        "files counts once, from the later file); run nothing",
+    )
     args = parser.parse_args()
     if args.summarize:
         rows = [row for path in args.summarize for row in json.loads(path.read_text())]
@@ -214,15 +259,28 @@ def main() -> None:
             for method in args.methods:
                 for seed in args.seeds:
                     t0 = time.perf_counter()
-                    a = ours(problem, method, seed, args.rounds, args.simulations,
-                             args.samples, Path(tmp) / f"{problem}-{method}-{seed}", client)
+                    a = ours(
+                        problem,
+                        method,
+                        seed,
+                        args.rounds,
+                        args.simulations,
+                        args.samples,
+                        Path(tmp) / f"{problem}-{method}-{seed}",
+                        client,
+                    )
                     t1 = time.perf_counter()
-                    b = sbi_loop(problem, method, seed, args.rounds, args.simulations,
-                                 args.samples)
+                    b = sbi_loop(problem, method, seed, args.rounds, args.simulations, args.samples)
                     t2 = time.perf_counter()
-                    row = {"problem": problem, "method": method, "seed": seed,
-                           "c2st_ours": c2st_sbibm(ref, a), "c2st_sbi": c2st_sbibm(ref, b),
-                           "seconds_ours": t1 - t0, "seconds_sbi": t2 - t1}
+                    row = {
+                        "problem": problem,
+                        "method": method,
+                        "seed": seed,
+                        "c2st_ours": c2st_sbibm(ref, a),
+                        "c2st_sbi": c2st_sbibm(ref, b),
+                        "seconds_ours": t1 - t0,
+                        "seconds_sbi": t2 - t1,
+                    }
                     results.append(row)
                     print(json.dumps(row), flush=True)
     print()

@@ -29,9 +29,19 @@ RESULTS = ROOT / "benchmarks" / "results" / "campaign.jsonl"
 
 
 def _shared(args: argparse.Namespace) -> list[str]:
-    return ["--rounds", str(args.rounds), "--simulations-per-round", str(args.simulations),
-            "--seed", "1", "--logger", "none", "--workers", str(args.workers),
-            *(args.settings or [])]
+    return [
+        "--rounds",
+        str(args.rounds),
+        "--simulations-per-round",
+        str(args.simulations),
+        "--seed",
+        "1",
+        "--logger",
+        "none",
+        "--workers",
+        str(args.workers),
+        *(args.settings or []),
+    ]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -44,9 +54,19 @@ def _load() -> float:
 
 
 def run_campaign(args: argparse.Namespace, table: Path, work: Path) -> dict:
-    cmd = [sys.executable, "-m", "sbi_rounds.cli.main", "campaign", "--observations",
-           str(table), "--campaign-dir", str(work / "campaign"),
-           "--max-concurrent", str(args.max_concurrent), *_shared(args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sbi_rounds.cli.main",
+        "campaign",
+        "--observations",
+        str(table),
+        "--campaign-dir",
+        str(work / "campaign"),
+        "--max-concurrent",
+        str(args.max_concurrent),
+        *_shared(args),
+    ]
     load, t0 = _load(), time.perf_counter()
     subprocess.run(cmd, cwd=work, env=_env(work / "prefect-c"), check=True, capture_output=True)
     return {"seconds": time.perf_counter() - t0, "load_before": load, "load_after": _load()}
@@ -56,23 +76,40 @@ def run_separate(args: argparse.Namespace, rows: np.ndarray, work: Path) -> dict
     load, t0, each = _load(), time.perf_counter(), []
     for i, row in enumerate(rows):
         t = time.perf_counter()
-        cmd = [sys.executable, "-m", "sbi_rounds.cli.main", "run", "--xobs", *map(str, row),
-               "--run-dir", str(work / "separate"), "--run-id", f"obs-{i:04d}",
-               "--no-progress", *_shared(args)]
-        subprocess.run(cmd, cwd=work, env=_env(work / "prefect-s"), check=True,
-                       capture_output=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "sbi_rounds.cli.main",
+            "run",
+            "--xobs",
+            *map(str, row),
+            "--run-dir",
+            str(work / "separate"),
+            "--run-id",
+            f"obs-{i:04d}",
+            "--no-progress",
+            *_shared(args),
+        ]
+        subprocess.run(cmd, cwd=work, env=_env(work / "prefect-s"), check=True, capture_output=True)
         each.append(time.perf_counter() - t)
-    return {"seconds": time.perf_counter() - t0, "each": each, "load_before": load,
-            "load_after": _load()}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "each": each,
+        "load_before": load,
+        "load_after": _load(),
+    }
 
 
 def _same(work: Path, n: int, rounds: int) -> bool:
     from sbi_rounds.store import RunStore
 
-    return all(np.array_equal(
-        RunStore.open(work / "campaign" / f"obs-{i:04d}" / "run.h5").read_samples(rounds),
-        RunStore.open(work / "separate" / f"obs-{i:04d}" / "run.h5").read_samples(rounds))
-        for i in range(n))
+    return all(
+        np.array_equal(
+            RunStore.open(work / "campaign" / f"obs-{i:04d}" / "run.h5").read_samples(rounds),
+            RunStore.open(work / "separate" / f"obs-{i:04d}" / "run.h5").read_samples(rounds),
+        )
+        for i in range(n)
+    )
 
 
 def main() -> None:
@@ -82,13 +119,18 @@ def main() -> None:
     p.add_argument("--simulations", type=int, default=500)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-concurrent", type=int, default=2)
-    p.add_argument("--settings", nargs=argparse.REMAINDER,
-                   help="more settings for every run, last (e.g. --max-epochs 30)")
+    p.add_argument(
+        "--settings",
+        nargs=argparse.REMAINDER,
+        help="more settings for every run, last (e.g. --max-epochs 30)",
+    )
     p.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     p.add_argument("--fresh", action="store_true", help="ignore results recorded before")
     args = p.parse_args()
-    key = {k: getattr(args, k) for k in ("observations", "rounds", "simulations", "workers",
-                                         "max_concurrent", "settings")}
+    key = {
+        k: getattr(args, k)
+        for k in ("observations", "rounds", "simulations", "workers", "max_concurrent", "settings")
+    }
     done = {}
     if RESULTS.exists() and not args.fresh:
         for line in RESULTS.read_text().splitlines():
@@ -100,8 +142,10 @@ def main() -> None:
     rows = np.random.default_rng(0).uniform(-1, 1, size=(args.observations, 2))
     table = work / "obs.csv"
     np.savetxt(table, rows, delimiter=",")
-    for cell, fn in (("campaign", lambda: run_campaign(args, table, work)),
-                     ("separate", lambda: run_separate(args, rows, work))):
+    for cell, fn in (
+        ("campaign", lambda: run_campaign(args, table, work)),
+        ("separate", lambda: run_separate(args, rows, work)),
+    ):
         if cell in done:
             print(f"{cell}: {done[cell]['seconds']:.1f} s (recorded before)")
             continue
@@ -110,8 +154,11 @@ def main() -> None:
         with RESULTS.open("a") as f:
             f.write(json.dumps(result) + "\n")
         done[cell] = result
-        print(f"{cell}: {result['seconds']:.1f} s (load {result['load_before']:.1f} -> "
-              f"{result['load_after']:.1f})", flush=True)
+        print(
+            f"{cell}: {result['seconds']:.1f} s (load {result['load_before']:.1f} -> "
+            f"{result['load_after']:.1f})",
+            flush=True,
+        )
     ratio = done["campaign"]["seconds"] / done["separate"]["seconds"]
     print(f"campaign / separate: {ratio:.2f}")
     if (work / "campaign").exists() and (work / "separate").exists():

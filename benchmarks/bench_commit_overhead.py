@@ -56,11 +56,16 @@ def _config(directory: Path, run_id: str, args: argparse.Namespace) -> RunConfig
         run_id=run_id,
         training={"max_epochs": args.max_epochs},
         logger={"backend": "none"},
-        cluster={"workers": args.workers, "chunk_size": args.chunk_size,
-                 "commit_interval": args.commit_interval},
+        cluster={
+            "workers": args.workers,
+            "chunk_size": args.chunk_size,
+            "commit_interval": args.commit_interval,
+        },
         simulator=(
-            {"path": "sbi_rounds.examples:slow_linear_gaussian",
-             "kwargs": {"seconds_per_simulation": args.seconds_per_simulation}}
+            {
+                "path": "sbi_rounds.examples:slow_linear_gaussian",
+                "kwargs": {"seconds_per_simulation": args.seconds_per_simulation},
+            }
             if args.seconds_per_simulation > 0
             else {"path": "sbi_rounds.examples:linear_gaussian"}
         ),
@@ -146,13 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulations", type=int, default=1000)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--chunk-size", default="auto",
-                   type=lambda v: v if v in ("auto", "measure") else int(v),
-                   help="cluster.chunk_size (default auto: N / 64)")
-    p.add_argument("--commit-interval", type=float, default=0.5,
-                   help="cluster.commit_interval (default 0.5 s; 0: a commit per chunk)")
-    p.add_argument("--seconds-per-simulation", type=float, default=0.0,
-                   help="CPU-bound simulator cost (slow_linear_gaussian); 0: instant")
+    p.add_argument(
+        "--chunk-size",
+        default="auto",
+        type=lambda v: v if v in ("auto", "measure") else int(v),
+        help="cluster.chunk_size (default auto: N / 64)",
+    )
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=0.5,
+        help="cluster.commit_interval (default 0.5 s; 0: a commit per chunk)",
+    )
+    p.add_argument(
+        "--seconds-per-simulation",
+        type=float,
+        default=0.0,
+        help="CPU-bound simulator cost (slow_linear_gaussian); 0: instant",
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-pairplot", action="store_true")
     p.add_argument("--json", type=Path)
@@ -241,16 +257,24 @@ def _markdown(summary: list[dict[str, Any]], probes: dict[str, float], size: flo
             f"({100 * s['fraction_max']:.2f}%) | {s['chunks']} | {s['file_mb']:.2f} | "
             f"{s['train_s']:.2f} |"
         )
-    lines += ["", "Committing by store method (median seconds per round, fsync):", "",
-              "| method | " + " | ".join(f"round {s['round']}" for s in summary
-                                         if s["durable"]) + " |",
-              "| --- |" + " ---: |" * sum(s["durable"] for s in summary)]
+    lines += [
+        "",
+        "Committing by store method (median seconds per round, fsync):",
+        "",
+        "| method | " + " | ".join(f"round {s['round']}" for s in summary if s["durable"]) + " |",
+        "| --- |" + " ---: |" * sum(s["durable"] for s in summary),
+    ]
     durable = [s for s in summary if s["durable"]]
-    methods = sorted({m for s in durable for m in s["commit_by_method_s"]},
-                     key=lambda m: -sum(s["commit_by_method_s"].get(m, 0) for s in durable))
+    methods = sorted(
+        {m for s in durable for m in s["commit_by_method_s"]},
+        key=lambda m: -sum(s["commit_by_method_s"].get(m, 0) for s in durable),
+    )
     for m in methods:
-        lines.append(f"| `{m}` | " + " | ".join(
-            f"{s['commit_by_method_s'].get(m, 0.0):.3f}" for s in durable) + " |")
+        lines.append(
+            f"| `{m}` | "
+            + " | ".join(f"{s['commit_by_method_s'].get(m, 0.0):.3f}" for s in durable)
+            + " |"
+        )
     lines.append("")
     lines.append(
         f"One copy-on-write commit of the {size:.2f} MB file: "

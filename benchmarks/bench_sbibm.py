@@ -101,8 +101,10 @@ def fetch_data(data: Path) -> Path:
         return tasks
     data.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", SBIBM,
-                        "-d", tmp], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", SBIBM, "-d", tmp],
+            check=True,
+        )
         (wheel,) = Path(tmp).glob("sbibm-*.whl")
         with zipfile.ZipFile(wheel) as z:
             for name in z.namelist():
@@ -148,16 +150,29 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_config(task: str, budget: str, method: str, xobs: list[float], seed: int,
-                run_dir: Path, overrides: list[str]) -> Any:
+def make_config(
+    task: str,
+    budget: str,
+    method: str,
+    xobs: list[float],
+    seed: int,
+    run_dir: Path,
+    overrides: list[str],
+) -> Any:
     """The run's settings: only task, budget, method and seed given, plus any overrides."""
     from sbi_rounds.config import RunConfig
 
     rounds, sims = BUDGETS[budget]
     settings = {
-        "xobs": xobs, "method": method, "rounds": rounds, "simulations_per_round": sims,
-        "simulator": {"path": TASKS[task]["simulator"]}, "prior": TASKS[task]["prior"],
-        "seed": seed, "run_dir": str(run_dir), "logger": {"backend": "none"},
+        "xobs": xobs,
+        "method": method,
+        "rounds": rounds,
+        "simulations_per_round": sims,
+        "simulator": {"path": TASKS[task]["simulator"]},
+        "prior": TASKS[task]["prior"],
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "logger": {"backend": "none"},
     }
     return RunConfig(**_merge(settings, _nested(overrides)))
 
@@ -187,8 +202,10 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         "stop_reasons": [s.get("stop_reason") for s in summaries],
         "retrains": [row.get("retrains", 0) for row in rows],
         "networks": [row.get("network") for row in rows],
-        "stage_s": {k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
-                    for k in ("sample", "simulate", "train", "posterior")},
+        "stage_s": {
+            k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
+            for k in ("sample", "simulate", "train", "posterior")
+        },
     }
     return samples, details
 
@@ -220,13 +237,21 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     x_o = torch.tensor(config.xobs)
     net, t, p = config.network, config.training, config.posterior
     z = {"z_score_theta": net.z_score_theta, "z_score_x": net.z_score_x}
-    train = {"learning_rate": t.learning_rate,
-             "validation_fraction": t.validation_fraction, "stop_after_epochs": t.patience,
-             "clip_max_norm": t.clip_grad_norm}
+    train = {
+        "learning_rate": t.learning_rate,
+        "validation_fraction": t.validation_fraction,
+        "stop_after_epochs": t.patience,
+        "clip_max_norm": t.clip_grad_norm,
+    }
     if t.max_epochs is not None:
         train["max_num_epochs"] = t.max_epochs
-    density = {"hidden_features": net.hidden_features, "num_transforms": net.num_transforms,
-               "num_bins": net.num_bins, "num_components": net.num_components, **z}
+    density = {
+        "hidden_features": net.hidden_features,
+        "num_transforms": net.num_transforms,
+        "num_bins": net.num_bins,
+        "num_components": net.num_components,
+        **z,
+    }
     kw = {"show_progress_bars": False, "tracker": NullTracker()}
     method, model = config.method, config.network_model
     if method in ("snpe", "tsnpe"):
@@ -234,11 +259,14 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     elif method == "snle":
         inference = NLE(prior, likelihood_nn(model, **density), **kw)
     else:
-        inference = NRE(prior, classifier_nn(model, hidden_features=net.hidden_features, **z),
-                        **kw)
+        inference = NRE(prior, classifier_nn(model, hidden_features=net.hidden_features, **z), **kw)
         train["num_atoms"] = config.nre.num_atoms
-    mcmc = {"num_chains": p.num_chains, "thin": p.thin, "warmup_steps": p.warmup_steps,
-            "init_strategy": p.init_strategy}
+    mcmc = {
+        "num_chains": p.num_chains,
+        "thin": p.thin,
+        "warmup_steps": p.warmup_steps,
+        "init_strategy": p.init_strategy,
+    }
     proposal, epochs, rows = prior, [], 0
     for r in range(1, config.rounds + 1):
         theta = _sample(proposal, config.simulations_for_round(r))
@@ -248,20 +276,24 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         train["training_batch_size"] = resolve_batch_size(t.batch_size, num_train)
         if method == "snpe":
             estimator = inference.append_simulations(theta, x, proposal=proposal).train(
-                num_atoms=config.npe.num_atoms, **train)
+                num_atoms=config.npe.num_atoms, **train
+            )
             posterior = inference.build_posterior(estimator).set_default_x(x_o)
             proposal = posterior
         elif method == "tsnpe":
             inference.append_simulations(theta, x).train(force_first_round_loss=True, **train)
             posterior = inference.build_posterior().set_default_x(x_o)
             accept = get_density_thresholder(
-                posterior, quantile=config.tsnpe.quantile,
-                num_samples_to_estimate_support=config.tsnpe.num_samples_to_estimate)
+                posterior,
+                quantile=config.tsnpe.quantile,
+                num_samples_to_estimate_support=config.tsnpe.num_samples_to_estimate,
+            )
             proposal = RestrictedPrior(prior, accept, sample_with="rejection")
         else:
             inference.append_simulations(theta, x).train(**train)
             posterior = inference.build_posterior(
-                mcmc_method=p.mcmc_method, mcmc_parameters=mcmc).set_default_x(x_o)
+                mcmc_method=p.mcmc_method, mcmc_parameters=mcmc
+            ).set_default_x(x_o)
             proposal = posterior
         epochs.append(inference.summary["epochs_trained"][-1])
     t0 = time.perf_counter()
@@ -279,8 +311,10 @@ def c2st(reference: np.ndarray, samples: torch.Tensor) -> float:
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    return {"python": platform.python_version(),
-            **{p: md.version(p) for p in ("torch", "sbi", "dask", "h5py")}}
+    return {
+        "python": platform.python_version(),
+        **{p: md.version(p) for p in ("torch", "sbi", "dask", "h5py")},
+    }
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -293,8 +327,15 @@ def load_rows(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def cell_key(row: dict[str, Any]) -> tuple:
-    return (row["task"], row["budget"], row["method"], row["observation"], row["seed"],
-            row["peer"], row["label"])
+    return (
+        row["task"],
+        row["budget"],
+        row["method"],
+        row["observation"],
+        row["seed"],
+        row["peer"],
+        row["label"],
+    )
 
 
 def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
@@ -307,10 +348,13 @@ def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
         if row["label"] != label:
             continue
         by.setdefault((row["task"], row["budget"], row["method"], row["peer"]), {})[
-            (row["observation"], row["seed"])] = row
-    lines = ["| task | budget | method | obs x seeds | ours | published | sbi loop | "
-             "ours - sbi loop [95% CI] | s / run ours | s / run sbi |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+            (row["observation"], row["seed"])
+        ] = row
+    lines = [
+        "| task | budget | method | obs x seeds | ours | published | sbi loop | "
+        "ours - sbi loop [95% CI] | s / run ours | s / run sbi |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
     for task in TASKS:
         for budget in BUDGETS:
             for method in METHODS:
@@ -327,8 +371,11 @@ def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
                 common = sorted(set(ours) & set(sbi))
                 if common:
                     d = paired([ours[k]["c2st"] for k in common], [sbi[k]["c2st"] for k in common])
-                    vs = (f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] {verdict(d)}"
-                          if len(common) > 1 else f"{d['mean']:+.3f} (1 pair)")
+                    vs = (
+                        f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] {verdict(d)}"
+                        if len(common) > 1
+                        else f"{d['mean']:+.3f} (1 pair)"
+                    )
                     sbi_mean = f"{statistics.mean(sbi[k]['c2st'] for k in common):.3f}"
                     sbi_s = f"{statistics.median(sbi[k]['seconds'] for k in common):.0f}"
                 else:
@@ -337,7 +384,8 @@ def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
                 lines.append(
                     f"| {task} | {budget} | {method} | {len(ours)} | {mark}{mean:.3f}{mark} | "
                     f"{pub:.3f}{pub_text} | {sbi_mean} | {vs} | "
-                    f"{statistics.median(r['seconds'] for r in ours.values()):.0f} | {sbi_s} |")
+                    f"{statistics.median(r['seconds'] for r in ours.values()):.0f} | {sbi_s} |"
+                )
     return "\n".join(lines)
 
 
@@ -349,13 +397,18 @@ def variants_table(rows: list[dict[str, Any]]) -> str:
         key = (row["task"], row["budget"], row["method"], row["label"])
         cells.setdefault(key, {})[row["observation"]] = row["c2st"]
         overrides[row["label"]] = row.get("overrides", [])
-    lines = ["| task | budget | method | variant | settings | obs 1 | obs 2 | obs 3 | obs 4 | "
-             "obs 5 | mean |", "| --- | --- | --- | --- | --- |" + " ---: |" * 6]
+    lines = [
+        "| task | budget | method | variant | settings | obs 1 | obs 2 | obs 3 | obs 4 | "
+        "obs 5 | mean |",
+        "| --- | --- | --- | --- | --- |" + " ---: |" * 6,
+    ]
     for (task, budget, method, label), by_obs in sorted(cells.items()):
         values = [f"{by_obs[o]:.3f}" if o in by_obs else "" for o in range(1, 6)]
-        lines.append(f"| {task} | {budget} | {method} | {label} | "
-                     f"{' '.join(overrides[label]) or '(defaults then)'} | {' | '.join(values)} | "
-                     f"{statistics.mean(by_obs.values()):.3f} |")
+        lines.append(
+            f"| {task} | {budget} | {method} | {label} | "
+            f"{' '.join(overrides[label]) or '(defaults then)'} | {' | '.join(values)} | "
+            f"{statistics.mean(by_obs.values()):.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -364,24 +417,50 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--budgets", nargs="+", default=["1k"], choices=list(BUDGETS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5],
-                        choices=[1, 2, 3, 4, 5], help="sbibm observations (1-5 only: tuning)")
+    parser.add_argument(
+        "--observations",
+        nargs="+",
+        type=int,
+        default=[1, 2, 3, 4, 5],
+        choices=[1, 2, 3, 4, 5],
+        help="sbibm observations (1-5 only: tuning)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--peer", choices=["ours", "sbi"], default="ours",
-                        help="ours: the project's stages; sbi: the hand-written sbi loop with "
-                             "the same settings")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="PATH=VALUE", help="a setting changed from the defaults, e.g. "
-                        "training.batch_size=50 (repeatable; give --label too)")
+    parser.add_argument(
+        "--peer",
+        choices=["ours", "sbi"],
+        default="ours",
+        help="ours: the project's stages; sbi: the hand-written sbi loop with the same settings",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a setting changed from the defaults, e.g. "
+        "training.batch_size=50 (repeatable; give --label too)",
+    )
     parser.add_argument("--label", default="default", help="names the settings in the results")
     parser.add_argument("--data", type=Path, default=HERE / "out" / "sbibm")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "sbibm.jsonl")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers")
-    parser.add_argument("--summarize", nargs="*", type=Path, default=None, metavar="JSONL",
-                        help="print the table of earlier results and run nothing")
-    parser.add_argument("--variants", nargs="+", type=Path, default=None, metavar="JSONL",
-                        help="print C2ST per observation for every variant (tuning) and run "
-                             "nothing")
+    parser.add_argument(
+        "--summarize",
+        nargs="*",
+        type=Path,
+        default=None,
+        metavar="JSONL",
+        help="print the table of earlier results and run nothing",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSONL",
+        help="print C2ST per observation for every variant (tuning) and run nothing",
+    )
     args = parser.parse_args()
     if args.overrides and args.label == "default":
         parser.error("--set changes the defaults: name the variant with --label")
@@ -397,34 +476,49 @@ def main() -> None:
     tasks_dir = fetch_data(args.data)
     done = {cell_key(r) for r in load_rows([args.out])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, open_client(
-        ClusterConfig(workers=args.workers)
-    ) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open_client(ClusterConfig(workers=args.workers)) as client,
+    ):
         for task in args.tasks:
             for budget in args.budgets:
                 for method in args.methods:
                     for number in args.observations:
                         xobs, reference = observation(tasks_dir, task, number)
                         for seed in args.seeds:
-                            row = {"task": task, "budget": budget, "method": method,
-                                   "observation": number, "seed": seed, "peer": args.peer,
-                                   "label": args.label}
+                            row = {
+                                "task": task,
+                                "budget": budget,
+                                "method": method,
+                                "observation": number,
+                                "seed": seed,
+                                "peer": args.peer,
+                                "label": args.label,
+                            }
                             if cell_key(row) in done:
                                 continue
                             run_dir = Path(tmp) / f"{task}-{budget}-{method}-{number}-{seed}"
-                            config = make_config(task, budget, method, xobs, seed, run_dir,
-                                                 args.overrides)
+                            config = make_config(
+                                task, budget, method, xobs, seed, run_dir, args.overrides
+                            )
                             t0 = time.perf_counter()
                             if args.peer == "ours":
                                 samples, details = run_ours(config, client)
                             else:
                                 samples, details = run_sbi_loop(config)
                             seconds = time.perf_counter() - t0
-                            row.update(c2st=c2st(reference, samples), seconds=seconds,
-                                       overrides=args.overrides, **details,
-                                       versions=versions(), date=time.strftime("%Y-%m-%d"))
-                            print(json.dumps({k: row[k] for k in (*row.keys(),)
-                                              if k != "versions"}), flush=True)
+                            row.update(
+                                c2st=c2st(reference, samples),
+                                seconds=seconds,
+                                overrides=args.overrides,
+                                **details,
+                                versions=versions(),
+                                date=time.strftime("%Y-%m-%d"),
+                            )
+                            print(
+                                json.dumps({k: row[k] for k in (*row.keys(),) if k != "versions"}),
+                                flush=True,
+                            )
                             with args.out.open("a") as f:
                                 f.write(json.dumps(row) + "\n")
     print(summarize(load_rows([args.out]), args.label))

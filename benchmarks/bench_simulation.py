@@ -44,11 +44,18 @@ FREE = "sbi_rounds.examples:linear_gaussian"
 
 
 def _store(directory: Path, theta: np.ndarray, chunk_size: int, durable: bool = True) -> RunStore:
-    store = RunStore.create(directory / f"run-{time.time_ns()}.h5", config={},
-                            fingerprint="bench", durable=durable)
-    store.plan_round(1, num_simulations=len(theta), theta_dim=theta.shape[1],
-                     x_dim=theta.shape[1], chunk_size=chunk_size, num_posterior_samples=1,
-                     proposal={"kind": "bench"})
+    store = RunStore.create(
+        directory / f"run-{time.time_ns()}.h5", config={}, fingerprint="bench", durable=durable
+    )
+    store.plan_round(
+        1,
+        num_simulations=len(theta),
+        theta_dim=theta.shape[1],
+        x_dim=theta.shape[1],
+        chunk_size=chunk_size,
+        num_posterior_samples=1,
+        proposal={"kind": "bench"},
+    )
     store.write_theta(1, 0, theta)
     return store
 
@@ -64,13 +71,21 @@ def _worker_counts(max_workers: int) -> list[int]:
 def _serial(sim: SimulatorConfig, theta: np.ndarray, chunk: int) -> float:
     t0 = time.perf_counter()
     for c, start in enumerate(range(0, len(theta), chunk)):
-        call_simulator(sim, theta[start:start + chunk], derive_seed(0, 1, "simulate", c),
-                       theta.shape[1])
+        call_simulator(
+            sim, theta[start : start + chunk], derive_seed(0, 1, "simulate", c), theta.shape[1]
+        )
     return time.perf_counter() - t0
 
 
-def _ours(client: Any, cluster: ClusterConfig, sim: SimulatorConfig, theta: np.ndarray,
-          chunk: int, directory: Path, durable: bool = True) -> float:
+def _ours(
+    client: Any,
+    cluster: ClusterConfig,
+    sim: SimulatorConfig,
+    theta: np.ndarray,
+    chunk: int,
+    directory: Path,
+    durable: bool = True,
+) -> float:
     store = _store(directory, theta, chunk, durable=durable)
     report = simulate_round(store, 1, simulator=sim, cluster=cluster, client=client, run_seed=0)
     assert report.simulations_run == len(theta)
@@ -89,12 +104,23 @@ def _sbi(sim_seconds: float, theta: np.ndarray, workers: int, chunk: int) -> flo
     def simulator(t: Any) -> torch.Tensor:
         return slow_linear_gaussian(t, seconds_per_simulation=sim_seconds)
 
-    simulate_for_sbi(simulator, _Fixed(), num_simulations=2 * workers, num_workers=workers,
-                     simulation_batch_size=1, show_progress_bar=False)  # start the pool
+    simulate_for_sbi(
+        simulator,
+        _Fixed(),
+        num_simulations=2 * workers,
+        num_workers=workers,
+        simulation_batch_size=1,
+        show_progress_bar=False,
+    )  # start the pool
     t0 = time.perf_counter()
-    _, x = simulate_for_sbi(simulator, _Fixed(), num_simulations=len(theta),
-                            num_workers=workers, simulation_batch_size=chunk,
-                            show_progress_bar=False)
+    _, x = simulate_for_sbi(
+        simulator,
+        _Fixed(),
+        num_simulations=len(theta),
+        num_workers=workers,
+        simulation_batch_size=chunk,
+        show_progress_bar=False,
+    )
     assert x.shape[0] == len(theta)
     return time.perf_counter() - t0
 
@@ -103,16 +129,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; returns the figures."""
     rng = np.random.default_rng(0)
     theta = rng.uniform(-2, 2, (args.simulations, 2)).astype(np.float32)
-    cfg = ClusterConfig(chunk_size=args.chunk_size if args.chunk_size == "auto"
-                        else int(args.chunk_size))
+    cfg = ClusterConfig(
+        chunk_size=args.chunk_size if args.chunk_size == "auto" else int(args.chunk_size)
+    )
     chunk = choose_chunk_size(cfg, args.simulations)
     slow = SimulatorConfig(path=SLOW, kwargs={"seconds_per_simulation": args.seconds})
     free = SimulatorConfig(path=FREE)
     out: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "load_average": os.getloadavg()},
-        "simulations": args.simulations, "seconds_per_simulation": args.seconds,
-        "chunk_size": chunk, "repeats": args.repeats, "throughput": [], "overhead": [],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg(),
+        },
+        "simulations": args.simulations,
+        "seconds_per_simulation": args.seconds,
+        "chunk_size": chunk,
+        "repeats": args.repeats,
+        "throughput": [],
+        "overhead": [],
     }
     call_simulator(slow, theta[:2], 0, 2)  # import and warm up here
     serial = min(_serial(slow, theta, chunk) for _ in range(args.repeats))
@@ -126,25 +161,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with open_client(cluster) as client:
                 startup = time.perf_counter() - t0
                 _ours(client, cluster, slow, theta[: 4 * w * chunk], chunk, directory)  # warm
-                ours = min(_ours(client, cluster, slow, theta, chunk, directory)
-                           for _ in range(args.repeats))
+                ours = min(
+                    _ours(client, cluster, slow, theta, chunk, directory)
+                    for _ in range(args.repeats)
+                )
                 overhead = {}
                 if not args.skip_overhead:
                     m = args.overhead_chunks
                     for durable in (True, False):
-                        seconds = min(_ours(client, cluster, free, theta[:m], 1, directory,
-                                            durable=durable) for _ in range(args.repeats))
+                        seconds = min(
+                            _ours(client, cluster, free, theta[:m], 1, directory, durable=durable)
+                            for _ in range(args.repeats)
+                        )
                         overhead["durable" if durable else "not_durable"] = seconds / m
             sbi = min(_sbi(args.seconds, theta, w, chunk) for _ in range(args.repeats))
-            row = {"workers": w, "cluster_start_s": startup, "sbi_rounds_s": ours, "sbi_s": sbi,
-                   "sbi_rounds_sims_per_s": args.simulations / ours,
-                   "sbi_sims_per_s": args.simulations / sbi,
-                   "sbi_rounds_efficiency": serial / ours / w, "sbi_efficiency": serial / sbi / w}
+            row = {
+                "workers": w,
+                "cluster_start_s": startup,
+                "sbi_rounds_s": ours,
+                "sbi_s": sbi,
+                "sbi_rounds_sims_per_s": args.simulations / ours,
+                "sbi_sims_per_s": args.simulations / sbi,
+                "sbi_rounds_efficiency": serial / ours / w,
+                "sbi_efficiency": serial / sbi / w,
+            }
             out["throughput"].append(row)
             if overhead:
                 out["overhead"].append({"workers": w, **{k: v for k, v in overhead.items()}})
-            print(f"W={w}: sbi-rounds {ours:.2f} s, sbi {sbi:.2f} s, "
-                  f"overhead {overhead}", file=sys.stderr)
+            print(
+                f"W={w}: sbi-rounds {ours:.2f} s, sbi {sbi:.2f} s, overhead {overhead}",
+                file=sys.stderr,
+            )
     return out
 
 
@@ -166,14 +213,20 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {r['workers']} | {r['sbi_rounds_sims_per_s']:.1f} | "
             f"{100 * r['sbi_rounds_efficiency']:.0f}% | {r['sbi_sims_per_s']:.1f} | "
             f"{100 * r['sbi_efficiency']:.0f}% | {r['sbi_s'] / r['sbi_rounds_s']:.2f}x | "
-            f"{r['cluster_start_s']:.1f} |")
+            f"{r['cluster_start_s']:.1f} |"
+        )
     if res["overhead"]:
-        lines += ["", "Per-chunk overhead (near-free simulator, one simulation per chunk):", "",
-                  "| workers | ms per chunk, durable commits | ms per chunk, no fsync |",
-                  "| ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "Per-chunk overhead (near-free simulator, one simulation per chunk):",
+            "",
+            "| workers | ms per chunk, durable commits | ms per chunk, no fsync |",
+            "| ---: | ---: | ---: |",
+        ]
         for r in res["overhead"]:
-            lines.append(f"| {r['workers']} | {1000 * r['durable']:.1f} | "
-                         f"{1000 * r['not_durable']:.1f} |")
+            lines.append(
+                f"| {r['workers']} | {1000 * r['durable']:.1f} | {1000 * r['not_durable']:.1f} |"
+            )
     return "\n".join(lines)
 
 

@@ -10,9 +10,10 @@ resumes the run file and has new work), ``--restarts`` times in each of two mode
 
 The simulator writes the time of its first call on a Dask worker to a file: first new work
 is the first simulation a worker ran (a new run's start-up check, two simulations in the
-command's own process, does not count). Also measured once: the command's imports (``python -c "import
-flows.online"``) and Prefect's temporary server from spawn to a healthy API. Results are
-appended per restart to ``--out`` (JSON lines; a cell already there is skipped).
+command's own process, does not count). Also measured once: the command's imports
+(``python -c "import flows.online"``) and Prefect's temporary server from spawn to a healthy
+API. Results are appended per restart to ``--out`` (JSON lines; a cell already there is
+skipped).
 
 Run alone (two torch processes on 2 cores slow each other down):
 
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SIMULATOR = '''
+SIMULATOR = """
 import os, time
 from sbi_rounds.examples import linear_gaussian
 
@@ -48,7 +49,7 @@ def stamped(theta):
         with open(path, "w") as f:
             f.write(repr(time.time()))
     return linear_gaussian(theta)
-'''
+"""
 
 
 def _free_port() -> int:
@@ -74,11 +75,37 @@ def _wait_healthy(port: int, timeout: float = 300) -> float:
 def _restart(work: Path, env: dict[str, str], rounds: int) -> float:
     stamp = work / f"first-call-{rounds}"
     env = {**env, "BENCH_FIRST_CALL": str(stamp)}
-    cmd = [sys.executable, "-m", "flows.online", "--xobs", "0.5", "-0.3", "--rounds",
-           str(rounds), "--simulations-per-round", "200", "--simulator", "bench_sim:stamped",
-           "--network", "maf", "--max-epochs", "5", "--workers", "1", "--num-samples", "100",
-           "--predictive-simulations", "0", "--calibration-simulations", "0",
-           "--run-dir", str(work / "runs"), "--run-id", "startup", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.online",
+        "--xobs",
+        "0.5",
+        "-0.3",
+        "--rounds",
+        str(rounds),
+        "--simulations-per-round",
+        "200",
+        "--simulator",
+        "bench_sim:stamped",
+        "--network",
+        "maf",
+        "--max-epochs",
+        "5",
+        "--workers",
+        "1",
+        "--num-samples",
+        "100",
+        "--predictive-simulations",
+        "0",
+        "--calibration-simulations",
+        "0",
+        "--run-dir",
+        str(work / "runs"),
+        "--run-id",
+        "startup",
+        "-q",
+    ]
     t0 = time.time()
     subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True, text=True)
     return float(stamp.read_text()) - t0
@@ -94,8 +121,9 @@ def _done(out: Path) -> set[tuple[str, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--modes", nargs="+", choices=["temporary", "reuse"],
-                   default=["temporary", "reuse"])
+    p.add_argument(
+        "--modes", nargs="+", choices=["temporary", "reuse"], default=["temporary", "reuse"]
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/startup.jsonl")
     args = p.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -110,14 +138,30 @@ def main() -> None:
             work = Path(tmp)
             (work / "bench_sim.py").write_text(SIMULATOR)
             port = _free_port()
-            env = {**base, "PYTHONPATH": str(work), "PREFECT_HOME": str(work / "prefect"),
-                   "PREFECT_SERVER_API_PORT": str(port)}
+            env = {
+                **base,
+                "PYTHONPATH": str(work),
+                "PREFECT_HOME": str(work / "prefect"),
+                "PREFECT_SERVER_API_PORT": str(port),
+            }
             server = None
             if mode == "reuse":
                 server = subprocess.Popen(
-                    [sys.executable, "-m", "prefect", "server", "start", "--host",
-                     "127.0.0.1", "--port", str(port)],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "server",
+                        "start",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 print(f"prefect server start: healthy after {_wait_healthy(port):.1f} s")
             try:
                 seconds = []
@@ -130,8 +174,10 @@ def main() -> None:
                         f.write(json.dumps({"mode": mode, "restart": k, "seconds": s}) + "\n")
                     print(f"{mode} restart {k}: first new simulation after {s:.1f} s")
                 if seconds:
-                    print(f"{mode}: median {statistics.median(seconds):.1f} s "
-                          f"({min(seconds):.1f}-{max(seconds):.1f})")
+                    print(
+                        f"{mode}: median {statistics.median(seconds):.1f} s "
+                        f"({min(seconds):.1f}-{max(seconds):.1f})"
+                    )
             finally:
                 if server is not None:
                     server.terminate()

@@ -51,8 +51,7 @@ def run_sbi(prior, theta, x, cls, builder, epochs, batch, device, seed):
     trainer.append_simulations(theta, x)
     t0 = time.perf_counter()
     # sbi runs epochs 0..max_num_epochs inclusive: epochs - 1 gives `epochs` epochs.
-    trainer.train(training_batch_size=batch, max_num_epochs=epochs - 1,
-                  stop_after_epochs=10**6)
+    trainer.train(training_batch_size=batch, max_num_epochs=epochs - 1, stop_after_epochs=10**6)
     seconds = time.perf_counter() - t0
     val = trainer.summary["validation_loss"][-1]
     if cls is NRE:  # sbi divides NRE's batch-mean loss by the batch size once more
@@ -64,10 +63,16 @@ def run_ours(theta, x, builder, loss, epochs, batch, device, seed):
     torch.manual_seed(seed)
     n = len(theta)
     perm = torch.randperm(n)
-    tr, va = perm[: int(0.9 * n)], perm[int(0.9 * n):]
+    tr, va = perm[: int(0.9 * n)], perm[int(0.9 * n) :]
     net = builder(theta[tr], x[tr])
-    config = TrainConfig(batch_size=batch, max_epochs=epochs, patience=None, seed=seed,
-                         device=device, checkpoint_every=0)
+    config = TrainConfig(
+        batch_size=batch,
+        max_epochs=epochs,
+        patience=None,
+        seed=seed,
+        device=device,
+        checkpoint_every=0,
+    )
     t0 = time.perf_counter()
     summary = run_training(config, net, loss, (theta[tr], x[tr]), (theta[va], x[va]))
     seconds = time.perf_counter() - t0
@@ -93,17 +98,23 @@ def main() -> None:
         prior, theta, x, cls, builder, loss = _case(name, args.n, args.dim)
         sbi_rates, our_rates, sbi_vals, our_vals = [], [], [], []
         for r in range(args.repeats):
-            rate, val = run_sbi(prior, theta, x, cls, builder, args.epochs, args.batch,
-                                args.device, seed=r)
+            rate, val = run_sbi(
+                prior, theta, x, cls, builder, args.epochs, args.batch, args.device, seed=r
+            )
             sbi_rates.append(rate)
             sbi_vals.append(val)
-            rate, val = run_ours(theta, x, builder, loss, args.epochs, args.batch, args.device,
-                                 seed=r)
+            rate, val = run_ours(
+                theta, x, builder, loss, args.epochs, args.batch, args.device, seed=r
+            )
             our_rates.append(rate)
             our_vals.append(val)
         row = {
-            "case": name, "device": args.device, "n": args.n, "epochs": args.epochs,
-            "batch": args.batch, "threads": torch.get_num_threads(),
+            "case": name,
+            "device": args.device,
+            "n": args.n,
+            "epochs": args.epochs,
+            "batch": args.batch,
+            "threads": torch.get_num_threads(),
             "sbi_epochs_per_s": statistics.median(sbi_rates),
             "ours_epochs_per_s": statistics.median(our_rates),
             "speedup": statistics.median(o / s for o, s in zip(our_rates, sbi_rates, strict=True)),
@@ -111,10 +122,12 @@ def main() -> None:
             "ours_final_val_loss": statistics.mean(our_vals),
         }
         rows.append(row)
-        print(f"{name:11s} {args.device}: sbi {row['sbi_epochs_per_s']:7.2f} ep/s, ours "
-              f"{row['ours_epochs_per_s']:7.2f} ep/s, x{row['speedup']:.2f}; final val loss "
-              f"sbi {row['sbi_final_val_loss']:.3f} ours {row['ours_final_val_loss']:.3f}",
-              flush=True)
+        print(
+            f"{name:11s} {args.device}: sbi {row['sbi_epochs_per_s']:7.2f} ep/s, ours "
+            f"{row['ours_epochs_per_s']:7.2f} ep/s, x{row['speedup']:.2f}; final val loss "
+            f"sbi {row['sbi_final_val_loss']:.3f} ours {row['ours_final_val_loss']:.3f}",
+            flush=True,
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2))

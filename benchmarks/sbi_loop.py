@@ -1,6 +1,6 @@
 """The multi-round SNPE loop an sbi user writes by hand (sbi's docs), for the benchmarks.
 
-    python benchmarks/sbi_loop.py --rounds 3 --simulations 1000 --xobs 0.5 -0.3
+python benchmarks/sbi_loop.py --rounds 3 --simulations 1000 --xobs 0.5 -0.3
 """
 
 from __future__ import annotations
@@ -49,9 +49,17 @@ def main() -> None:
         proposal = posterior.set_default_x(x_o)
         samples = posterior.sample((1000,), show_progress_bars=False)
         stages["posterior"] += time.perf_counter() - t
-    print(json.dumps({"seconds": time.perf_counter() - T0, "stages": stages, "epochs": epochs,
-                      "posterior_mean": samples.mean(0).tolist(),
-                      "posterior_std": samples.std(0).tolist()}))
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - T0,
+                "stages": stages,
+                "epochs": epochs,
+                "posterior_mean": samples.mean(0).tolist(),
+                "posterior_std": samples.std(0).tolist(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

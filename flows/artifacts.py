@@ -44,6 +44,7 @@ __all__ = [
     "round_table_artifact_rows",
 ]
 
+
 def artifact_key(run_id: str, what: str) -> str:
     """A Prefect artifact key for ``what`` of run ``run_id``: lowercase letters, digits, dashes.
 

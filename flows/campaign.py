@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from flows.cluster import shared_cluster
 from flows.online import online_inference
 from sbi_rounds.campaign import (
+    RUN_THREAD_PREFIX,
     format_summary,
     is_finished,
     observation_configs,
@@ -104,7 +105,7 @@ def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseExceptio
                 target=one,
                 args=(config, contextvars.copy_context()),
                 daemon=True,
-                name=f"campaign-{config.resolved_run_id}",
+                name=RUN_THREAD_PREFIX + config.resolved_run_id,
             )
             thread.start()
             threads.append(thread)

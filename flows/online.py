@@ -62,7 +62,20 @@ from tasks import STAGE_TASKS  # noqa: E402
 __all__ = ["online_inference"]
 
 
-@flow(name="online_inference", log_prints=True)
+def _run_name() -> str:
+    """The flow run's name (in the Prefect UI and a campaign's console): the run's id."""
+    from prefect.runtime import flow_run
+
+    try:
+        config = flow_run.parameters["config"]
+        if not isinstance(config, RunConfig):  # as a deployment's parameters came
+            config = RunConfig.model_validate(config)
+        return config.resolved_run_id
+    except Exception:  # noqa: BLE001 - a name must not fail the run (its settings will, clearly)
+        return str(flow_run.name)
+
+
+@flow(name="online_inference", log_prints=True, flow_run_name=_run_name)
 def online_inference(
     config: RunConfig,
     allow_changes: list[Literal[ALL_IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
@@ -193,14 +206,25 @@ def _waiting_for(client: Any, view: ProgressView, round_: int) -> Any:
     return wait
 
 
+def _is_subflow() -> bool:
+    """Whether this flow run runs inside another (a campaign's observation)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context is not None and context.flow_run.parent_task_run_id is not None
+
+
 def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, Any]:
     """Print the round table and the checks, write the report; the flow's result."""
     logger = get_run_logger()
     rows = round_table(run.store)
     if not published and rows:
         publish_round_table(logger, run.config.resolved_run_id, rows)
-    print("\n" + format_round_table(rows))
-    print("\nposterior checks:\n" + format_checks(run))
+    tables = "\n" + format_round_table(rows) + "\n\nposterior checks:\n" + format_checks(run)
+    if _is_subflow():  # a campaign's run: the campaign's summary table shows them all
+        logger.debug(tables)
+    else:
+        print(tables)
     if stopped_early is not None:
         print(f"\n{stopped_early}")
     from prefect.runtime import flow_run

@@ -23,9 +23,7 @@ def progress_view(run: Run) -> ProgressView:
     view = current_view()
     if view is not None:
         return view
-    return PeriodicLines(
-        get_run_logger(), run.config.console.progress_interval, run.config.rounds
-    )
+    return PeriodicLines(get_run_logger(), run.config.console.progress_interval, run.config.rounds)
 
 
 def simulation_progress(view: ProgressView) -> Callable[[Run, int], Any]:

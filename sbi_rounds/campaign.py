@@ -23,6 +23,7 @@ from sbi_rounds.report import REPORT_NAME
 from sbi_rounds.store import RunFileError, RunStore, Stage
 
 __all__ = [
+    "RUN_THREAD_PREFIX",
     "SET_BY_CAMPAIGN",
     "format_summary",
     "is_finished",
@@ -36,6 +37,10 @@ __all__ = [
 #: Settings each observation's run gets from the campaign, not from the shared settings.
 SET_BY_CAMPAIGN = ("xobs", "run_dir", "run_id")
 SUMMARY_NAME = "summary.html"
+
+#: The name of the thread of an observation's run is this and the run's id (a console
+#: labels the lines of concurrent runs by it).
+RUN_THREAD_PREFIX = "campaign-"
 
 
 def load_observations(spec: str) -> np.ndarray:

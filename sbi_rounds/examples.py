@@ -86,8 +86,12 @@ def quadratic(theta: torch.Tensor | np.ndarray, noise_std: float = NOISE_STD) ->
 
 
 def quadratic_posterior_samples(
-    xobs: torch.Tensor, low: float, high: float, num_samples: int,
-    noise_std: float = NOISE_STD, seed: int = 0,
+    xobs: torch.Tensor,
+    low: float,
+    high: float,
+    num_samples: int,
+    noise_std: float = NOISE_STD,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Exact posterior samples of ``quadratic`` under ``U[low, high]^D`` by rejection sampling.
 

@@ -35,6 +35,7 @@ REPORT_NAME = "report.html"
 #: Round-table columns: (key in ``round_table`` rows, title).
 ROUND_COLUMNS = tuple((c.key, c.title) for c in TABLE_COLUMNS)
 
+
 def stopped_early(run: Run) -> str | None:
     """Why the run ended before its last round (stopping rule), or None."""
     done = [r for r in run.store.rounds() if run.store.stage(r) == Stage.DONE]
@@ -71,9 +72,7 @@ def _loss_note(run: Run) -> str:
     return note
 
 
-def _posterior_table(
-    run: Run, r: int, diag: Mapping[str, Any], table_id: str | None = None
-) -> str:
+def _posterior_table(run: Run, r: int, diag: Mapping[str, Any], table_id: str | None = None) -> str:
     summary = diag.get("posterior") or run.store.read_round_attr(r, "posterior_summary", {})
     truth = run.config.diagnostics.true_parameters is not None
     header = ["parameter", "mean", "sd", *[k for k, _ in QUANTILES], "MAP"]
@@ -90,12 +89,32 @@ def _posterior_table(
 
 
 def _predictive_table(r: int, check: Mapping[str, Any]) -> str:
-    header = ["statistic", "x_o", "mean", "sd", "5%", "95%", "quantile of x_o", "p-value", "z",
-              "flagged"]
+    header = [
+        "statistic",
+        "x_o",
+        "mean",
+        "sd",
+        "5%",
+        "95%",
+        "quantile of x_o",
+        "p-value",
+        "z",
+        "flagged",
+    ]
     stats = check.get("statistics", {})
     rows = [
-        [name, s["xobs"], s["mean"], s["std"], s["q05"], s["q95"], s["quantile"], s["p_value"],
-         s["z"], s["flagged"]]
+        [
+            name,
+            s["xobs"],
+            s["mean"],
+            s["std"],
+            s["q05"],
+            s["q95"],
+            s["quantile"],
+            s["p_value"],
+            s["z"],
+            s["flagged"],
+        ]
         for name, s in stats.items()
     ]
     joint = check.get("joint")
@@ -155,8 +174,10 @@ def _movement_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) ->
             row += [p.get("mean_shift"), p.get("width_ratio")]
         shift, change = move.get("max_mean_shift"), move.get("max_width_change")
         stable = (
-            shift is not None and change is not None
-            and shift < d.stable_mean_shift and change < d.stable_width_change
+            shift is not None
+            and change is not None
+            and shift < d.stable_mean_shift
+            and change < d.stable_width_change
         )
         rows.append([*row, shift, change, stable])
     if not rows:
@@ -226,15 +247,24 @@ def _calibration_section(run: Run) -> str:
     figures = cal.get("figures", {})
     return (
         "<h2>Calibration of round 1</h2>"
-        f'<p>{cal["valid"]} valid of {cal["test_simulations"]} test simulations from the prior, '
-        f'{cal["posterior_samples"]} posterior samples each; estimator: '
-        f'{html.escape(cal.get("estimator", "round 1"))}.</p>'
-        + _table("calibration", ["parameter", "KS p-value (ranks uniform)",
-                                 "C2ST ranks vs uniform", "C2ST prior vs data-averaged posterior"],
-                 rows)
-        + _table("coverage", ["credibility level", *[f"{lv:.0%}" for lv in shown],
-                              "KS p-value"],
-                 [["expected coverage", *[levels[lv] for lv in shown], cov.get("ks_p_value")]])
+        f"<p>{cal['valid']} valid of {cal['test_simulations']} test simulations from the prior, "
+        f"{cal['posterior_samples']} posterior samples each; estimator: "
+        f"{html.escape(cal.get('estimator', 'round 1'))}.</p>"
+        + _table(
+            "calibration",
+            [
+                "parameter",
+                "KS p-value (ranks uniform)",
+                "C2ST ranks vs uniform",
+                "C2ST prior vs data-averaged posterior",
+            ],
+            rows,
+        )
+        + _table(
+            "coverage",
+            ["credibility level", *[f"{lv:.0%}" for lv in shown], "KS p-value"],
+            [["expected coverage", *[levels[lv] for lv in shown], cov.get("ks_p_value")]],
+        )
         + '<p class="note">Calibrated: KS p-values not small, C2ST near 0.5, coverage equal '
         "to the level (below it: overconfident; above: underconfident). "
         + html.escape(cal.get("note", ""))

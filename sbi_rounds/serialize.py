@@ -89,7 +89,8 @@ def _packable(value: list[Any] | tuple[Any, ...]) -> bool:
     if all(isinstance(v, (float, np.floating)) for v in value):
         return True
     return all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+        isinstance(v, (int, np.integer))
+        and not isinstance(v, (bool, np.bool_))
         and -(2**63) <= int(v) < 2**63
         for v in value
     )

@@ -79,8 +79,12 @@ def make_config(tmp_path: Path) -> Callable[..., RunConfig]:
             "rounds": 2,
             "simulations_per_round": 300,
             "run_dir": str(tmp_path / "runs"),
-            "training": {"max_epochs": 15, "batch_size": 100, "checkpoint_every": 5,
-                         "checkpoint_min_seconds": 0},
+            "training": {
+                "max_epochs": 15,
+                "batch_size": 100,
+                "checkpoint_every": 5,
+                "checkpoint_min_seconds": 0,
+            },
             # MAF, fast and exact on the linear-Gaussian default simulator; tests of the
             # methods' default networks (model None) say so
             "network": {"model": "maf", "hidden_features": 20, "num_transforms": 2},

@@ -16,15 +16,19 @@ def test_a_capped_training_that_still_improves_is_named_with_the_way_out(make_co
         alerts = round_alerts(run, 1)
         row = round_table(run.store)[0]
     assert any(
-        a.startswith("round 1: training stopped at its cap (reached max_epochs=3) while the "
-                     "validation loss was still improving (best at epoch 3 of 3)")
+        a.startswith(
+            "round 1: training stopped at its cap (reached max_epochs=3) while the "
+            "validation loss was still improving (best at epoch 3 of 3)"
+        )
         and "raise training.max_epochs" in a
         for a in alerts
     ), alerts
     assert row["stop"] == "max_epochs"
     line = round_line(row, 1)
-    assert line.startswith("round 1/1 done: 300 simulations (300 valid), 3 epochs (stopped by "
-                           "max_epochs), best validation loss ")
+    assert line.startswith(
+        "round 1/1 done: 300 simulations (300 valid), 3 epochs (stopped by "
+        "max_epochs), best validation loss "
+    )
     assert "; seconds: simulate " in line and ", train " in line
 
 
@@ -69,8 +73,15 @@ def test_stop_labels_and_the_shared_round_columns():
 def test_a_valid_fraction_that_fell_is_named(tmp_path):
     store = RunStore.create(tmp_path / "run.h5", config={"a": 1}, fingerprint="abc")
     for r in (1, 2, 3):
-        store.plan_round(r, num_simulations=100, theta_dim=2, x_dim=2, chunk_size=50,
-                         num_posterior_samples=5, proposal={"kind": "prior"})
+        store.plan_round(
+            r,
+            num_simulations=100,
+            theta_dim=2,
+            x_dim=2,
+            chunk_size=50,
+            num_posterior_samples=5,
+            proposal={"kind": "prior"},
+        )
     store.set_counts(1, 100, 99)
     store.set_counts(2, 100, 70)
     store.set_counts(3, 100, 68)
@@ -80,5 +91,6 @@ def test_a_valid_fraction_that_fell_is_named(tmp_path):
     ]
     second = simulation_alerts(store, 2)
     assert len(second) == 2 and second[1].startswith(
-        "round 2: 70% of the simulations were valid, down from 99% in round 1")
+        "round 2: 70% of the simulations were valid, down from 99% in round 1"
+    )
     assert len(simulation_alerts(store, 3)) == 1  # 70% -> 68% is not a fall worth a warning

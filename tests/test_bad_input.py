@@ -24,10 +24,29 @@ import pytest
 from sbi_rounds.cli.run import main
 from sbi_rounds.store import FORMAT_VERSION, RunStore
 
-SMALL = ["--rounds", "1", "--simulations-per-round", "100", "--chunk-size", "50",
-         "--max-epochs", "2", "--hidden-features", "10", "--num-transforms", "1",
-         "--num-samples", "50", "--workers", "1", "--logger", "none", "--no-progress",
-         "--calibration-simulations", "0"]
+SMALL = [
+    "--rounds",
+    "1",
+    "--simulations-per-round",
+    "100",
+    "--chunk-size",
+    "50",
+    "--max-epochs",
+    "2",
+    "--hidden-features",
+    "10",
+    "--num-transforms",
+    "1",
+    "--num-samples",
+    "50",
+    "--workers",
+    "1",
+    "--logger",
+    "none",
+    "--no-progress",
+    "--calibration-simulations",
+    "0",
+]
 
 HELPERS = '''
 """User code with mistakes, for the bad-input tests."""
@@ -107,7 +126,7 @@ def _fails(capfd, argv, *messages, status=2):
     code = main(argv)
     out, err = capfd.readouterr()
     assert code == status, out + err
-    error = err[err.rindex("error: "):]
+    error = err[err.rindex("error: ") :]
     for message in messages:
         assert message in error, error
     return out, err
@@ -117,28 +136,46 @@ def _fails(capfd, argv, *messages, status=2):
 @pytest.mark.parametrize(
     ("flags", "field", "line"),
     [
-        (["--simulator", "sbi_rounds.examples:two_moons"], "simulator",
-         "simulator.path: 'sbi_rounds.examples:linear_gaussian' -> "
-         "'sbi_rounds.examples:two_moons'"),
-        (["--low", "-1", "-1", "--high", "1", "1"], "prior",
-         "prior.low: [-2.0, -2.0] -> [-1.0, -1.0]"),
+        (
+            ["--simulator", "sbi_rounds.examples:two_moons"],
+            "simulator",
+            "simulator.path: 'sbi_rounds.examples:linear_gaussian' -> "
+            "'sbi_rounds.examples:two_moons'",
+        ),
+        (
+            ["--low", "-1", "-1", "--high", "1", "1"],
+            "prior",
+            "prior.low: [-2.0, -2.0] -> [-1.0, -1.0]",
+        ),
         (["--method", "snle"], "method", "method: 'snpe' -> 'snle'"),
         (["--hidden-features", "11"], "network", "network.hidden_features: 10 -> 11"),
         (["--seed", "1"], "seed", "seed: 0 -> 1"),
     ],
 )
 def test_resuming_with_other_settings_is_refused_and_changes_nothing(
-        run_copy, capfd, flags, field, line):
+    run_copy, capfd, flags, field, line
+):
     before = _snapshot(run_copy)
-    _fails(capfd, _argv(run_copy.parent, *flags), "was started with other settings", line,
-           "--run-id NEW_ID", f"--allow-change {field}", "Nothing in the run file was changed")
+    _fails(
+        capfd,
+        _argv(run_copy.parent, *flags),
+        "was started with other settings",
+        line,
+        "--run-id NEW_ID",
+        f"--allow-change {field}",
+        "Nothing in the run file was changed",
+    )
     assert _snapshot(run_copy) == before  # byte for byte, lock file included
 
 
 def test_resuming_with_another_xobs_is_refused_and_allow_change_accepts_it(run_copy, capfd):
     before = _snapshot(run_copy)
-    _fails(capfd, _argv(run_copy.parent, xobs=("0.4", "-0.3")),
-           "xobs: [0.5, -0.3] -> [0.4, -0.3]", "--allow-change xobs")
+    _fails(
+        capfd,
+        _argv(run_copy.parent, xobs=("0.4", "-0.3")),
+        "xobs: [0.5, -0.3] -> [0.4, -0.3]",
+        "--allow-change xobs",
+    )
     assert _snapshot(run_copy) == before
     assert main(_argv(run_copy.parent, "--allow-change", "xobs", xobs=("0.4", "-0.3"))) == 0
     store = RunStore.open(run_copy / "run.h5")
@@ -149,14 +186,20 @@ def test_resuming_with_another_xobs_is_refused_and_allow_change_accepts_it(run_c
 # --- two processes on one run -------------------------------------------------------------
 @pytest.mark.slow
 def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(
-        prefect_server, tmp_path, capfd, caplog):
+    prefect_server, tmp_path, capfd, caplog
+):
     config = tmp_path / "slow.yaml"
-    config.write_text("simulator:\n  path: sbi_rounds.examples:slow_linear_gaussian\n"
-                      "  kwargs: {seconds_per_simulation: 0.1}\n")
+    config.write_text(
+        "simulator:\n  path: sbi_rounds.examples:slow_linear_gaussian\n"
+        "  kwargs: {seconds_per_simulation: 0.1}\n"
+    )
     argv = _argv(tmp_path / "runs", "--config", str(config), run_id="shared")
-    holder = subprocess.Popen([sys.executable, "-m", "flows.online", *argv],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "flows.online", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     lock = tmp_path / "runs" / "shared" / "run.lock"
     run_file = tmp_path / "runs" / "shared" / "run.h5"
     try:
@@ -167,8 +210,12 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_take
             time.sleep(0.2)
         assert json.loads(lock.read_text())["pid"] == holder.pid
         before = run_file.stat().st_mtime_ns
-        _fails(capfd, argv, f"is in use by PID {holder.pid} on host {socket.gethostname()} "
-               "since", "rerun the same command to resume; or use another --run-id")
+        _fails(
+            capfd,
+            argv,
+            f"is in use by PID {holder.pid} on host {socket.gethostname()} since",
+            "rerun the same command to resume; or use another --run-id",
+        )
         assert holder.poll() is None  # the holder was not disturbed
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
@@ -188,9 +235,11 @@ def test_checking_the_lock_names_a_live_holder_and_takes_nothing(tmp_path):
     path = tmp_path / "run.lock"
     RunLock(path).check()  # no lock file yet: nothing to say, nothing created
     assert not path.exists()
-    code = (f"from sbi_rounds.locking import RunLock; import pathlib, time; "
-            f"RunLock({str(path)!r}).acquire(); pathlib.Path({str(tmp_path / 'ok')!r})"
-            ".write_text('1'); time.sleep(60)")
+    code = (
+        f"from sbi_rounds.locking import RunLock; import pathlib, time; "
+        f"RunLock({str(path)!r}).acquire(); pathlib.Path({str(tmp_path / 'ok')!r})"
+        ".write_text('1'); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 60
@@ -222,7 +271,8 @@ def test_checking_the_lock_names_a_live_holder_and_takes_nothing(tmp_path):
     ids=["wrong-length", "nan-in-npy", "words-in-csv", "matrix-in-npy"],
 )
 def test_a_bad_observation_is_refused_before_anything_is_written(
-        prefect_server, tmp_path, capfd, content, messages):
+    prefect_server, tmp_path, capfd, content, messages
+):
     if content is None:
         xobs = ("0.5", "-0.3", "0.1")
     elif isinstance(content, str):
@@ -238,8 +288,10 @@ def test_a_bad_observation_is_refused_before_anything_is_written(
 @pytest.mark.parametrize(
     ("flags", "messages"),
     [
-        (["--low", "1", "-1", "--high", "0", "1"],
-         ["prior width must be positive", "parameter(s) 0 (low=1.0, high=0.0)"]),
+        (
+            ["--low", "1", "-1", "--high", "0", "1"],
+            ["prior width must be positive", "parameter(s) 0 (low=1.0, high=0.0)"],
+        ),
         (["--prior", "{}:not_a_distribution"], ["must return a torch.distributions.Distribution"]),
         (["--prior", "no_such_module:prior"], ["module 'no_such_module' failed to import"]),
     ],
@@ -255,11 +307,18 @@ def test_a_bad_prior_gets_a_clear_error(prefect_server, helpers, tmp_path, capfd
 def _cli(argv, tmp_path, timeout=180, pythonpath=()):
     """``python -m flows.online ARGV`` in its own session: ``(status or None if it ran past
     ``timeout`` and was killed, its output)``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [*map(str, pythonpath), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")]),
+    }
     with open(tmp_path / "cli.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.online", *argv], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.online", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
         try:
             status = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -277,30 +336,52 @@ def _cli(argv, tmp_path, timeout=180, pythonpath=()):
 @pytest.mark.slow
 @pytest.mark.parametrize("factory", ["zero_width_prior", "negative_width_prior"])
 def test_a_prior_factory_without_width_gets_a_clear_error(helpers_dir, tmp_path, factory):
-    status, out = _cli(_argv(tmp_path / "runs", "--prior", f"bad_input_helpers:{factory}"),
-                       tmp_path, timeout=60, pythonpath=[helpers_dir])
+    status, out = _cli(
+        _argv(tmp_path / "runs", "--prior", f"bad_input_helpers:{factory}"),
+        tmp_path,
+        timeout=60,
+        pythonpath=[helpers_dir],
+    )
     assert status == 2, out[-3000:]
-    assert "width" in out[out.rindex("error: "):]
+    assert "width" in out[out.rindex("error: ") :]
 
 
 @pytest.mark.parametrize(
     ("simulator", "messages"),
     [
-        ("no_such_module:simulate", ["module 'no_such_module' failed to import",
-                                     "check that it is installed or on PYTHONPATH"]),
+        (
+            "no_such_module:simulate",
+            [
+                "module 'no_such_module' failed to import",
+                "check that it is installed or on PYTHONPATH",
+            ],
+        ),
         ("{}:missing", ["has no attribute 'missing'"]),
-        ("{}:three_summaries", ["the simulator failed a check on 2 prior samples",
-                                "returned shape (2, 3) for 2 parameter sets",
-                                "xobs has 2 values"]),
-        ("{}:returns_none", ["the simulator failed a check on 2 prior samples",
-                             "returned an array of object; it must return real numbers"]),
-        ("{}:returns_text", ["the simulator failed a check on 2 prior samples",
-                             "it must return real numbers"]),
+        (
+            "{}:three_summaries",
+            [
+                "the simulator failed a check on 2 prior samples",
+                "returned shape (2, 3) for 2 parameter sets",
+                "xobs has 2 values",
+            ],
+        ),
+        (
+            "{}:returns_none",
+            [
+                "the simulator failed a check on 2 prior samples",
+                "returned an array of object; it must return real numbers",
+            ],
+        ),
+        (
+            "{}:returns_text",
+            ["the simulator failed a check on 2 prior samples", "it must return real numbers"],
+        ),
     ],
     ids=["does-not-import", "no-such-function", "wrong-shape", "returns-none", "returns-text"],
 )
 def test_a_bad_simulator_is_caught_before_the_run_starts(
-        prefect_server, helpers, tmp_path, capfd, simulator, messages):
+    prefect_server, helpers, tmp_path, capfd, simulator, messages
+):
     _fails(capfd, _argv(tmp_path / "runs", "--simulator", simulator.format(helpers)), *messages)
     assert not (tmp_path / "runs" / "base" / "run.h5").exists()
 
@@ -328,13 +409,11 @@ def _damage(run_file, how):
         ("not-hdf5", ["is not a readable HDF5 run file", "restore the file from a backup"]),
         ("empty", ["is not a readable HDF5 run file"]),
         ("truncated", ["is not a readable HDF5 run file", "may be truncated"]),
-        ("newer-format", [f"run file format v{FORMAT_VERSION + 1}",
-                          "pip install -U sbi-rounds"]),
+        ("newer-format", [f"run file format v{FORMAT_VERSION + 1}", "pip install -U sbi-rounds"]),
         ("other-hdf5", ["is an HDF5 file but not an sbi-rounds run file"]),
     ],
 )
-def test_a_damaged_or_foreign_run_file_is_refused_and_kept_as_it_is(
-        run_copy, capfd, how, messages):
+def test_a_damaged_or_foreign_run_file_is_refused_and_kept_as_it_is(run_copy, capfd, how, messages):
     _damage(run_copy / "run.h5", how)
     before = _snapshot(run_copy)
     _fails(capfd, _argv(run_copy.parent), *messages, "Nothing was changed")
@@ -399,6 +478,7 @@ def test_loading_a_run_unpickles_nothing(finished_run):
         load()
         print("EVENTS", events)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=300).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
     assert "EVENTS []" in out, out

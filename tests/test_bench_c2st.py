@@ -55,6 +55,9 @@ def test_the_table_pairs_seeds_and_compares_tsnpe_with_snpe(tmp_path):
     path.write_text(json.dumps(rows))
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_c2st.py"), "--summarize", str(path)],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     assert out.strip() == table

@@ -67,16 +67,24 @@ def test_the_command_refuses_bad_input_in_a_second(tmp_path, capsys):
     assert "missing.csv" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--observations", str(tmp_path / "obs.csv"), "--bogus"])
-    out = main(["--observations", str(tmp_path / "obs.csv"), "--max-concurrent", "3",
-                "--rounds", "4", "--print-config"])
+    out = main(
+        [
+            "--observations",
+            str(tmp_path / "obs.csv"),
+            "--max-concurrent",
+            "3",
+            "--rounds",
+            "4",
+            "--print-config",
+        ]
+    )
     printed = capsys.readouterr().out
     assert out == 0 and "max_concurrent: 3" in printed and "rounds: 4" in printed
 
 
 def test_a_summary_before_anything_ran_lists_every_observation_as_waiting(tmp_path):
     np.save(tmp_path / "obs.npy", ROWS)
-    campaign = CampaignConfig(observations=str(tmp_path / "obs.npy"),
-                              directory=str(tmp_path / "c"))
+    campaign = CampaignConfig(observations=str(tmp_path / "obs.npy"), directory=str(tmp_path / "c"))
     rows = summarize(observation_configs(campaign, {}))
     assert [r["status"] for r in rows] == ["waiting"] * 3
     assert "obs-0002     waiting  0/3" in format_summary(rows)
@@ -86,14 +94,43 @@ def test_a_summary_before_anything_ran_lists_every_observation_as_waiting(tmp_pa
 
 # --- a campaign killed mid-way and restarted ------------------------------------------------
 
-SHARED = ["--rounds", "2", "--simulations-per-round", "100", "--seed", "5",
-          "--simulator", "test_simulation_helpers:sleepy",
-          "--simulator.kwargs", "seconds_per_simulation=0.03",
-          "--network", "maf", "--hidden-features", "20", "--num-transforms", "2",
-          "--max-epochs", "8", "--batch-size", "50", "--num-samples", "100",
-          "--map-iterations", "0", "--predictive-simulations", "20", "--logger", "none",
-          "--calibration-simulations", "0",
-          "--workers", "2", "--chunk-size", "10", "--no-dashboard"]
+SHARED = [
+    "--rounds",
+    "2",
+    "--simulations-per-round",
+    "100",
+    "--seed",
+    "5",
+    "--simulator",
+    "test_simulation_helpers:sleepy",
+    "--simulator.kwargs",
+    "seconds_per_simulation=0.03",
+    "--network",
+    "maf",
+    "--hidden-features",
+    "20",
+    "--num-transforms",
+    "2",
+    "--max-epochs",
+    "8",
+    "--batch-size",
+    "50",
+    "--num-samples",
+    "100",
+    "--map-iterations",
+    "0",
+    "--predictive-simulations",
+    "20",
+    "--logger",
+    "none",
+    "--calibration-simulations",
+    "0",
+    "--workers",
+    "2",
+    "--chunk-size",
+    "10",
+    "--no-dashboard",
+]
 
 
 def _env(tmp_path: Path, name: str) -> dict[str, str]:
@@ -105,8 +142,9 @@ def _state(directory: Path) -> dict[str, dict[int, dict[str, float]]]:
     state = {}
     for path in sorted(directory.glob("obs-*/run.h5")):
         store = RunStore.open(path)
-        state[path.parent.name] = {r: store.timings(r) for r in store.rounds()
-                                   if store.stage(r) == Stage.DONE}
+        state[path.parent.name] = {
+            r: store.timings(r) for r in store.rounds() if store.stage(r) == Stage.DONE
+        }
     return state
 
 
@@ -115,12 +153,27 @@ def _state(directory: Path) -> dict[str, dict[int, dict[str, float]]]:
 def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path):
     np.savetxt(tmp_path / "obs.csv", ROWS, delimiter=",")
     directory = tmp_path / "campaign"
-    command = [sys.executable, "-m", "sbi_rounds.cli.main", "campaign", "--observations",
-               str(tmp_path / "obs.csv"), "--campaign-dir", str(directory),
-               "--max-concurrent", "2", *SHARED]
-    first = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path, "p1"),
-                             start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "sbi_rounds.cli.main",
+        "campaign",
+        "--observations",
+        str(tmp_path / "obs.csv"),
+        "--campaign-dir",
+        str(directory),
+        "--max-concurrent",
+        "2",
+        *SHARED,
+    ]
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=_env(tmp_path, "p1"),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while True:  # kill once one observation is finished and another is under way
         assert first.poll() is None and time.monotonic() < deadline, "the campaign ended first"
@@ -134,21 +187,47 @@ def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path):
     before = _state(directory)
     mtimes = {o: (directory / o / "run.h5").stat().st_mtime_ns for o in finished}
     assert any(len(rounds) < 2 for rounds in before.values()) or len(before) < 3
-    again = subprocess.run(command, cwd=tmp_path, env=_env(tmp_path, "p1"), capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        command, cwd=tmp_path, env=_env(tmp_path, "p1"), capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{len(finished)} finished, {3 - len(finished)} to run" in again.stdout + again.stderr
+    printed = again.stdout + again.stderr
+    assert f"{len(finished)} finished, {3 - len(finished)} to run" in printed
     after = _state(directory)
+    for observation in [o for o in after if 2 not in before.get(o, {})]:  # ran round 2 now:
+        assert f"{observation}: round 2/2 done: " in printed, printed[-3000:]  # its lines say whose
+    assert "Beginning subflow run" not in printed  # the engine's lines only with -v
+    assert "posterior checks:" not in printed  # no run's own tables: the summary has them
+    assert "observation  status" in printed
     for observation, rounds in before.items():  # no finished round ran again
         assert {r: after[observation][r] for r in rounds} == rounds
     for observation in finished:  # finished observations were not even opened for writing
         assert (directory / observation / "run.h5").stat().st_mtime_ns == mtimes[observation]
-    separate = [subprocess.Popen(
-        [sys.executable, "-m", "sbi_rounds.cli.main", "run", "--xobs", *map(str, row),
-         "--run-dir", str(tmp_path / "separate"), "--run-id", f"r{i}", *SHARED,
-         "--workers", "1"],  # not an identity setting: the same results with fewer processes
-        cwd=tmp_path, env=_env(tmp_path, f"s{i}"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True) for i, row in enumerate(ROWS)]
+    separate = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sbi_rounds.cli.main",
+                "run",
+                "--xobs",
+                *map(str, row),
+                "--run-dir",
+                str(tmp_path / "separate"),
+                "--run-id",
+                f"r{i}",
+                *SHARED,
+                "--workers",
+                "1",
+            ],  # not an identity setting: the same results with fewer processes
+            cwd=tmp_path,
+            env=_env(tmp_path, f"s{i}"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, row in enumerate(ROWS)
+    ]
     for process in separate:
         assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
     for i in range(3):

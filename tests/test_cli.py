@@ -64,8 +64,10 @@ def test_the_help_shows_every_flag_and_the_documented_short_ones():
 def test_every_flag_the_readme_documents_is_accepted():
     readme = (ROOT / "README.md").read_text()
     from sbi_rounds.cli.campaign import parser as campaign_parser
+    from sbi_rounds.cli.verify import parser as verify_parser
 
-    known = {o for p in (parser(), campaign_parser()) for a in p._actions for o in a.option_strings}
+    parsers = (parser(), campaign_parser(), verify_parser())
+    known = {o for p in parsers for a in p._actions for o in a.option_strings}
 
     documented = set(re.findall(r"`(--[a-z][a-z0-9.-]*)", readme))
     documented.discard("--lifetime")  # dask-worker's, named where walltimes are explained
@@ -141,8 +143,9 @@ def test_none_booleans_and_mappings_from_flags():
     assert config.training.resume is False and config.simulator.kwargs == {"noise": 0.2}
     assert config.npe.num_atoms == config.nre.num_atoms == 4
     assert config.cluster.chunk_size == 50 and config.training.scheduler.kind == "cosine"
-    config = build_config(parse_args(["--xobs", "1", "--network", "none",
-                                      "--network.z-score-x", "none"]), {})
+    config = build_config(
+        parse_args(["--xobs", "1", "--network", "none", "--network.z-score-x", "none"]), {}
+    )
     assert config.network.model is None and config.network.z_score_x == "none"
 
 

@@ -39,12 +39,22 @@ def _slurm(**jobqueue) -> ClusterConfig:
     return ClusterConfig(kind="slurm", jobqueue=JobqueueConfig(**jobqueue))
 
 
-@pytest.mark.parametrize(("walltime", "kind", "seconds"), [
-    ("01:30:00", "slurm", 5400), ("01:30:00", "pbs", 5400), ("30:00", "slurm", 1800),
-    ("30:00", "pbs", 1800), ("1:30", "lsf", 5400), ("2:00", "oar", 7200), ("90", "slurm", 5400),
-    ("90", "pbs", 90), ("2-12", "slurm", 216000), ("1-00:30", "slurm", 88200),
-    ("1-00:00:10", "slurm", 86410),
-])
+@pytest.mark.parametrize(
+    ("walltime", "kind", "seconds"),
+    [
+        ("01:30:00", "slurm", 5400),
+        ("01:30:00", "pbs", 5400),
+        ("30:00", "slurm", 1800),
+        ("30:00", "pbs", 1800),
+        ("1:30", "lsf", 5400),
+        ("2:00", "oar", 7200),
+        ("90", "slurm", 5400),
+        ("90", "pbs", 90),
+        ("2-12", "slurm", 216000),
+        ("1-00:30", "slurm", 88200),
+        ("1-00:00:10", "slurm", 86410),
+    ],
+)
 def test_walltimes_are_read_the_way_each_batch_system_reads_them(walltime, kind, seconds):
     assert walltime_seconds(walltime, kind) == seconds
 
@@ -65,8 +75,12 @@ def test_workers_retire_the_margin_before_the_walltime():
 
 
 def test_settings_resolve_argument_then_jobqueue_yaml_then_default():
-    user_file = {"jobqueue.slurm.queue": "from-yaml", "jobqueue.slurm.account": "acct-yaml",
-                 "jobqueue.slurm.walltime": "01:00:00", "jobqueue.slurm.cores": 4}
+    user_file = {
+        "jobqueue.slurm.queue": "from-yaml",
+        "jobqueue.slurm.account": "acct-yaml",
+        "jobqueue.slurm.walltime": "01:00:00",
+        "jobqueue.slurm.cores": 4,
+    }
     with dask.config.set(user_file):
         from_yaml = jobqueue_kwargs(_slurm(memory="2GB"))
         explicit = jobqueue_kwargs(_slurm(memory="2GB", queue="debug", walltime="00:20:00"))
@@ -92,19 +106,23 @@ def test_account_is_project_where_the_batch_system_calls_it_so():
     assert jobqueue_kwargs(pbs)["account"] == "a1"
 
 
-@pytest.mark.parametrize(("jobqueue", "message"), [
-    ({"jobs": 2, "maximum_jobs": 4}, "give one: jobs=N, or minimum_jobs=A and maximum_jobs=B"),
-    ({"minimum_jobs": 2}, "minimum_jobs needs maximum_jobs too"),
-    ({"minimum_jobs": 5, "maximum_jobs": 2}, "maximum_jobs=2 is below minimum_jobs=5"),
-])
+@pytest.mark.parametrize(
+    ("jobqueue", "message"),
+    [
+        ({"jobs": 2, "maximum_jobs": 4}, "give one: jobs=N, or minimum_jobs=A and maximum_jobs=B"),
+        ({"minimum_jobs": 2}, "minimum_jobs needs maximum_jobs too"),
+        ({"minimum_jobs": 5, "maximum_jobs": 2}, "maximum_jobs=2 is below minimum_jobs=5"),
+    ],
+)
 def test_inconsistent_scaling_is_refused(jobqueue, message):
     with pytest.raises(ValueError, match=message):
         jobqueue_kwargs(_slurm(**jobqueue))
 
 
 def test_a_setting_the_batch_system_lacks_is_named():
-    condor = ClusterConfig(kind="htcondor", jobqueue=JobqueueConfig(queue="q", cores=1,
-                                                                    memory="1GB"))
+    condor = ClusterConfig(
+        kind="htcondor", jobqueue=JobqueueConfig(queue="q", cores=1, memory="1GB")
+    )
     with pytest.raises(ValueError, match=r"sets queue, which HTCondorCluster .* does not have"):
         jobqueue_kwargs(condor)
 
@@ -117,30 +135,65 @@ def test_expected_threads():
 
 
 def test_slurm_job_script():
-    script = job_script(_slurm(cores=2, processes=2, memory="2GB", walltime="00:30:00",
-                               queue="debug", account="proj", interface="lo",
-                               job_extra_directives=["--output=/tmp/w-%j.out"],
-                               job_script_prologue=["source /opt/env/bin/activate"]))
+    script = job_script(
+        _slurm(
+            cores=2,
+            processes=2,
+            memory="2GB",
+            walltime="00:30:00",
+            queue="debug",
+            account="proj",
+            interface="lo",
+            job_extra_directives=["--output=/tmp/w-%j.out"],
+            job_script_prologue=["source /opt/env/bin/activate"],
+        )
+    )
     lines = script.splitlines()
-    for line in ("#SBATCH -p debug", "#SBATCH -A proj", "#SBATCH -t 00:30:00",
-                 "#SBATCH --cpus-per-task=2", "#SBATCH --output=/tmp/w-%j.out",
-                 "source /opt/env/bin/activate"):
+    for line in (
+        "#SBATCH -p debug",
+        "#SBATCH -A proj",
+        "#SBATCH -t 00:30:00",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --output=/tmp/w-%j.out",
+        "source /opt/env/bin/activate",
+    ):
         assert line in lines, script
     worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
     assert worker.startswith(sys.executable)
-    for option in ("--nworkers 2", "--nthreads 1", "--nanny", "--interface lo",
-                   "--lifetime 1440s", "--lifetime-stagger 60s"):
+    for option in (
+        "--nworkers 2",
+        "--nthreads 1",
+        "--nanny",
+        "--interface lo",
+        "--lifetime 1440s",
+        "--lifetime-stagger 60s",
+    ):
         assert option in worker, worker
     assert lines.index("source /opt/env/bin/activate") < lines.index(worker)
 
 
 def test_pbs_job_script_needs_no_pbs_server():
-    script = job_script(ClusterConfig(kind="pbs", jobqueue=JobqueueConfig(
-        cores=4, processes=1, memory="8GB", walltime="04:00:00", queue="workq", account="acc",
-        interface="lo")))
+    script = job_script(
+        ClusterConfig(
+            kind="pbs",
+            jobqueue=JobqueueConfig(
+                cores=4,
+                processes=1,
+                memory="8GB",
+                walltime="04:00:00",
+                queue="workq",
+                account="acc",
+                interface="lo",
+            ),
+        )
+    )
     lines = script.splitlines()
-    for line in ("#PBS -q workq", "#PBS -A acc", "#PBS -l select=1:ncpus=4:mem=7630MB",
-                 "#PBS -l walltime=04:00:00"):
+    for line in (
+        "#PBS -q workq",
+        "#PBS -A acc",
+        "#PBS -l select=1:ncpus=4:mem=7630MB",
+        "#PBS -l walltime=04:00:00",
+    ):
         assert line in lines, script
     assert "--nthreads 4" in script and "--lifetime 14040s" in script
 
@@ -168,8 +221,12 @@ def test_the_shipped_hpc_config_validates_and_gives_a_job_script(capsys):
 
 
 def test_the_scheduler_file_is_removed_also_when_a_run_was_killed():
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     tmp = Path(tempfile.gettempdir())
     # what a run whose scheduler was SIGKILLed leaves behind
     stale = tmp / f"sbi-rounds-scheduler-{dead.stdout.strip()}-0badf00d.json"
@@ -183,19 +240,26 @@ def test_the_scheduler_file_is_removed_also_when_a_run_was_killed():
 
 
 def test_local_cluster_processes_exit_when_the_run_is_killed(tmp_path):
-    code = ("import time\n"
-            "from sbi_rounds.cluster import open_client\n"
-            "from sbi_rounds.config import ClusterConfig\n"
-            "with open_client(ClusterConfig(workers=2)) as client:\n"
-            "    def grandchild():\n"
-            "        import multiprocessing as mp\n"
-            "        p = mp.Process(target=time.sleep, args=(0.1,))\n"
-            "        p.start(); p.join(); return p.exitcode\n"
-            "    assert client.submit(grandchild).result() == 0  # workers are not daemonic\n"
-            "    print('ready', flush=True)\n"
-            "    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    code = (
+        "import time\n"
+        "from sbi_rounds.cluster import open_client\n"
+        "from sbi_rounds.config import ClusterConfig\n"
+        "with open_client(ClusterConfig(workers=2)) as client:\n"
+        "    def grandchild():\n"
+        "        import multiprocessing as mp\n"
+        "        p = mp.Process(target=time.sleep, args=(0.1,))\n"
+        "        p.start(); p.join(); return p.exitcode\n"
+        "    assert client.submit(grandchild).result() == 0  # workers are not daemonic\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+    )
     children: list[psutil.Process] = []
     try:
         assert proc.stdout.readline().strip() == "ready"

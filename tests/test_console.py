@@ -20,15 +20,34 @@ from pathlib import Path
 
 import pytest
 
-from sbi_rounds.cli.console import ConsoleHandler, install_console, quiet_dask_workers
+from sbi_rounds.cli.console import (
+    ConsoleHandler,
+    failures_as_one_line,
+    install_console,
+    quiet_dask_workers,
+)
 
 TESTS = Path(__file__).resolve().parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: Words a tiny run passes to the command (MAF, few epochs, one worker).
 TINY = [
-    "--xobs", "0.5", "-0.3", "--network", "maf", "--hidden-features", "10",
-    "--num-transforms", "1", "--num-samples", "100", "--workers", "1",
-    "--predictive-simulations", "0", "--calibration-simulations", "0",
+    "--xobs",
+    "0.5",
+    "-0.3",
+    "--network",
+    "maf",
+    "--hidden-features",
+    "10",
+    "--num-transforms",
+    "1",
+    "--num-samples",
+    "100",
+    "--workers",
+    "1",
+    "--predictive-simulations",
+    "0",
+    "--calibration-simulations",
+    "0",
 ]
 
 
@@ -39,9 +58,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _in_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[
-    int, str
-]:
+def _in_a_terminal(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> tuple[int, str]:
     """Run a command on a pseudo-terminal 120 columns wide; its exit status and output."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
@@ -77,8 +96,20 @@ def _screen_lines(raw: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_run_in_a_terminal_shows_a_live_display_and_a_short_log(tmp_path):
-    args = [sys.executable, "-m", "flows.online", *TINY, "--rounds", "2",
-            "--simulations-per-round", "200", "--max-epochs", "6", "--run-id", "tty"]
+    args = [
+        sys.executable,
+        "-m",
+        "flows.online",
+        *TINY,
+        "--rounds",
+        "2",
+        "--simulations-per-round",
+        "200",
+        "--max-epochs",
+        "6",
+        "--run-id",
+        "tty",
+    ]
     status, raw = _in_a_terminal(args, tmp_path, _env(tmp_path), timeout=900)
     lines = _screen_lines(raw)
     text = "\n".join(lines)
@@ -86,11 +117,22 @@ def test_a_run_in_a_terminal_shows_a_live_display_and_a_short_log(tmp_path):
     assert "round 1/2 simulating" in ANSI.sub("", raw)  # the live display was drawn
     assert "round 1/2 training" in ANSI.sub("", raw)
     assert len(lines) <= 40, text
-    for noise in ("step=", "train_loss", "Finished in state", "dask spec", "preload",
-                  "params ", "View at", "anonymous usage"):
+    for noise in (
+        "step=",
+        "train_loss",
+        "Finished in state",
+        "dask spec",
+        "preload",
+        "params ",
+        "View at",
+        "anonymous usage",
+    ):
         assert noise not in text, noise
-    assert re.search(r"round 1/2 done: 200 simulations \(200 valid\), 6 epochs \(stopped by "
-                     r"max_epochs\)", text), text
+    assert re.search(
+        r"round 1/2 done: 200 simulations \(200 valid\), 6 epochs \(stopped by "
+        r"max_epochs\)",
+        text,
+    ), text
     assert "round 2/2 done:" in text
     assert "warning: round 1: training stopped at its cap (reached max_epochs=6)" in text
     assert "stopped by" in text and "max_epochs" in text.split("stopped by")[-1]  # the table
@@ -100,33 +142,68 @@ def test_a_run_in_a_terminal_shows_a_live_display_and_a_short_log(tmp_path):
 
 @pytest.mark.slow
 def test_without_a_terminal_a_slow_round_prints_progress_lines(tmp_path):
-    args = [sys.executable, "-m", "flows.online", *TINY, "--rounds", "1",
-            "--simulations-per-round", "120", "--chunk-size", "10", "--max-epochs", "3",
-            "--simulator", "simulators:sleepy", "--console.progress-interval", "1",
-            "--run-id", "log"]
-    out = subprocess.run(args, cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                         text=True, timeout=900)
+    args = [
+        sys.executable,
+        "-m",
+        "flows.online",
+        *TINY,
+        "--rounds",
+        "1",
+        "--simulations-per-round",
+        "120",
+        "--chunk-size",
+        "10",
+        "--max-epochs",
+        "3",
+        "--simulator",
+        "simulators:sleepy",
+        "--console.progress-interval",
+        "1",
+        "--run-id",
+        "log",
+    ]
+    out = subprocess.run(
+        args, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     progress = [line for line in out.stderr.splitlines() if "round 1/1 simulating: " in line]
     assert len(progress) >= 2, out.stderr
-    assert all(re.match(r"\d\d:\d\d:\d\d round 1/1 simulating: \d+/120 \(\d+%\)", p)
-               for p in progress), progress
+    assert all(
+        re.match(r"\d\d:\d\d:\d\d round 1/1 simulating: \d+/120 \(\d+%\)", p) for p in progress
+    ), progress
     assert any("simulations/s, about" in p for p in progress), progress
     assert "\x1b[" not in out.stderr  # no terminal codes in a log file
 
 
 @pytest.mark.slow
 def test_quiet_prints_only_warnings_errors_and_the_paths(tmp_path):
-    args = [sys.executable, "-m", "flows.online", *TINY, "--rounds", "1",
-            "--simulations-per-round", "100", "--max-epochs", "2", "--run-id", "quiet", "-q"]
-    out = subprocess.run(args, cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                         text=True, timeout=900)
+    args = [
+        sys.executable,
+        "-m",
+        "flows.online",
+        *TINY,
+        "--rounds",
+        "1",
+        "--simulations-per-round",
+        "100",
+        "--max-epochs",
+        "2",
+        "--run-id",
+        "quiet",
+        "-q",
+    ]
+    out = subprocess.run(
+        args, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     allowed = ("warning: ", "run file: ", "pairplot: ", "report: ")
-    assert lines and all(line.split(" ", 1)[1].startswith(allowed)
-                         if re.match(r"\d\d:\d\d:\d\d ", line) else line.startswith(allowed)
-                         for line in lines), lines
+    assert lines and all(
+        line.split(" ", 1)[1].startswith(allowed)
+        if re.match(r"\d\d:\d\d:\d\d ", line)
+        else line.startswith(allowed)
+        for line in lines
+    ), lines
     assert any("training stopped at its cap" in line for line in lines)
 
 
@@ -166,6 +243,72 @@ def test_the_console_handler_names_warnings_and_leaves_out_engine_lines(tmp_path
     assert lines[2].startswith("warning: /home/me/sim.py:7: UserWarning: check your input")
     assert "old API" not in stream.getvalue()
     assert console.file is stream
+
+
+def test_a_campaigns_console_labels_each_line_with_its_run():
+    import io
+    import logging
+    import threading
+
+    from rich.console import Console
+
+    from sbi_rounds.campaign import RUN_THREAD_PREFIX
+
+    stream = io.StringIO()
+    handler = ConsoleHandler(Console(file=stream), run_threads=RUN_THREAD_PREFIX)
+    logger = logging.getLogger("test_console.campaign")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:  # a flow run's record carries its name; a library's record has its thread's
+        logger.info(
+            "round 1/2 done", extra={"flow_name": "online_inference", "flow_run_name": "obs-0001"}
+        )
+        logger.info(
+            "campaign of 3 observations",
+            extra={"flow_name": "campaign", "flow_run_name": "brave-fox"},
+        )
+        thread = threading.Thread(
+            target=logger.warning, args=("training stalled",), name=RUN_THREAD_PREFIX + "obs-0002"
+        )
+        thread.start()
+        thread.join()
+        logger.info("not a run's")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().splitlines() == [
+        "obs-0001: round 1/2 done",
+        "campaign of 3 observations",
+        "warning: obs-0002: training stalled",
+        "not a run's",
+    ]
+
+
+def test_failures_are_one_line_below_verbose():
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append((record.getMessage(), record.exc_info))
+
+    logger = logging.getLogger("prefect.task_runs")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        for level in (0, 1):
+            with failures_as_one_line(level):
+                try:
+                    raise RuntimeError("boom")
+                except RuntimeError:
+                    logger.exception("Task run failed")
+                    logger.warning("retrying", exc_info=True)
+        logger.error("after")  # the filter is gone again
+    finally:
+        logger.removeHandler(keep)
+    assert [m for m, _ in records] == ["retrying", "Task run failed", "retrying", "after"]
+    assert records[0][1] is None and records[1][1] is not None  # -v keeps tracebacks
 
 
 def test_dask_workers_are_quiet_only_while_a_run_lasts(monkeypatch):

@@ -26,8 +26,9 @@ def test_no_requeue_outside_slurm_or_past_the_maximum(capsys):
     assert not continue_in_new_job(settings, "sbi-rounds run X", environ=environ)
     err = capsys.readouterr().err
     assert "after 2 continuation(s), the maximum" in err and "sbi-rounds run X" in err
-    assert not continue_in_new_job(ContinuationConfig(max_continuations=0), "c",
-                                   environ={"SLURM_JOB_ID": "123"})
+    assert not continue_in_new_job(
+        ContinuationConfig(max_continuations=0), "c", environ={"SLURM_JOB_ID": "123"}
+    )
 
 
 @pytest.mark.slow
@@ -36,12 +37,38 @@ def test_the_time_limit_signal_stops_a_run_with_the_resume_command(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("SLURM_JOB_ID", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "sbi_rounds.cli.main", "run", "--xobs", "0.5", "-0.3",
-         "--run-dir", str(tmp_path / "runs"), "--run-id", "r", "--rounds", "1",
-         "--simulations-per-round", "400", "--simulator", "test_simulation_helpers:sleepy",
-         "--simulator.kwargs", "seconds_per_simulation=0.2", "--workers", "1",
-         "--logger", "none", "--no-progress"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "sbi_rounds.cli.main",
+            "run",
+            "--xobs",
+            "0.5",
+            "-0.3",
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--run-id",
+            "r",
+            "--rounds",
+            "1",
+            "--simulations-per-round",
+            "400",
+            "--simulator",
+            "test_simulation_helpers:sleepy",
+            "--simulator.kwargs",
+            "seconds_per_simulation=0.2",
+            "--workers",
+            "1",
+            "--logger",
+            "none",
+            "--no-progress",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not (tmp_path / "runs" / "r" / "run.h5").exists():  # the run began
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()

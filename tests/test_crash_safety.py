@@ -73,11 +73,21 @@ def test_in_place_commits_rewrite_dataset_bytes_only(tmp_path):
     import numpy as np
 
     store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="x")
-    store.plan_round(1, num_simulations=10, theta_dim=2, x_dim=3, chunk_size=4,
-                     num_posterior_samples=5, proposal={"kind": "prior"})
+    store.plan_round(
+        1,
+        num_simulations=10,
+        theta_dim=2,
+        x_dim=3,
+        chunk_size=4,
+        num_posterior_samples=5,
+        proposal={"kind": "prior"},
+    )
     with h5py.File(store.path, "r") as f:
-        extents = [(d.id.get_offset(), d.id.get_storage_size())
-                   for d in f["rounds/0001"].values() if isinstance(d, h5py.Dataset)]
+        extents = [
+            (d.id.get_offset(), d.id.get_storage_size())
+            for d in f["rounds/0001"].values()
+            if isinstance(d, h5py.Dataset)
+        ]
     before = np.frombuffer(store.path.read_bytes(), np.uint8)
     store.write_theta(1, 0, np.ones((10, 2)))
     store.write_chunk(1, 2, np.full((2, 3), 7.0), seconds=0.1)
@@ -101,11 +111,19 @@ def test_the_harness_reads_the_committed_training_epoch(tmp_path):
     from sbi_rounds.store import RoundCheckpointSink
 
     store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="x")
-    store.plan_round(1, num_simulations=10, theta_dim=2, x_dim=3, chunk_size=4,
-                     num_posterior_samples=5, proposal={"kind": "prior"})
+    store.plan_round(
+        1,
+        num_simulations=10,
+        theta_dim=2,
+        x_dim=3,
+        chunk_size=4,
+        num_posterior_samples=5,
+        proposal={"kind": "prior"},
+    )
     assert read_state(store.path)[1].checkpoint_epoch is None
-    RoundCheckpointSink(store, 1).save({"model": {"w": torch.ones(3)}, "epoch": 6,
-                                        "history": [1.0, 0.5]})
+    RoundCheckpointSink(store, 1).save(
+        {"model": {"w": torch.ones(3)}, "epoch": 6, "history": [1.0, 0.5]}
+    )
     assert read_state(store.path)[1].checkpoint_epoch == 6
 
 
@@ -114,23 +132,31 @@ class _Run:
     """``python -m flows.online`` in a session of its own, with a simulator call log."""
 
     def __init__(self, tmp_path: Path, **settings) -> None:
-        self.cfg = HarnessConfig(workdir=tmp_path, rounds=1, simulations=400, max_epochs=40,
-                                 **settings)
+        self.cfg = HarnessConfig(
+            workdir=tmp_path, rounds=1, simulations=400, max_epochs=40, **settings
+        )
         self.log = tmp_path / "simulator.log"
         write_config(self.cfg, self.log)
         self.argv = cli_command(self.cfg, self.cfg.run_dir, "stop")[3:]
         self.path = self.cfg.run_dir / "stop" / "run.h5"
         self.token = uuid.uuid4().hex
         self.output = tmp_path / "cli.log"
-        self.env = {**os.environ, TOKEN_VAR: self.token, "PYTHONPATH": os.pathsep.join(
-            [str(BENCHMARKS), os.environ.get("PYTHONPATH", "")])}
+        self.env = {
+            **os.environ,
+            TOKEN_VAR: self.token,
+            "PYTHONPATH": os.pathsep.join([str(BENCHMARKS), os.environ.get("PYTHONPATH", "")]),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                argv or [sys.executable, "-m", "flows.online", *self.argv], stdout=out,
-                stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+                argv or [sys.executable, "-m", "flows.online", *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
         return self.proc
 
     def wait_for(self, stage: str, timeout: float = 240.0) -> dict:
@@ -192,14 +218,13 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(tmp_path, signum, stage,
         status = proc.wait(timeout=120)
         seconds = time.monotonic() - t0
         text = run.text()
-        print(f"{signal.Signals(signum).name} while {stage}: exited {status} after "
-              f"{seconds:.1f} s")
+        print(f"{signal.Signals(signum).name} while {stage}: exited {status} after {seconds:.1f} s")
         assert status == 130, text[-3000:]
         assert seconds < STOP_LIMIT, f"took {seconds:.1f} s to stop"
         time.sleep(3)  # the Dask processes close when their parent is gone
         assert tagged_processes(run.token) == []
         # The exact command: the same arguments, the run id added when it was not given.
-        line = text[text.index("Resume with:"):].splitlines()[1].strip()
+        line = text[text.index("Resume with:") :].splitlines()[1].strip()
         command = shlex.split(line)
         assert command[:3] == ["python", "-m", "flows.online"]
         assert command[3:] == run.argv
@@ -223,9 +248,11 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(tmp_path, signum, stage,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "stage"), [(signal.SIGINT, "train"),
-                                               (signal.SIGTERM, "simulate")],
-                         ids=["ctrl-c-training", "group-sigterm-simulating"])
+@pytest.mark.parametrize(
+    ("signum", "stage"),
+    [(signal.SIGINT, "train"), (signal.SIGTERM, "simulate")],
+    ids=["ctrl-c-training", "group-sigterm-simulating"],
+)
 def test_a_signal_to_the_whole_process_group_stops_the_run_promptly(tmp_path, signum, stage):
     run = _Run(tmp_path, **_window(stage))
     proc = run.start()

@@ -156,8 +156,10 @@ def test_the_flow_parameter_schema_holds_titles_descriptions_bounds_and_choices(
 
 @pytest.mark.parametrize(
     ("method", "settings"),
-    [("tfmpe", {"num_layers": 4, "time_sampling": "logit_normal", "threshold_density": "kde"}),
-     ("tnpse", {"sde_type": "vp", "sample_with": "ode"})],
+    [
+        ("tfmpe", {"num_layers": 4, "time_sampling": "logit_normal", "threshold_density": "kde"}),
+        ("tnpse", {"sde_type": "vp", "sample_with": "ode"}),
+    ],
 )
 def test_the_vector_field_methods_and_their_settings_pass_the_deployment_form(method, settings):
     """What the Prefect form sends for tfmpe / tnpse validates against the flow's parameter
@@ -168,9 +170,10 @@ def test_the_vector_field_methods_and_their_settings_pass_the_deployment_form(me
     schema = {**schema, "definitions": schema.get("definitions", {})}
     config = {"xobs": [0.5, -0.3], "method": method, method: settings}
     jsonschema.validate({"config": config}, schema)
-    assert getattr(RunConfig.model_validate(config), method).model_dump(
-        include=set(settings)
-    ) == settings
+    assert (
+        getattr(RunConfig.model_validate(config), method).model_dump(include=set(settings))
+        == settings
+    )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"config": {**config, method: {"num_layer": 4}}}, schema)
 

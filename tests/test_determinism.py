@@ -15,8 +15,10 @@ from sbi_rounds.store import RunStore
 from sbi_rounds.training import Callback
 
 ROUNDS = 2
-SLOW = {"path": "sbi_rounds.examples:slow_linear_gaussian",
-        "kwargs": {"seconds_per_simulation": 0.004}}
+SLOW = {
+    "path": "sbi_rounds.examples:slow_linear_gaussian",
+    "kwargs": {"seconds_per_simulation": 0.004},
+}
 
 
 def _config(make_config, run_dir, **overrides):
@@ -24,8 +26,12 @@ def _config(make_config, run_dir, **overrides):
         rounds=ROUNDS,
         simulations_per_round=300,
         simulator=SLOW,
-        training={"max_epochs": 12, "batch_size": 100, "checkpoint_every": 3,
-                  "checkpoint_min_seconds": 0},
+        training={
+            "max_epochs": 12,
+            "batch_size": 100,
+            "checkpoint_every": 3,
+            "checkpoint_min_seconds": 0,
+        },
         # A commit per chunk: the interrupted run stops after its second committed chunk.
         cluster={"chunk_size": 50, "commit_interval": 0},
         run_id="same-seed",
@@ -71,26 +77,32 @@ def _assert_same(a: RunStore, b: RunStore):
 #: Settings of the vector-field methods' runs: their network, and fewer samples to set the
 #: truncation threshold (each an ODE solve).
 VECTOR_FIELD = {
-    method: {"method": method, "network": {"model": None, "num_transforms": 5},
-             method: {"num_samples_to_estimate": 1000}}
+    method: {
+        "method": method,
+        "network": {"model": None, "num_transforms": 5},
+        method: {"num_samples_to_estimate": 1000},
+    }
     for method in ("tfmpe", "tnpse")
 }
 
 
 @pytest.mark.parametrize(
     "method",
-    ["snpe", pytest.param("tfmpe", marks=pytest.mark.slow),
-     pytest.param("tnpse", marks=pytest.mark.slow)],
+    [
+        "snpe",
+        pytest.param("tfmpe", marks=pytest.mark.slow),
+        pytest.param("tnpse", marks=pytest.mark.slow),
+    ],
 )
 def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(
-        make_config, dask_client, tmp_path, method):
+    make_config, dask_client, tmp_path, method
+):
     """Stopped mid-simulation and mid-training in every round, each time resumed in a new
     session (as a restarted process would), the run ends with the same simulations,
     weights, losses and posterior samples as a run never stopped (for TFMPE and TNPSE also
     the same truncated proposal: its threshold is recomputed in the new session)."""
     extra = VECTOR_FIELD.get(method, {})
-    reference = _uninterrupted(_config(make_config, tmp_path / "reference", **extra),
-                               dask_client)
+    reference = _uninterrupted(_config(make_config, tmp_path / "reference", **extra), dask_client)
     config = _config(make_config, tmp_path / "interrupted", **extra)
     for r in range(1, ROUNDS + 1):
         with run_session(config) as run:

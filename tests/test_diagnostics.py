@@ -56,8 +56,9 @@ def _finish_round(run, r, client):
 # --- the numbers ------------------------------------------------------------------------
 def test_posterior_statistics_give_moments_quantiles_map_and_the_truth():
     samples = np.random.default_rng(0).normal([1.0, -2.0], [0.5, 2.0], size=(20_000, 2))
-    stats = posterior_statistics(samples, ["a", "b"], map_estimate=np.array([1.1, -1.9]),
-                                 true_parameters=[1.0, 2.0])
+    stats = posterior_statistics(
+        samples, ["a", "b"], map_estimate=np.array([1.1, -1.9]), true_parameters=[1.0, 2.0]
+    )
     a, b = stats["a"], stats["b"]
     assert a["mean"] == pytest.approx(1.0, abs=0.02) and a["std"] == pytest.approx(0.5, rel=0.03)
     assert a["q05"] == pytest.approx(1.0 - 1.645 * 0.5, abs=0.03)
@@ -79,7 +80,8 @@ def test_posterior_statistics_give_moments_quantiles_map_and_the_truth():
     ],
 )
 def test_the_predictive_check_flags_statistics_outside_the_central_interval(
-        xobs, flagged, quantiles):
+    xobs, flagged, quantiles
+):
     x = np.random.default_rng(1).standard_normal((4000, 2))
     x[:5] = np.nan  # invalid simulations are left out
     check = predictive_check(x, np.array(xobs), ["s1", "s2"], alpha=0.01)
@@ -186,8 +188,7 @@ def checked_run(tmp_path_factory, dask_client):
 
 def test_every_check_is_committed_to_the_run_file(checked_run):
     config, results, _ = checked_run
-    assert results[1].details["parts"] == ["posterior", "map", "predictive", "c2st",
-                                          "calibration"]
+    assert results[1].details["parts"] == ["posterior", "map", "predictive", "c2st", "calibration"]
     assert results[2].details["parts"] == ["posterior", "map", "predictive", "movement", "c2st"]
     store = RunStore.open(config.run_path)
     for r in (1, 2):
@@ -211,7 +212,8 @@ def test_every_check_is_committed_to_the_run_file(checked_run):
     s1 = store.read_round_attr(1, "diagnostics")["posterior"]["theta_1"]
     s2 = store.read_round_attr(2, "diagnostics")["posterior"]["theta_1"]
     assert move["parameters"]["theta_1"]["mean_shift"] == pytest.approx(
-        (s2["mean"] - s1["mean"]) / s1["std"])
+        (s2["mean"] - s1["mean"]) / s1["std"]
+    )
     assert move["parameters"]["theta_1"]["width_ratio"] == pytest.approx(s2["std"] / s1["std"])
 
 
@@ -245,11 +247,20 @@ def test_checks_are_skipped_once_committed_and_the_stopping_rule_reads_them(chec
         line, metrics = describe_checks(run, 2), check_metrics(run, 2)
     assert table.splitlines()[0].split()[0] == "round" and len(table.splitlines()) == 3
     assert "predictive check: no statistic flagged" in line and "C2ST against" in line
-    assert set(metrics) == {"round/predictive_flagged", "round/max_mean_shift",
-                            "round/max_width_change", "round/c2st"}
+    assert set(metrics) == {
+        "round/predictive_flagged",
+        "round/max_mean_shift",
+        "round/max_width_change",
+        "round/c2st",
+    }
     # A check switched on later is filled in; the committed ones are kept.
-    more = config.model_copy(update={"diagnostics": config.diagnostics.model_copy(
-        update={"map_iterations": 0, "true_parameters": None})})
+    more = config.model_copy(
+        update={
+            "diagnostics": config.diagnostics.model_copy(
+                update={"map_iterations": 0, "true_parameters": None}
+            )
+        }
+    )
     with run_session(more) as run:
         assert checks_due(run, 1) == ["posterior"]
         before = run.store.read_round_attr(1, "diagnostics")
@@ -259,14 +270,17 @@ def test_checks_are_skipped_once_committed_and_the_stopping_rule_reads_them(chec
 
 
 def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_check_resumes(
-        tmp_path, dask_client):
+    tmp_path, dask_client
+):
     # x = theta^2 + noise cannot be -2: x_1 is flagged, x_2 = 0.5 is reproduced.
-    config = RunConfig.model_validate({
-        **_small(tmp_path, predictive_simulations=200, map_iterations=0).model_dump(),
-        "xobs": [-2.0, 0.5],
-        "rounds": 1,
-        "simulator": {"path": "sbi_rounds.examples:quadratic"},
-    })
+    config = RunConfig.model_validate(
+        {
+            **_small(tmp_path, predictive_simulations=200, map_iterations=0).model_dump(),
+            "xobs": [-2.0, 0.5],
+            "rounds": 1,
+            "simulator": {"path": "sbi_rounds.examples:quadratic"},
+        }
+    )
     polls = {"n": 0}
 
     def stop_soon():
@@ -299,13 +313,20 @@ def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_chec
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["tsnpe", "snle", "snre"])
 def test_round_one_calibration_runs_for_every_method(tmp_path, dask_client, method):
-    config = RunConfig.model_validate({
-        **_small(tmp_path, predictive_simulations=50, calibration_simulations=30,
-                 calibration_posterior_samples=50, map_iterations=20).model_dump(),
-        "method": method,
-        "rounds": 1,
-        "posterior": {"num_samples": 50, "num_chains": 4, "warmup_steps": 10},
-    })
+    config = RunConfig.model_validate(
+        {
+            **_small(
+                tmp_path,
+                predictive_simulations=50,
+                calibration_simulations=30,
+                calibration_posterior_samples=50,
+                map_iterations=20,
+            ).model_dump(),
+            "method": method,
+            "rounds": 1,
+            "posterior": {"num_samples": 50, "num_chains": 4, "warmup_steps": 10},
+        }
+    )
     with run_session(config) as run:
         _finish_round(run, 1, dask_client)
         diagnose(run, 1, dask_client)

@@ -18,10 +18,31 @@ import torch
 
 from sbi_rounds.cli.run import main, parse_args
 
-SMALL = ["--rounds", "1", "--simulations-per-round", "100", "--chunk-size", "50",
-         "--max-epochs", "2", "--hidden-features", "10", "--num-transforms", "1",
-         "--num-samples", "50", "--workers", "1", "--logger", "none", "--no-progress",
-         "--predictive-simulations", "0", "--map-iterations", "0"]
+SMALL = [
+    "--rounds",
+    "1",
+    "--simulations-per-round",
+    "100",
+    "--chunk-size",
+    "50",
+    "--max-epochs",
+    "2",
+    "--hidden-features",
+    "10",
+    "--num-transforms",
+    "1",
+    "--num-samples",
+    "50",
+    "--workers",
+    "1",
+    "--logger",
+    "none",
+    "--no-progress",
+    "--predictive-simulations",
+    "0",
+    "--map-iterations",
+    "0",
+]
 
 
 def _argv(run_dir, *extra):
@@ -40,7 +61,7 @@ def _one_error(capfd, argv, *messages, status=2):
     out, err = capfd.readouterr()
     assert code == status, out + err
     assert err.count("error: ") == 1 and not _tracebacks(err), err
-    error = err[err.index("error: "):]
+    error = err[err.index("error: ") :]
     for message in messages:
         assert message in error, error
     return error
@@ -49,9 +70,13 @@ def _one_error(capfd, argv, *messages, status=2):
 def _cli(argv, tmp_path, timeout=300, env=()):
     """``python -m flows.online ARGV`` in its own session: ``(status, output)``."""
     with open(tmp_path / "cli.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.online", *argv], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **dict(env)})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.online", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **dict(env)},
+        )
         try:
             status = proc.wait(timeout=timeout)
         finally:
@@ -66,8 +91,12 @@ def _cli(argv, tmp_path, timeout=300, env=()):
 # --- found before anything starts ---------------------------------------------------------
 def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, capfd):
     (tmp_path / "file").write_text("in the way")
-    _one_error(capfd, _argv(tmp_path / "file" / "runs"), "cannot create the run directory",
-               "is a file, not a directory")
+    _one_error(
+        capfd,
+        _argv(tmp_path / "file" / "runs"),
+        "cannot create the run directory",
+        "is a file, not a directory",
+    )
     assert (tmp_path / "file").read_text() == "in the way"
 
 
@@ -80,8 +109,12 @@ def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capfd):
             directory = "/proc/sys"
             if os.access(directory, os.W_OK):
                 pytest.skip("no directory here that this user cannot write to")
-        _one_error(capfd, _argv(f"{directory}/runs"), "cannot write to the run directory",
-                   "permission denied")
+        _one_error(
+            capfd,
+            _argv(f"{directory}/runs"),
+            "cannot write to the run directory",
+            "permission denied",
+        )
     finally:
         (tmp_path / "ro").chmod(0o700)
 
@@ -104,8 +137,11 @@ def small_disk(tmp_path):
     def mount(kilobytes):
         if os.geteuid() != 0:
             pytest.skip("mounting a small file system (tmpfs) needs root")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs",
-                               str(directory)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(directory)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a small file system here: {done.stderr.strip()}")
         mounted.append(directory)
@@ -118,8 +154,13 @@ def small_disk(tmp_path):
 
 def test_a_really_full_small_disk_is_refused_up_front_in_one_line(small_disk, capfd):
     disk = small_disk(256)
-    _one_error(capfd, _argv(disk / "runs"), "not enough free disk for the run in",
-               "MB free, about", "MB needed for round 1")
+    _one_error(
+        capfd,
+        _argv(disk / "runs"),
+        "not enough free disk for the run in",
+        "MB free, about",
+        "MB needed for round 1",
+    )
     assert list(disk.iterdir()) == []  # nothing created
 
 
@@ -137,7 +178,7 @@ def test_a_disk_that_fills_up_mid_run_is_one_line_and_loses_nothing(small_disk, 
     status, out = _cli(argv, tmp_path, env=env)
     assert status == 1, out[-3000:]
     assert out.count("error: ") == 1 and not _tracebacks(out), out[-3000:]
-    error = out[out.index("error: "):]
+    error = out[out.index("error: ") :]
     assert "No space left on device" in error, error
     assert "MB free, about" in error and "MB needed for round 1" in error, error
     assert "resume with:" in error
@@ -159,26 +200,38 @@ def test_a_disk_that_fills_up_mid_run_is_one_line_and_loses_nothing(small_disk, 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_a_cuda_device_without_a_gpu_is_refused_before_anything_starts(tmp_path, capfd):
-    _one_error(capfd, _argv(tmp_path / "runs", "--device", "cuda"),
-               "training.device='cuda' but this machine has no CUDA device", "--device cpu")
+    _one_error(
+        capfd,
+        _argv(tmp_path / "runs", "--device", "cuda"),
+        "training.device='cuda' but this machine has no CUDA device",
+        "--device cpu",
+    )
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("low", ["-inf", "nan"])
 def test_a_non_finite_prior_bound_is_refused_and_negative_numbers_can_be_typed(
-        tmp_path, capfd, low):
-    _one_error(capfd, _argv(tmp_path / "runs", "--low", low, "-2", "--high", "2", "2"),
-               "box prior bounds must be finite numbers")
+    tmp_path, capfd, low
+):
+    _one_error(
+        capfd,
+        _argv(tmp_path / "runs", "--low", low, "-2", "--high", "2", "2"),
+        "box prior bounds must be finite numbers",
+    )
     args = parse_args(["--low", "-1e3", "-.5e1", "-2", "--high", "1", "2", "3"])
     assert [float(v) for v in vars(args)["setting:prior.low"]] == [-1000.0, -5.0, -2.0]
 
 
 def test_a_hanging_start_up_check_times_out_with_a_clear_message(tmp_path, capfd):
     t0 = time.monotonic()
-    _one_error(capfd, _argv(tmp_path / "runs", "--simulator", "test_simulation_helpers:hang",
-                            "--chunk-timeout", "2"),
-               "the simulator did not return within 2 s on 2 prior samples",
-               "cluster.chunk_timeout")
+    _one_error(
+        capfd,
+        _argv(
+            tmp_path / "runs", "--simulator", "test_simulation_helpers:hang", "--chunk-timeout", "2"
+        ),
+        "the simulator did not return within 2 s on 2 prior samples",
+        "cluster.chunk_timeout",
+    )
     assert time.monotonic() - t0 < 30
     assert not (tmp_path / "runs" / "r" / "run.h5").exists()
 
@@ -186,8 +239,9 @@ def test_a_hanging_start_up_check_times_out_with_a_clear_message(tmp_path, capfd
 # --- found while running --------------------------------------------------------------------
 @pytest.mark.slow
 def test_an_unreachable_prefect_server_is_one_line_before_the_flow_starts(tmp_path):
-    status, out = _cli(_argv(tmp_path / "runs"), tmp_path,
-                       env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    status, out = _cli(
+        _argv(tmp_path / "runs"), tmp_path, env={"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    )
     assert status == 1, out[-3000:]
     assert out.count("error: ") == 1 and not _tracebacks(out), out[-3000:]
     assert "the Prefect server at http://127.0.0.1:9/api (PREFECT_API_URL) does not answer" in out
@@ -210,7 +264,8 @@ def test_a_failing_round_prints_one_error_line_and_prefect_no_traceback(tmp_path
 
 @pytest.mark.parametrize("where", ["copy", "write"])
 def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
-        tmp_path, capsys, where):
+    tmp_path, capsys, where
+):
     """A file size limit (``RLIMIT_FSIZE``) fails writes like a full disk, in this process."""
     from sbi_rounds.cli.run import _failure
     from sbi_rounds.store import RunStore
@@ -220,12 +275,18 @@ def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
     size = len(before)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2 if where == "copy" else size + 4096,
-                                               hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2 if where == "copy" else size + 4096, hard))
     try:
         with pytest.raises(Exception) as raised:  # noqa: PT011 - OSError, or h5py's errors
-            store.plan_round(1, num_simulations=100_000, theta_dim=2, x_dim=2, chunk_size=100,
-                             num_posterior_samples=10, proposal={})
+            store.plan_round(
+                1,
+                num_simulations=100_000,
+                theta_dim=2,
+                x_dim=2,
+                chunk_size=100,
+                num_posterior_samples=10,
+                proposal={},
+            )
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
@@ -239,9 +300,13 @@ def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
 
 @pytest.mark.slow
 def test_ctrl_c_while_starting_does_not_claim_a_saved_file(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "flows.online", *_argv(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.online", *_argv(tmp_path / "runs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines = []
     try:
         for line in proc.stdout:  # Prefect's server and Dask start after the input checks

@@ -22,16 +22,25 @@ def _evaluate(net, role):
 
 
 def _settings(method, model, **network):
-    config = RunConfig(xobs=[0.0, 0.0], method=method,
-                       network={"model": model, "hidden_features": 16, "num_transforms": 2,
-                                "num_bins": 4, "num_components": 3, **network})
+    config = RunConfig(
+        xobs=[0.0, 0.0],
+        method=method,
+        network={
+            "model": model,
+            "hidden_features": 16,
+            "num_transforms": 2,
+            "num_bins": 4,
+            "num_components": 3,
+            **network,
+        },
+    )
     return network_settings(config)
 
 
 @pytest.mark.parametrize(
     ("method", "model"),
-    [("snpe", m) for m in DENSITY_MODELS] + [("snle", m) for m in ("maf", "nsf", "mdn", "made",
-                                                                   "zuko_maf", "zuko_nsf")]
+    [("snpe", m) for m in DENSITY_MODELS]
+    + [("snle", m) for m in ("maf", "nsf", "mdn", "made", "zuko_maf", "zuko_nsf")]
     + [("snre", m) for m in CLASSIFIER_MODELS],
 )
 def test_networks_rebuild_exactly_from_the_run_file(tmp_path, method, model):
@@ -41,10 +50,16 @@ def test_networks_rebuild_exactly_from_the_run_file(tmp_path, method, model):
         for p in net.parameters():
             p.add_(0.01 * torch.randn_like(p))
     store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="f")
-    store.plan_round(1, num_simulations=4, theta_dim=2, x_dim=2, chunk_size=4,
-                     num_posterior_samples=10, proposal={"kind": "prior"})
-    store.write_network(1, weights=net.state_dict(), architecture=settings, history={},
-                        summary={})
+    store.plan_round(
+        1,
+        num_simulations=4,
+        theta_dim=2,
+        x_dim=2,
+        chunk_size=4,
+        num_posterior_samples=10,
+        proposal={"kind": "prior"},
+    )
+    store.write_network(1, weights=net.state_dict(), architecture=settings, history={}, summary={})
     weights, stored_settings = store.read_network(1)
     # Rebuilt from other data: z-scoring statistics and permutations come from the weights.
     rebuilt = load_network(stored_settings, weights, 3 * torch.randn(50, 2), torch.randn(50, 2))

@@ -110,7 +110,7 @@ def test_epoch_progress_finds_the_best_epoch_in_a_resumed_history():
 
     view = Recorder()
     EpochProgress(view).on_epoch_end(Loop())
-    (_, info), = view.events
+    ((_, info),) = view.events
     assert (info.best_val_loss, info.best_epoch, info.since_best) == (1.5, 3, 4)
     assert (info.patience, info.max_epochs) == (20, 100)
 

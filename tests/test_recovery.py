@@ -17,10 +17,31 @@ import pytest
 from sbi_rounds.cli.run import main
 from sbi_rounds.store import RunStore
 
-SMALL = ["--rounds", "1", "--simulations-per-round", "100", "--chunk-size", "50",
-         "--max-epochs", "2", "--hidden-features", "10", "--num-transforms", "1",
-         "--num-samples", "50", "--workers", "1", "--logger", "none", "--no-progress",
-         "--predictive-simulations", "0", "--map-iterations", "0"]
+SMALL = [
+    "--rounds",
+    "1",
+    "--simulations-per-round",
+    "100",
+    "--chunk-size",
+    "50",
+    "--max-epochs",
+    "2",
+    "--hidden-features",
+    "10",
+    "--num-transforms",
+    "1",
+    "--num-samples",
+    "50",
+    "--workers",
+    "1",
+    "--logger",
+    "none",
+    "--no-progress",
+    "--predictive-simulations",
+    "0",
+    "--map-iterations",
+    "0",
+]
 
 SIMULATOR = '''
 """A user's simulator and prior, rewritten by the tests."""
@@ -69,13 +90,27 @@ def user_code(tmp_path, monkeypatch):
 
 
 def _argv(run_dir, *extra):
-    return ["--xobs", "0.5", "-0.3", *SMALL, "--run-dir", str(run_dir), "--run-id", "r",
-            "--simulator", "user_sim:simulate", *extra]
+    return [
+        "--xobs",
+        "0.5",
+        "-0.3",
+        *SMALL,
+        "--run-dir",
+        str(run_dir),
+        "--run-id",
+        "r",
+        "--simulator",
+        "user_sim:simulate",
+        *extra,
+    ]
 
 
 def _snapshot(directory):
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(directory.iterdir()) if p.is_file()}
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
 
 
 def _error(capfd, argv, status):
@@ -83,7 +118,7 @@ def _error(capfd, argv, status):
     out, err = capfd.readouterr()
     assert code == status, out + err
     assert not _tracebacks(err) and err.count("error: ") == 1, err
-    return err[err.rindex("error: "):]
+    return err[err.rindex("error: ") :]
 
 
 def _tracebacks(err):
@@ -94,10 +129,10 @@ def _tracebacks(err):
 
 
 # --- changed code under the same name -----------------------------------------------------
-@pytest.mark.parametrize(
-    "part", ["simulator", pytest.param("prior", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("part", ["simulator", pytest.param("prior", marks=pytest.mark.slow)])
 def test_changed_code_is_refused_leaving_the_file_unchanged_and_can_be_accepted(
-        prefect_server, user_code, tmp_path, capfd, part):
+    prefect_server, user_code, tmp_path, capfd, part
+):
     user_code()
     runs = tmp_path / "runs"
     argv = _argv(runs, *(["--prior", "user_sim:prior"] if part == "prior" else []))
@@ -124,7 +159,8 @@ def test_changed_code_is_refused_leaving_the_file_unchanged_and_can_be_accepted(
 
 @pytest.mark.slow
 def test_a_run_from_before_code_fingerprints_resumes_and_records_one(
-        prefect_server, user_code, tmp_path):
+    prefect_server, user_code, tmp_path
+):
     user_code()
     runs = tmp_path / "runs"
     assert main(_argv(runs)) == 0
@@ -141,13 +177,15 @@ def test_a_run_from_before_code_fingerprints_resumes_and_records_one(
 @pytest.mark.slow
 @pytest.mark.parametrize("fix", ["accept-changed-code", "resimulate-invalid"])
 def test_an_all_invalid_round_recovers_after_the_simulator_is_fixed(
-        prefect_server, user_code, tmp_path, capfd, fix):
+    prefect_server, user_code, tmp_path, capfd, fix
+):
     marker = tmp_path / "fixed"
     if fix == "accept-changed-code":
         user_code(change="x = x * float('nan')")
     else:  # the same code, broken by its environment (a missing input file, say)
-        user_code(change=f"x = x if __import__('os').path.exists({str(marker)!r}) "
-                         "else x * float('nan')")
+        user_code(
+            change=f"x = x if __import__('os').path.exists({str(marker)!r}) else x * float('nan')"
+        )
     runs = tmp_path / "runs"
     error = _error(capfd, _argv(runs), status=1)
     assert "only 0 of 100 simulations are valid (finite); at least 50 are needed" in error
@@ -172,12 +210,25 @@ def test_the_invalid_rows_of_a_round_are_reopened_only_before_training(tmp_path)
     from sbi_rounds.store import Stage
 
     store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="f")
-    store.plan_round(1, num_simulations=10, theta_dim=1, x_dim=1, chunk_size=4,
-                     num_posterior_samples=2, proposal={})
+    store.plan_round(
+        1,
+        num_simulations=10,
+        theta_dim=1,
+        x_dim=1,
+        chunk_size=4,
+        num_posterior_samples=2,
+        proposal={},
+    )
     store.write_theta(1, 0, [[float(i)] for i in range(10)])
     x = [[1.0]] * 4
-    store.write_chunks(1, [(0, x, 1.0), (1, [[1.0], [float("nan")], [1.0], [1.0]], 1.0),
-                           (2, [[float("inf")], [1.0]], 1.0)])
+    store.write_chunks(
+        1,
+        [
+            (0, x, 1.0),
+            (1, [[1.0], [float("nan")], [1.0], [1.0]], 1.0),
+            (2, [[float("inf")], [1.0]], 1.0),
+        ],
+    )
     store.set_stage(1, Stage.SIMULATED)
     assert store.reopen_invalid_chunks(1) == 2
     assert store.pending_chunks(1) == [1, 2] and store.stage(1) == Stage.SAMPLED
@@ -210,14 +261,17 @@ def _overwrite(run_file, dataset, data=None):
 
 @pytest.mark.parametrize(
     ("dataset", "named"),
-    [("rounds/0001/network", "round 1's network weights are damaged"),
-     ("rounds/0001/x", "round 1's simulations are damaged"),
-     ("rounds/0001/posterior_samples", "round 1's posterior samples are damaged"),
-     ("rounds/0001/network/GROUP", "round 1's network")],
+    [
+        ("rounds/0001/network", "round 1's network weights are damaged"),
+        ("rounds/0001/x", "round 1's simulations are damaged"),
+        ("rounds/0001/posterior_samples", "round 1's posterior samples are damaged"),
+        ("rounds/0001/network/GROUP", "round 1's network"),
+    ],
     ids=["weights", "simulations", "posterior-samples", "internals"],
 )
 def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
-        finished_run, tmp_path, capfd, dataset, named):
+    finished_run, tmp_path, capfd, dataset, named
+):
     from sbi_rounds.cli.main import main as sbi_rounds
     from sbi_rounds.results import load_posterior
     from sbi_rounds.store import DamagedRunError
@@ -274,14 +328,17 @@ def test_repair_leaves_an_intact_file_untouched(three_rounds, capfd):
 
 @pytest.mark.parametrize(
     ("dataset", "named", "back_to"),
-    [("rounds/0002/network", "round 2's network weights", "APPENDED"),
-     ("rounds/0002/posterior_samples", "round 2's posterior samples", "TRAINED"),
-     ("rounds/0002/x", "round 2's simulations", "SAMPLED"),
-     ("rounds/0002/theta", "round 2's parameters", "PLANNED")],
+    [
+        ("rounds/0002/network", "round 2's network weights", "APPENDED"),
+        ("rounds/0002/posterior_samples", "round 2's posterior samples", "TRAINED"),
+        ("rounds/0002/x", "round 2's simulations", "SAMPLED"),
+        ("rounds/0002/theta", "round 2's parameters", "PLANNED"),
+    ],
     ids=["weights", "posterior-samples", "simulations", "parameters"],
 )
 def test_damage_is_repaired_and_recomputed_bit_for_bit(
-        three_rounds, tmp_path, capfd, dataset, named, back_to):
+    three_rounds, tmp_path, capfd, dataset, named, back_to
+):
     """Damaged, ``verify --repair``, the same command again: the run finishes, equal bit for
     bit to the undamaged one (recomputed from the round's simulations, or simulated again
     from the same seeds)."""
@@ -315,8 +372,7 @@ def test_damage_is_repaired_and_recomputed_bit_for_bit(
     for r in (1, 2, 3):
         assert store.stage(r) == Stage.DONE
         assert store.read_samples(r).tobytes() == reference.read_samples(r).tobytes(), r
-        for new, old in zip(store.read_simulations(r), reference.read_simulations(r),
-                            strict=True):
+        for new, old in zip(store.read_simulations(r), reference.read_simulations(r), strict=True):
             assert new.tobytes() == old.tobytes(), r
         weights, ref_weights = store.read_network(r)[0], reference.read_network(r)[0]
         assert weights.keys() == ref_weights.keys()
@@ -326,7 +382,8 @@ def test_damage_is_repaired_and_recomputed_bit_for_bit(
 
 
 def test_simulations_that_do_not_repeat_after_a_repair_are_refused(
-        prefect_server, user_code, tmp_path, capfd):
+    prefect_server, user_code, tmp_path, capfd
+):
     """A simulator that ignores its seed (an offset from os.urandom): round 1's simulations,
     damaged and simulated again after a repair, differ from those the network was trained
     on, and the run stops with one line instead of mixing them."""
@@ -349,7 +406,8 @@ def test_simulations_that_do_not_repeat_after_a_repair_are_refused(
 
 @pytest.mark.slow
 def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kept(
-        finished_run, tmp_path, capfd, caplog):
+    finished_run, tmp_path, capfd, caplog
+):
     run_dir, argv = finished_run
     copy = tmp_path / "runs" / "r"
     shutil.copytree(run_dir, copy)
@@ -357,13 +415,16 @@ def test_a_finished_run_rerun_with_other_simulations_per_round_says_they_are_kep
     argv[argv.index("--simulations-per-round") + 1] = "200"
     assert main(argv) == 0
     _, err = capfd.readouterr()
-    assert ("simulations_per_round changed, but rounds 1 are planned already and keep the "
-            "simulations they have (100)") in caplog.text + err
+    assert (
+        "simulations_per_round changed, but rounds 1 are planned already and keep the "
+        "simulations they have (100)"
+    ) in caplog.text + err
 
 
 @pytest.mark.slow
 def test_a_training_loss_that_becomes_nan_is_one_error_line_with_the_resume_command(
-        prefect_server, user_code, tmp_path, capfd):
+    prefect_server, user_code, tmp_path, capfd
+):
     """The issue's case: a prior narrowed (0.3 for 2) under the same name, the change
     accepted; round 1's simulations lie outside it and round 2's training loss is NaN."""
     user_code()

@@ -89,7 +89,8 @@ def test_the_flow_checks_every_round_stops_when_stable_and_writes_the_report(fin
 
 
 def test_the_round_artifacts_show_the_checks_and_the_report_flow_writes_the_report(
-        finished_run, tmp_path):
+    finished_run, tmp_path
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -97,7 +98,8 @@ def test_the_round_artifacts_show_the_checks_and_the_report_flow_writes_the_repo
     key = artifact_key(config.resolved_run_id, "posterior")
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
     first, second = sorted(artifacts, key=lambda a: a.created)  # the rerun published none
     images = r"!\[[^]]*\]\(data:image/png;base64,[A-Za-z0-9+/=]{1000,}\)"
     assert "## Posterior predictive check" in first.data
@@ -155,7 +157,8 @@ def _body(table: list[list[tuple[str, str | None]]]) -> list[list[str]]:
 
 
 def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
-        finished_run, tmp_path, capsys):
+    finished_run, tmp_path, capsys
+):
     config, _ = finished_run
     out = tmp_path / "copy" / "report.html"
     assert report_main([str(config.run_path.parent), "-o", str(out)]) == 0
@@ -195,7 +198,8 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
         assert float(values["MAP"]) == posterior[name]["map"]
         assert float(values["true"]) == posterior[name]["truth"]
     assert {"predictive-1", "predictive-2", "movement", "c2st", "calibration", "coverage"} <= set(
-        page.tables)
+        page.tables
+    )
     c2st = store.read_round_attr(1, "diagnostics")["c2st"]["accuracy"]
     assert float(page.tables["c2st"][1][1][1]) == c2st
     text = unescape(out.read_text())
@@ -264,13 +268,20 @@ _INSPECT = """JSON.stringify({
 
 @pytest.mark.slow
 def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
-        finished_run, tmp_path):
+    finished_run, tmp_path
+):
     executable = _chromium()
     config, result = finished_run
     profile = tmp_path / "profile"
     browser = subprocess.Popen(
-        [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-         "--window-size=1280,900", "about:blank"],
+        [
+            executable,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--window-size=1280,900",
+            "about:blank",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -292,8 +303,11 @@ def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
         report = Path(result["report"]).resolve()
         tools.call("Page.navigate", url=report.as_uri())
         tools.wait_for("Page.loadEventFired")
-        found = json.loads(tools.call("Runtime.evaluate", expression=_INSPECT,
-                                      returnByValue=True)["result"]["value"])
+        found = json.loads(
+            tools.call("Runtime.evaluate", expression=_INSPECT, returnByValue=True)["result"][
+                "value"
+            ]
+        )
         size = tools.call("Page.getLayoutMetrics")["cssContentSize"]
         shot = tools.call(
             "Page.captureScreenshot",
@@ -326,7 +340,8 @@ def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
         assert cells["valid"] == str(store.counts(r)["valid"])
         assert cells["epochs"] == str(store.training_summary(r)["epochs"])
         assert cells["best validation loss"] == format_number(
-            store.training_summary(r)["best_val_loss"])
+            store.training_summary(r)["best_val_loss"]
+        )
     header, *rows = found["tables"]["posterior-1"]
     posterior = store.read_round_attr(1, "diagnostics")["posterior"]
     for row in rows:

@@ -49,8 +49,15 @@ def test_unknown_types_are_refused_instead_of_pickled(tmp_path):
 
 @pytest.mark.parametrize(
     "value",
-    [[1.5, -2.0, float("inf")], (3, 4, -(2**62)), [1, 2.5], [True, False], [], (1.0,),
-     {7: [0.1] * 300, "k": {"inner": (2, 3)}}],
+    [
+        [1.5, -2.0, float("inf")],
+        (3, 4, -(2**62)),
+        [1, 2.5],
+        [True, False],
+        [],
+        (1.0,),
+        {7: [0.1] * 300, "k": {"inner": (2, 3)}},
+    ],
     ids=["floats", "int-tuple", "mixed", "bools", "empty", "one-float", "nested"],
 )
 def test_lists_round_trip_with_their_python_types(tmp_path, value):

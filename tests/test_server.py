@@ -36,10 +36,24 @@ def test_servers_started_together_on_a_fresh_database_all_start(tmp_path):
     ports = [_free_port() for _ in range(3)]
     servers = [
         subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "flows.server:create_app",
-             "--app-dir", str(ROOT), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "error"],
-            env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "flows.server:create_app",
+                "--app-dir",
+                str(ROOT),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "error",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         for port in ports
     ]
@@ -73,12 +87,24 @@ def test_a_database_of_another_prefect_version_is_named_in_a_message_without_tra
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     result = subprocess.run(
-        [sys.executable, "-m", "flows.online", "--xobs", "0.5", "-0.3",
-         "--run-dir", str(tmp_path / "runs")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "flows.online",
+            "--xobs",
+            "0.5",
+            "-0.3",
+            "--run-dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    message = result.stderr[result.stderr.rindex("error: "):]
+    message = result.stderr[result.stderr.rindex("error: ") :]
     assert str(home / "prefect.db") in message and "PREFECT_HOME" in message
     assert "Traceback" not in message
 
@@ -99,9 +125,21 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
     }
     env.pop("PREFECT_API_URL", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-         str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        process_group=0,
     )
     try:
         deadline = time.monotonic() + 180
@@ -114,12 +152,39 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
             assert server.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.5)
         run = subprocess.run(
-            [sys.executable, "-m", "flows.online", "--xobs", "0.5", "-0.3", "--rounds", "1",
-             "--simulations-per-round", "100", "--network", "maf", "--max-epochs", "3",
-             "--workers", "1", "--num-samples", "100", "--predictive-simulations", "0",
-             "--calibration-simulations", "0",
-             "--run-dir", str(tmp_path / "runs"), "--run-id", "reuse"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+            [
+                sys.executable,
+                "-m",
+                "flows.online",
+                "--xobs",
+                "0.5",
+                "-0.3",
+                "--rounds",
+                "1",
+                "--simulations-per-round",
+                "100",
+                "--network",
+                "maf",
+                "--max-epochs",
+                "3",
+                "--workers",
+                "1",
+                "--num-samples",
+                "100",
+                "--predictive-simulations",
+                "0",
+                "--calibration-simulations",
+                "0",
+                "--run-dir",
+                str(tmp_path / "runs"),
+                "--run-id",
+                "reuse",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert run.returncode == 0, run.stderr[-4000:]
         assert f"Using the Prefect server at http://127.0.0.1:{port}" in run.stderr
@@ -129,8 +194,7 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
         assert [r["state_type"] for r in runs] == ["COMPLETED"]
         link = f"http://127.0.0.1:{port}/runs/flow-run/{runs[0]['id']}"
         assert f"View at {link}" in run.stderr  # the console shows the run's page
-        page = httpx.get(link,
-                         headers={"Accept": "text/html"})  # as a browser asks
+        page = httpx.get(link, headers={"Accept": "text/html"})  # as a browser asks
         assert page.status_code == 200 and "<html" in page.text.lower()
     finally:
         os.killpg(server.pid, 15)

@@ -19,9 +19,14 @@ from sbi_rounds.store import RunStore, Stage
 
 
 def _round(run, r, client, **simulate_kwargs):
-    results = [stages.sample_proposal(run, r), stages.simulate(run, r, client, **simulate_kwargs),
-               stages.append_simulations(run, r), stages.train(run, r),
-               stages.build_posterior(run, r), stages.checkpoint(run, r)]
+    results = [
+        stages.sample_proposal(run, r),
+        stages.simulate(run, r, client, **simulate_kwargs),
+        stages.append_simulations(run, r),
+        stages.train(run, r),
+        stages.build_posterior(run, r),
+        stages.checkpoint(run, r),
+    ]
     return results
 
 
@@ -44,7 +49,8 @@ def test_a_round_commits_every_stage_and_a_rerun_skips_them(make_config, dask_cl
 
 
 def test_an_interrupted_round_resumes_without_redoing_chunks_and_gives_the_same_answer(
-        make_config, dask_client, tmp_path):
+    make_config, dask_client, tmp_path
+):
     config = make_config(rounds=1)
     calls = {"n": 0}
 
@@ -78,8 +84,11 @@ def test_resuming_with_changed_identity_settings_is_refused_untouched(make_confi
     config = make_config()
     open_run(config)
     before = config.run_path.read_bytes()
-    changed = make_config(xobs=[0.4, -0.3], run_id=config.resolved_run_id,
-                          network={"hidden_features": 30, "num_transforms": 2})
+    changed = make_config(
+        xobs=[0.4, -0.3],
+        run_id=config.resolved_run_id,
+        network={"hidden_features": 30, "num_transforms": 2},
+    )
     with pytest.raises(ConfigMismatchError) as info:
         open_run(changed)
     text = str(info.value)
@@ -127,8 +136,11 @@ def test_a_round_with_too_few_valid_simulations_stops_and_keeps_them(make_config
         _, x, valid = run.store.read_simulations(1)
         assert np.isnan(x[~valid]).all() and (~valid).sum() > 150
     # Lowering the threshold (a safe change) continues the same run.
-    relaxed = make_config(rounds=1, simulator={"path": "simulators:mostly_nan"},
-                          cluster={"chunk_size": 50, "min_valid_fraction": 0.0})
+    relaxed = make_config(
+        rounds=1,
+        simulator={"path": "simulators:mostly_nan"},
+        cluster={"chunk_size": 50, "min_valid_fraction": 0.0},
+    )
     with run_session(relaxed) as run:
         assert stages.simulate(run, 1, dask_client).skipped
         result = stages.append_simulations(run, 1)
@@ -165,7 +177,9 @@ def test_load_posterior_gives_an_sbi_posterior_of_any_round(make_config, dask_cl
 
 def test_mcmc_sampling_resumes_from_its_last_committed_batch(make_config, dask_client):
     config = make_config(
-        method="snle", rounds=2, training={"max_epochs": 3},
+        method="snle",
+        rounds=2,
+        training={"max_epochs": 3},
         posterior={"num_samples": 40, "batches": 2, "num_chains": 4, "warmup_steps": 5},
     )
     with run_session(config) as run:

@@ -78,9 +78,12 @@ def _train_seed(config, round_, attempt):
 
 
 def _config(make_config, **overrides):
-    settings = {"rounds": 1, "simulations_per_round": 1000,
-                "training": {"max_epochs": None, "patience": 10, "batch_size": 200},
-                "network": {"hidden_features": 30, "num_transforms": 3}}
+    settings = {
+        "rounds": 1,
+        "simulations_per_round": 1000,
+        "training": {"max_epochs": None, "patience": 10, "batch_size": 200},
+        "network": {"hidden_features": 30, "num_transforms": 3},
+    }
     return make_config(**{**settings, **overrides})
 
 
@@ -134,8 +137,12 @@ def test_an_interrupted_retrain_resumes_to_the_same_network(make_config, dask_cl
 @pytest.mark.timeout(1800)
 def test_healthy_rounds_are_never_retrained(make_config, dask_client):
     # the project's default network and training settings (the fixture's are cut short)
-    config = make_config(rounds=3, simulations_per_round=500,
-                         network=NetworkConfig().model_dump(), training=TrainConfig().model_dump())
+    config = make_config(
+        rounds=3,
+        simulations_per_round=500,
+        network=NetworkConfig().model_dump(),
+        training=TrainConfig().model_dump(),
+    )
     for seed in (0, 1):
         seeded = config.model_copy(update={"seed": seed})
         with run_session(seeded) as run:
@@ -172,12 +179,16 @@ def test_max_retrains_zero_keeps_the_first_training(make_config, dask_client, ca
 
 
 def test_a_default_network_that_loses_to_the_linear_gaussian_fit_gives_way_to_maf(
-        make_config, dask_client, caplog):
+    make_config, dask_client, caplog
+):
     # SNPE's default NSF fits this narrow Gaussian posterior 2-3x too wide from 500
     # simulations (validation loss 0.44 +- 0.13 nats above the exact linear-Gaussian fit)
-    config = _config(make_config, simulations_per_round=500,
-                     network={"model": None, "hidden_features": 30, "num_transforms": 3},
-                     training={"max_epochs": 300, "patience": 15, "batch_size": 100})
+    config = _config(
+        make_config,
+        simulations_per_round=500,
+        network={"model": None, "hidden_features": 30, "num_transforms": 3},
+        training={"max_epochs": 300, "patience": 15, "batch_size": 100},
+    )
     with caplog.at_level(logging.INFO), run_session(config) as run:
         result = _round_one(run, dask_client)
         stages.build_posterior(run, 1)
@@ -195,9 +206,12 @@ def test_a_default_network_that_loses_to_the_linear_gaussian_fit_gives_way_to_ma
 
 
 def test_a_network_the_user_chose_is_kept_without_fallback(make_config, dask_client):
-    config = _config(make_config, simulations_per_round=500,
-                     network={"model": "nsf", "hidden_features": 30, "num_transforms": 3},
-                     training={"max_epochs": 300, "patience": 15, "batch_size": 100})
+    config = _config(
+        make_config,
+        simulations_per_round=500,
+        network={"model": "nsf", "hidden_features": 30, "num_transforms": 3},
+        training={"max_epochs": 300, "patience": 15, "batch_size": 100},
+    )
     with run_session(config) as run:
         _round_one(run, dask_client)
         (attempt,) = run.store.training_attempts(1)

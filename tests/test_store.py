@@ -69,8 +69,15 @@ def test_a_held_open_file_commits_chunks_and_survives_structural_commits(store):
 
 def test_chunks_committed_together_in_any_order_land_in_their_rows(tmp_path):
     store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="x")
-    store.plan_round(1, num_simulations=23, theta_dim=2, x_dim=3, chunk_size=3,
-                     num_posterior_samples=5, proposal={"kind": "prior"})
+    store.plan_round(
+        1,
+        num_simulations=23,
+        theta_dim=2,
+        x_dim=3,
+        chunk_size=3,
+        num_posterior_samples=5,
+        proposal={"kind": "prior"},
+    )
     # chunks 7 (the short last one, 2 rows), 1, 2, 3 and 5, out of order: three runs
     chunks = [(c, np.full((2 if c == 7 else 3, 3), float(c)), 0.1 * c) for c in (5, 3, 7, 1, 2)]
     chunks[1][1][0, 0] = np.inf

@@ -23,9 +23,21 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sbi_rounds.campaign import SET_BY_CAMPAIGN, is_finished, observation_configs
+from sbi_rounds.campaign import (
+    RUN_THREAD_PREFIX,
+    SET_BY_CAMPAIGN,
+    is_finished,
+    observation_configs,
+)
 from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
-from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_argument, setting_values
+from sbi_rounds.cli.flags import (
+    HelpFormatter,
+    add_setting_flags,
+    add_verbosity_flags,
+    setting_argument,
+    setting_values,
+    verbosity,
+)
 from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts
 from sbi_rounds.config import CampaignConfig, RunConfig, format_validation_error
 from sbi_rounds.config.fields import settings_of
@@ -70,6 +82,7 @@ def parser(prog: str = "sbi-rounds campaign") -> argparse.ArgumentParser:
     g.add_argument(
         "--print-config", action="store_true", help="print the resolved settings as YAML and exit"
     )
+    add_verbosity_flags(g, "the campaign")
     add_setting_flags(p)
     return p
 
@@ -157,7 +170,7 @@ def main(
         print(yaml.safe_dump(shared, sort_keys=False), end="")
         return 0
     resume = f"{prog} " + shlex.join(argv)
-    status = _run(campaign, shared, resume, flow)
+    status = _run(campaign, shared, resume, flow, verbosity(args))
     if TIME_LIMIT.reached:  # every run is closed, their locks free for the job that continues
         continue_in_new_job(configs[0].continuation, resume)
     return status
@@ -168,15 +181,29 @@ def _run(
     shared: dict[str, Any],
     resume: str,
     flow: Callable[..., Any] | None,
+    level: int = 0,
 ) -> int:
-    """Start Prefect's server, run the campaign flow, and say how it ended."""
-    from flows.server import temporary_server
+    """Start Prefect's server, run the campaign flow, and say how it ended.
 
-    if flow is None:
-        from flows.campaign import campaign_inference as flow
-    with interrupts():
+    The console is the run command's (``-q``/``-v``): its runs' progress lines, round
+    summaries and warnings, each behind its run's id, without Prefect's per-task lines or
+    Dask's start-up commands.
+    """
+    from flows.server import temporary_server
+    from sbi_rounds.cli.console import (
+        adopt_prefect_logging,
+        failures_as_one_line,
+        install_console,
+        quiet_dask_workers,
+    )
+
+    install_console(level, run_threads=RUN_THREAD_PREFIX)
+    with interrupts(), failures_as_one_line(level), quiet_dask_workers(level):
         try:
             check_time_limit()
+            if flow is None:
+                from flows.campaign import campaign_inference as flow
+            adopt_prefect_logging()
             with temporary_server():
                 result = flow(campaign, shared)
         except KeyboardInterrupt:

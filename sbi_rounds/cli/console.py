@@ -38,13 +38,20 @@ __all__ = [
     "ConsoleHandler",
     "LiveDisplay",
     "adopt_prefect_logging",
+    "failures_as_one_line",
     "install_console",
     "quiet_dask_workers",
     "show_run_links",
 ]
 
 #: Lines of Prefect's engine left out of the console unless ``-v`` (the Prefect UI has them).
-_ENGINE_LINES = ("Finished in state", "Beginning flow run", "View at ", "Created task run")
+_ENGINE_LINES = (
+    "Finished in state",
+    "Beginning flow run",
+    "Beginning subflow run",
+    "View at ",
+    "Created task run",
+)
 #: Whether the flow run's "View at" link is shown (its server has a UI and outlives the run).
 _LINKS = {"show": False}
 
@@ -91,14 +98,31 @@ class ConsoleHandler(logging.Handler):
         console: The console the live display uses (so lines appear above it).
         detailed: Times, levels and logger names on every line (``-v``).
         timestamps: A time in front of every line (logs without a terminal).
+        run_threads: Label the lines of runs that write at once (a campaign's): a record of
+            an ``online_inference`` flow run by the run's id (its flow run's name), another
+            record of a thread named ``run_threads + id`` by that id. None: no labels.
     """
 
-    def __init__(self, console: Console, detailed: bool = False, timestamps: bool = False) -> None:
+    def __init__(
+        self,
+        console: Console,
+        detailed: bool = False,
+        timestamps: bool = False,
+        run_threads: str | None = None,
+    ) -> None:
         super().__init__()
         self.console, self.detailed, self.timestamps = console, detailed, timestamps
+        self.run_threads = run_threads
         self._emitting = False
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if detailed else "%(message)s"
         self.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+
+    def _label(self, record: logging.LogRecord) -> str | None:
+        """The run a record is of (see ``run_threads``), or None."""
+        if getattr(record, "flow_name", None) == "online_inference":
+            return str(getattr(record, "flow_run_name", "")) or None
+        thread, prefix = record.threadName or "", self.run_threads or ""
+        return thread.removeprefix(prefix) if prefix and thread.startswith(prefix) else None
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._emitting:  # a warning or error raised while writing: never recurse
@@ -106,6 +130,9 @@ class ConsoleHandler(logging.Handler):
         self._emitting = True
         try:
             text = self.format(record)
+            label = self._label(record) if self.run_threads is not None else None
+            if label:
+                text = f"{label}: {text}"
             style = ""
             if record.levelno >= logging.WARNING:
                 style = "red" if record.levelno >= logging.ERROR else "yellow"
@@ -132,7 +159,9 @@ def _replaced(handler: logging.Handler) -> bool:
     )
 
 
-def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
+def install_console(
+    verbosity: int, stream: IO[str] | None = None, *, run_threads: str | None = None
+) -> Console:
     """Route every log record of this process through one console at ``verbosity``.
 
     Replaces Prefect's console handlers (if Prefect is imported already; else call
@@ -142,15 +171,20 @@ def install_console(verbosity: int, stream: IO[str] | None = None) -> Console:
     Args:
         verbosity: -1 (``-q``), 0, 1 (``-v``) or 2 (``-vv``).
         stream: Where to write; default ``sys.stderr`` (whichever it is at each write).
+        run_threads: Put the run's id in front of its lines (a campaign's runs; see
+            :class:`ConsoleHandler`).
 
     Returns:
         The console, for a :class:`LiveDisplay`.
     """
     tty = (sys.stderr if stream is None else stream).isatty()
     # no stream: the sys.stderr of the moment of each write (a test may swap it)
-    console = Console(file=stream, stderr=stream is None, force_terminal=tty or None,
-                      soft_wrap=True)
-    handler = ConsoleHandler(console, detailed=verbosity >= 1, timestamps=not tty)
+    console = Console(
+        file=stream, stderr=stream is None, force_terminal=tty or None, soft_wrap=True
+    )
+    handler = ConsoleHandler(
+        console, detailed=verbosity >= 1, timestamps=not tty, run_threads=run_threads
+    )
     handler.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG)
     if verbosity <= 0:
         handler.addFilter(_Quiet())
@@ -214,6 +248,34 @@ def quiet_dask_workers(verbosity: int) -> Iterator[None]:
         os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
 
 
+#: Prefect's loggers of flow and task runs, which log a failed run's error and traceback.
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def _no_traceback(record: logging.LogRecord) -> bool:
+    """Leave out errors (a failed task or flow run, with its traceback); strip the traceback
+    of other records."""
+    if record.levelno >= logging.ERROR:
+        return False
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+@contextmanager
+def failures_as_one_line(verbosity: int) -> Iterator[None]:
+    """While inside and below ``-v``, Prefect's run loggers log no error or traceback: the
+    command ends with the one ``error:`` line that says what failed."""
+    loggers = [] if verbosity >= 1 else [logging.getLogger(n) for n in _RUN_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_no_traceback)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_no_traceback)
+
+
 def _loggers() -> list[logging.Logger]:
     return [
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
@@ -275,9 +337,7 @@ class LiveDisplay:
             status += f" · best {info.best_val_loss:.4g}"
             if info.patience is not None:
                 status += f" · {info.since_best}/{info.patience} since best"
-        self.progress.update(
-            self._task, total=info.max_epochs, completed=info.epoch, status=status
-        )
+        self.progress.update(self._task, total=info.max_epochs, completed=info.epoch, status=status)
 
     def close(self) -> None:
         if self._started:

@@ -27,9 +27,11 @@ __all__ = [
     "METAVARS",
     "HelpFormatter",
     "add_setting_flags",
+    "add_verbosity_flags",
     "setting_argument",
     "flag_name",
     "setting_values",
+    "verbosity",
 ]
 
 #: The short flags of settings (shown first in the help).
@@ -252,3 +254,26 @@ def setting_values(args: argparse.Namespace) -> dict[str, Any]:
         if setting.dotted in given:
             set_path(data, setting.path, _value(setting, given[setting.dotted]))
     return data
+
+
+def add_verbosity_flags(group: argparse._ArgumentGroup, what: str = "the run") -> None:
+    """``-q/--quiet`` and ``-v/--verbose`` (repeatable); read them with :func:`verbosity`."""
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help=f"print only warnings, errors and the paths of what {what} wrote",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="-v: also Prefect's and Dask's own lines, with times and logger names, and "
+        "tracebacks; -vv: also every epoch's losses (DEBUG)",
+    )
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-1 (``-q``), 0 (default), 1 (``-v``) or 2 and up (``-vv``) from :func:`add_verbosity_flags`'s
+    flags (parsed with ``argument_default=SUPPRESS``)."""
+    return -1 if getattr(args, "quiet", False) else int(getattr(args, "verbose", 0) or 0)

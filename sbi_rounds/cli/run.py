@@ -24,7 +24,13 @@ import yaml
 from pydantic import ValidationError
 
 from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
-from sbi_rounds.cli.flags import HelpFormatter, add_setting_flags, setting_values
+from sbi_rounds.cli.flags import (
+    HelpFormatter,
+    add_setting_flags,
+    add_verbosity_flags,
+    setting_values,
+    verbosity,
+)
 from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
@@ -99,19 +105,7 @@ def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
         action="store_true",
         help="no live display in a terminal: progress lines as in a log instead",
     )
-    g.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="print only warnings, errors and the paths of what the run wrote",
-    )
-    g.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        help="-v: also Prefect's and Dask's own lines, with times and logger names, and "
-        "tracebacks; -vv: also every epoch's losses (DEBUG)",
-    )
+    add_verbosity_flags(g)
     add_setting_flags(p)
     return p
 
@@ -285,21 +279,6 @@ def main(
     return status
 
 
-#: Prefect's loggers of flow and task runs, which log a failed run's error and traceback.
-_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
-
-
-def _no_traceback(record: logging.LogRecord) -> bool:
-    """A logging filter for Prefect's run loggers below ``-v``: their errors (a failed task,
-    a failed flow run, each with its traceback) are left out, since the command ends with
-    the one ``error:`` line that says what failed; other records lose their traceback."""
-    if record.levelno >= logging.ERROR:
-        return False
-    record.exc_info = None
-    record.exc_text = None
-    return True
-
-
 def _run(
     config: RunConfig,
     args: argparse.Namespace,
@@ -320,6 +299,7 @@ def _run(
     from sbi_rounds.cli.console import (
         LiveDisplay,
         adopt_prefect_logging,
+        failures_as_one_line,
         install_console,
         quiet_dask_workers,
         show_run_links,
@@ -327,16 +307,14 @@ def _run(
     from sbi_rounds.progress import showing
 
     resume = _resume_command(prog, argv, config)
-    verbosity = -1 if "quiet" in vars(args) else getattr(args, "verbose", 0)
-    console = install_console(verbosity)
-    live = verbosity >= 0 and "no_progress" not in vars(args) and sys.stderr.isatty()
+    level = verbosity(args)
+    console = install_console(level)
+    live = level >= 0 and "no_progress" not in vars(args) and sys.stderr.isatty()
     view = LiveDisplay(console, config.rounds) if live else None
-    quiet = () if verbosity >= 1 else _RUN_LOGGERS
-    for name in quiet:  # the error line below says what failed; -v shows Prefect's own
-        logging.getLogger(name).addFilter(_no_traceback)
     with (
         interrupts(),
-        quiet_dask_workers(verbosity),
+        failures_as_one_line(level),
+        quiet_dask_workers(level),
         showing(view) if view is not None else nullcontext(),
     ):
         try:
@@ -361,7 +339,7 @@ def _run(
             if _cancelled(e):
                 stopped(config, resume, cancelled=True)
                 return 130
-            if verbosity >= 1:
+            if level >= 1:
                 traceback.print_exc()
             status = _failure(e, resume, config)
             if status is None:
@@ -369,9 +347,7 @@ def _run(
             return status
         finally:
             close_prestarted()
-            for name in quiet:
-                logging.getLogger(name).removeFilter(_no_traceback)
-    _print_result(result, url, default_server(), verbosity)
+    _print_result(result, url, default_server(), level)
     return 0
 
 

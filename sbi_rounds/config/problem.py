@@ -48,9 +48,7 @@ class PriorConfig(BaseModel):
                     f"low and high need one value per parameter and the same length, got "
                     f"{len(self.low)} and {len(self.high)}"
                 )
-            infinite = [
-                i for i, v in enumerate([*self.low, *self.high]) if not math.isfinite(v)
-            ]
+            infinite = [i for i, v in enumerate([*self.low, *self.high]) if not math.isfinite(v)]
             if infinite:
                 raise ValueError(
                     "box prior bounds must be finite numbers (a uniform prior over an infinite "

@@ -129,8 +129,9 @@ def save_predictive_plot(
         ax.axvline(xobs[k], color="black", lw=2, label="x_o")
         q = stats.get("quantile")
         label = f"{name}: q={q:.3f}" if q is not None else name
-        ax.set_title(label + (" FLAGGED" if bad else ""), color="tab:red" if bad else "black",
-                     fontsize=9)
+        ax.set_title(
+            label + (" FLAGGED" if bad else ""), color="tab:red" if bad else "black", fontsize=9
+        )
         ax.set_yticks([])
     shown = "" if len(order) == len(names) else f" ({len(order)} of {len(names)} statistics)"
     fig.suptitle((title or "Posterior predictive check") + shown)
@@ -203,8 +204,9 @@ def loss_curves_png(histories: Mapping[int, Mapping[str, Sequence[float]]]) -> b
     rounds = [r for r in sorted(histories) if len(histories[r].get("val_loss", ())) > 0]
     if not rounds:
         return None
-    fig, axes = plt.subplots(1, len(rounds), figsize=(3.4 * len(rounds) + 0.6, 3.0),
-                             squeeze=False, sharey=False)
+    fig, axes = plt.subplots(
+        1, len(rounds), figsize=(3.4 * len(rounds) + 0.6, 3.0), squeeze=False, sharey=False
+    )
     for ax, r in zip(axes.flat, rounds, strict=True):
         h = histories[r]
         for key, label, style in (("train_loss", "train", "-"), ("val_loss", "validation", "-")):

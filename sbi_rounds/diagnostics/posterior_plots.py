@@ -123,8 +123,12 @@ def marginals_by_round_png(
         for r, color in zip(rounds, colors, strict=True):
             last = r == rounds[-1]
             ax.hist(
-                np.clip(samples[r][:, k], bins[0], bins[-1]), bins=bins, density=True,
-                histtype="step", color=color, lw=2.2 if last else 1.0,
+                np.clip(samples[r][:, k], bins[0], bins[-1]),
+                bins=bins,
+                density=True,
+                histtype="step",
+                color=color,
+                lw=2.2 if last else 1.0,
                 label=f"round {r}",
             )
         ax.set_xlim(*limits[k])

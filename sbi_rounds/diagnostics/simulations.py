@@ -95,6 +95,30 @@ class CheckSimulations:
         stage = self.store().stage(number)
         return stage is not None and stage >= Stage.SIMULATED
 
+    def _plan(
+        self,
+        store: RunStore,
+        number: int,
+        theta: np.ndarray,
+        x_dim: int,
+        description: Mapping[str, Any],
+        seconds_per_simulation: float | None,
+    ) -> None:
+        """Plan set ``number`` in ``store``: ``len(theta)`` simulations of ``theta`` with shape
+        ``(N, D)``, and their chunk size."""
+        cluster = self.config.cluster
+        if cluster.chunk_size == "measure" and seconds_per_simulation is None:
+            cluster = cluster.model_copy(update={"chunk_size": "auto"})
+        store.plan_round(
+            number,
+            num_simulations=len(theta),
+            theta_dim=theta.shape[1],
+            x_dim=x_dim,
+            chunk_size=choose_chunk_size(cluster, len(theta), seconds_per_simulation),
+            num_posterior_samples=1,
+            proposal=dict(description),
+        )
+
     def simulate(
         self,
         number: int,
@@ -134,25 +158,14 @@ class CheckSimulations:
         store = self.store()
         theta = np.asarray(theta, dtype=np.float32)
         if store.stage(number) is None:
-            n = len(theta)
-            cluster = cfg.cluster
-            if cluster.chunk_size == "measure" and seconds_per_simulation is None:
-                cluster = cluster.model_copy(update={"chunk_size": "auto"})
-            chunk = choose_chunk_size(cluster, n, seconds_per_simulation)
-            store.plan_round(
-                number,
-                num_simulations=n,
-                theta_dim=theta.shape[1],
-                x_dim=x_dim,
-                chunk_size=chunk,
-                num_posterior_samples=1,
-                proposal=dict(description),
-            )
+            self._plan(store, number, theta, x_dim, description, seconds_per_simulation)
         info = store.round_info(number)
         if info.num_simulations != len(theta):
             log.info(
-                "check simulations %d: keeping the %d parameter sets planned before (%d asked "
-                "now)", number, info.num_simulations, len(theta),
+                "check simulations %d: keeping the %d parameter sets planned before (%d asked now)",
+                number,
+                info.num_simulations,
+                len(theta),
             )
         elif info.theta_done < info.num_simulations:
             store.write_theta(number, 0, theta)

@@ -167,7 +167,9 @@ def _predictive(
         log.info(
             "round %d: the predictive check simulates all %d stored posterior samples "
             "(diagnostics.predictive_simulations=%d > posterior.num_samples)",
-            round_, n, d.predictive_simulations,
+            round_,
+            n,
+            d.predictive_simulations,
         )
     sims = CheckSimulations(run.directory, cfg, run.store.fingerprint()).simulate(
         round_,
@@ -196,9 +198,7 @@ def _predictive(
     return check
 
 
-def _calibration(
-    run: Run, client: Any, should_stop: Callable[[], bool] | None
-) -> dict[str, Any]:
+def _calibration(run: Run, client: Any, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     cfg, d = run.config, run.config.diagnostics
     n = cfg.calibration_simulations
     with seeded(derive_seed(cfg.seed, 1, "calibration", 0)):

@@ -20,8 +20,9 @@ __all__ = ["main", "simulate_row"]
 NOISE_STD = 0.1
 
 
-def simulate_row(theta: list[float], rng: random.Random,
-                 nan_above: float = math.inf) -> list[float]:
+def simulate_row(
+    theta: list[float], rng: random.Random, nan_above: float = math.inf
+) -> list[float]:
     """Simulate one parameter row ``(D,)``; returns its summaries ``(D,)``."""
     if theta and theta[0] > nan_above:
         return [math.nan] * len(theta)
@@ -42,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in csv.reader(fin):
             if not row or row[0].startswith("#"):
                 continue
-            out.writerow(repr(v) for v in simulate_row([float(v) for v in row], rng,
-                                                       args.nan_above))
+            out.writerow(
+                repr(v) for v in simulate_row([float(v) for v in row], rng, args.nan_above)
+            )
     return 0
 
 

@@ -50,7 +50,8 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> dict[str, Any
     store.write_round_attrs(
         round_,
         seal_datasets=POSTERIOR_SAMPLES,
-        posterior_summary=summary, pairplot=None if figure is None else figure.name
+        posterior_summary=summary,
+        pairplot=None if figure is None else figure.name,
     )
     return {"summary": summary, "pairplot": None if figure is None else str(figure)}
 

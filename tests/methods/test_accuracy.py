@@ -45,9 +45,14 @@ def test_posterior_mean_and_std_match_the_closed_form(make_config, dask_client, 
     if method in ("tfmpe", "tnpse"):
         settings = {**VECTOR_FIELD, method: {"quantile": 1e-3}}
     config = make_config(
-        method=method, rounds=3, simulations_per_round=500, xobs=XOBS,
+        method=method,
+        rounds=3,
+        simulations_per_round=500,
+        xobs=XOBS,
         prior={"path": "sbi_rounds.examples:gaussian_prior"},
-        posterior={"num_samples": 2000}, cluster={"chunk_size": 100}, **settings,
+        posterior={"num_samples": 2000},
+        cluster={"chunk_size": 100},
+        **settings,
     )
     with run_session(config) as run:
         for r in range(1, config.rounds + 1):

@@ -115,8 +115,10 @@ def test_one_round_matches_sbi_single_round_training(method):
         samples.append(post.sample((SAMPLES,), show_progress_bars=False))
     noise_c2st = float(c2st(samples[0], samples[1]))
     ours_c2st = float(c2st(samples[0], samples[2]))
-    print(f"{method}: validation losses sbi {loss_theirs}, ours {loss_ours}: difference of "
-          f"means {difference:.4f}, spread {spread:.4f}; C2ST sbi vs sbi {noise_c2st:.3f}, "
-          f"sbi vs ours {ours_c2st:.3f}")
+    print(
+        f"{method}: validation losses sbi {loss_theirs}, ours {loss_ours}: difference of "
+        f"means {difference:.4f}, spread {spread:.4f}; C2ST sbi vs sbi {noise_c2st:.3f}, "
+        f"sbi vs ours {ours_c2st:.3f}"
+    )
     assert difference <= spread, (loss_ours, loss_theirs)
     assert ours_c2st <= max(noise_c2st, 0.5) + C2ST_SPREAD, (ours_c2st, noise_c2st)

@@ -36,8 +36,12 @@ def _simulate(theta, seed):
 
 
 def _sbi_kwargs():
-    return {"training_batch_size": BATCH, "validation_fraction": VAL_FRACTION,
-            "stop_after_epochs": 10, "max_num_epochs": 150}
+    return {
+        "training_batch_size": BATCH,
+        "validation_fraction": VAL_FRACTION,
+        "stop_after_epochs": 10,
+        "max_num_epochs": 150,
+    }
 
 
 def _ours(builder, loss, theta, x, seed, init=None, prior_mask=None):
@@ -52,8 +56,9 @@ def _ours(builder, loss, theta, x, seed, init=None, prior_mask=None):
     extra = () if prior_mask is None else (prior_mask,)
     data = (theta, x, *extra)
     config = TrainConfig(batch_size=BATCH, patience=10, max_epochs=151, seed=seed)
-    summary = run_training(config, net, loss, tuple(t[tr] for t in data),
-                           tuple(t[va] for t in data))
+    summary = run_training(
+        config, net, loss, tuple(t[tr] for t in data), tuple(t[va] for t in data)
+    )
     return summary.best_val_loss
 
 
@@ -113,6 +118,11 @@ def test_atomic_round_two_loss_matches_sbi_train():
     tr, va = perm[:n_train], perm[n_train:]
     net = builder(theta1, x1)
     net.load_state_dict(init)
-    summary = run_training(TrainConfig(batch_size=BATCH, patience=10, max_epochs=151, seed=2),
-                           net, loss, (theta[tr], x[tr], mask[tr]), (theta[va], x[va], mask[va]))
+    summary = run_training(
+        TrainConfig(batch_size=BATCH, patience=10, max_epochs=151, seed=2),
+        net,
+        loss,
+        (theta[tr], x[tr], mask[tr]),
+        (theta[va], x[va], mask[va]),
+    )
     assert abs(summary.best_val_loss - theirs) < TOLERANCE, (summary.best_val_loss, theirs)

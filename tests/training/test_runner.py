@@ -61,8 +61,9 @@ def test_trains_and_summarises():
     assert len(s.history["learning_rate"]) == 30 and s.batch_size == 50 and s.steps == 30 * 7
 
 
-@pytest.mark.parametrize(("rows", "batch"), [(10, 50), (900, 50), (1800, 90), (2700, 135),
-                                             (4000, 200), (90_000, 200)])
+@pytest.mark.parametrize(
+    ("rows", "batch"), [(10, 50), (900, 50), (1800, 90), (2700, 135), (4000, 200), (90_000, 200)]
+)
 def test_auto_batch_size_gives_about_20_steps_an_epoch_between_50_and_200(rows, batch):
     assert resolve_batch_size("auto", rows) == batch
     assert resolve_batch_size(64, rows) == 64
@@ -334,8 +335,9 @@ def test_flat_parameters_train_like_separate_ones():
     run_training(cfg, flat_model, _mse, data)
     user_adam = torch.optim.Adam(plain_model.parameters(), lr=1e-2)
     run_training(cfg, plain_model, _mse, data, optimizer=user_adam)
-    for (k, a), b in zip(flat_model.state_dict().items(), plain_model.state_dict().values(),
-                         strict=True):
+    for (k, a), b in zip(
+        flat_model.state_dict().items(), plain_model.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
     # the weights are views of one buffer, and load_state_dict writes through them
     params = list(flat_model.parameters())
@@ -349,11 +351,21 @@ def test_flat_parameters_train_like_separate_ones():
 
 def test_checkpoints_are_spaced_by_min_seconds():
     sink = MemorySink()
-    run_training(TrainConfig(max_epochs=6, patience=None), _model(), _mse, _data(),
-                 callbacks=[CheckpointCallback(sink, every=1, min_seconds=3600)])
+    run_training(
+        TrainConfig(max_epochs=6, patience=None),
+        _model(),
+        _mse,
+        _data(),
+        callbacks=[CheckpointCallback(sink, every=1, min_seconds=3600)],
+    )
     assert sink.saves == 0
-    run_training(TrainConfig(max_epochs=6, patience=None), _model(), _mse, _data(),
-                 callbacks=[CheckpointCallback(sink, every=1, min_seconds=0)])
+    run_training(
+        TrainConfig(max_epochs=6, patience=None),
+        _model(),
+        _mse,
+        _data(),
+        callbacks=[CheckpointCallback(sink, every=1, min_seconds=0)],
+    )
     assert sink.saves == 6  # every epoch
     with pytest.raises(ValueError, match="min_seconds"):
         CheckpointCallback(sink, min_seconds=-1)
