@@ -103,6 +103,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_taken(port: int) -> bool:
+    """Whether another process listens on (or holds) ``127.0.0.1:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+#: How often a temporary server that lost its port to another process is started again.
+_RESPAWNS = 3
+
 #: A server spawned by :func:`start_early` (process, port), taken by ``temporary_server``.
 _EARLY: tuple[subprocess.Popen[bytes], int] | None = None
 
@@ -284,20 +297,27 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         return
     import httpx
 
+    env = {**_server_env(), **get_current_settings().to_environment_variables(exclude_unset=True)}
     if early is not None and early[0].poll() is None:
         server, port = early
     else:
         port = _free_port()
-        env = {
-            **_server_env(),
-            **get_current_settings().to_environment_variables(exclude_unset=True),
-        }
         server = _spawn(port, env)
     url = f"http://127.0.0.1:{port}/api"
     log.info("Starting a temporary Prefect server on %s", url)
+    respawns = 0
     try:
         deadline = time.monotonic() + timeout
         while True:
+            if server.poll() is not None and respawns < _RESPAWNS and _port_taken(port):
+                # Another process (a Dask worker starting meanwhile, another run) bound the
+                # port between choosing it and the server's bind: start it on another one.
+                respawns += 1
+                port = _free_port()
+                server = _spawn(port, env)
+                url = f"http://127.0.0.1:{port}/api"
+                log.info("Port taken meanwhile: starting the Prefect server on %s", url)
+                continue
             if server.poll() is not None:
                 database = _database()
                 raise ServerStartError(

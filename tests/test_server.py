@@ -199,3 +199,41 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
+
+
+_PORT_TAKEN_SCRIPT = """
+import itertools, socket, sys, httpx
+import flows.server as server
+
+held = socket.socket()
+held.bind(("127.0.0.1", 0))  # another process's port: bound, as a starting Dask worker's
+held.listen()
+taken = held.getsockname()[1]
+real = server._free_port
+ports = itertools.chain([taken], iter(real, None))
+server._free_port = lambda: next(ports)  # the race: the chosen port is taken before the bind
+with server.temporary_server() as url:
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+    print(taken, url)
+"""
+
+
+@pytest.mark.slow
+def test_a_temporary_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path):
+    # A killed and restarted run lost its server this way: the port chosen for it was bound
+    # by another process during the seconds before the server bound it ("address already
+    # in use", status 3), and the run ended with an error.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env["PREFECT_SERVER_API_PORT"] = str(_free_port())  # no server at the default address
+    result = subprocess.run(
+        [sys.executable, "-c", _PORT_TAKEN_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    taken, url = result.stdout.split()
+    assert f":{taken}/" not in url
