@@ -295,53 +295,65 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
     if running is not None:
         yield from _reuse(running, early)
         return
-    import httpx
-
     env = {**_server_env(), **get_current_settings().to_environment_variables(exclude_unset=True)}
     if early is not None and early[0].poll() is None:
         server, port = early
     else:
         port = _free_port()
         server = _spawn(port, env)
-    url = f"http://127.0.0.1:{port}/api"
-    log.info("Starting a temporary Prefect server on %s", url)
-    respawns = 0
+    servers = [server]
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None and respawns < _RESPAWNS and _port_taken(port):
-                # Another process (a Dask worker starting meanwhile, another run) bound the
-                # port between choosing it and the server's bind: start it on another one.
-                respawns += 1
-                port = _free_port()
-                server = _spawn(port, env)
-                url = f"http://127.0.0.1:{port}/api"
-                log.info("Port taken meanwhile: starting the Prefect server on %s", url)
-                continue
-            if server.poll() is not None:
-                database = _database()
-                raise ServerStartError(
-                    f"the temporary Prefect server exited with status {server.returncode} "
-                    f"at start (its log is above). Its database is {database}: if the log "
-                    "says a migration failed ('Can't locate revision': the file was written "
-                    "by another Prefect version), move that file away or set PREFECT_HOME to "
-                    "a new folder; or set PREFECT_API_URL to a running server"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"the temporary Prefect server did not start in {timeout} s; set "
-                    "PREFECT_API_URL to a running server instead"
-                )
-            time.sleep(0.1)
+        url = _wait_until_up(servers, port, env, timeout)
         with _api_url(url):
             yield url
     finally:
-        _stop(server)
+        _stop(servers[-1])
+
+
+def _wait_until_up(
+    servers: list[subprocess.Popen[bytes]], port: int, env: dict[str, str], timeout: float
+) -> str:
+    """Wait until the server ``servers[-1]`` (on ``port``) answers; return its API URL.
+
+    A server that exited because another process bound its port meanwhile (a Dask worker
+    starting in the same seconds, another run) is started again on another port, appended
+    to ``servers``, up to :data:`_RESPAWNS` times.
+
+    Raises:
+        ServerStartError: The server exited otherwise, or did not answer in ``timeout`` s.
+    """
+    import httpx
+
+    url = f"http://127.0.0.1:{port}/api"
+    log.info("Starting a temporary Prefect server on %s", url)
+    deadline = time.monotonic() + timeout
+    while True:
+        server = servers[-1]
+        if server.poll() is not None and len(servers) <= _RESPAWNS and _port_taken(port):
+            port = _free_port()
+            servers.append(_spawn(port, env))
+            url = f"http://127.0.0.1:{port}/api"
+            log.info("Port taken meanwhile: starting the Prefect server on %s", url)
+            continue
+        if server.poll() is not None:
+            raise ServerStartError(
+                f"the temporary Prefect server exited with status {server.returncode} "
+                f"at start (its log is above). Its database is {_database()}: if the log "
+                "says a migration failed ('Can't locate revision': the file was written "
+                "by another Prefect version), move that file away or set PREFECT_HOME to "
+                "a new folder; or set PREFECT_API_URL to a running server"
+            )
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"the temporary Prefect server did not start in {timeout} s; set "
+                "PREFECT_API_URL to a running server instead"
+            )
+        time.sleep(0.1)
 
 
 def _reuse(url: str, early: tuple[subprocess.Popen[bytes], int] | None) -> Iterator[str]:

@@ -64,6 +64,19 @@ def test_method_and_network_must_fit():
     assert RunConfig(xobs=[1.0], method="snre").network_model == "resnet"
 
 
+def test_a_sampler_the_method_cannot_use_is_refused_not_ignored():
+    # SNPE with posterior.sampler=mcmc was sampled directly without a word; SNLE with
+    # direct failed only after its first round had trained.
+    text = _errors(xobs=[1.0], method="snpe", posterior={"sampler": "mcmc"})
+    assert (
+        "posterior.sampler='mcmc' does not apply to snpe" in text and "use auto or direct" in text
+    )
+    text = _errors(xobs=[1.0], method="snle", posterior={"sampler": "direct"})
+    assert "does not apply to snle" in text and "mcmc or rejection or importance" in text
+    assert RunConfig(xobs=[1.0], method="snre", posterior={"sampler": "rejection"})
+    assert RunConfig(xobs=[1.0], method="tsnpe", posterior={"sampler": "direct"})
+
+
 def test_simulations_per_round_list_repeats_its_last_entry():
     config = RunConfig(xobs=[1.0], simulations_per_round=[100, 200])
     assert [config.simulations_for_round(r) for r in (1, 2, 3)] == [100, 200, 200]

@@ -243,8 +243,7 @@ class RunConfig(BaseModel):
         if self.network.model is not None:
             method.check_network(self.network.model)
         self._check_applicable(method.settings_field, method.role)
-        if method.role == "vector_field":
-            method.sampler(self.posterior)  # raises for a sampler other than auto/direct
+        method.sampler(self.posterior)  # raises for a sampler the method cannot use
         if self.prior.low is not None and self.parameter_names is not None:
             if len(self.parameter_names) != len(self.prior.low):
                 raise ValueError(

@@ -108,6 +108,8 @@ class Method(ABC):
             the best linear-Gaussian fit on the held-out rows (see
             ``sbi_rounds.stages.train``); the better of the two is kept. None: no fallback.
         default_sampler: The posterior sampler when ``posterior.sampler`` is ``auto``.
+        samplers: The samplers it can use; any other ``posterior.sampler`` is an error
+            (the settings are refused, not silently sampled another way).
         settings_field: The ``RunConfig`` field holding its typed settings (loss or
             proposal arguments), or None; :meth:`loss_fn` and :meth:`proposal` get them.
         calibrates_by_default: Whether ``diagnostics.calibration_simulations: auto`` runs
@@ -120,6 +122,7 @@ class Method(ABC):
     default_network: ClassVar[str]
     fallback_network: ClassVar[str | None] = None
     default_sampler: ClassVar[str]
+    samplers: ClassVar[tuple[str, ...]]
     settings_field: ClassVar[str | None] = None
     calibrates_by_default: ClassVar[bool] = True
 
@@ -139,8 +142,23 @@ class Method(ABC):
         return {}
 
     def sampler(self, sampling: PosteriorConfig) -> str:
-        """The posterior sampler, with ``auto`` resolved to :attr:`default_sampler`."""
-        return self.default_sampler if sampling.sampler == "auto" else sampling.sampler
+        """The posterior sampler, with ``auto`` resolved to :attr:`default_sampler`.
+
+        Raises:
+            ValueError: ``posterior.sampler`` is not among :attr:`samplers`.
+        """
+        if sampling.sampler == "auto":
+            return self.default_sampler
+        if sampling.sampler not in self.samplers:
+            raise ValueError(
+                f"posterior.sampler={sampling.sampler!r} does not apply to {self.name}"
+                f"{self.sampler_reason.format(method=self.name)}; use auto or {' or '.join(self.samplers)}"
+            )
+        return sampling.sampler
+
+    #: Why other samplers do not apply (after the method's name in the error; ``{method}``
+    #: is replaced by the name).
+    sampler_reason: ClassVar[str] = ""
 
     @abstractmethod
     def loss_fn(self, settings: BaseModel | None, prior: Distribution, round_: int) -> LossFn:
@@ -172,6 +190,8 @@ class DirectMethod(Method):
 
     role: ClassVar[Role] = "posterior"
     default_sampler: ClassVar[str] = "direct"
+    samplers: ClassVar[tuple[str, ...]] = ("direct",)
+    sampler_reason: ClassVar[str] = ": its network is the posterior, sampled directly"
 
     def posterior(
         self,

@@ -169,6 +169,10 @@ class PotentialMethod(Method):
     """A method whose network gives a potential (likelihood or ratio) sampled with MCMC."""
 
     default_sampler: ClassVar[str] = "mcmc"
+    samplers: ClassVar[tuple[str, ...]] = ("mcmc", "rejection", "importance")
+    sampler_reason: ClassVar[str] = (
+        ": its network is a likelihood or ratio, sampled through its potential"
+    )
 
     @abstractmethod
     def potential(self, network: nn.Module, prior: Distribution, xobs: Tensor) -> tuple[Any, Any]:
@@ -184,10 +188,5 @@ class PotentialMethod(Method):
     ) -> Any:
         """Prior times the learned potential at xobs, sampled as ``sampling`` says (MCMC)."""
         sampler = self.sampler(sampling)
-        if sampler == "direct":
-            raise ValueError(
-                f"posterior.sampler={sampler!r} does not apply to {self.name}; use mcmc, "
-                "rejection or importance"
-            )
         potential, transform = self.potential(network, prior, xobs)
         return potential_posterior(sampling, sampler, potential, transform, prior, xobs)

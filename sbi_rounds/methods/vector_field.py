@@ -26,7 +26,6 @@ from sbi_rounds.strict import STRICT
 from sbi_rounds.training.state import LossFn
 
 __all__ = [
-    "SAMPLER_ERROR",
     "VectorFieldMethod",
     "VectorFieldSettings",
     "vector_field_loss",
@@ -35,11 +34,6 @@ __all__ = [
 
 #: ``(batch size) -> times (B,)``: how training draws diffusion times; None: the estimator's own.
 TimeSampler = Any
-
-SAMPLER_ERROR = (
-    "posterior.sampler={sampler!r} does not apply to {method}: its posterior is sampled "
-    "by solving the estimator's ODE or SDE ({method}.sample_with); use auto or direct"
-)
 
 
 class VectorFieldSettings(BaseModel):
@@ -222,15 +216,13 @@ class VectorFieldMethod(Method):
     default_network: ClassVar[str] = "mlp"
     #: ``direct``: the posterior's own sampler, an ODE or SDE solve (``sample_with``).
     default_sampler: ClassVar[str] = "direct"
+    samplers: ClassVar[tuple[str, ...]] = ("direct",)
+    sampler_reason: ClassVar[str] = (
+        ": its posterior is sampled by solving the estimator's ODE or SDE ({method}.sample_with)"
+    )
     calibrates_by_default: ClassVar[bool] = False
     #: ``flow`` (flow matching) or ``score`` (score matching).
     estimator: ClassVar[str]
-
-    def sampler(self, sampling: PosteriorConfig) -> str:
-        """``direct``; any other ``posterior.sampler`` is an error."""
-        if sampling.sampler not in ("auto", "direct"):
-            raise ValueError(SAMPLER_ERROR.format(sampler=sampling.sampler, method=self.name))
-        return "direct"
 
     def network_extras(self, settings: VectorFieldSettings) -> dict[str, Any]:
         """``estimator``, ``num_layers`` and the time embedding (subclasses add theirs)."""
