@@ -288,6 +288,9 @@ class HarnessConfig:
     """What the harness runs and how it kills it."""
 
     workdir: Path
+    #: The run's method; a vector-field method (tfmpe, tnpse) gets its small network's
+    #: settings and fewer samples to set its truncation threshold (each an ODE solve).
+    method: str = "snpe"
     rounds: int = 3
     simulations: int = 400
     chunk_size: int = 50
@@ -357,6 +360,10 @@ def cli_command(cfg: HarnessConfig, run_dir: Path, run_id: str) -> list[str]:
     ]
 
 
+#: Methods whose network is a vector field (no ``num_transforms``; see :func:`write_config`).
+VECTOR_FIELD_METHODS = ("tfmpe", "tnpse")
+
+
 def write_config(cfg: HarnessConfig, log: Path) -> None:
     """The settings file; the simulator log path is a simulator keyword argument."""
     text = (
@@ -366,9 +373,16 @@ def write_config(cfg: HarnessConfig, log: Path) -> None:
         f"cluster: {{chunk_size: {cfg.chunk_size}}}\n"
         f"training: {{checkpoint_every: {cfg.checkpoint_every}, checkpoint_min_seconds: 0, "
         f"batch_size: {cfg.batch_size}}}\n"
-        "network: {hidden_features: 20, num_transforms: 2}\n"
+        f"method: {cfg.method}\n"
         f"posterior: {{num_samples: {cfg.num_samples}}}\n"
     )
+    if cfg.method in VECTOR_FIELD_METHODS:
+        text += (
+            "network: {hidden_features: 20}\n"
+            f"{cfg.method}: {{num_layers: 2, num_samples_to_estimate: 500}}\n"
+        )
+    else:
+        text += "network: {hidden_features: 20, num_transforms: 2}\n"
     cfg.config_file.write_text(text)
 
 
@@ -951,6 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: run the harness and print (and optionally save) its figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, help="default: a new temporary directory")
+    p.add_argument("--method", default="snpe", help="the run's method (default: snpe)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--simulations", type=int, default=400)
     p.add_argument("--max-epochs", type=int, default=20)
@@ -963,6 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="crash-harness-"))
     cfg = HarnessConfig(
         workdir=workdir,
+        method=args.method,
         rounds=args.rounds,
         simulations=args.simulations,
         max_epochs=args.max_epochs,
