@@ -152,7 +152,8 @@ class Method(ABC):
         if sampling.sampler not in self.samplers:
             raise ValueError(
                 f"posterior.sampler={sampling.sampler!r} does not apply to {self.name}"
-                f"{self.sampler_reason.format(method=self.name)}; use auto or {' or '.join(self.samplers)}"
+                f"{self.sampler_reason.format(method=self.name)}; use auto or "
+                f"{' or '.join(self.samplers)}"
             )
         return sampling.sampler
 
