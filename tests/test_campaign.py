@@ -199,6 +199,7 @@ def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path):
     assert "Beginning subflow run" not in printed  # the engine's lines only with -v
     assert "posterior checks:" not in printed  # no run's own tables: the summary has them
     assert "observation  status" in printed
+    assert printed.count("campaign summary: ") == 1, printed[-3000:]  # the page, said once
     for observation, rounds in before.items():  # no finished round ran again
         assert {r: after[observation][r] for r in rounds} == rounds
     for observation in finished:  # finished observations were not even opened for writing

@@ -223,7 +223,8 @@ def _run(
                 raise
             print(f"error: {e}", file=sys.stderr)
             return 1
-    print(f"\ncampaign summary: {result['summary']}")
+    if level < 0:  # else the flow's own log line has said it
+        print(f"\ncampaign summary: {result['summary']}")
     for name, error in result["failed"].items():
         print(f"error: observation {name} failed: {error}", file=sys.stderr)
     if result["failed"]:
