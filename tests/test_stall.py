@@ -10,6 +10,7 @@ import torch
 
 from sbi_rounds import stages
 from sbi_rounds.config import NetworkConfig, StallConfig
+from sbi_rounds.diagnostics import round_alerts
 from sbi_rounds.seeding import derive_seed
 from sbi_rounds.stages import RunInterrupted, run_session
 from sbi_rounds.stall import check_stall, gaussian_baseline_losses
@@ -165,8 +166,12 @@ def test_a_training_cut_by_a_limit_is_flagged_but_not_retrained(make_config, das
     with caplog.at_level(logging.WARNING), run_session(config) as run:
         result = _round_one(run, dask_client)
         (attempt,) = run.store.training_attempts(1)
+        alerts = round_alerts(run, 1)
     assert attempt["stalled"] and attempt["capped"] and result.details["retrains"] == 0
-    assert "reached max_epochs=1" in caplog.text and "raise it" in caplog.text
+    (alert,) = [a for a in alerts if "cap" in a]  # one warning, with the stall and the way out
+    assert "reached max_epochs=1" in alert and "raise training.max_epochs" in alert
+    assert "(a stall, not retrained: it would stop at the same cap)" in alert
+    assert "max_epochs" not in caplog.text  # the stage itself says nothing: no duplicate
 
 
 def test_max_retrains_zero_keeps_the_first_training(make_config, dask_client, caplog):

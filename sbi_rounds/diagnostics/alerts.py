@@ -40,17 +40,31 @@ def stop_label(summary: dict[str, Any]) -> str | None:
     return reason or None
 
 
-def _capped_while_improving(round_: int, summary: dict[str, Any]) -> str | None:
+def _capped(round_: int, summary: dict[str, Any], attempts: list[dict[str, Any]]) -> str | None:
+    """A training cut by a cap while it still improved, or whose kept network stalled (a
+    stall cut by a cap is not retrained: it would stop at the same cap)."""
     cap, epochs = summary.get("limit_reached"), summary.get("epochs")
     best = summary.get("best_epoch")
     if not cap or not epochs or not best:
         return None
-    if best <= epochs - max(3, math.ceil(IMPROVING_TAIL * epochs)):
+    kept = [a for a in attempts if a.get("kept")]
+    stalled = kept[-1] if kept and kept[-1].get("stalled") else None
+    if best > epochs - max(3, math.ceil(IMPROVING_TAIL * epochs)):
+        why = f"while the validation loss was still improving (best at epoch {best} of {epochs})"
+    elif stalled is not None:
+        why = "before the network trained"
+    else:
         return None
+    if stalled is not None:
+        why += (
+            f"; its validation loss {stalled['loss']:.3f} is above the "
+            f"{stalled['reference'].replace('_', ' ')} reference's {stalled['reference_loss']:.3f}"
+            " (a stall, not retrained: it would stop at the same cap)"
+        )
     return (
-        f"round {round_}: training stopped at its cap ({summary.get('stop_reason')}) while the "
-        f"validation loss was still improving (best at epoch {best} of {epochs}): the network "
-        f"is undertrained; raise training.{cap} or leave it unset and let patience stop it"
+        f"round {round_}: training stopped at its cap ({summary.get('stop_reason')}) {why}: "
+        f"the network is undertrained; raise training.{cap} or leave it unset and let "
+        "patience stop it"
     )
 
 
@@ -114,7 +128,7 @@ def round_alerts(run: Any, round_: int) -> list[str]:
     """The warnings about finished round ``round_`` of ``run`` (an open ``Run``), worst first."""
     store = run.store
     alerts = [
-        _capped_while_improving(round_, store.training_summary(round_)),
+        _capped(round_, store.training_summary(round_), store.training_attempts(round_)),
         _as_wide_as_prior(run, round_),
     ]
     alerts.extend(simulation_alerts(store, round_))

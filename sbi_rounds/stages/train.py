@@ -81,15 +81,9 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
         store.finish_training_attempt(round_, record, network if keep else None)
         attempts.append(record)
     kept = [a for a in attempts if a.get("kept")][-1]
-    if kept["stalled"] and kept["capped"]:
-        log.warning(
-            "round %d: the training %s when it was cut short: %s. Training again would stop "
-            "at the same limit; raise it to train the network fully",
-            round_,
-            _stall_text(kept),
-            kept["stop_reason"],
-        )
-    elif kept["stalled"]:
+    # A stall cut by a cap is one of the round's alerts (diagnostics.round_alerts), which
+    # the flow shows with the round's line, the report and the Prefect artifact.
+    if kept["stalled"] and not kept["capped"]:
         log.warning(
             "round %d: every one of %d trainings stalled; kept attempt %d, whose %s. Check "
             "the network and training settings (or raise stall.margin if the reference is "
