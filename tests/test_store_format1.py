@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from sbi_rounds.report import write_report
 from sbi_rounds.results import load_posterior, table
 from sbi_rounds.round import run_round
 from sbi_rounds.session import run_session
-from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.store import FORMAT_VERSION, RunStore, Stage
 
 FORMAT1_RUN = Path(__file__).parent / "data" / "format1-run"
 
@@ -28,6 +29,8 @@ def old_run(tmp_path):
 
 
 def test_a_format1_run_opens_verifies_reports_and_loads_its_posterior(old_run):
+    with h5py.File(old_run / "run.h5", "r") as f:
+        assert f.attrs["format_version"] == 1
     store = RunStore.open(old_run / "run.h5")
     assert store.verify() == []
     assert store.rounds() == [1, 2] and store.stage(2) == Stage.DONE
@@ -52,6 +55,16 @@ def test_a_format1_run_is_extended_by_a_round(old_run, dask_client):
     assert store.rounds() == [1, 2, 3] and store.stage(3) == Stage.DONE
     assert store.verify() == []
     assert store.read_samples(3).shape == (50, 2)
+    # the new round has the new layout (round files beside run.h5); the file says format 2
+    assert sorted(p.name for p in old_run.glob("run.round-*")) == [
+        "run.round-0003.h5",
+        "run.round-0003.x.h5",
+    ]
+    with h5py.File(old_run / "run.h5", "r") as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION == 2
+    # float64 as format 1 stored them; the new round's as the simulator returns them
+    assert store.read_simulations(2)[1].dtype == np.float64
+    assert store.read_simulations(3)[1].dtype == np.float32
     assert load_posterior(old_run, round=3) is not None
     # the old rounds are as they were
     old = RunStore.open(FORMAT1_RUN / "run.h5")

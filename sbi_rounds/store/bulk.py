@@ -82,8 +82,17 @@ def stale_files(run_file: Path, linked: set[str]) -> list[Path]:
 
 
 def sync_files(directory: Path, names: list[str]) -> None:
-    """``fsync`` the bulk files ``names`` in ``directory`` (their in-place writes)."""
+    """Make the in-place writes to the bulk files ``names`` in ``directory`` durable.
+
+    ``fdatasync``: their size never changes after they are made, so their data is all there
+    is to write (no journal commit for the modification time).
+    """
     for name in names:
-        path = directory / name
-        if path.exists():
-            fsync_path(path)
+        try:
+            fd = os.open(directory / name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # a simulations file not made yet
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)

@@ -246,6 +246,13 @@ class StoreFile:
         finally:
             self.commit_seconds += time.perf_counter() - t0
 
+    def data_bytes(self) -> int:
+        """Bytes of the run file and of the round files it links to."""
+        with self._read() as f:
+            names = linked_files(f)
+        files = [self.path, *(self.path.parent / n for n in names)]
+        return sum(p.stat().st_size for p in files if p.exists())
+
     # --- integrity ------------------------------------------------------------------------
     def verify(self, under: str = "/") -> list[Damage]:
         """Read the file (or the group ``under``): what is damaged (unreadable, or not
