@@ -82,6 +82,8 @@ class RoundPlans(StoreFile):
         ``x_dtype`` (``"auto"``: the dtype the simulator returned, see ``storage_dtype``),
         into the file the round links already.
         """
+        if x_dtype not in ("auto", "float32", "float64"):
+            raise ValueError(f"x_dtype must be 'auto', 'float32' or 'float64', not {x_dtype!r}")
         num_chunks = math.ceil(num_simulations / chunk_size)
         if self.stage(round_) is not None:
             raise RunFileError(f"round {round_} is planned already")
