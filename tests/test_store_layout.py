@@ -148,3 +148,16 @@ def test_a_lost_simulations_file_is_found_and_simulated_again(store):
     store.write_samples(1, 0, np.ones((5, 2)))
     store.write_round_attrs(1, seal_datasets=POSTERIOR_SAMPLES)
     assert store.verify() == []
+
+
+def test_round_files_of_a_run_file_that_cannot_be_read_are_kept(store):
+    _simulated(store)
+    directory = store.path.parent
+    (directory / "run.round-0002.h5.tmp-123").write_bytes(b"half a file")
+    store.path.write_bytes(store.path.read_bytes()[:2000])  # the run file truncated
+    removed = [p.name for p in store.remove_stale_temporaries()]
+    assert removed == ["run.round-0002.h5.tmp-123"]
+    assert sorted(p.name for p in directory.glob("run.round-*")) == [
+        "run.round-0001.h5",
+        "run.round-0001.x.h5",
+    ]

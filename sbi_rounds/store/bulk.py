@@ -69,10 +69,15 @@ def round_files(group: h5py.Group) -> list[str]:
 
 
 def linked_files(f: h5py.File) -> set[str]:
-    """Every bulk file the run file links to."""
+    """Every bulk file the run file links to.
+
+    Raises:
+        KeyError: A round's group cannot be opened (the run file is damaged).
+    """
     if "rounds" not in f:
         return set()
-    return {name for g in f["rounds"].values() for name in round_files(g)}
+    rounds = f["rounds"]
+    return {name for key in rounds for name in round_files(rounds[key])}
 
 
 def stale_files(run_file: Path, linked: set[str]) -> list[Path]:

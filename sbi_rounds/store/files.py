@@ -133,9 +133,14 @@ class StoreFile:
         """Delete copies left by a commit that was killed, and bulk files that nothing links
         to (made for a commit that was killed; call while holding the lock)."""
         stale = sorted(self.path.parent.glob(self.path.name + ".tmp-*"))
-        if self.path.exists():
+        try:
             with self._read() as f:
-                linked = linked_files(f)
+                linked: set[str] | None = linked_files(f)
+        except Exception:  # noqa: BLE001 - a damaged run file: which files it links is unknown
+            linked = None
+        if linked is None:  # temporaries only: never a round file it may link
+            stale += [p for p in stale_files(self.path, set()) if ".tmp-" in p.name]
+        else:
             stale += stale_files(self.path, linked)
         for p in stale:
             p.unlink(missing_ok=True)
