@@ -94,8 +94,14 @@ class _TimedStore(RunStore):
         yield from self._timed(super()._structural)
 
     @contextmanager
-    def _in_place(self) -> Iterator[h5py.File]:
-        yield from self._timed(super()._in_place)
+    def _in_place(self, *args: Any, **kwargs: Any) -> Iterator[h5py.File]:
+        yield from self._timed(lambda: super(_TimedStore, self)._in_place(*args, **kwargs))
+
+    def _new_bulk_file(self, *args: Any, **kwargs: Any) -> None:
+        caller = sys._getframe(1).f_code.co_name  # plan_round, _allocate_x
+        t0 = time.perf_counter()
+        super()._new_bulk_file(*args, **kwargs)
+        self.by_method[caller] += time.perf_counter() - t0
 
 
 def one_run(

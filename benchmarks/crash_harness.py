@@ -8,7 +8,8 @@ the same command (same seed) made first, in the same run of the harness.
 
 After every kill it checks that:
 
-* the run file opens (``RunStore.open``) and every dataset in it reads back;
+* the run file opens (``RunStore.open``), every dataset in it and in the round files it
+  links reads back, and every checksum matches (``RunStore.verify``);
 * every stage, chunk, parameter batch, posterior batch, training checkpoint and network
   committed before the kill is still there, with the uninterrupted run's exact values;
 * no process of the killed tree survives (every process started by the run carries a
@@ -690,6 +691,9 @@ class _Harness:
         if after is None:
             raise HarnessFailure(f"kill {record.index}: the run file's rounds cannot be read")
         _read_everything(self.path)
+        damage = store.verify()  # checksums of the run file and its round files
+        if damage:
+            raise HarnessFailure(f"kill {record.index}: damaged: {[str(d) for d in damage]}")
         for r, old in (before or {}).items():
             if r not in after:
                 raise HarnessFailure(f"kill {record.index}: round {r} disappeared")
@@ -858,7 +862,9 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 
 
 def _read_everything(path: Path) -> None:
-    """Read every dataset and attribute of the file with plain h5py."""
+    """Read every dataset and attribute of the file with plain h5py, and every dataset of
+    the round files it links to (a round's simulations file only once its first chunk is
+    committed)."""
 
     def visit(name: str, obj: Any) -> None:
         for value in obj.attrs.values():
@@ -868,6 +874,14 @@ def _read_everything(path: Path) -> None:
 
     with h5py.File(path, "r", locking=False) as f:
         f.visititems(visit)
+        for g in f["rounds"].values():
+            for name in g:
+                link = g.get(name, getlink=True)
+                if not isinstance(link, h5py.ExternalLink):
+                    continue
+                if name == "x" and not g["chunk_done"][()].any():
+                    continue
+                g[name][()]
 
 
 def _compare_committed(store: Any, state: dict[int, RoundState], ref: Any, index: int) -> None:

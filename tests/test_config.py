@@ -37,6 +37,8 @@ def test_wrong_values_name_the_field_and_the_allowed_range():
     assert "training.learning_rate" in text
     text = _errors(xobs=[1.0], method="abc")
     assert "method" in text and "snpe" in text
+    text = _errors(xobs=[1.0], x_dtype="int8")
+    assert "x_dtype" in text and "'float32'" in text
 
 
 def test_unknown_keys_are_errors():
@@ -112,7 +114,9 @@ def test_config_files_yaml_and_toml(tmp_path):
 
 def test_fingerprint_ignores_safe_settings_and_run_id_derives_from_it():
     a = RunConfig(xobs=[1.0], rounds=3, cluster={"workers": 1})
-    b = RunConfig(xobs=[1.0], rounds=5, cluster={"workers": 4}, training={"max_epochs": 3})
+    b = RunConfig(
+        xobs=[1.0], rounds=5, cluster={"workers": 4}, training={"max_epochs": 3}, x_dtype="float64"
+    )
     c = RunConfig(xobs=[1.5])
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
     assert a.resolved_run_id == b.resolved_run_id == f"snpe-{a.fingerprint()[:10]}"

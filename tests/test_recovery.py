@@ -247,14 +247,16 @@ def finished_run(prefect_server, tmp_path_factory):
 
 def _overwrite(run_file, dataset, data=None):
     """Overwrite the stored bytes of ``dataset`` (or, for a group, its object header) in
-    place, as a disk or a copy gone wrong would."""
+    place, in the file that holds it (the run file or a round's bulk file), as a disk or a
+    copy gone wrong would."""
     with h5py.File(run_file, "r") as f:
         obj = f[dataset]
         if isinstance(obj, h5py.Dataset):
             offset, size = obj.id.get_offset(), obj.id.get_storage_size()
         else:
             offset, size = h5py.h5o.get_info(obj.id).addr, 64
-    with open(run_file, "r+b") as f:
+        holder = obj.file.filename
+    with open(holder, "r+b") as f:
         f.seek(offset)
         f.write(data or bytes((i * 37 + 11) % 256 for i in range(size)))
 

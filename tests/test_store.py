@@ -141,20 +141,50 @@ def test_stale_temporaries_are_removed(store):
     assert store.remove_stale_temporaries() == [stale] and not stale.exists()
 
 
+def _offsets(path):
+    """``{dataset: offset}`` of the file ``path``."""
+    offsets = {}
+
+    def add(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            offsets[name] = obj.id.get_offset()
+
+    with h5py.File(path, "r", locking=False) as f:
+        f.visititems(add)
+    return offsets
+
+
+def _layout(path):
+    """``{file name: (size, {dataset: offset})}`` of the run file and its bulk files."""
+    return {p.name: (p.stat().st_size, _offsets(p)) for p in sorted(path.parent.glob("*.h5"))}
+
+
 def test_in_place_commits_change_no_hdf5_metadata(store):
-    """Chunk, theta, sample and stage commits rewrite data bytes only, never the structure."""
+    """Chunk, theta, sample and stage commits rewrite data bytes only, never the structure,
+    neither of the run file nor of the round's bulk files; the first chunk creates the file
+    of the round's simulations (linked when the round was planned) and changes nothing else.
+    """
     _plan(store)
-    size = store.path.stat().st_size
-    with h5py.File(store.path, "r") as f:
-        offsets = {k: v.id.get_offset() for k, v in f["rounds/0001"].items()}
+    planned = _layout(store.path)
+    assert sorted(planned) == ["run.h5", "run.round-0001.h5"]
+    with h5py.File(store.path, "r") as f:  # every array of the round is in its data file
+        g = f["rounds/0001"]
+        linked = {k for k in g if isinstance(g.get(k, getlink=True), h5py.ExternalLink)}
+    assert linked == {"theta", "theta_done", "x", "valid", "chunk_done", "chunk_seconds"} | {
+        "posterior_samples",
+        "samples_done",
+    }
     store.write_theta(1, 0, np.ones((10, 2)))
-    store.write_chunk(1, 0, np.ones((4, 3)), 0.1)
+    store.write_chunk(1, 0, np.ones((4, 3), dtype=np.float32), 0.1)
+    first = _layout(store.path)
+    assert {k: v for k, v in first.items() if k in planned} == planned
+    assert sorted(first) == ["run.h5", "run.round-0001.h5", "run.round-0001.x.h5"]
+    store.write_chunk(1, 1, np.ones((4, 3)), 0.1)
     store.write_samples(1, 0, np.ones((5, 2)))
     store.set_stage(1, Stage.SIMULATED)
     store.record_timing(1, "simulate", 1.5)
-    assert store.path.stat().st_size == size
-    with h5py.File(store.path, "r") as f:
-        assert {k: v.id.get_offset() for k, v in f["rounds/0001"].items()} == offsets
+    assert _layout(store.path) == first
+    assert store.read_simulations(1)[1].dtype == np.float32  # the first chunk's dtype
 
 
 @pytest.mark.parametrize("content", [b"", b"not an hdf5 file at all", None])

@@ -75,17 +75,21 @@ def store(tmp_path):
 
 
 def _overwrite(path, dataset, header=False):
+    """Overwrite ``dataset``'s values (or its header) in the file that holds it (the run
+    file, or a round's bulk file)."""
     with h5py.File(path, "r") as f:
         obj = f[dataset]
         offset = h5py.h5o.get_info(obj.id).addr if header else obj.id.get_offset()
         size = 64 if header else obj.id.get_storage_size()
-    with open(path, "r+b") as f:
+        holder = obj.file.filename
+    with open(holder, "r+b") as f:
         f.seek(offset)
         f.write(bytes((i * 37 + 11) % 256 for i in range(size)))
 
 
 def _contents(path):
-    """Every dataset's values and every attribute of the file, but the history."""
+    """Every dataset's values (in bulk files too) and every attribute of the file, but the
+    history and the names of bulk files (a repair may write a new one)."""
     out = {}
     with h5py.File(path, "r") as f:
 
@@ -95,6 +99,10 @@ def _contents(path):
             out.update({f"{name}@{k}": str(v) for k, v in obj.attrs.items()})
 
         f.visititems(add)
+        for key, g in f["rounds"].items():
+            for name in g:
+                if isinstance(g.get(name, getlink=True), h5py.ExternalLink):
+                    out[f"rounds/{key}/{name}"] = g[name][()].tobytes()
         out.update({f"@{k}": str(v) for k, v in f.attrs.items() if k != "config_history"})
     return out
 
@@ -152,8 +160,8 @@ def test_damaged_simulations_are_simulated_again_and_must_match_their_old_checks
     assert "round 1's simulations left out; the next run recomputes its simulations" in lines[0]
     assert store.stage(1) == Stage.SAMPLED and store.pending_chunks(1) == [0, 1, 2]
     assert store.has_network(1) and store.read_samples(1).shape == (5, 2)  # kept: see below
-    with h5py.File(store.path, "r") as f:
-        assert EXPECTED_ATTR in f["rounds/0001/x"].attrs
+    with h5py.File(store.path, "r") as f:  # (on the round: its simulations are in a bulk file)
+        assert f"{EXPECTED_ATTR}:x" in f["rounds/0001"].attrs
     before = store.path.read_bytes()
     store.write_chunks(1, [(0, X[:4] + 1, 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
     with pytest.raises(NotReproducedError, match="round 1's simulations, computed again"):

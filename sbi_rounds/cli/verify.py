@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds verify") 
         return 2
     damage = store.verify()
     if not damage:
-        size = path.stat().st_size / 1e6
+        size = store.data_bytes() / 1e6  # with its round files
         print(f"{path}: intact ({size:.1f} MB read in {time.perf_counter() - t0:.2f} s)")
         return 0
     if not args.repair:

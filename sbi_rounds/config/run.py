@@ -121,6 +121,12 @@ class RunConfig(BaseModel):
         title="Simulator",
         description="A Python function module:function, batched or per sample, or a program.",
     )
+    x_dtype: Literal["auto", "float32", "float64"] = Field(
+        "auto",
+        title="Stored simulations' type",
+        description="auto: as the simulator returns them (float32 stays float32; other "
+        "number types are stored as float64). A round keeps the type it was planned with.",
+    )
     prior: PriorConfig = Field(
         default_factory=lambda: PriorConfig(low=[-2.0, -2.0], high=[2.0, 2.0]),
         title="Prior",

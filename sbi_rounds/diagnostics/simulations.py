@@ -117,6 +117,7 @@ class CheckSimulations:
             chunk_size=choose_chunk_size(cluster, len(theta), seconds_per_simulation),
             num_posterior_samples=1,
             proposal=dict(description),
+            x_dtype=self.config.x_dtype,
         )
 
     def simulate(

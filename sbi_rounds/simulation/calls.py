@@ -59,7 +59,9 @@ def _check_output(x: np.ndarray, n: int, x_dim: int | None, path: str) -> np.nda
             f"simulator {path} returned shape {tuple(x.shape)} for {n} parameter sets; "
             f"expected {want}{hint}"
         )
-    return x.astype(np.float64, copy=False)
+    # float32 stays float32 (stored so, unless the run sets x_dtype); the rest is float64
+    keep = x.dtype in (np.float32, np.float64)
+    return x if keep else x.astype(np.float32 if x.dtype == np.float16 else np.float64)
 
 
 def _accepts_seed(fn: Callable[..., Any]) -> bool:
@@ -87,7 +89,8 @@ def call_simulator(
         timeout: Seconds after which an external program is killed (``command`` only).
 
     Returns:
-        The summaries, float64 with shape ``(N, K)``; NaN or infinite rows are allowed.
+        The summaries, with shape ``(N, K)``: float32 when the simulator returned float32
+        or float16, float64 otherwise; NaN or infinite rows are allowed.
 
     Raises:
         SimulatorError: The simulator raised (its traceback is in the message), timed

@@ -64,6 +64,7 @@ def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
         chunk_size=choose_chunk_size(cfg.cluster, n, measured),
         num_posterior_samples=cfg.posterior.num_samples,
         proposal=description,
+        x_dtype=cfg.x_dtype,
     )
 
 

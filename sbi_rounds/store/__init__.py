@@ -1,24 +1,38 @@
-"""The HDF5 run store: one crash-consistent file per run, the single source of truth.
+"""The HDF5 run store: one crash-consistent run directory per run, the single source of truth.
+
+Layout (format 2, see ``format``): the run file ``run.h5`` holds the settings, every round's
+stage, timings, counts, records, networks, training checkpoints and checksums; each round's
+bulk arrays (parameters, simulations, validity and chunk marks, posterior samples) are in
+files of their own beside it (``run.round-NNNN.h5``, ``run.round-NNNN.x.h5``), reached from
+the round's group through HDF5 external links, so readers see one file. Format-1 run files
+(everything inside ``run.h5``) are read as they are; rounds planned in them from now on get
+the new layout, and the file is marked format 2.
 
 How writes stay consistent when the process is killed at any instant:
 
 * Structural changes (new groups, datasets, attributes: planning a round, saving the
-  network, a training checkpoint) are made on a copy of the file that atomically replaces
-  it (``os.replace``) once complete. A kill leaves either the old or the new file; a
-  leftover ``run.h5.tmp-*`` copy is garbage and removed at the next open.
-* Bulk data (parameters, simulations, posterior samples) goes into datasets allocated in
-  full when the round is planned, written in place. A chunk's rows are written and
-  flushed before the byte that marks the chunk done, so a kill mid-write leaves rows that
-  are simply not marked and are redone. In-place writes change no HDF5 metadata.
+  network, a training checkpoint) are made on a copy of the run file that atomically
+  replaces it (``os.replace``) once complete. The run file holds no bulk data, so the copy
+  costs what the small parts weigh, not what the run has simulated. A kill leaves either the
+  old or the new file; a leftover ``run.h5.tmp-*`` copy is garbage and removed at the next
+  open.
+* Bulk data goes into datasets allocated in full in the round's files, written in place
+  and never copied. A round's data file is created whole (under a temporary name, then
+  renamed) before the commit that plans the round links it; its simulations file likewise
+  when the first chunk is committed. A file a killed commit made but nothing links to is
+  removed at the next open (``bulk``). A chunk's rows are written and flushed before the
+  byte that marks the chunk done, so a kill mid-write leaves rows that are simply not
+  marked and are redone. In-place writes change no HDF5 metadata.
 * Nothing is ever pickled: weights, optimizer states and RNG states are datasets, and
   settings are JSON strings. Opening a run file never executes code from it.
 
-Integrity: datasets carry CRC-32 checksums (``checksums``); :meth:`RunStore.verify` reads
-the whole file and names what is damaged, and :meth:`RunStore.repair` writes it again without
-the damaged parts, which the next run recomputes (``repair``).
+Integrity: datasets carry CRC-32 checksums (``checksums``; those of bulk files in the run
+file); :meth:`RunStore.verify` reads the whole run, its bulk files too, and names what is
+damaged, and :meth:`RunStore.repair` writes it again without the damaged parts, which the next
+run recomputes (``repair``).
 
-``durable=True`` (default) also ``fsync``s after each commit, which protects against
-power loss and OS crashes, not only killed processes.
+``durable=True`` (default) also ``fsync``s after each commit (the bulk files a write touched
+too), which protects against power loss and OS crashes, not only killed processes.
 """
 
 from sbi_rounds.store.checksums import Damage, DamagedRunError

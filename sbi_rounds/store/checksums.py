@@ -6,7 +6,9 @@ checkpoint, saved failures) gets a CRC-32 of its values in the attribute ``crc32
 when they stop changing (:func:`seal`): parameters, simulations and validity when the round's
 simulations are appended for training, posterior samples when the round is done. A dataset
 without the attribute (a file from before checksums, a buffer still being filled) is only
-checked for being readable.
+checked for being readable. A round's bulk datasets (format 2: in files of their own, linked
+from the run file) keep their checksums in the run file, as attributes of the round group
+named ``crc32:<dataset>``, so that a bulk file never gets new metadata after it is made.
 
 :func:`verify_file` reads every group and dataset and returns what is damaged, named for a
 person (``"round 2's network weights"``); HDF5's own structural errors (damaged internals)
@@ -22,6 +24,7 @@ import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -36,9 +39,11 @@ __all__ = [
     "NotReproducedError",
     "checksum",
     "describe",
+    "expect_checksum",
     "seal",
     "stamp",
     "stamp_tree",
+    "stored_checksum",
     "verify_file",
 ]
 
@@ -105,22 +110,63 @@ def stamp(ds: h5py.Dataset) -> None:
     expected = ds.attrs.get(EXPECTED_ATTR)
     if expected is not None:
         if value != int(expected):
-            raise NotReproducedError(
-                f"{describe(ds.name)}, computed again after a repair of the run file, differ "
-                "from the ones the run had (their checksum): the simulator (or the "
-                "proposal) does not give the same values for the same seed, and the round's "
-                "network and later rounds were built on the old ones. The new values are not "
-                "used. Start a new run (another --run-id), or restore the file from a backup."
-            )
+            raise NotReproducedError(_not_reproduced(ds.name))
         del ds.attrs[EXPECTED_ATTR]
     ds.attrs[CHECKSUM_ATTR] = np.uint32(value)
 
 
 def seal(group: h5py.Group, names: Iterable[str]) -> None:
     """Stamp the datasets ``names`` of ``group`` (call inside a structural commit, once they
-    no longer change)."""
+    no longer change); a dataset in a bulk file gets its checksum on ``group``.
+
+    Raises:
+        NotReproducedError: As :func:`stamp`.
+    """
     for name in names:
-        stamp(group[name])
+        if not _linked(group, name):
+            stamp(group[name])
+            continue
+        value = checksum(group[name][()])
+        expected = group.attrs.get(f"{EXPECTED_ATTR}:{name}")
+        if expected is not None:
+            if value != int(expected):
+                raise NotReproducedError(_not_reproduced(f"{group.name}/{name}"))
+            del group.attrs[f"{EXPECTED_ATTR}:{name}"]
+        group.attrs[f"{CHECKSUM_ATTR}:{name}"] = np.uint32(value)
+
+
+def _linked(group: h5py.Group, name: str) -> bool:
+    """Whether ``group``'s member ``name`` is stored in a bulk file (an external link)."""
+    return isinstance(group.get(name, getlink=True), h5py.ExternalLink)
+
+
+def stored_checksum(group: h5py.Group, name: str) -> int | None:
+    """The checksum stored for ``group``'s dataset ``name`` (None: none)."""
+    if _linked(group, name):
+        value = group.attrs.get(f"{CHECKSUM_ATTR}:{name}")
+    else:
+        value = group[name].attrs.get(CHECKSUM_ATTR)
+    return None if value is None else int(value)
+
+
+def expect_checksum(group: h5py.Group, name: str, value: int, linked: bool) -> None:
+    """Record that ``group``'s dataset ``name``, allocated afresh by a repair, must get the
+    checksum ``value`` when it is sealed (on the group when it is or will be in a bulk file).
+    """
+    if linked:
+        group.attrs[f"{EXPECTED_ATTR}:{name}"] = np.uint32(value)
+    else:
+        group[name].attrs[EXPECTED_ATTR] = np.uint32(value)
+
+
+def _not_reproduced(path: str) -> str:
+    return (
+        f"{describe(path)}, computed again after a repair of the run file, differ "
+        "from the ones the run had (their checksum): the simulator (or the "
+        "proposal) does not give the same values for the same seed, and the round's "
+        "network and later rounds were built on the old ones. The new values are not "
+        "used. Start a new run (another --run-id), or restore the file from a backup."
+    )
 
 
 def stamp_tree(group: h5py.Group) -> None:
@@ -173,20 +219,35 @@ def _walk(group: h5py.Group, path: str, damage: list[Damage]) -> None:
         try:
             child = group[name]
         except Exception as e:  # noqa: BLE001
-            damage.append(Damage(child_path, f"cannot be opened: {e}"))
+            if not _not_made_yet(group, name):
+                damage.append(Damage(child_path, f"cannot be opened: {e}"))
             continue
         if isinstance(child, h5py.Group):
             _walk(child, child_path, damage)
             continue
-        problem = _check_dataset(child)
+        problem = _check_dataset(child, group, name)
         if problem is not None:
             damage.append(Damage(child_path, problem))
 
 
-def _check_dataset(ds: h5py.Dataset) -> str | None:
+def _not_made_yet(group: h5py.Group, name: str) -> bool:
+    """Whether ``group``'s ``name`` is a round's simulations file that is not created yet
+    (format 2 creates it with the first chunk: the link leads nowhere, no chunk is done)."""
+    link = group.get(name, getlink=True)
+    if name != "x" or not isinstance(link, h5py.ExternalLink):
+        return False
+    if (Path(group.file.filename).parent / link.filename).exists():
+        return False  # there, but it cannot be opened: damaged
+    try:
+        return not group["chunk_done"][()].any()
+    except Exception:  # noqa: BLE001 - unreadable chunk marks are damage of their own
+        return False
+
+
+def _check_dataset(ds: h5py.Dataset, group: h5py.Group, name: str) -> str | None:
     try:
         values = ds[()]
-        expected = ds.attrs.get(CHECKSUM_ATTR)
+        expected = stored_checksum(group, name)
     except Exception as e:  # noqa: BLE001 - unreadable data or attributes
         return f"cannot be read: {e}"
     if expected is not None and checksum(values) != int(expected):

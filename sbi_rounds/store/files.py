@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
@@ -14,18 +13,20 @@ from pathlib import Path
 from typing import Any, Self
 
 import h5py
-import numpy as np
 
+from sbi_rounds.store.bulk import (
+    create_bulk_file,
+    linked_files,
+    round_files,
+    stale_files,
+    sync_files,
+)
 from sbi_rounds.store.checksums import Damage, DamagedRunError, verify_file
 from sbi_rounds.store.damage import damage_message
 from sbi_rounds.store.format import (
     FORMAT,
     FORMAT_VERSION,
-    TIMED_STAGES,
-    RoundInfo,
     RunFileError,
-    Stage,
-    allocate,
     fsync_path,
     retire_settings,
     round_group,
@@ -36,16 +37,18 @@ __all__ = ["StoreFile"]
 
 
 #: Run files this process found intact, with their state then (see ``check_intact``).
-_INTACT: dict[str, tuple[int, int, int]] = {}
+_INTACT: dict[str, tuple[tuple[str, int, int, int], ...]] = {}
 
 
-def _file_state(path: Path) -> tuple[int, int, int] | None:
-    """The inode, size and modification time of ``path`` (None: cannot be read)."""
+def _file_state(path: Path) -> tuple[tuple[str, int, int, int], ...] | None:
+    """The name, inode, size and modification time of ``path`` and of the bulk files beside
+    it (None: cannot be read)."""
     try:
-        st = os.stat(path)
+        paths = [path, *sorted(path.parent.glob(f"{path.stem}.round-*"))]
+        stats = [(p.name, os.stat(p)) for p in paths]
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return tuple((n, st.st_ino, st.st_size, st.st_mtime_ns) for n, st in stats)
 
 
 class StoreFile:
@@ -127,8 +130,18 @@ class StoreFile:
         return store
 
     def remove_stale_temporaries(self) -> list[Path]:
-        """Delete copies left by a commit that was killed (call while holding the lock)."""
+        """Delete copies left by a commit that was killed, and bulk files that nothing links
+        to (made for a commit that was killed; call while holding the lock)."""
         stale = sorted(self.path.parent.glob(self.path.name + ".tmp-*"))
+        try:
+            with self._read() as f:
+                linked: set[str] | None = linked_files(f)
+        except Exception:  # noqa: BLE001 - a damaged run file: which files it links is unknown
+            linked = None
+        if linked is None:  # temporaries only: never a round file it may link
+            stale += [p for p in stale_files(self.path, set()) if ".tmp-" in p.name]
+        else:
+            stale += stale_files(self.path, linked)
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
@@ -148,6 +161,15 @@ class StoreFile:
     def _read(self) -> Iterator[h5py.File]:
         with h5py.File(self.path, "r", locking=False) as f:
             yield f
+
+    @contextmanager
+    def _read_or_held(self) -> Iterator[h5py.File]:
+        """The held file (see :meth:`held_open`), else the file opened to read."""
+        if self._held is not None:
+            yield self._held
+        else:
+            with self._read() as f:
+                yield f
 
     @contextmanager
     def held_open(self) -> Iterator[None]:
@@ -192,22 +214,49 @@ class StoreFile:
             self.commit_seconds += time.perf_counter() - t0
 
     @contextmanager
-    def _in_place(self) -> Iterator[h5py.File]:
-        """Write into preallocated datasets (no metadata changes)."""
+    def _in_place(
+        self, round_: int | None = None, *, bulk_only: bool = False
+    ) -> Iterator[h5py.File]:
+        """Write into preallocated datasets (no metadata changes); when durable, the bulk
+        files of ``round_`` are synced after, and the run file unless the write touched
+        ``bulk_only`` arrays of a round that has bulk files (format 2)."""
         t0 = time.perf_counter()
         try:
             if self._held is not None:
                 yield self._held
                 self._held.flush()
                 if self.durable:
-                    os.fsync(self._held.id.get_vfd_handle())
+                    self._sync(self._held, round_, bulk_only)
             else:
                 with h5py.File(self.path, "r+", locking=False) as f:
                     yield f
-                if self.durable:
-                    fsync_path(self.path)
+                    f.flush()
+                    if self.durable:
+                        self._sync(f, round_, bulk_only)
         finally:
             self.commit_seconds += time.perf_counter() - t0
+
+    def _sync(self, f: h5py.File, round_: int | None, bulk_only: bool) -> None:
+        files = round_files(f[round_group(round_)]) if round_ is not None else []
+        sync_files(self.path.parent, files)
+        if not (bulk_only and files):
+            os.fsync(f.id.get_vfd_handle())
+
+    def _new_bulk_file(self, name: str, datasets: Mapping[str, Any], **values: Any) -> None:
+        """Create the bulk file ``name`` beside the run file (see ``bulk``), timed as a
+        commit."""
+        t0 = time.perf_counter()
+        try:
+            create_bulk_file(self.path.parent / name, datasets, durable=self.durable, values=values)
+        finally:
+            self.commit_seconds += time.perf_counter() - t0
+
+    def data_bytes(self) -> int:
+        """Bytes of the run file and of the round files it links to."""
+        with self._read() as f:
+            names = linked_files(f)
+        files = [self.path, *(self.path.parent / n for n in names)]
+        return sum(p.stat().st_size for p in files if p.exists())
 
     # --- integrity ------------------------------------------------------------------------
     def verify(self, under: str = "/") -> list[Damage]:
@@ -234,7 +283,7 @@ class StoreFile:
         if damage:
             raise DamagedRunError(damage_message(self.path, damage))
         # only a file last written well before (timestamps may tick in milliseconds)
-        if key is not None and started - key[2] > 50_000_000:
+        if key is not None and all(started - state[3] > 50_000_000 for state in key):
             _INTACT[str(self.path)] = key
 
     # --- run-level metadata -------------------------------------------------------------
@@ -287,92 +336,3 @@ class StoreFile:
         """Every accepted configuration change: ``[{"time": ..., "changes": [...]}]``."""
         with self._read() as f:
             return json.loads(f.attrs["config_history"])
-
-    # --- rounds -------------------------------------------------------------------------
-    def rounds(self) -> list[int]:
-        """The planned rounds, ascending (1-based)."""
-        with self._read() as f:
-            return sorted(int(k) for k in f["rounds"].keys())
-
-    def stage(self, round_: int) -> Stage | None:
-        """How far ``round_`` got, or None if it was never planned."""
-        with self._read() as f:
-            name = round_group(round_)
-            return Stage(int(f[name]["stage"][0])) if name in f else None
-
-    def round_info(self, round_: int) -> RoundInfo:
-        """The layout and progress of a planned round."""
-        with self._read() as f:
-            if round_group(round_) not in f:
-                raise KeyError(f"round {round_} was never planned in {self.path}")
-            g = f[round_group(round_)]
-            return RoundInfo(
-                round=round_,
-                stage=Stage(int(g["stage"][0])),
-                num_simulations=int(g.attrs["num_simulations"]),
-                chunk_size=int(g.attrs["chunk_size"]),
-                num_chunks=int(g.attrs["num_chunks"]),
-                theta_dim=int(g["theta"].shape[1]),
-                x_dim=int(g["x"].shape[1]),
-                num_posterior_samples=int(g["posterior_samples"].shape[0]),
-                theta_done=int(g["theta_done"][0]),
-                samples_done=int(g["samples_done"][0]),
-                proposal=json.loads(g.attrs["proposal"]),
-            )
-
-    def plan_round(
-        self,
-        round_: int,
-        *,
-        num_simulations: int,
-        theta_dim: int,
-        x_dim: int,
-        chunk_size: int,
-        num_posterior_samples: int,
-        proposal: Mapping[str, Any],
-    ) -> RoundInfo:
-        """Allocate every fixed-size buffer of a round, so later writes are in place."""
-        num_chunks = math.ceil(num_simulations / chunk_size)
-        with self._structural() as f:
-            name = round_group(round_)
-            if name in f:
-                raise RunFileError(f"round {round_} is planned already")
-            g = f.create_group(name)
-            g.attrs["num_simulations"] = num_simulations
-            g.attrs["chunk_size"] = chunk_size
-            g.attrs["num_chunks"] = num_chunks
-            g.attrs["proposal"] = json.dumps(dict(proposal), sort_keys=True)
-            g.attrs["planned"] = time.time()
-            allocate(g, "theta", (num_simulations, theta_dim), np.float32, np.nan)
-            allocate(g, "theta_done", (), np.int64, 0)
-            allocate(g, "x", (num_simulations, x_dim), np.float64, np.nan)
-            allocate(g, "valid", (num_simulations,), np.uint8, 0)
-            allocate(g, "chunk_done", (num_chunks,), np.uint8, 0)
-            allocate(g, "chunk_seconds", (num_chunks,), np.float64, np.nan)
-            allocate(g, "posterior_samples", (num_posterior_samples, theta_dim), np.float32, np.nan)
-            allocate(g, "samples_done", (), np.int64, 0)
-            allocate(g, "timings", (len(TIMED_STAGES),), np.float64, np.nan)
-            allocate(g, "counts", (3,), np.int64, -1)  # simulations, valid, invalid
-            allocate(g, "stage", (), np.uint8, int(Stage.PLANNED))
-        return self.round_info(round_)
-
-    def set_stage(self, round_: int, stage: Stage) -> None:
-        """Commit that ``round_`` reached ``stage`` (stages only move forward)."""
-        with self._in_place() as f:
-            ds = f[round_group(round_)]["stage"]
-            if int(ds[0]) < int(stage):
-                ds[0] = int(stage)
-
-    def record_timing(self, round_: int, stage: str, seconds: float) -> None:
-        """Add ``seconds`` to the round's time for ``stage`` (one of TIMED_STAGES)."""
-        i = TIMED_STAGES.index(stage)
-        with self._in_place() as f:
-            ds = f[round_group(round_)]["timings"]
-            old = float(ds[i])
-            ds[i] = seconds if math.isnan(old) else old + seconds
-
-    def timings(self, round_: int) -> dict[str, float]:
-        """Seconds per stage of a round (NaN: not run yet)."""
-        with self._read() as f:
-            values = f[round_group(round_)]["timings"][()]
-        return dict(zip(TIMED_STAGES, (float(v) for v in values), strict=True))

@@ -1,4 +1,20 @@
-"""The run file's layout: format version, round stages, timings, and how a round is stored."""
+"""The run file's layout: format version, round stages, timings, and how a round is stored.
+
+Format 2 (this version writes it): a round's bulk arrays live in files of their own next to
+the run file, reached from its round group through HDF5 external links, so the run file
+stays small and its copy-on-write commits cost what they change:
+
+* ``<stem>.round-NNNN.h5`` (:func:`data_file_name`): parameters and their mark, validity,
+  chunk marks and seconds, posterior samples and their mark (:data:`DATA_FILE_DATASETS`),
+  allocated in full when the round is planned;
+* ``<stem>.round-NNNN.x.h5`` (:func:`x_file_name`): the simulations, linked when the round
+  is planned but created (whole, under a temporary name) only when its first chunk is
+  committed, in the dtype the simulator returned (or the configured one). Until then the
+  link leads nowhere, which means: no simulation committed yet.
+
+Both are written in place only (no HDF5 metadata changes after they are created). Format 1
+kept everything in the run file; its rounds are read as they are (see ``files``).
+"""
 
 from __future__ import annotations
 
@@ -20,15 +36,48 @@ __all__ = [
     "RoundInfo",
     "RunFileError",
     "Stage",
+    "DATA_FILE_DATASETS",
     "allocate",
+    "data_file_name",
+    "data_layout",
     "fsync_path",
+    "storage_dtype",
     "retire_settings",
     "round_group",
     "versions",
+    "x_file_name",
 ]
 
 FORMAT = "sbi-rounds-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+#: A round's datasets in its data file (format 2); ``x`` is in a file of its own
+#: (:func:`x_file_name`). Their shapes, dtypes and fill values: :func:`data_layout`.
+DATA_FILE_DATASETS = (
+    "theta",
+    "theta_done",
+    "valid",
+    "chunk_done",
+    "chunk_seconds",
+    "posterior_samples",
+    "samples_done",
+)
+
+
+def data_layout(
+    num_simulations: int, theta_dim: int, num_chunks: int, num_posterior_samples: int
+) -> dict[str, tuple[tuple[int, ...], Any, Any]]:
+    """``{name: (shape, dtype, fill)}`` of a round's :data:`DATA_FILE_DATASETS`."""
+    return {
+        "theta": ((num_simulations, theta_dim), np.float32, np.nan),
+        "theta_done": ((), np.int64, 0),
+        "valid": ((num_simulations,), np.uint8, 0),
+        "chunk_done": ((num_chunks,), np.uint8, 0),
+        "chunk_seconds": ((num_chunks,), np.float64, np.nan),
+        "posterior_samples": ((num_posterior_samples, theta_dim), np.float32, np.nan),
+        "samples_done": ((), np.int64, 0),
+    }
+
 
 #: Settings that older versions stored and this one no longer has (they did nothing), as
 #: paths in the stored configuration; dropped when a run's settings are read.
@@ -90,6 +139,31 @@ class RoundInfo:
 
 def round_group(round_: int) -> str:
     return f"rounds/{round_:04d}"
+
+
+def data_file_name(run_file: Path, round_: int, generation: int = 0) -> str:
+    """The name of a round's data file beside ``run_file`` (a repair writes generation 1, 2,
+    ... of it)."""
+    suffix = f".{generation}" if generation else ""
+    return f"{run_file.stem}.round-{round_:04d}{suffix}.h5"
+
+
+def x_file_name(run_file: Path, round_: int, generation: int = 0) -> str:
+    """The name of the file beside ``run_file`` that holds a round's simulations (a repair
+    links generation 1, 2, ... of it)."""
+    suffix = f".{generation}" if generation else ""
+    return f"{run_file.stem}.round-{round_:04d}.x{suffix}.h5"
+
+
+def storage_dtype(simulated: np.dtype, requested: str = "auto") -> np.dtype:
+    """The dtype simulations are stored in: ``requested``, or for ``"auto"`` the one the
+    simulator returned when it is float32 or float64 (float16 widens to float32, anything
+    else to float64)."""
+    if requested != "auto":
+        return np.dtype(requested)
+    if simulated in (np.float16, np.float32):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def fsync_path(path: Path, directory: bool = False) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.store.bulk import linked_file
 from sbi_rounds.store.checksums import seal, stamp
-from sbi_rounds.store.files import StoreFile
-from sbi_rounds.store.format import Stage, round_group
+from sbi_rounds.store.format import RunFileError, Stage, round_group, storage_dtype
+from sbi_rounds.store.plans import RoundPlans
 
 __all__ = ["POSTERIOR_SAMPLES", "SIMULATIONS", "RoundRecords"]
 
@@ -21,13 +22,13 @@ SIMULATIONS = ("theta", "x", "valid", "chunk_done")
 POSTERIOR_SAMPLES = ("posterior_samples",)
 
 
-class RoundRecords(StoreFile):
+class RoundRecords(RoundPlans):
     """Reads and writes a round's parameters, simulations, samples and attributes."""
 
     # --- parameters ---------------------------------------------------------------------
     def write_theta(self, round_: int, start: int, theta: np.ndarray) -> None:
         """Write parameter rows ``[start, start + len(theta))`` and advance ``theta_done``."""
-        with self._in_place() as f:
+        with self._in_place(round_, bulk_only=True) as f:
             g = f[round_group(round_)]
             g["theta"][start : start + len(theta)] = np.asarray(theta, dtype=np.float32)
             f.flush()
@@ -65,20 +66,43 @@ class RoundRecords(StoreFile):
                 runs[-1].append(item)
             else:
                 runs.append([item])
-        with self._in_place() as f:
+        dtype = self._allocate_x(round_, np.asarray(chunks[0][1]).dtype)
+        with self._in_place(round_, bulk_only=True) as f:
             g = f[round_group(round_)]
             size = int(g.attrs["chunk_size"])
+            xs, valid = g["x"], g["valid"]  # each opened once (they are in bulk files)
             for run in runs:
                 first = run[0][0]
                 x = np.concatenate([x for _, x, _ in run]) if len(run) > 1 else run[0][1]
+                x = np.asarray(x, dtype=dtype)  # validity of the values as stored
                 start = first * size
-                g["x"][start : start + len(x)] = x
-                g["valid"][start : start + len(x)] = np.isfinite(x).all(axis=1).astype(np.uint8)
+                xs[start : start + len(x)] = x
+                valid[start : start + len(x)] = np.isfinite(x).all(axis=1).astype(np.uint8)
                 g["chunk_seconds"][first : first + len(run)] = [s for _, _, s in run]
+            del xs, valid  # closed: their files flushed before the done marks
             f.flush()
             for run in runs:
                 first = run[0][0]
                 g["chunk_done"][first : first + len(run)] = 1
+
+    def _allocate_x(self, round_: int, simulated: np.dtype) -> np.dtype:
+        """The dtype of the round's stored simulations; with the first chunk (format 2),
+        the file the round links them to is created (see ``storage_dtype``)."""
+        with self._read_or_held() as f:
+            g = f[round_group(round_)]
+            x = g.get("x")
+            if x is not None:
+                return x.dtype
+            n, k = int(g.attrs["num_simulations"]), int(g.attrs["x_dim"])
+            dtype = storage_dtype(simulated, str(g.attrs.get("x_dtype", "auto")))
+            name = linked_file(g, "x")
+        if name is None or (self.path.parent / name).exists():  # exists: it cannot be read
+            raise RunFileError(
+                f"the simulations of round {round_} of {self.path} cannot be opened; check "
+                f"it with: sbi-rounds verify {self.path.parent}"
+            )
+        self._new_bulk_file(name, {"x": ((n, k), dtype, np.nan)})
+        return dtype
 
     def reopen_invalid_chunks(self, round_: int) -> int:
         """Mark the committed chunks that hold invalid rows as not simulated, so they are
@@ -89,7 +113,7 @@ class RoundRecords(StoreFile):
         goes back before the chunk marks are cleared: a kill in between leaves a round
         that is simulated again with nothing pending, and still invalid.
         """
-        with self._in_place() as f:
+        with self._in_place(round_) as f:
             g = f[round_group(round_)]
             size = int(g.attrs["chunk_size"])
             done = g["chunk_done"][()]
@@ -108,7 +132,10 @@ class RoundRecords(StoreFile):
         """``(theta (N, D), x (N, K), valid (N,) bool)`` of a round."""
         with self._read() as f:
             g = f[round_group(round_)]
-            return g["theta"][()], g["x"][()], g["valid"][()].astype(bool)
+            x = g.get("x")  # None: no chunk committed yet (format 2 allocates them then)
+            if x is None:
+                x = np.full((int(g.attrs["num_simulations"]), int(g.attrs["x_dim"])), np.nan)
+            return g["theta"][()], x[()], g["valid"][()].astype(bool)
 
     def set_counts(self, round_: int, simulations: int, valid: int) -> None:
         """Record the round's number of simulations and of valid ones."""
@@ -149,7 +176,7 @@ class RoundRecords(StoreFile):
     # --- posterior samples --------------------------------------------------------------
     def write_samples(self, round_: int, start: int, samples: np.ndarray) -> None:
         """Write posterior samples ``[start, start + len)`` and advance ``samples_done``."""
-        with self._in_place() as f:
+        with self._in_place(round_, bulk_only=True) as f:
             g = f[round_group(round_)]
             g["posterior_samples"][start : start + len(samples)] = samples
             f.flush()

@@ -32,7 +32,11 @@ seeded from the run's seed, so round R recomputed on the same versions is bit fo
 round they were built from.
 
 The new file is written next to the run file and replaces it atomically (``os.replace``), so
-an interrupted repair leaves the damaged file as it was. The repair is recorded in the run's
+an interrupted repair leaves the damaged file as it was. A format-2 round whose bulk data is
+damaged gets a new data file (the next generation of its name, made before the run file
+links it) with the intact arrays copied and the damaged ones allocated afresh; damaged
+simulations are left unallocated, as before their first chunk. The old bulk files are
+removed at the next open, once nothing links to them. The repair is recorded in the run's
 history (``RunStore.config_history``).
 """
 
@@ -40,20 +44,31 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import h5py
 import numpy as np
 
+from sbi_rounds.store.bulk import create_bulk_file, linked_file
 from sbi_rounds.store.checksums import (
     CHECKSUM_ATTR,
-    EXPECTED_ATTR,
     DamagedRunError,
     describe,
+    expect_checksum,
+    stored_checksum,
     verify_file,
 )
 from sbi_rounds.store.damage import RepairPlan, RoundRepair, damage_message, plan_repair
 from sbi_rounds.store.files import StoreFile
-from sbi_rounds.store.format import TIMED_STAGES, Stage, allocate
+from sbi_rounds.store.format import (
+    TIMED_STAGES,
+    Stage,
+    allocate,
+    data_file_name,
+    data_layout,
+    x_file_name,
+)
 
 __all__ = ["RepairRecords"]
 
@@ -96,7 +111,7 @@ class RepairRecords(StoreFile):
         tmp = self._tmp_path()
         try:
             with self._read() as src, h5py.File(tmp, "w", locking=False) as dst:
-                lines = _rebuild(src, dst, plan, self.path)
+                lines = _rebuild(src, dst, plan, self)
                 left = verify_file(dst)
                 if left:  # a bug of this module, never a reason to replace the file
                     raise RuntimeError(f"the repaired copy of {self.path} is damaged: {left}")
@@ -107,7 +122,7 @@ class RepairRecords(StoreFile):
         return lines
 
 
-def _rebuild(src: h5py.File, dst: h5py.File, plan: RepairPlan, path: object) -> list[str]:
+def _rebuild(src: h5py.File, dst: h5py.File, plan: RepairPlan, store: StoreFile) -> list[str]:
     """Copy ``src`` into the empty file ``dst`` as ``plan`` says; the history lines."""
     _copy_attrs(src, dst, set())
     for name in src:
@@ -121,39 +136,44 @@ def _rebuild(src: h5py.File, dst: h5py.File, plan: RepairPlan, path: object) -> 
         if fix is None:
             src["rounds"].copy(key, rounds)
         else:
-            lines.append(_rebuild_round(src["rounds"][key], rounds.create_group(key), fix, path))
+            lines.append(_rebuild_round(src["rounds"][key], rounds.create_group(key), fix, store))
     history = json.loads(dst.attrs["config_history"])
     history.append({"time": time.time(), "changes": [f"repair: {line}" for line in lines]})
     dst.attrs["config_history"] = json.dumps(history)
     return lines
 
 
-def _rebuild_round(src: h5py.Group, dst: h5py.Group, fix: RoundRepair, path: object) -> str:
+def _rebuild_round(src: h5py.Group, dst: h5py.Group, fix: RoundRepair, store: StoreFile) -> str:
     """Copy a round's group without what ``fix`` leaves out; allocate that afresh."""
     children, attrs = fix.left_out
-    _copy_attrs(src, dst, attrs)
+    links = {name: linked_file(src, name) for name in src}  # None: in the run file itself
+    _copy_attrs(src, dst, attrs | {f"{CHECKSUM_ATTR}:{name}" for name in children})
     for name in src:
-        if name not in children:
+        if name not in children and links[name] is None:
             src.copy(name, dst)
+    if any(links.values()):
+        _relink(src, dst, children, links, store)
     stage = Stage(int(src["stage"][0]))
     for name, (dtype, fill) in _FRESH.items():
         if name not in children:
             continue
-        allocate(dst, name, _shape(src, name), dtype, fill)
+        linked = links.get(name) is not None
+        if not linked:
+            allocate(dst, name, _shape(src, name), dtype, fill)
         if name in _REPRODUCED:
             expected = _old_checksum(src, name)
             if expected is not None:
-                dst[name].attrs[EXPECTED_ATTR] = np.uint32(expected)
+                expect_checksum(dst, name, expected, linked)
             elif stage >= Stage.APPENDED:  # sealed once, but its checksum is unreadable
                 raise DamagedRunError(
-                    f"{path}: {describe(src.name + '/' + name)} cannot be simulated again: "
-                    "the checksum the new values must reproduce cannot be read (the round "
-                    "was trained on the old ones). Nothing was changed. Restore the file "
-                    "from a backup, or start a new run (another --run-id)."
+                    f"{store.path}: {describe(src.name + '/' + name)} cannot be simulated "
+                    "again: the checksum the new values must reproduce cannot be read (the "
+                    "round was trained on the old ones). Nothing was changed. Restore the "
+                    "file from a backup, or start a new run (another --run-id)."
                 )
-    if "posterior_samples" in children:
+    if "posterior_samples" in children and links.get("samples_done") is None:
         dst["samples_done"][0] = 0
-    if "theta" in children:
+    if "theta" in children and links.get("theta_done") is None:
         dst["theta_done"][0] = 0
     back_to = fix.back_to
     if back_to is not None and stage > back_to:
@@ -161,6 +181,50 @@ def _rebuild_round(src: h5py.Group, dst: h5py.Group, fix: RoundRepair, path: obj
     after = Stage(int(dst["stage"][0]))
     moved = f"stage {stage.name} -> {after.name}" if after != stage else f"stage {stage.name}"
     return f"round {fix.round}: {fix.summary()}; {moved}"
+
+
+def _relink(
+    src: h5py.Group,
+    dst: h5py.Group,
+    children: set[str],
+    links: dict[str, str | None],
+    store: StoreFile,
+) -> None:
+    """Link a format-2 round's bulk data from ``dst``: its files as they are, or, where
+    parts of its data file are left out, a new data file with the rest copied into it.
+    Simulations left out are linked to a file of the next generation, created with the
+    first chunk again."""
+    round_ = int(src.name.rsplit("/", 1)[1])
+    if links.get("x") is not None:
+        x_file = links["x"]
+        if "x" in children:
+            x_file = _next_name(store, [links["x"]], lambda g: x_file_name(store.path, round_, g))
+        dst["x"] = h5py.ExternalLink(x_file, "/x")
+    data = {name for name, file in links.items() if file is not None and name != "x"}
+    if not data & children:
+        for name in data:
+            dst[name] = h5py.ExternalLink(links[name], f"/{name}")
+        return
+    n, chunks = int(src.attrs["num_simulations"]), int(src.attrs["num_chunks"])
+    layout = data_layout(n, _shape(src, "theta")[1], chunks, _shape(src, "posterior_samples")[0])
+    values = {name: src[name][()] for name in layout if name not in children}
+    if "theta" in children:
+        values["theta_done"] = 0
+    if "posterior_samples" in children:
+        values["samples_done"] = 0
+    name = _next_name(store, links.values(), lambda g: data_file_name(store.path, round_, g))
+    create_bulk_file(Path(store.path.parent / name), layout, durable=store.durable, values=values)
+    for member in layout:
+        dst[member] = h5py.ExternalLink(name, f"/{member}")
+
+
+def _next_name(store: StoreFile, in_use: Iterable[str | None], name: Callable[[int], str]) -> str:
+    """``name(g)`` for the first generation ``g`` >= 1 neither linked nor on disk."""
+    used = set(in_use)
+    generation = 1
+    while name(generation) in used or (store.path.parent / name(generation)).exists():
+        generation += 1
+    return name(generation)
 
 
 def _shape(src: h5py.Group, name: str) -> tuple[int, ...]:
@@ -207,10 +271,9 @@ def _readable(group: h5py.Group, name: str) -> bool:
 
 def _old_checksum(src: h5py.Group, name: str) -> int | None:
     try:
-        value = src[name].attrs.get(CHECKSUM_ATTR)
+        return stored_checksum(src, name)
     except Exception:  # noqa: BLE001 - a damaged header: no checksum to reproduce
         return None
-    return None if value is None else int(value)
 
 
 def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject, leave_out: set[str]) -> None:
