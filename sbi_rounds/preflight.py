@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["code_changed_message", "preflight", "probe_simulator", "refuse_identity_changes"]
 
 
-def probe_simulator(config: RunConfig, prior: Distribution) -> None:
-    """Simulate two prior draws locally: catches import errors, wrong shapes and hangs early.
+def probe_simulator(config: RunConfig, prior: Distribution) -> Any:
+    """Simulate two prior draws locally: catches import errors, wrong shapes and hangs early;
+    returns the dtype of the simulations (what a run stores them as, ``x_dtype`` auto).
 
     It runs under ``cluster.chunk_timeout`` (if set, else ``cluster.check_timeout``); a
     simulator still running then is left to itself in a daemon thread (an external
@@ -42,17 +43,18 @@ def probe_simulator(config: RunConfig, prior: Distribution) -> None:
     with seeded(derive_seed(config.seed, 0, "probe")):
         theta = prior.sample((2,)).numpy()
     timeout = config.cluster.chunk_timeout or config.cluster.check_timeout
-    result: dict[str, BaseException | None] = {}
+    result: dict[str, Any] = {}
 
     def probe() -> None:
         try:
-            call_simulator(
+            x = call_simulator(
                 config.simulator,
                 theta,
                 derive_seed(config.seed, 0, "probe"),
                 x_dim=len(config.xobs),
                 timeout=timeout,
             )
+            result["dtype"] = x.dtype
             result["error"] = None
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             result["error"] = e
@@ -74,6 +76,7 @@ def probe_simulator(config: RunConfig, prior: Distribution) -> None:
         raise ValueError(f"the simulator failed a check on 2 prior samples: {first}") from None
     if error is not None:
         raise error
+    return result["dtype"]
 
 
 def preflight(

@@ -55,8 +55,8 @@ def open_run(
         store = RunStore.create(path, config=new, fingerprint=config.fingerprint(), code=code)
         try:
             run = resolve_run(config, store)
-            if check_simulator:
-                probe_simulator(config, run.prior)
+            if check_simulator:  # its dtype: the first round's simulations are allocated in it
+                store.note_simulated_dtype(probe_simulator(config, run.prior))
         except ValueError:
             path.unlink(missing_ok=True)  # a bad prior or simulator leaves no run behind
             raise

@@ -161,3 +161,18 @@ def test_round_files_of_a_run_file_that_cannot_be_read_are_kept(store):
         "run.round-0001.h5",
         "run.round-0001.x.h5",
     ]
+
+
+def test_simulations_are_allocated_at_planning_once_their_dtype_is_known(store):
+    _plan(store)  # nothing known: with the first chunk
+    assert not (store.path.parent / "run.round-0001.x.h5").exists()
+    store.write_chunk(1, 0, np.ones((4, 3), dtype=np.float32), 0.1)
+    _plan(store, 2)  # as the round before: at planning, so no chunk waits for disk space
+    assert store.read_simulations(2)[1].dtype == np.float32
+    other = RunStore.create(store.path.parent / "other.h5", config={}, fingerprint="b")
+    other.note_simulated_dtype(np.float64)  # the simulator's start-up check
+    _plan(other)
+    assert other.read_simulations(1)[1].dtype == np.float64
+    assert (store.path.parent / "other.round-0001.x.h5").exists()
+    _plan(other, 2, x_dtype="float32")  # or as set
+    assert other.read_simulations(2)[1].dtype == np.float32 and other.verify() == []

@@ -19,10 +19,11 @@ How writes stay consistent when the process is killed at any instant:
 * Bulk data goes into datasets allocated in full in the round's files, written in place
   and never copied. A round's data file is created whole (under a temporary name, then
   renamed) before the commit that plans the round links it; its simulations file likewise
-  when the first chunk is committed. A file a killed commit made but nothing links to is
-  removed at the next open (``bulk``). A chunk's rows are written and flushed before the
-  byte that marks the chunk done, so a kill mid-write leaves rows that are simply not
-  marked and are redone. In-place writes change no HDF5 metadata.
+  (or, while the simulator's dtype is unknown, when the first chunk is committed). A file
+  a killed commit made but nothing links to is removed at the next open (``bulk``). A
+  chunk's rows are written and flushed before the byte that marks the chunk done, so a
+  kill mid-write leaves rows that are simply not marked and are redone. In-place writes
+  change no HDF5 metadata.
 * Nothing is ever pickled: weights, optimizer states and RNG states are datasets, and
   settings are JSON strings. Opening a run file never executes code from it.
 

@@ -7,10 +7,11 @@ stays small and its copy-on-write commits cost what they change:
 * ``<stem>.round-NNNN.h5`` (:func:`data_file_name`): parameters and their mark, validity,
   chunk marks and seconds, posterior samples and their mark (:data:`DATA_FILE_DATASETS`),
   allocated in full when the round is planned;
-* ``<stem>.round-NNNN.x.h5`` (:func:`x_file_name`): the simulations, linked when the round
-  is planned but created (whole, under a temporary name) only when its first chunk is
-  committed, in the dtype the simulator returned (or the configured one). Until then the
-  link leads nowhere, which means: no simulation committed yet.
+* ``<stem>.round-NNNN.x.h5`` (:func:`x_file_name`): the simulations, in the dtype the
+  simulator returned (or the configured one), linked when the round is planned and created
+  (whole, under a temporary name) then too when that dtype is known, else when the first
+  chunk is committed. Until then the link leads nowhere, which means: no simulation
+  committed yet.
 
 Both are written in place only (no HDF5 metadata changes after they are created). Format 1
 kept everything in the run file; its rounds are read as they are (see ``files``).

@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sbi_rounds.store.bulk import linked_file
 from sbi_rounds.store.files import StoreFile
 from sbi_rounds.store.format import (
     FORMAT_VERSION,
@@ -22,6 +23,7 @@ from sbi_rounds.store.format import (
     data_file_name,
     data_layout,
     round_group,
+    storage_dtype,
     x_file_name,
 )
 
@@ -78,9 +80,10 @@ class RoundPlans(StoreFile):
         """Allocate every fixed-size buffer of a round, so later writes are in place.
 
         The bulk arrays go into the round's data file (``format``), created before the
-        commit that links it; the simulations are allocated with the first chunk, in
-        ``x_dtype`` (``"auto"``: the dtype the simulator returned, see ``storage_dtype``),
-        into the file the round links already.
+        commit that links it. The simulations are stored in ``x_dtype`` (``"auto"``: the
+        dtype the simulator returned, see ``storage_dtype``); their file is made now too
+        when that dtype is known (set, or seen: :meth:`note_simulated_dtype`, an earlier
+        round's), else with the first chunk.
         """
         if x_dtype not in ("auto", "float32", "float64"):
             raise ValueError(f"x_dtype must be 'auto', 'float32' or 'float64', not {x_dtype!r}")
@@ -90,6 +93,11 @@ class RoundPlans(StoreFile):
         data_file = data_file_name(self.path, round_)
         layout = data_layout(num_simulations, theta_dim, num_chunks, num_posterior_samples)
         self._new_bulk_file(data_file, layout)
+        known = self._known_x_dtype(round_) if x_dtype == "auto" else np.dtype(x_dtype)
+        if known is not None:  # allocated now: simulations never wait for disk space
+            dtype = storage_dtype(known, x_dtype)
+            x_file = {"x": ((num_simulations, x_dim), dtype, np.nan)}
+            self._new_bulk_file(x_file_name(self.path, round_), x_file)
         with self._structural() as f:
             if int(f.attrs["format_version"]) < FORMAT_VERSION:
                 f.attrs["format_version"] = FORMAT_VERSION  # a format-1 run gets new rounds
@@ -108,6 +116,25 @@ class RoundPlans(StoreFile):
             allocate(g, "counts", (3,), np.int64, -1)  # simulations, valid, invalid
             allocate(g, "stage", (), np.uint8, int(Stage.PLANNED))
         return self.round_info(round_)
+
+    def note_simulated_dtype(self, dtype: Any) -> None:
+        """Record the dtype the simulator returned (its start-up check), so the first round's
+        simulations are allocated when it is planned."""
+        with self._structural() as f:
+            f.attrs["simulated_dtype"] = np.dtype(dtype).str
+
+    def _known_x_dtype(self, round_: int) -> np.dtype | None:
+        """The dtype of the latest earlier round's stored simulations (format 2: format 1
+        stored every one as float64), else the one the simulator returned at the start-up
+        check; None: not seen yet."""
+        with self._read() as f:
+            for r in sorted((int(k) for k in f["rounds"] if int(k) < round_), reverse=True):
+                g = f[round_group(r)]
+                x = g.get("x") if linked_file(g, "x") is not None else None
+                if x is not None:
+                    return x.dtype
+            seen = f.attrs.get("simulated_dtype")
+        return None if seen is None else np.dtype(str(seen))
 
     def set_stage(self, round_: int, stage: Stage) -> None:
         """Commit that ``round_`` reached ``stage`` (stages only move forward)."""
