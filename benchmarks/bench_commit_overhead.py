@@ -119,7 +119,7 @@ def one_run(
             t0 = time.perf_counter()
             run_round(run, r, client, pairplot=not args.no_pairplot)
             wall = time.perf_counter() - t0
-            timings = run.store.timings(r)
+            timings = run.store.timings(r).by_stage()
             total = sum(timings[s] for s in STAGES)
             info = run.store.round_info(r)
             rows.append(
@@ -140,12 +140,12 @@ def one_run(
 
 
 def structural_commit_seconds(path: Path, durable: bool, repeats: int = 5) -> float:
-    """Median time of one copy-on-write commit (a round attribute) of the file at ``path``."""
+    """Median time of one copy-on-write commit (a round record) of the file at ``path``."""
     store = RunStore(path, durable=durable)
     times = []
     for i in range(repeats):
         before = store.commit_seconds
-        store.write_round_attrs(1, bench_probe=i)
+        store.write_seconds_per_simulation(1, 0.01 * i)
         times.append(store.commit_seconds - before)
     return statistics.median(times)
 

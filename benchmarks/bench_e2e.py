@@ -70,9 +70,9 @@ def run_cli(args: argparse.Namespace, run_dir: Path, seed: int, checks: bool = F
     stages: dict[str, float] = {}
     epochs = []
     for r in run.store.rounds():
-        for k, v in run.store.timings(r).items():
+        for k, v in run.store.timings(r).by_stage().items():
             stages[k] = stages.get(k, 0.0) + v
-        epochs.append(run.store.training_summary(r)["epochs"])
+        epochs.append(run.store.training_summary(r).epochs)
     samples = run.store.read_samples(run.store.rounds()[-1])
     return {
         "seconds": seconds,

@@ -199,7 +199,7 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     details = {
         "final_sampling_s": time.perf_counter() - t0,
         "epochs": [row["epochs"] for row in rows],
-        "stop_reasons": [s.get("stop_reason") for s in summaries],
+        "stop_reasons": [None if s is None else s.stop_reason for s in summaries],
         "retrains": [row.get("retrains", 0) for row in rows],
         "networks": [row.get("network") for row in rows],
         "stage_s": {

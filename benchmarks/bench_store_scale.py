@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbi_rounds.store import SIMULATIONS, RunStore, Stage
+from sbi_rounds.store import SIMULATIONS, RoundDiagnostics, RunStore, Stage, TrainingSummaryRecord
 from sbi_rounds.store.files import StoreFile
+from sbi_rounds.store.schema import C2st
 
 KINDS = ("chunk", "stage", "network", "checkpoint", "round record", "plan")
 
@@ -102,7 +103,7 @@ def build(directory: Path, size: float, args: argparse.Namespace) -> tuple[RunSt
                 store.write_chunks(r, [(c, block[: b - a], 0.1) for c, a, b in batch])
         if r < rounds:
             store.set_stage(r, Stage.SIMULATED)
-            store.write_round_attrs(r, seal_datasets=SIMULATIONS)
+            store.seal(r, SIMULATIONS)
             store.set_stage(r, Stage.DONE)
     os.sync()
     return store, rounds
@@ -129,14 +130,24 @@ def time_commits(store: RunStore, rounds: int, args: argparse.Namespace) -> dict
             weights=weights,
             architecture={"model": "maf"},
             history={"loss": list(np.linspace(1, 0, 200))},
-            summary={"epochs": 200},
+            summary=TrainingSummaryRecord(
+                epochs=200,
+                steps=2000,
+                best_val_loss=0.5,
+                best_epoch=180,
+                stop_reason="validation loss did not improve for 20 epochs",
+                elapsed=60.0,
+                resumed_from_epoch=0,
+                training_samples=10_000,
+            ),
         ),
         "checkpoint": lambda: store.save_checkpoint(
             last,
             {"epoch": 3, "model": weights, "optimizer": {k: v * 2 for k, v in weights.items()}},
         ),
-        "round record": lambda: store.write_round_attrs(
-            last, diagnostics={"posterior": {"mean": [0.1] * 10}, "c2st": 0.51}
+        "round record": lambda: store.write_diagnostics(
+            last,
+            RoundDiagnostics(map=[0.1] * 10, c2st=C2st(accuracy=0.51, samples=1000)),
         ),
         "plan": lambda: _plan(store, next(extra), args.chunk_rows, args),
     }

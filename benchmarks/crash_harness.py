@@ -558,7 +558,7 @@ class _Harness:
         from sbi_rounds.store import RunStore
 
         store = RunStore.open(ref)
-        return float(np.nanmedian([store.timings(r)[stage] for r in store.rounds()]))
+        return float(np.nanmedian([store.timings(r).by_stage()[stage] for r in store.rounds()]))
 
     def _wait_and_kill(self, session: _Session, target: tuple[int, str]) -> KillRecord | None:
         """Poll until the target moment, then kill. None: the run ended on its own."""

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sbi_rounds.store import Calibration, RoundDiagnostics
+from sbi_rounds.store.schema import Movement, ParameterSummary, PredictiveCheck
 from sbi_rounds.table import ROUND_COLUMNS
 
 __all__ = [
@@ -75,8 +77,8 @@ def _embedded(path: Path, alt: str, max_bytes: int) -> str:
 
 def checks_markdown(
     round_: int,
-    diagnostics: Mapping[str, Any] | None,
-    calibration: Mapping[str, Any] | None,
+    diagnostics: RoundDiagnostics | None,
+    calibration: Calibration | None,
     directory: str | Path,
     max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
 ) -> list[str]:
@@ -84,9 +86,9 @@ def checks_markdown(
 
     Args:
         round_: The round (1-based).
-        diagnostics: The round's ``diagnostics`` attribute: ``predictive``, ``movement``,
-            ``c2st``; None when the round was not checked.
-        calibration: Round 1's ``calibration`` attribute, or None.
+        diagnostics: The round's checks (``predictive``, ``movement``, ``c2st`` are
+            shown); None when the round was not checked.
+        calibration: Round 1's calibration, or None.
         directory: The run's directory, where the checks' figures are.
         max_image_bytes: Larger figures are named by their path instead of embedded.
 
@@ -94,46 +96,41 @@ def checks_markdown(
         Lines of markdown (empty when there is nothing to show).
     """
     directory = Path(directory)
-    diagnostics = diagnostics or {}
-    lines = _movement_lines(round_, diagnostics) + _c2st_lines(diagnostics)
-    if diagnostics.get("predictive"):
-        lines += _predictive_lines(round_, diagnostics["predictive"], directory, max_image_bytes)
-    if calibration:
+    diagnostics = diagnostics or RoundDiagnostics()
+    lines = _movement_lines(round_, diagnostics.movement)
+    if diagnostics.c2st is not None:
+        accuracy = diagnostics.c2st.accuracy
+        lines += [
+            f"**C2ST against the reference samples:** {accuracy:.3f} (0.5: indistinguishable).",
+            "",
+        ]
+    if diagnostics.predictive is not None:
+        lines += _predictive_lines(round_, diagnostics.predictive, directory, max_image_bytes)
+    if calibration is not None:
         lines += _calibration_lines(calibration, directory, max_image_bytes)
     return lines
 
 
-def _movement_lines(round_: int, diagnostics: Mapping[str, Any]) -> list[str]:
-    move = diagnostics.get("movement")
-    if not move:
+def _movement_lines(round_: int, move: Movement | None) -> list[str]:
+    if move is None:
         return []
-    change = move.get("max_width_change")
+    change = move.max_width_change
     return [
         f"**Change from round {round_ - 1}:** largest mean shift "
-        f"{_number(move.get('max_mean_shift'))} sd, largest width change "
+        f"{_number(move.max_mean_shift)} sd, largest width change "
         f"{'-' if change is None else f'{change:.1%}'}.",
         "",
     ]
 
 
-def _c2st_lines(diagnostics: Mapping[str, Any]) -> list[str]:
-    c2st = diagnostics.get("c2st")
-    if not c2st:
-        return []
-    return [
-        f"**C2ST against the reference samples:** {c2st['accuracy']:.3f} (0.5: indistinguishable).",
-        "",
-    ]
-
-
 def _predictive_lines(
-    round_: int, check: Mapping[str, Any], directory: Path, max_image_bytes: int
+    round_: int, check: PredictiveCheck, directory: Path, max_image_bytes: int
 ) -> list[str]:
-    flagged = check.get("flagged", [])
+    flagged = check.flagged
     lines = [
         "## Posterior predictive check",
         "",
-        f"{check['valid']} valid of {check['simulations']} simulations from posterior "
+        f"{check.valid} valid of {check.simulations} simulations from posterior "
         f"samples. "
         + (
             f"**Flagged (not reproduced): {', '.join(flagged)}.**"
@@ -144,44 +141,42 @@ def _predictive_lines(
         "| statistic | x_o | mean | sd | quantile of x_o | z | flagged |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, st in check.get("statistics", {}).items():
-        cells = (st["xobs"], st["mean"], st["std"], st["quantile"], st["z"])
+    for name, st in check.statistics.items():
+        cells = (st.xobs, st.mean, st.std, st.quantile, st.z)
         lines.append(
             f"| {name} | "
             + " | ".join(_number(c) for c in cells)
-            + f" | {'yes' if st['flagged'] else 'no'} |"
+            + f" | {'yes' if st.flagged else 'no'} |"
         )
     lines.append("")
-    if check.get("figure") and (directory / check["figure"]).is_file():
+    if check.figure and (directory / check.figure).is_file():
         alt = f"Posterior predictive check of round {round_}"
-        lines += [_embedded(directory / check["figure"], alt, max_image_bytes), ""]
+        lines += [_embedded(directory / check.figure, alt, max_image_bytes), ""]
     return lines
 
 
 def _calibration_lines(
-    calibration: Mapping[str, Any], directory: Path, max_image_bytes: int
+    calibration: Calibration, directory: Path, max_image_bytes: int
 ) -> list[str]:
-    cov = dict(
-        zip(calibration["coverage"]["levels"], calibration["coverage"]["values"], strict=True)
-    )
+    cov = dict(zip(calibration.coverage.levels, calibration.coverage.values, strict=True))
     lines = [
         "## Calibration of round 1",
         "",
-        f"{calibration['valid']} test simulations from the prior, "
-        f"{calibration['posterior_samples']} posterior samples each. Expected coverage at "
+        f"{calibration.valid} test simulations from the prior, "
+        f"{calibration.posterior_samples} posterior samples each. Expected coverage at "
         f"50% / 90% / 95%: {cov.get(0.5, math.nan):.2f} / {cov.get(0.9, math.nan):.2f} / "
         f"{cov.get(0.95, math.nan):.2f}.",
         "",
         "| parameter | KS p-value | C2ST ranks | C2ST prior vs DAP |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name, p in calibration["parameters"].items():
+    for name, p in calibration.parameters.items():
         lines.append(
-            f"| {name} | {_number(p['ks_p_value'])} | {_number(p['c2st_ranks'])} | "
-            f"{_number(p['c2st_dap'])} |"
+            f"| {name} | {_number(p.ks_p_value)} | {_number(p.c2st_ranks)} | "
+            f"{_number(p.c2st_dap)} |"
         )
     lines.append("")
-    figure = calibration.get("figures", {}).get("coverage")
+    figure = calibration.figures.get("coverage")
     if figure and (directory / figure).is_file():
         alt = "SBC rank CDFs and expected coverage"
         lines += [_embedded(directory / figure, alt, max_image_bytes), ""]
@@ -193,14 +188,14 @@ def posterior_markdown(
     run_id: str,
     round_: int,
     rounds: int,
-    summary: Mapping[str, Mapping[str, float]],
+    summary: Mapping[str, ParameterSummary],
     xobs: Sequence[float],
     row: Mapping[str, Any],
     pairplot: str | Path | None,
     run_file: str | Path,
     max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
-    diagnostics: Mapping[str, Any] | None = None,
-    calibration: Mapping[str, Any] | None = None,
+    diagnostics: RoundDiagnostics | None = None,
+    calibration: Calibration | None = None,
     warnings: Sequence[str] = (),
 ) -> str:
     """The markdown of one round's posterior: warnings, summary table, pairplot, checks.
@@ -209,17 +204,16 @@ def posterior_markdown(
         run_id: The run's id.
         round_: The round (1-based).
         rounds: The number of rounds the run was asked for.
-        summary: Per parameter: ``mean``, ``std``, ``q05``, ``median``, ``q95`` (the
-            ``posterior_summary`` round attribute of the run file).
+        summary: The posterior summary per parameter (``RunStore.posterior_summary``).
         xobs: The observation, with shape ``(K,)``.
         row: The round's ``stages.round_table`` row.
         pairplot: The pairplot PNG, embedded as a ``data:`` URI so that it renders without
             an external URL; None when there is none.
         run_file: The run file's path.
         max_image_bytes: A larger pairplot is named by its path instead of embedded.
-        diagnostics: The round's ``diagnostics`` attribute (MAP in ``posterior``, the
-            predictive check, movement, C2ST); None: no checks shown.
-        calibration: Round 1's ``calibration`` attribute, or None.
+        diagnostics: The round's checks (MAP in ``posterior``, the predictive check,
+            movement, C2ST; ``RunStore.diagnostics``); None: no checks shown.
+        calibration: Round 1's calibration, or None.
         warnings: The round's warnings (``sbi_rounds.diagnostics.round_alerts``).
 
     Returns:
@@ -236,8 +230,8 @@ def posterior_markdown(
         "",
         *[f"> **Warning:** {w}\n" for w in warnings],
     ]
-    full = (diagnostics or {}).get("posterior") or {}
-    with_map = bool(full) and all(full.get(name, {}).get("map") is not None for name in summary)
+    full = (diagnostics.posterior if diagnostics is not None else None) or {}
+    with_map = bool(full) and all(name in full and full[name].map is not None for name in summary)
     if with_map:
         lines += [
             "| parameter | mean | std | 5% | median | 95% | MAP |",
@@ -249,9 +243,9 @@ def posterior_markdown(
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
     for name, s in summary.items():
-        cells = [s["mean"], s["std"], s["q05"], s["median"], s["q95"]]
+        cells = [s.mean, s.std, s.q05, s.median, s.q95]
         if with_map:
-            cells.append(full[name]["map"])
+            cells.append(full[name].map)
         lines.append(f"| {name} | " + " | ".join(_number(c) for c in cells) + " |")
     lines.append("")
     if pairplot is not None:

@@ -159,7 +159,8 @@ def _rounds(
     published, epochs_before = False, 0
     for r in range(1, run.config.rounds + 1):
         if run.store.stage(r) == Stage.DONE:
-            epochs_before += int(run.store.training_summary(r).get("epochs", 0))
+            summary = run.store.training_summary(r)
+            epochs_before += 0 if summary is None else summary.epochs
             view.stage(r, "checks")
             if diagnose_round(logger, tracker, run, r, client, token):  # checks added since
                 publish_round(logger, run, r, log_round(tracker, run, r))

@@ -54,19 +54,20 @@ def publish_round(logger: Any, run: Run, round_: int, row: dict[str, Any]) -> No
     """The round's table and posterior artifacts, read back from the run file."""
     run_id = run.config.resolved_run_id
     publish_round_table(logger, run_id, round_table(run.store))
-    pairplot = run.store.read_round_attr(round_, "pairplot")
+    posterior = run.store.posterior_summary(round_)
+    pairplot = None if posterior is None else posterior.pairplot
     publish_posterior(
         logger,
         run_id,
         round_,
         rounds=run.config.rounds,
-        summary=run.store.read_round_attr(round_, "posterior_summary", {}),
+        summary={} if posterior is None else posterior.parameters,
         xobs=run.config.xobs,
         row=row,
         pairplot=None if pairplot is None else run.directory / pairplot,
         run_file=run.store.path,
-        diagnostics=run.store.read_round_attr(round_, "diagnostics"),
-        calibration=run.store.read_round_attr(round_, "calibration") if round_ == 1 else None,
+        diagnostics=run.store.diagnostics(round_),
+        calibration=run.store.calibration(1) if round_ == 1 else None,
         warnings=round_alerts(run, round_),
     )
 

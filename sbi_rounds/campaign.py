@@ -20,7 +20,7 @@ import numpy as np
 from sbi_rounds.config import CampaignConfig, RunConfig
 from sbi_rounds.io import load_array
 from sbi_rounds.report import REPORT_NAME
-from sbi_rounds.store import RunFileError, RunStore, Stage
+from sbi_rounds.store import RoundDiagnostics, RunFileError, RunStore, Stage
 
 __all__ = [
     "RUN_THREAD_PREFIX",
@@ -157,11 +157,13 @@ def summarize(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
             samples = store.read_samples(last)  # type: ignore[union-attr]
             row["mean"] = samples.mean(axis=0).tolist()
             row["sd"] = samples.std(axis=0, ddof=1).tolist()
-            diag = store.read_round_attr(last, "diagnostics", {}) or {}  # type: ignore[union-attr]
-            if diag.get("predictive") is not None:
-                row["predictive_flags"] = list(diag["predictive"]["flagged"])
-            row["max_mean_shift"] = (diag.get("movement") or {}).get("max_mean_shift")
-            row["c2st"] = (diag.get("c2st") or {}).get("accuracy")
+            diag = store.diagnostics(last) or RoundDiagnostics()  # type: ignore[union-attr]
+            if diag.predictive is not None:
+                row["predictive_flags"] = list(diag.predictive.flagged)
+            if diag.movement is not None:
+                row["max_mean_shift"] = diag.movement.max_mean_shift
+            if diag.c2st is not None:
+                row["c2st"] = diag.c2st.accuracy
         rows.append(row)
     return rows
 

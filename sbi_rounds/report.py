@@ -23,7 +23,8 @@ from sbi_rounds.report_summary import (
 )
 from sbi_rounds.results import load_run
 from sbi_rounds.run import Run, parameter_names
-from sbi_rounds.store import Stage
+from sbi_rounds.store import RoundDiagnostics, Stage
+from sbi_rounds.store.schema import ParameterStatistics, ParameterSummary, PredictiveCheck
 from sbi_rounds.table import ROUND_COLUMNS as TABLE_COLUMNS
 from sbi_rounds.table import round_table
 
@@ -72,23 +73,35 @@ def _loss_note(run: Run) -> str:
     return note
 
 
-def _posterior_table(run: Run, r: int, diag: Mapping[str, Any], table_id: str | None = None) -> str:
-    summary = diag.get("posterior") or run.store.read_round_attr(r, "posterior_summary", {})
+def _posterior_summary(
+    run: Run, r: int, diag: RoundDiagnostics | None
+) -> Mapping[str, ParameterStatistics | ParameterSummary]:
+    """The round's posterior summary: its checks' one (quantiles, MAP, truth), else its
+    checkpoint's (mean, sd, 5/50/95%); empty when neither is stored."""
+    if diag is not None and diag.posterior:
+        return diag.posterior
+    summary = run.store.posterior_summary(r)
+    return {} if summary is None else summary.parameters
+
+
+def _posterior_table(
+    run: Run, r: int, diag: RoundDiagnostics | None, table_id: str | None = None
+) -> str:
+    summary = _posterior_summary(run, r, diag)
     truth = run.config.diagnostics.true_parameters is not None
     header = ["parameter", "mean", "sd", *[k for k, _ in QUANTILES], "MAP"]
+    fields = ["mean", "std", *[k for k, _ in QUANTILES], "map"]
     if truth:
         header += ["true", "quantile of true"]
+        fields += ["truth", "truth_quantile"]
     rows = []
     for name in parameter_names(run):
-        s = summary.get(name, {})
-        row = [name, s.get("mean"), s.get("std"), *[s.get(k) for k, _ in QUANTILES], s.get("map")]
-        if truth:
-            row += [s.get("truth"), s.get("truth_quantile")]
-        rows.append(row)
+        s = summary.get(name)  # the checkpoint's lacks the 25/75% quantiles, MAP, truth: blank
+        rows.append([name, *(getattr(s, field, None) for field in fields)])
     return _table(table_id or f"posterior-{r}", header, rows)
 
 
-def _predictive_table(r: int, check: Mapping[str, Any]) -> str:
+def _predictive_table(r: int, check: PredictiveCheck) -> str:
     header = [
         "statistic",
         "x_o",
@@ -101,30 +114,19 @@ def _predictive_table(r: int, check: Mapping[str, Any]) -> str:
         "z",
         "flagged",
     ]
-    stats = check.get("statistics", {})
+    stats = check.statistics
     rows = [
-        [
-            name,
-            s["xobs"],
-            s["mean"],
-            s["std"],
-            s["q05"],
-            s["q95"],
-            s["quantile"],
-            s["p_value"],
-            s["z"],
-            s["flagged"],
-        ]
+        [name, s.xobs, s.mean, s.std, s.q05, s.q95, s.quantile, s.p_value, s.z, s.flagged]
         for name, s in stats.items()
     ]
-    joint = check.get("joint")
+    joint = check.joint
     joint_text = (
         ""
-        if not joint
-        else f"Joint (Mahalanobis) distance of x_o {format_number(joint['distance'])}, p-value "
-        f"{format_number(joint['p_value'])}{' (flagged)' if joint['flagged'] else ''}. "
+        if joint is None
+        else f"Joint (Mahalanobis) distance of x_o {format_number(joint.distance)}, p-value "
+        f"{format_number(joint.p_value)}{' (flagged)' if joint.flagged else ''}. "
     )
-    flagged = check.get("flagged", [])
+    flagged = check.flagged
     verdict = (
         f"Flagged: {', '.join(flagged)}: the posterior does not reproduce "
         f"{'this statistic' if len(flagged) == 1 else 'these statistics'}."
@@ -132,31 +134,32 @@ def _predictive_table(r: int, check: Mapping[str, Any]) -> str:
         else "No statistic flagged."
     )
     return (
-        _table(f"predictive-{r}", header, rows, [s["flagged"] for s in stats.values()])
-        + f'<p class="note">{check["valid"]} valid of {check["simulations"]} predictive '
+        _table(f"predictive-{r}", header, rows, [s.flagged for s in stats.values()])
+        + f'<p class="note">{check.valid} valid of {check.simulations} predictive '
         f"simulations. {html.escape(joint_text + verdict)}</p>"
     )
 
 
-def _round_sections(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
+def _round_sections(run: Run, diagnostics: Mapping[int, RoundDiagnostics | None]) -> str:
     parts = ["<h2>Posterior per round</h2>"]
     for r in run.store.rounds():
         if run.store.stage(r) != Stage.DONE:
             continue
-        diag = diagnostics.get(r) or {}
+        diag = diagnostics.get(r)
+        summary = run.store.posterior_summary(r)
         parts.append(f'<section id="round-{r}"><h3>Round {r}</h3>')
         parts.append(_posterior_table(run, r, diag))
-        parts.append(_png(run, run.store.read_round_attr(r, "pairplot"), f"Pairplot, round {r}"))
-        check = diag.get("predictive")
+        parts.append(_png(run, summary and summary.pairplot, f"Pairplot, round {r}"))
+        check = None if diag is None else diag.predictive
         if check is not None:
             parts.append("<h4>Posterior predictive check</h4>")
             parts.append(_predictive_table(r, check))
-            parts.append(_png(run, check.get("figure"), f"Predictive check, round {r}"))
+            parts.append(_png(run, check.figure, f"Predictive check, round {r}"))
         parts.append("</section>")
     return "".join(parts)
 
 
-def _movement_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
+def _movement_section(run: Run, diagnostics: Mapping[int, RoundDiagnostics | None]) -> str:
     names = parameter_names(run)
     d = run.config.diagnostics
     header = ["round"]
@@ -165,14 +168,14 @@ def _movement_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) ->
     header += ["max |mean shift|", "max width change", "stable"]
     rows = []
     for r, diag in sorted(diagnostics.items()):
-        move = diag.get("movement")
-        if not move:
+        move = None if diag is None else diag.movement
+        if move is None:
             continue
         row: list[Any] = [r]
         for name in names:
-            p = move["parameters"].get(name, {})
-            row += [p.get("mean_shift"), p.get("width_ratio")]
-        shift, change = move.get("max_mean_shift"), move.get("max_width_change")
+            p = move.parameters.get(name)
+            row += [None, None] if p is None else [p.mean_shift, p.width_ratio]
+        shift, change = move.max_mean_shift, move.max_width_change
         stable = (
             shift is not None
             and change is not None
@@ -194,12 +197,9 @@ def _movement_section(run: Run, diagnostics: Mapping[int, Mapping[str, Any]]) ->
     )
 
 
-def _c2st_section(diagnostics: Mapping[int, Mapping[str, Any]]) -> str:
-    rows = [
-        [r, diag["c2st"]["accuracy"], diag["c2st"]["samples"], diag["c2st"]["reference"]]
-        for r, diag in sorted(diagnostics.items())
-        if diag.get("c2st")
-    ]
+def _c2st_section(diagnostics: Mapping[int, RoundDiagnostics | None]) -> str:
+    checks = [(r, d.c2st) for r, d in sorted(diagnostics.items()) if d is not None and d.c2st]
+    rows = [[r, c.accuracy, c.samples, c.reference] for r, c in checks]
     if not rows:
         return ""
     return (
@@ -230,26 +230,23 @@ def _no_calibration(run: Run) -> str:
 def _calibration_section(run: Run) -> str:
     if not run.store.rounds():
         return ""
-    cal = run.store.read_round_attr(1, "calibration")
+    cal = run.store.calibration(1)
     if cal is None:
         return (
             '<h2>Calibration of round 1</h2><p class="note" id="calibration">'
             f"{html.escape(_no_calibration(run))}</p>"
         )
-    rows = [
-        [name, p["ks_p_value"], p["c2st_ranks"], p["c2st_dap"]]
-        for name, p in cal["parameters"].items()
-    ]
-    cov = cal["coverage"]
-    levels = dict(zip(cov["levels"], cov["values"], strict=True))
+    rows = [[name, p.ks_p_value, p.c2st_ranks, p.c2st_dap] for name, p in cal.parameters.items()]
+    cov = cal.coverage
+    levels = dict(zip(cov.levels, cov.values, strict=True))
     shown = [lv for lv in (0.5, 0.8, 0.9, 0.95) if lv in levels]
-    warn = "".join(f"<li>{html.escape(w)}</li>" for w in cal.get("warnings", []))
-    figures = cal.get("figures", {})
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in cal.warnings)
+    figures = cal.figures
     return (
         "<h2>Calibration of round 1</h2>"
-        f"<p>{cal['valid']} valid of {cal['test_simulations']} test simulations from the prior, "
-        f"{cal['posterior_samples']} posterior samples each; estimator: "
-        f"{html.escape(cal.get('estimator', 'round 1'))}.</p>"
+        f"<p>{cal.valid} valid of {cal.test_simulations} test simulations from the prior, "
+        f"{cal.posterior_samples} posterior samples each; estimator: "
+        f"{html.escape(cal.estimator or 'round 1')}.</p>"
         + _table(
             "calibration",
             [
@@ -263,11 +260,11 @@ def _calibration_section(run: Run) -> str:
         + _table(
             "coverage",
             ["credibility level", *[f"{lv:.0%}" for lv in shown], "KS p-value"],
-            [["expected coverage", *[levels[lv] for lv in shown], cov.get("ks_p_value")]],
+            [["expected coverage", *[levels[lv] for lv in shown], cov.ks_p_value]],
         )
         + '<p class="note">Calibrated: KS p-values not small, C2ST near 0.5, coverage equal '
         "to the level (below it: overconfident; above: underconfident). "
-        + html.escape(cal.get("note", ""))
+        + html.escape(cal.note or "")
         + "</p>"
         + (f'<ul class="note">{warn}</ul>' if warn else "")
         + _png(run, figures.get("ranks"), "SBC rank histograms")
@@ -279,7 +276,7 @@ def render_report(run: Run) -> str:
     """The report of ``run`` as one HTML document (figures as ``data:`` URIs)."""
     cfg = run.config
     done = [r for r in run.store.rounds() if run.store.stage(r) == Stage.DONE]
-    diagnostics = {r: run.store.read_round_attr(r, "diagnostics", {}) or {} for r in done}
+    diagnostics = {r: run.store.diagnostics(r) for r in done}
     run_id = run.directory.name
     early = stopped_early(run)
     rows = round_table(run.store)

@@ -34,15 +34,16 @@ def _prior(run: Run) -> list[tuple[float, float]] | None:
 
 
 def final_posterior_section(run: Run, posterior_table: Any) -> str:
-    """The last finished round's posterior: table (``posterior_table(run, r, diag, id)``), a
-    pairplot fitted to its samples and the marginals of every round overlaid."""
+    """The last finished round's posterior: table (``posterior_table(run, r, diag, id)``,
+    ``diag`` its ``RoundDiagnostics`` or None), a pairplot fitted to its samples and the
+    marginals of every round overlaid."""
     done = [r for r in run.store.rounds() if run.store.stage(r) == Stage.DONE]
     if not done:
         return '<h2 id="final-posterior">Posterior</h2><p class="note">No round finished yet.</p>'
     last = done[-1]
     names = parameter_names(run)
     samples = {r: run.store.read_samples(r) for r in done}
-    diag = run.store.read_round_attr(last, "diagnostics", {}) or {}
+    diag = run.store.diagnostics(last)
     truth = run.config.diagnostics.true_parameters
     pairplot = posterior_pairplot_png(samples[last], names, prior=_prior(run), points=truth)
     overlay = marginals_by_round_png(samples, names, prior=_prior(run))

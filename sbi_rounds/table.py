@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sbi_rounds.diagnostics.alerts import stop_label
-from sbi_rounds.store import RunStore
+from sbi_rounds.store import RunStore, TrainingAttempt
 
 __all__ = ["ROUND_COLUMNS", "Column", "format_round_table", "round_line", "round_table"]
 
@@ -52,31 +52,30 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
     for r in store.rounds():
         counts = store.counts(r)
         summary = store.training_summary(r)
-        timings = store.timings(r)
-        seconds = (store.read_round_attr(r, "diagnostics", {}) or {}).get("seconds") or {}
+        diagnostics = store.diagnostics(r)
         rows.append(
             {
                 "round": r,
                 "stage": store.stage(r).name.lower(),
                 "simulations": counts["simulations"],
                 "valid": counts["valid"],
-                "epochs": summary.get("epochs"),
-                "best_val_loss": summary.get("best_val_loss"),
+                "epochs": None if summary is None else summary.epochs,
+                "best_val_loss": None if summary is None else summary.best_val_loss,
                 "stop": stop_label(summary),
                 **(_training(store.training_attempts(r)) if summary else {}),
-                **{f"{k}_s": v for k, v in timings.items()},
-                "checks_s": sum(seconds.values()) if seconds else None,
+                **{f"{k}_s": v for k, v in store.timings(r).by_stage().items()},
+                "checks_s": None if diagnostics is None else diagnostics.seconds.total,
             }
         )
     return rows
 
 
-def _training(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def _training(attempts: list[TrainingAttempt]) -> dict[str, Any]:
     """Trainings again after a stall (``retrains``) and the kept network's model."""
-    kept = [a for a in attempts if a.get("kept")]
+    kept = [a for a in attempts if a.kept]
     return {
-        "retrains": max(0, sum(not a.get("fallback") for a in attempts) - 1),
-        "network": kept[-1].get("network") if kept else None,
+        "retrains": max(0, sum(not a.fallback for a in attempts) - 1),
+        "network": kept[-1].network if kept else None,
     }
 
 

@@ -21,6 +21,7 @@ from flows.artifacts import (
     round_table_artifact_rows,
 )
 from sbi_rounds.diagnostics import save_pairplot
+from sbi_rounds.store.schema import ParameterSummary
 from sbi_rounds.table import ROUND_COLUMNS
 
 ROW = {
@@ -39,8 +40,8 @@ ROW = {
     "commit_s": 0.05,
 }
 SUMMARY = {
-    "theta_1": {"mean": 0.5, "std": 0.1, "q05": 0.33, "median": 0.5, "q95": 0.66},
-    "theta_2": {"mean": -0.3, "std": 0.1, "q05": -0.46, "median": -0.3, "q95": -0.13},
+    "theta_1": ParameterSummary(mean=0.5, std=0.1, q05=0.33, median=0.5, q95=0.66),
+    "theta_2": ParameterSummary(mean=-0.3, std=0.1, q05=-0.46, median=-0.3, q95=-0.13),
 }
 
 

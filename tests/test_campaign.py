@@ -143,7 +143,7 @@ def _state(directory: Path) -> dict[str, dict[int, dict[str, float]]]:
     for path in sorted(directory.glob("obs-*/run.h5")):
         store = RunStore.open(path)
         state[path.parent.name] = {
-            r: store.timings(r) for r in store.rounds() if store.stage(r) == Stage.DONE
+            r: store.timings(r).by_stage() for r in store.rounds() if store.stage(r) == Stage.DONE
         }
     return state
 

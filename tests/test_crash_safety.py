@@ -244,7 +244,7 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(tmp_path, signum, stage,
     store = RunStore.open(run.path)
     assert store.stage(1).name == "DONE"
     if stage == "train":
-        assert store.training_summary(1)["resumed_from_epoch"] >= 4
+        assert store.training_summary(1).resumed_from_epoch >= 4
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from sbi_rounds.diagnostics import (
 from sbi_rounds.round import run_round
 from sbi_rounds.stages import RunInterrupted, run_session
 from sbi_rounds.store import RunStore
+from sbi_rounds.store.schema import Movement
 
 XOBS = [0.5, -0.3]
 
@@ -105,6 +106,7 @@ def test_movement_and_the_stopping_rule():
     assert m2["parameters"]["b"]["mean_shift"] == pytest.approx(0.1)
     assert m2["max_mean_shift"] == 0.5 and m2["max_width_change"] == 0.5
     assert m3["max_mean_shift"] == pytest.approx(0.04) and m3["max_width_change"] < 0.05
+    m2, m3 = Movement.model_validate(m2), Movement.model_validate(m3)  # as stored
     rule = {"mean_shift": 0.1, "width_change": 0.1}
     assert not stop_decision([None, m2], rounds=1, **rule).stop
     decision = stop_decision([None, m2, m3], rounds=1, **rule)
@@ -192,46 +194,45 @@ def test_every_check_is_committed_to_the_run_file(checked_run):
     assert results[2].details["parts"] == ["posterior", "map", "predictive", "movement", "c2st"]
     store = RunStore.open(config.run_path)
     for r in (1, 2):
-        diag = store.read_round_attr(r, "diagnostics")
-        post = diag["posterior"]
+        diag = store.diagnostics(r)
+        post = diag.posterior
         assert set(post) == {"theta_1", "theta_2"}
         for name, truth in zip(post, (0.5, -0.3), strict=True):
             s = post[name]
-            assert s["q05"] < s["median"] < s["q95"] and s["std"] > 0
-            assert -2 <= s["map"] <= 2 and s["truth"] == truth
-        assert [post[n]["map"] for n in post] == diag["map"]
+            assert s.q05 < s.median < s.q95 and s.std > 0
+            assert -2 <= s.map <= 2 and s.truth == truth
+        assert [post[n].map for n in post] == diag.map
         samples = store.read_samples(r)
-        assert post["theta_1"]["mean"] == pytest.approx(float(samples[:, 0].mean()))
-        check = diag["predictive"]
-        assert check["simulations"] == check["valid"] == 100
-        assert set(check["statistics"]) == {"x_1", "x_2"}
-        assert (config.run_path.parent / check["figure"]).read_bytes()[:4] == b"\x89PNG"
-        assert diag["c2st"]["samples"] == 200 and 0.4 <= diag["c2st"]["accuracy"] <= 1.0
-        assert set(diag["seconds"]) >= {"map", "predictive", "c2st"}
-    move = store.read_round_attr(2, "diagnostics")["movement"]
-    s1 = store.read_round_attr(1, "diagnostics")["posterior"]["theta_1"]
-    s2 = store.read_round_attr(2, "diagnostics")["posterior"]["theta_1"]
-    assert move["parameters"]["theta_1"]["mean_shift"] == pytest.approx(
-        (s2["mean"] - s1["mean"]) / s1["std"]
-    )
-    assert move["parameters"]["theta_1"]["width_ratio"] == pytest.approx(s2["std"] / s1["std"])
+        assert post["theta_1"].mean == pytest.approx(float(samples[:, 0].mean()))
+        check = diag.predictive
+        assert check.simulations == check.valid == 100
+        assert set(check.statistics) == {"x_1", "x_2"}
+        assert (config.run_path.parent / check.figure).read_bytes()[:4] == b"\x89PNG"
+        assert diag.c2st.samples == 200 and 0.4 <= diag.c2st.accuracy <= 1.0
+        assert None not in (diag.seconds.map, diag.seconds.predictive, diag.seconds.c2st)
+    move = store.diagnostics(2).movement
+    s1 = store.diagnostics(1).posterior["theta_1"]
+    s2 = store.diagnostics(2).posterior["theta_1"]
+    assert move.parameters["theta_1"].mean_shift == pytest.approx((s2.mean - s1.mean) / s1.std)
+    assert move.parameters["theta_1"].width_ratio == pytest.approx(s2.std / s1.std)
 
 
 def test_round_one_is_calibrated_with_sbc_ranks_and_expected_coverage(checked_run):
     config, _, _ = checked_run
-    cal = RunStore.open(config.run_path).read_round_attr(1, "calibration")
-    assert cal["test_simulations"] == cal["valid"] == 40 and cal["posterior_samples"] == 100
-    for p in cal["parameters"].values():
-        assert 0 <= p["ks_p_value"] <= 1 and 0 <= p["c2st_ranks"] <= 1
-        assert sum(p["rank_histogram"]) == 40
-    cov = cal["coverage"]
-    assert cov["levels"] == list(COVERAGE_LEVELS) and cov["values"][-1] == 1.0
-    assert all(a <= b for a, b in zip(cov["values"], cov["values"][1:], strict=False))
-    assert "amortized" in cal["estimator"] and "round 1" in cal["note"]
-    assert any("100s" in w for w in cal["warnings"])  # sbi's own advice on small checks
-    for name in cal["figures"].values():
+    cal = RunStore.open(config.run_path).calibration(1)
+    assert cal.test_simulations == cal.valid == 40 and cal.posterior_samples == 100
+    for p in cal.parameters.values():
+        assert 0 <= p.ks_p_value <= 1 and 0 <= p.c2st_ranks <= 1
+        assert sum(p.rank_histogram) == 40
+    cov = cal.coverage
+    assert cov.levels == list(COVERAGE_LEVELS) and cov.values[-1] == 1.0
+    assert all(a <= b for a, b in zip(cov.values, cov.values[1:], strict=False))
+    assert "amortized" in cal.estimator and "round 1" in cal.note
+    assert any("100s" in w for w in cal.warnings)  # sbi's own advice on small checks
+    assert set(cal.figures) == {"ranks", "coverage"}
+    for name in cal.figures.values():
         assert (config.run_path.parent / name).stat().st_size > 1000
-    assert RunStore.open(config.run_path).read_round_attr(2, "calibration") is None
+    assert RunStore.open(config.run_path).calibration(2) is None
 
 
 def test_checks_are_skipped_once_committed_and_the_stopping_rule_reads_them(checked_run):
@@ -263,10 +264,12 @@ def test_checks_are_skipped_once_committed_and_the_stopping_rule_reads_them(chec
     )
     with run_session(more) as run:
         assert checks_due(run, 1) == ["posterior"]
-        before = run.store.read_round_attr(1, "diagnostics")
+        before = run.store.diagnostics(1)
         assert not diagnose(run, 1, None).skipped
-        after = run.store.read_round_attr(1, "diagnostics")
-    assert after["predictive"] == before["predictive"] and "truth" not in after["posterior"]
+        after = run.store.diagnostics(1)
+    assert after.predictive == before.predictive
+    assert all(s.truth is None for s in after.posterior.values())
+    assert all(s.truth is not None for s in before.posterior.values())
 
 
 def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_check_resumes(
@@ -291,15 +294,15 @@ def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_chec
         _finish_round(run, 1, dask_client)
         with pytest.raises(RunInterrupted, match="predictive check of round 1"):
             diagnose(run, 1, dask_client, should_stop=stop_soon)
-        assert run.store.read_round_attr(1, "diagnostics") is None  # nothing half-committed
+        assert run.store.diagnostics(1) is None  # nothing half-committed
         side = RunStore.open(config.run_path.parent / FILE_NAME)
         committed = 200 - sum(50 for _ in side.pending_chunks(1))
         diagnose(run, 1, dask_client)
-        check = run.store.read_round_attr(1, "diagnostics")["predictive"]
-    assert check["simulated_now"] == 200 - committed
-    assert check["flagged"] == ["x_1"]
-    assert check["statistics"]["x_1"]["quantile"] == 0.0 and check["statistics"]["x_1"]["z"] < -2
-    assert not check["statistics"]["x_2"]["flagged"]
+        check = run.store.diagnostics(1).predictive
+    assert check.simulated_now == 200 - committed
+    assert check.flagged == ["x_1"]
+    assert check.statistics["x_1"].quantile == 0.0 and check.statistics["x_1"].z < -2
+    assert not check.statistics["x_2"].flagged
     # The same simulations as an uninterrupted check: seeds are per chunk.
     fresh = config.model_copy(update={"run_dir": str(tmp_path / "fresh")})
     with run_session(fresh) as run:
@@ -330,9 +333,9 @@ def test_round_one_calibration_runs_for_every_method(tmp_path, dask_client, meth
     with run_session(config) as run:
         _finish_round(run, 1, dask_client)
         diagnose(run, 1, dask_client)
-        cal = run.store.read_round_attr(1, "calibration")
-        diag = run.store.read_round_attr(1, "diagnostics")
-    assert cal["valid"] == 30 and f"({method})" in cal["estimator"]
-    assert all(0 <= p["ks_p_value"] <= 1 for p in cal["parameters"].values())
-    assert diag["predictive"]["valid"] == 50
-    assert all(math.isfinite(v) for v in diag["map"])
+        cal = run.store.calibration(1)
+        diag = run.store.diagnostics(1)
+    assert cal.valid == 30 and f"({method})" in cal.estimator
+    assert all(0 <= p.ks_p_value <= 1 for p in cal.parameters.values())
+    assert diag.predictive.valid == 50
+    assert all(math.isfinite(v) for v in diag.map)

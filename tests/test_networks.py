@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import example_records
 import pytest
 import torch
 
@@ -59,7 +60,13 @@ def test_networks_rebuild_exactly_from_the_run_file(tmp_path, method, model):
         num_posterior_samples=10,
         proposal={"kind": "prior"},
     )
-    store.write_network(1, weights=net.state_dict(), architecture=settings, history={}, summary={})
+    store.write_network(
+        1,
+        weights=net.state_dict(),
+        architecture=settings,
+        history={},
+        summary=example_records.training_summary(),
+    )
     weights, stored_settings = store.read_network(1)
     # Rebuilt from other data: z-scoring statistics and permutations come from the weights.
     rebuilt = load_network(stored_settings, weights, 3 * torch.randn(50, 2), torch.randn(50, 2))

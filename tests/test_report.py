@@ -76,16 +76,16 @@ def test_the_flow_checks_every_round_stops_when_stable_and_writes_the_report(fin
     assert [row["round"] for row in result["rounds"]] == [1, 2]
     store = RunStore.open(config.run_path)
     assert store.rounds() == [1, 2] and store.stage(2) == Stage.DONE
-    assert store.read_round_attr(1, "calibration")["valid"] == 40
-    assert store.read_round_attr(2, "diagnostics")["movement"]["max_mean_shift"] is not None
+    assert store.calibration(1).valid == 40
+    assert store.diagnostics(2).movement.max_mean_shift is not None
     report = Path(result["report"])
     assert report == config.run_path.parent / REPORT_NAME and report.stat().st_size > 10_000
     # The same command again stops at the same round, without a third one or new checks.
-    checks = [store.read_round_attr(r, "diagnostics") for r in (1, 2)]
+    checks = [store.diagnostics(r) for r in (1, 2)]
     again = online_inference(config)
     assert again["stopped_early"] == result["stopped_early"]
     assert store.rounds() == [1, 2]
-    assert [store.read_round_attr(r, "diagnostics") for r in (1, 2)] == checks
+    assert [store.diagnostics(r) for r in (1, 2)] == checks
 
 
 def test_the_round_artifacts_show_the_checks_and_the_report_flow_writes_the_report(
@@ -185,22 +185,22 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
         assert cells["round"] == str(r) and cells["stage"] == "done"
         assert cells["simulations"] == str(counts["simulations"]) == "200"
         assert cells["valid"] == str(counts["valid"])
-        assert cells["epochs"] == str(summary["epochs"])
-        assert cells["best validation loss"] == format_number(summary["best_val_loss"])
+        assert cells["epochs"] == str(summary.epochs)
+        assert cells["best validation loss"] == format_number(summary.best_val_loss)
         assert cells["stopped by"] == stop_label(summary) and cells["network"] in ("nsf", "maf")
-        assert float(cells["train (s)"]) == pytest.approx(store.timings(r)["train"], rel=1e-3)
-    posterior = store.read_round_attr(2, "diagnostics")["posterior"]
+        assert float(cells["train (s)"]) == pytest.approx(store.timings(r).train, rel=1e-3)
+    posterior = store.diagnostics(2).posterior
     table = page.tables["posterior-2"]
     assert [row[0][0] for row in table[1:]] == ["mu", "nu"]
     for row, name in zip(table[1:], ("mu", "nu"), strict=True):
         values = {head: value for (head, _), (_, value) in zip(table[0], row, strict=True)}
-        assert float(values["mean"]) == posterior[name]["mean"]
-        assert float(values["MAP"]) == posterior[name]["map"]
-        assert float(values["true"]) == posterior[name]["truth"]
+        assert float(values["mean"]) == posterior[name].mean
+        assert float(values["MAP"]) == posterior[name].map
+        assert float(values["true"]) == posterior[name].truth
     assert {"predictive-1", "predictive-2", "movement", "c2st", "calibration", "coverage"} <= set(
         page.tables
     )
-    c2st = store.read_round_attr(1, "diagnostics")["c2st"]["accuracy"]
+    c2st = store.diagnostics(1).c2st.accuracy
     assert float(page.tables["c2st"][1][1][1]) == c2st
     text = unescape(out.read_text())
     assert "For SNPE the loss itself changes" in text and 'id="warnings"' in text
@@ -338,18 +338,18 @@ def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
         cells = dict(zip(header, row, strict=True))
         assert cells["simulations"] == str(store.counts(r)["simulations"])
         assert cells["valid"] == str(store.counts(r)["valid"])
-        assert cells["epochs"] == str(store.training_summary(r)["epochs"])
+        assert cells["epochs"] == str(store.training_summary(r).epochs)
         assert cells["best validation loss"] == format_number(
-            store.training_summary(r)["best_val_loss"]
+            store.training_summary(r).best_val_loss
         )
     header, *rows = found["tables"]["posterior-1"]
-    posterior = store.read_round_attr(1, "diagnostics")["posterior"]
+    posterior = store.diagnostics(1).posterior
     for row in rows:
         cells = dict(zip(header, row, strict=True))
-        assert cells["mean"] == format_number(posterior[cells["parameter"]]["mean"])
-        assert cells["MAP"] == format_number(posterior[cells["parameter"]]["map"])
+        assert cells["mean"] == format_number(posterior[cells["parameter"]].mean)
+        assert cells["MAP"] == format_number(posterior[cells["parameter"]].map)
     header, *rows = found["tables"]["calibration"]
-    calibration = store.read_round_attr(1, "calibration")["parameters"]
+    calibration = store.calibration(1).parameters
     assert [row[0] for row in rows] == ["mu", "nu"]
     for row in rows:
-        assert row[1] == format_number(calibration[row[0]]["ks_p_value"])
+        assert row[1] == format_number(calibration[row[0]].ks_p_value)

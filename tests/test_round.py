@@ -36,7 +36,7 @@ def test_a_round_runs_every_stage_once_and_then_skips_them(make_config, dask_cli
     assert calls == [1]  # the cluster is asked for only while simulations are due
     store = RunStore.open(config.run_path)
     assert store.stage(1) == Stage.DONE and round_table(store)[0]["simulations"] == 300
-    timings = store.timings(1)
+    timings = store.timings(1).by_stage()
     assert all(
         timings[k] > 0
         for k in ("sample", "simulate", "append", "train", "posterior", "checkpoint", "commit")

@@ -42,7 +42,7 @@ def test_a_round_commits_every_stage_and_a_rerun_skips_them(make_config, dask_cl
     assert store.counts(1) == {"simulations": 300, "valid": 300, "invalid": 0}
     assert store.read_samples(1).shape == (200, 2)
     assert (config.run_path.parent / "round_001_pairplot.png").stat().st_size > 1000
-    timings = store.timings(1)
+    timings = store.timings(1).by_stage()
     assert all(timings[k] > 0 for k in ("sample", "simulate", "train", "posterior"))
     row = stages.round_table(store)[0]
     assert row["epochs"] == 15 and row["valid"] == 300
@@ -155,7 +155,7 @@ def test_invalid_rows_are_excluded_from_training(make_config, dask_client):
         counts = stages.append_simulations(run, 1).details
         assert counts["valid"] < 300
         stages.train(run, 1)
-        assert run.store.training_summary(1)["training_samples"] == counts["valid"]
+        assert run.store.training_summary(1).training_samples == counts["valid"]
 
 
 def test_load_posterior_gives_an_sbi_posterior_of_any_round(make_config, dask_client):

@@ -103,11 +103,11 @@ def test_a_stalled_round_is_detected_retrained_and_recorded(make_config, dask_cl
         stages.checkpoint(run, 1, pairplot=False)
     store = RunStore.open(config.run_path)
     first, second = store.training_attempts(1)
-    assert first["stalled"] and first["reference"] == "gaussian" and first["epochs"] == 1
-    assert first["excess"] > 2 * 0.5 and not first["capped"]
-    assert not second["stalled"] and second["kept"] and second["epochs"] > 10
+    assert first.stalled and first.reference == "gaussian" and first.epochs == 1
+    assert first.excess > 2 * 0.5 and not first.capped
+    assert not second.stalled and second.kept and second.epochs > 10
     assert result.details["retrains"] == 1 and not result.details["stalled"]
-    assert store.training_summary(1)["attempt"] == 1
+    assert store.training_summary(1).attempt == 1
     assert stages.round_table(store)[0]["retrains"] == 1
     assert "retrained" in stages.format_round_table(stages.round_table(store))
     assert "training again from fresh weights" in caplog.text
@@ -156,9 +156,9 @@ def test_healthy_rounds_are_never_retrained(make_config, dask_client):
                 stages.checkpoint(run, r, pairplot=False)
             for r in range(1, 4):
                 attempts = run.store.training_attempts(r)
-                assert not any(a["stalled"] for a in attempts), attempts
-                assert all(a["fallback"] for a in attempts[1:])  # no retrain, maybe a fallback
-                assert attempts[0]["reference"] == ("gaussian" if r == 1 else "previous_round")
+                assert not any(a.stalled for a in attempts), attempts
+                assert all(a.fallback for a in attempts[1:])  # no retrain, maybe a fallback
+                assert attempts[0].reference == ("gaussian" if r == 1 else "previous_round")
 
 
 def test_a_training_cut_by_a_limit_is_flagged_but_not_retrained(make_config, dask_client, caplog):
@@ -167,7 +167,7 @@ def test_a_training_cut_by_a_limit_is_flagged_but_not_retrained(make_config, das
         result = _round_one(run, dask_client)
         (attempt,) = run.store.training_attempts(1)
         alerts = round_alerts(run, 1)
-    assert attempt["stalled"] and attempt["capped"] and result.details["retrains"] == 0
+    assert attempt.stalled and attempt.capped and result.details["retrains"] == 0
     (alert,) = [a for a in alerts if "cap" in a]  # one warning, with the stall and the way out
     assert "reached max_epochs=1" in alert and "raise training.max_epochs" in alert
     assert "(a stall, not retrained: it would stop at the same cap)" in alert
@@ -179,7 +179,7 @@ def test_max_retrains_zero_keeps_the_first_training(make_config, dask_client, ca
     with caplog.at_level(logging.WARNING), run_session(config) as run:
         result = _round_one(run, dask_client, [CutShort(_train_seed(config, 1, 0))])
         (attempt,) = run.store.training_attempts(1)
-    assert attempt["stalled"] and result.details["stalled"]
+    assert attempt.stalled and result.details["stalled"]
     assert "every one of 1 trainings stalled" in caplog.text
 
 
@@ -201,9 +201,9 @@ def test_a_default_network_that_loses_to_the_linear_gaussian_fit_gives_way_to_ma
         architecture = run.store.read_network(1)[1]
         samples = run.store.read_samples(1)
         row = stages.round_table(run.store)[0]
-    assert first["network"] == "nsf" and not first["fallback"] and first["excess"] > 0
-    assert second["network"] == "maf" and second["fallback"] and second["kept"]
-    assert second["excess"] < first["excess"] and architecture["model"] == "maf"
+    assert first.network == "nsf" and not first.fallback and first.excess > 0
+    assert second.network == "maf" and second.fallback and second.kept
+    assert second.excess < first.excess and architecture["model"] == "maf"
     assert result.details["retrains"] == 0 and result.details["network"] == "maf"
     assert row["retrains"] == 0 and row["network"] == "maf"
     assert "training a maf network too" in caplog.text
@@ -220,4 +220,4 @@ def test_a_network_the_user_chose_is_kept_without_fallback(make_config, dask_cli
     with run_session(config) as run:
         _round_one(run, dask_client)
         (attempt,) = run.store.training_attempts(1)
-    assert attempt["network"] == "nsf" and attempt["excess"] > 0 and not attempt["fallback"]
+    assert attempt.network == "nsf" and attempt.excess > 0 and not attempt.fallback

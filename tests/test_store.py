@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import example_records
 import h5py
 import numpy as np
 import pytest
@@ -58,12 +59,12 @@ def test_a_held_open_file_commits_chunks_and_survives_structural_commits(store):
         store.write_chunks(1, [(0, np.zeros((4, 3)), 0.1), (2, np.ones((2, 3)), 0.2)])
         # another process (a reader) sees the commit while the handle stays open
         assert RunStore.open(store.path).pending_chunks(1) == [1]
-        store.write_round_attrs(1, note={"a": 1})  # copy-on-write: closes and reopens
+        store.write_seconds_per_simulation(1, 0.5)  # copy-on-write: closes and reopens
         store.write_chunk(1, 1, np.full((4, 3), 2.0), seconds=0.3)
         assert store.pending_chunks(1) == []
     assert store._held is None
     again = RunStore.open(store.path)
-    assert again.read_round_attr(1, "note") == {"a": 1}
+    assert again.seconds_per_simulation(1) == 0.5
     np.testing.assert_array_equal(again.read_simulations(1)[1][:, 0], [0] * 4 + [2] * 4 + [1] * 2)
 
 
@@ -107,10 +108,11 @@ def test_network_and_history_round_trip(store):
         weights=net.state_dict(),
         architecture={"model": "lin"},
         history={"val_loss": [3.0, 2.0]},
-        summary={"epochs": 2},
+        summary=example_records.training_summary(),
     )
     weights, arch = store.read_network(1)
-    assert arch == {"model": "lin"} and store.training_summary(1) == {"epochs": 2}
+    assert arch == {"model": "lin"}
+    assert store.training_summary(1) == example_records.training_summary()
     assert torch.equal(weights["weight"], net.weight.detach())
     assert store.read_history(1)["val_loss"].tolist() == [3.0, 2.0]
 

@@ -38,7 +38,7 @@ def _simulated(store, round_=1):
     store.write_theta(round_, 0, np.ones((10, 2)))
     store.write_chunks(round_, [(0, X[:4], 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
     store.set_stage(round_, Stage.SIMULATED)
-    store.write_round_attrs(round_, seal_datasets=SIMULATIONS)
+    store.seal(round_, SIMULATIONS)
     store.set_stage(round_, Stage.APPENDED)
 
 
@@ -130,7 +130,7 @@ def test_damaged_bulk_data_is_found_and_repaired_into_a_new_data_file(store):
     ]
     store.write_theta(1, 0, np.ones((10, 2)))  # the same values again
     store.write_chunks(1, [(0, X[:4], 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
-    store.write_round_attrs(1, seal_datasets=SIMULATIONS)
+    store.seal(1, SIMULATIONS)
     assert store.verify() == []
 
 
@@ -142,11 +142,11 @@ def test_a_lost_simulations_file_is_found_and_simulated_again(store):
     assert "round 1's simulations left out" in lines[0]
     assert store.stage(1) == Stage.SAMPLED and store.pending_chunks(1) == [0, 1, 2]
     store.write_chunks(1, [(0, X[:4], 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
-    store.write_round_attrs(1, seal_datasets=SIMULATIONS)
+    store.seal(1, SIMULATIONS)
     assert store.verify() == []
     np.testing.assert_array_equal(store.read_simulations(1)[1], X)
     store.write_samples(1, 0, np.ones((5, 2)))
-    store.write_round_attrs(1, seal_datasets=POSTERIOR_SAMPLES)
+    store.seal(1, POSTERIOR_SAMPLES)
     assert store.verify() == []
 
 

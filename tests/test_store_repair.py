@@ -6,6 +6,7 @@ equal bit for bit to the undamaged one) is in ``test_recovery.py``.
 
 from __future__ import annotations
 
+import example_records
 import h5py
 import numpy as np
 import pytest
@@ -40,27 +41,25 @@ def _finished_round(store, round_):
     store.write_chunks(round_, [(0, X[:4], 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
     store.set_stage(round_, Stage.SIMULATED)
     store.set_counts(round_, 10, 10)
-    store.write_round_attrs(round_, seal_datasets=SIMULATIONS, seconds_per_simulation=0.03)
+    store.write_seconds_per_simulation(round_, 0.03, seal_datasets=SIMULATIONS)
     store.set_stage(round_, Stage.APPENDED)
     store.finish_training_attempt(
         round_,
-        {"attempt": 0, "kept": True},
+        example_records.attempt(),
         {
             "weights": {"w": torch.arange(64.0).reshape(8, 8)},
             "architecture": {"model": "maf"},
             "history": {"loss": [1.0, 0.5]},
-            "summary": {"epochs": 2},
+            "summary": example_records.training_summary(),
         },
     )
     store.set_stage(round_, Stage.TRAINED)
     store.write_samples(round_, 0, np.full((5, 2), 0.5, dtype=np.float32))
     store.set_stage(round_, Stage.POSTERIOR)
-    store.write_round_attrs(
-        round_,
-        seal_datasets=POSTERIOR_SAMPLES,
-        posterior_summary={"a": 1},
-        diagnostics={"posterior": {}},
+    store.write_posterior_summary(
+        round_, example_records.posterior_summary(), seal_datasets=POSTERIOR_SAMPLES
     )
+    store.write_diagnostics(round_, example_records.diagnostics())
     store.set_stage(round_, Stage.DONE)
 
 
@@ -122,7 +121,7 @@ def test_damaged_weights_are_left_out_and_the_round_goes_back_to_training(store,
     assert list(store.path.parent.glob("run.h5.tmp-*")) == []
     assert store.stage(2) == Stage.APPENDED and not store.has_network(2)
     assert store.training_attempts(2) == [] and store.read_samples(2).shape == (0, 2)
-    assert store.read_round_attr(2, "diagnostics") is None
+    assert store.diagnostics(2) is None and store.posterior_summary(2) is None
     after = _contents(store.path)
     kept = {k: v for k, v in before.items() if not k.startswith("rounds/0002")}
     assert {k: after.get(k) for k in kept} == kept  # rounds 1 and 3, the run's settings
@@ -140,17 +139,17 @@ def test_damaged_weights_are_left_out_and_the_round_goes_back_to_training(store,
 def _finished_round_from_appended(store, round_):
     store.finish_training_attempt(
         round_,
-        {"attempt": 0, "kept": True},
+        example_records.attempt(),
         {
             "weights": {"w": torch.arange(64.0).reshape(8, 8)},
             "architecture": {"model": "maf"},
             "history": {"loss": [1.0, 0.5]},
-            "summary": {"epochs": 2},
+            "summary": example_records.training_summary(),
         },
     )
     store.set_stage(round_, Stage.TRAINED)
     store.write_samples(round_, 0, np.full((5, 2), 0.5, dtype=np.float32))
-    store.write_round_attrs(round_, seal_datasets=POSTERIOR_SAMPLES)
+    store.seal(round_, POSTERIOR_SAMPLES)
     store.set_stage(round_, Stage.DONE)
 
 
@@ -165,10 +164,10 @@ def test_damaged_simulations_are_simulated_again_and_must_match_their_old_checks
     before = store.path.read_bytes()
     store.write_chunks(1, [(0, X[:4] + 1, 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
     with pytest.raises(NotReproducedError, match="round 1's simulations, computed again"):
-        store.write_round_attrs(1, seal_datasets=SIMULATIONS)
+        store.seal(1, SIMULATIONS)
     assert list(store.path.parent.glob("run.h5.tmp-*")) == []
     store.write_chunks(1, [(0, X[:4], 0.1)])  # the simulator gives the same values again
-    store.write_round_attrs(1, seal_datasets=SIMULATIONS)
+    store.seal(1, SIMULATIONS)
     assert store.verify() == [] and store.path.read_bytes() != before
 
 

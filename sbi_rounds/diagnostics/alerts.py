@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_rounds.store.schema import TrainingAttempt, TrainingSummaryRecord
+
 __all__ = ["IMPROVING_TAIL", "WIDE_FRACTION", "round_alerts", "simulation_alerts", "stop_label"]
 
 #: A training cut by a cap is "still improving" when its best validation loss came in the
@@ -26,13 +28,13 @@ WIDE_FRACTION = 0.7
 VALID_DROP = 0.05
 
 
-def stop_label(summary: dict[str, Any]) -> str | None:
+def stop_label(summary: TrainingSummaryRecord | None) -> str | None:
     """Why a training stopped, in a word: ``patience``, ``max_epochs``, ``max_time``, ... ."""
-    if not summary:
+    if summary is None:
         return None
-    if summary.get("limit_reached"):
-        return str(summary["limit_reached"])
-    reason = str(summary.get("stop_reason") or "")
+    if summary.limit_reached:
+        return summary.limit_reached
+    reason = summary.stop_reason
     if reason.startswith("validation loss did not improve"):
         return "patience"
     if "learning rate" in reason or "min_lr" in reason:
@@ -40,15 +42,18 @@ def stop_label(summary: dict[str, Any]) -> str | None:
     return reason or None
 
 
-def _capped(round_: int, summary: dict[str, Any], attempts: list[dict[str, Any]]) -> str | None:
+def _capped(
+    round_: int, summary: TrainingSummaryRecord | None, attempts: list[TrainingAttempt]
+) -> str | None:
     """A training cut by a cap while it still improved, or whose kept network stalled (a
     stall cut by a cap is not retrained: it would stop at the same cap)."""
-    cap, epochs = summary.get("limit_reached"), summary.get("epochs")
-    best = summary.get("best_epoch")
+    if summary is None:
+        return None
+    cap, epochs, best = summary.limit_reached, summary.epochs, summary.best_epoch
     if not cap or not epochs or not best:
         return None
-    kept = [a for a in attempts if a.get("kept")]
-    stalled = kept[-1] if kept and kept[-1].get("stalled") else None
+    kept = [a for a in attempts if a.kept]
+    stalled = kept[-1] if kept and kept[-1].stalled else None
     if best > epochs - max(3, math.ceil(IMPROVING_TAIL * epochs)):
         why = f"while the validation loss was still improving (best at epoch {best} of {epochs})"
     elif stalled is not None:
@@ -57,12 +62,12 @@ def _capped(round_: int, summary: dict[str, Any], attempts: list[dict[str, Any]]
         return None
     if stalled is not None:
         why += (
-            f"; its validation loss {stalled['loss']:.3f} is above the "
-            f"{stalled['reference'].replace('_', ' ')} reference's {stalled['reference_loss']:.3f}"
+            f"; its validation loss {stalled.loss:.3f} is above the "
+            f"{stalled.reference.replace('_', ' ')} reference's {stalled.reference_loss:.3f}"
             " (a stall, not retrained: it would stop at the same cap)"
         )
     return (
-        f"round {round_}: training stopped at its cap ({summary.get('stop_reason')}) {why}: "
+        f"round {round_}: training stopped at its cap ({summary.stop_reason}) {why}: "
         f"the network is undertrained; raise training.{cap} or leave it unset and let "
         "patience stop it"
     )
@@ -78,10 +83,10 @@ def _prior_sd(run: Any) -> np.ndarray:
 
 
 def _as_wide_as_prior(run: Any, round_: int) -> str | None:
-    summary = run.store.read_round_attr(round_, "posterior_summary", {}) or {}
-    if not summary:
+    summary = run.store.posterior_summary(round_)
+    if summary is None or not summary.parameters:
         return None
-    post = np.array([v["std"] for v in summary.values()], dtype=float)
+    post = np.array([v.std for v in summary.parameters.values()], dtype=float)
     prior = _prior_sd(run)
     if post.shape != prior.shape or not np.all(prior > 0):
         return None

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.store.schema import Movement
+
 __all__ = [
     "QUANTILES",
     "StopDecision",
@@ -221,7 +223,7 @@ class StopDecision:
 
 
 def stop_decision(
-    movements: Sequence[Mapping[str, Any] | None],
+    movements: Sequence[Movement | None],
     *,
     mean_shift: float,
     width_change: float,
@@ -234,24 +236,26 @@ def stop_decision(
     (relative). The run stops after ``rounds`` stable rounds in a row.
 
     Args:
-        movements: :func:`movement` results, one per round so far, oldest first.
+        movements: :func:`movement` results as stored (``RoundDiagnostics.movement``),
+            one per round so far, oldest first.
         mean_shift: Largest ``|mean_shift|`` of a stable round.
         width_change: Largest ``|width_ratio - 1|`` of a stable round.
         rounds: Stable rounds in a row needed to stop.
     """
     count = 0
     for m in reversed(movements):
-        if m is None or m.get("max_mean_shift") is None or m.get("max_width_change") is None:
+        if m is None or m.max_mean_shift is None or m.max_width_change is None:
             break
-        if not (m["max_mean_shift"] < mean_shift and m["max_width_change"] < width_change):
+        if not (m.max_mean_shift < mean_shift and m.max_width_change < width_change):
             break
         count += 1
     last = movements[-1] if movements else None
     if count >= rounds and last is not None:
+        assert last.max_mean_shift is not None and last.max_width_change is not None
         reason = (
             f"the posterior was stable for {count} round(s) in a row (at most "
             f"{mean_shift:g} sd mean shift and {width_change:.0%} width change; last round: "
-            f"{last['max_mean_shift']:.3g} sd and {last['max_width_change']:.1%})"
+            f"{last.max_mean_shift:.3g} sd and {last.max_width_change:.1%})"
         )
         return StopDecision(stop=True, stable_rounds=count, reason=reason)
     return StopDecision(

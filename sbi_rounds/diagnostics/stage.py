@@ -1,16 +1,17 @@
 """The per-round check stage: summary with MAP, predictive check, movement, C2ST, calibration.
 
 ``diagnose(run, r, client)`` runs after a round's ``checkpoint`` and commits every result
-in one write to the run file: the round attribute ``diagnostics`` (and ``calibration``
-on round 1). Like every stage it skips what is committed; parts never computed (a
-reference given later, a check switched on) are filled in when it runs again.
+in one write to the run file (``RunStore.write_diagnostics``): the round's
+``RoundDiagnostics``, and round 1's ``Calibration``. Like every stage it skips what is
+committed; parts never computed (a reference given later, a check switched on) are filled
+in when it runs again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from sbi_rounds.io import load_array
 from sbi_rounds.run import Run, parameter_names, posterior_for_round
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.stage import StageResult
-from sbi_rounds.store import Stage
+from sbi_rounds.store import Calibration, RoundDiagnostics, Stage
 
 __all__ = [
     "CALIBRATION_NOTE",
@@ -100,35 +101,33 @@ def check_inputs(run: Run) -> None:
         )
 
 
-def _wanted(run: Run, round_: int, stored: Mapping[str, Any]) -> list[str]:
+def _wanted(run: Run, round_: int, stored: RoundDiagnostics) -> list[str]:
     d = run.config.diagnostics
     parts = []
-    summary = stored.get("posterior") or {}
-    has_truth = all("truth" in s for s in summary.values()) if summary else False
+    summary = stored.posterior or {}
+    has_truth = all(s.truth is not None for s in summary.values()) if summary else False
     if not summary or has_truth != (d.true_parameters is not None):
         parts.append("posterior")
-    if d.map_iterations > 0 and stored.get("map") is None:
+    if d.map_iterations > 0 and stored.map is None:
         parts.append("map")
-    if d.predictive_simulations > 0 and stored.get("predictive") is None:
+    if d.predictive_simulations > 0 and stored.predictive is None:
         parts.append("predictive")
-    if round_ > 1 and stored.get("movement") is None:
+    if round_ > 1 and stored.movement is None:
         parts.append("movement")
-    if d.reference is not None and stored.get("c2st") is None:
+    if d.reference is not None and stored.c2st is None:
         parts.append("c2st")
     return parts
 
 
 def _calibration_due(run: Run, round_: int) -> bool:
     return (
-        round_ == 1
-        and run.config.calibration_simulations > 0
-        and run.store.read_round_attr(1, "calibration") is None
+        round_ == 1 and run.config.calibration_simulations > 0 and run.store.calibration(1) is None
     )
 
 
 def checks_due(run: Run, round_: int) -> list[str]:
     """The checks :func:`diagnose` would compute for a finished round (empty: none)."""
-    stored = run.store.read_round_attr(round_, "diagnostics", {}) or {}
+    stored = run.store.diagnostics(round_) or RoundDiagnostics()
     due = _wanted(run, round_, stored)
     return due + (["calibration"] if _calibration_due(run, round_) else [])
 
@@ -178,7 +177,7 @@ def _predictive(
         run_seed=derive_seed(cfg.seed, round_, "predictive"),
         client=client,
         description={"kind": "posterior_predictive", "round": round_},
-        seconds_per_simulation=run.store.read_round_attr(round_, "seconds_per_simulation"),
+        seconds_per_simulation=run.store.seconds_per_simulation(round_),
         should_stop=should_stop,
         progress=progress,
     )
@@ -210,7 +209,7 @@ def _calibration(run: Run, client: Any, should_stop: Callable[[], bool] | None) 
         run_seed=derive_seed(cfg.seed, 1, "calibration", 1),
         client=client,
         description={"kind": "prior", "purpose": "calibration of round 1"},
-        seconds_per_simulation=run.store.read_round_attr(1, "seconds_per_simulation"),
+        seconds_per_simulation=run.store.seconds_per_simulation(1),
         should_stop=should_stop,
     )
     if sims is None:
@@ -236,18 +235,23 @@ def _calibration(run: Run, client: Any, should_stop: Callable[[], bool] | None) 
 def _compute(
     run: Run,
     round_: int,
-    stored: dict[str, Any],
+    stored: RoundDiagnostics,
     missing: list[str],
     calibration_due: bool,
     client: Any,
     should_stop: Callable[[], bool] | None,
     progress: Callable[[int, int, float], None] | None,
-) -> dict[str, Any]:
-    """Compute the ``missing`` checks into ``stored`` (the round's ``diagnostics``), with
-    their seconds; returns the other round attributes to write (``calibration``)."""
+) -> tuple[RoundDiagnostics, Calibration | None]:
+    """Compute the ``missing`` checks, with their seconds, on top of the ``stored`` ones.
+
+    Returns:
+        ``(diagnostics, calibration)``: the round's checks, and round 1's calibration
+        when it was due (else None).
+    """
     store = run.store
     d = run.config.diagnostics
-    seconds: dict[str, float] = dict(stored.get("seconds", {}))
+    seconds = stored.seconds.model_dump()
+    parts: dict[str, Any] = {}
     samples = store.read_samples(round_)
     names = parameter_names(run)
 
@@ -259,33 +263,48 @@ def _compute(
         return value
 
     if "map" in missing:
-        stored["map"] = timed("map", lambda: _map(run, round_, samples))
+        parts["map"] = timed("map", lambda: _map(run, round_, samples))
     summary = posterior_statistics(
-        samples, names, map_estimate=stored.get("map"), true_parameters=d.true_parameters
+        samples,
+        names,
+        map_estimate=parts.get("map", stored.map),
+        true_parameters=d.true_parameters,
     )
-    stored["posterior"] = summary
+    parts["posterior"] = summary
     if "predictive" in missing:
-        stored["predictive"] = timed(
+        parts["predictive"] = timed(
             "predictive",
             lambda: _predictive(run, round_, samples, client, should_stop, progress),
         )
     if "movement" in missing:
-        previous = store.read_round_attr(round_ - 1, "diagnostics", {}) or {}
-        before = previous.get("posterior") or store.read_round_attr(
-            round_ - 1, "posterior_summary", {}
-        )
-        stored["movement"] = movement(before, summary)
+        parts["movement"] = movement(_previous_summary(run, round_ - 1), summary)
     if "c2st" in missing:
         reference = load_reference(run)
-        stored["c2st"] = {
+        parts["c2st"] = {
             **timed("c2st", lambda: c2st_sbibm(reference, samples)),
             "reference": d.reference,
         }
-    attrs: dict[str, Any] = {}
+    calibration = None
     if calibration_due:
-        attrs["calibration"] = timed("calibration", lambda: _calibration(run, client, should_stop))
-    stored["seconds"] = seconds
-    return attrs
+        calibration = Calibration.model_validate(
+            timed("calibration", lambda: _calibration(run, client, should_stop))
+        )
+    diagnostics = RoundDiagnostics.model_validate(
+        {**stored.model_dump(), **parts, "seconds": seconds}
+    )
+    return diagnostics, calibration
+
+
+def _previous_summary(run: Run, round_: int) -> dict[str, dict[str, Any]]:
+    """The posterior summary of ``round_`` that :func:`movement` compares with: its checks'
+    one, else its checkpoint's (empty: neither is stored)."""
+    previous = run.store.diagnostics(round_)
+    if previous is not None and previous.posterior:
+        return {name: s.model_dump() for name, s in previous.posterior.items()}
+    summary = run.store.posterior_summary(round_)
+    if summary is None:
+        return {}
+    return {name: s.model_dump() for name, s in summary.parameters.items()}
 
 
 def diagnose(
@@ -324,7 +343,7 @@ def diagnose(
             f"round {round_} is not finished (stage {stage.name.lower() if stage else None}); "
             "run its stages up to checkpoint before checking it"
         )
-    stored: dict[str, Any] = dict(store.read_round_attr(round_, "diagnostics", {}) or {})
+    stored = store.diagnostics(round_) or RoundDiagnostics()
     missing = _wanted(run, round_, stored)
     calibration_due = _calibration_due(run, round_)
     if not missing and not calibration_due:
@@ -332,8 +351,10 @@ def diagnose(
     if client is None and (("predictive" in missing) or calibration_due):
         raise ValueError("the predictive check and calibration simulate on Dask: give a client")
     t0 = time.perf_counter()
-    attrs = _compute(run, round_, stored, missing, calibration_due, client, should_stop, progress)
-    store.write_round_attrs(round_, diagnostics=stored, **attrs)
+    diagnostics, calibration = _compute(
+        run, round_, stored, missing, calibration_due, client, should_stop, progress
+    )
+    store.write_diagnostics(round_, diagnostics, calibration)
     elapsed = time.perf_counter() - t0
     return StageResult(
         round=round_,

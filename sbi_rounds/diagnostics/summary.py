@@ -7,7 +7,7 @@ from typing import Any
 
 from sbi_rounds.diagnostics.checks import StopDecision, stop_decision
 from sbi_rounds.run import Run
-from sbi_rounds.store import Stage
+from sbi_rounds.store import RoundDiagnostics, Stage
 
 __all__ = [
     "check_metrics",
@@ -18,8 +18,9 @@ __all__ = [
 ]
 
 
-def _diagnostics(run: Run, round_: int) -> dict[str, Any]:
-    return run.store.read_round_attr(round_, "diagnostics", {}) or {}
+def _diagnostics(run: Run, round_: int) -> RoundDiagnostics:
+    """The round's checks (none computed: an empty record)."""
+    return run.store.diagnostics(round_) or RoundDiagnostics()
 
 
 def stop_decision_for(run: Run, round_: int) -> StopDecision | None:
@@ -31,7 +32,7 @@ def stop_decision_for(run: Run, round_: int) -> StopDecision | None:
     d = run.config.diagnostics
     if not d.stop_when_stable:
         return None
-    movements = [_diagnostics(run, r).get("movement") for r in range(1, round_ + 1)]
+    movements = [_diagnostics(run, r).movement for r in range(1, round_ + 1)]
     return stop_decision(
         movements,
         mean_shift=d.stable_mean_shift,
@@ -58,44 +59,43 @@ def describe_checks(run: Run, round_: int) -> str:
     """One line on a round's checks, for the log."""
     diag = _diagnostics(run, round_)
     said = []
-    summary = diag.get("posterior") or {}
-    if summary:
+    if diag.posterior:
         said.append(
             "posterior "
             + ", ".join(
-                f"{name} {s['mean']:.4g} +- {s['std']:.3g}"
-                + ("" if s.get("map") is None else f" (MAP {s['map']:.4g})")
-                for name, s in summary.items()
+                f"{name} {s.mean:.4g} +- {s.std:.3g}"
+                + ("" if s.map is None else f" (MAP {s.map:.4g})")
+                for name, s in diag.posterior.items()
             )
         )
-    check = diag.get("predictive")
+    check = diag.predictive
     if check is not None:
-        flagged = [n for n in check["flagged"] if n in check["statistics"]]
+        flagged = [n for n in check.flagged if n in check.statistics]
         said.append(
             "predictive check: no statistic flagged"
             if not flagged
             else "predictive check FLAGS "
             + ", ".join(
-                f"{n} (x_o at predictive quantile {check['statistics'][n]['quantile']:.3f})"
+                f"{n} (x_o at predictive quantile {check.statistics[n].quantile:.3f})"
                 for n in flagged
             )
         )
-    move = diag.get("movement") or {}
-    if move.get("max_mean_shift") is not None:
+    move = diag.movement
+    if move is not None and move.max_mean_shift is not None:
         said.append(
-            f"moved by at most {move['max_mean_shift']:.3g} sd, widths changed by at most "
-            f"{move['max_width_change']:.1%}"
+            f"moved by at most {move.max_mean_shift:.3g} sd, widths changed by at most "
+            f"{move.max_width_change:.1%}"
         )
-    if diag.get("c2st"):
-        said.append(f"C2ST against the reference {diag['c2st']['accuracy']:.3f}")
-    calibration = run.store.read_round_attr(round_, "calibration") if round_ == 1 else None
+    if diag.c2st is not None:
+        said.append(f"C2ST against the reference {diag.c2st.accuracy:.3f}")
+    calibration = run.store.calibration(1) if round_ == 1 else None
     if calibration is not None:
-        cov = calibration["coverage"]
-        at = dict(zip(cov["levels"], cov["values"], strict=True))
+        cov = calibration.coverage
+        at = dict(zip(cov.levels, cov.values, strict=True))
         said.append(
-            f"calibration of round 1 on {calibration['valid']} tests: expected coverage "
+            f"calibration of round 1 on {calibration.valid} tests: expected coverage "
             f"{at.get(0.9, math.nan):.2f} at 90%, rank KS p-values "
-            + ", ".join(f"{p['ks_p_value']:.2g}" for p in calibration["parameters"].values())
+            + ", ".join(f"{p.ks_p_value:.2g}" for p in calibration.parameters.values())
         )
     return "; ".join(said) or "no checks"
 
@@ -103,12 +103,12 @@ def describe_checks(run: Run, round_: int) -> str:
 def check_metrics(run: Run, round_: int) -> dict[str, float]:
     """A round's checks as ``round/...`` metrics for a tracker (missing ones left out)."""
     diag = _diagnostics(run, round_)
-    check, move = diag.get("predictive"), diag.get("movement") or {}
+    check, move = diag.predictive, diag.movement
     metrics = {
-        "round/predictive_flagged": None if check is None else len(check["flagged"]),
-        "round/max_mean_shift": move.get("max_mean_shift"),
-        "round/max_width_change": move.get("max_width_change"),
-        "round/c2st": (diag.get("c2st") or {}).get("accuracy"),
+        "round/predictive_flagged": None if check is None else len(check.flagged),
+        "round/max_mean_shift": None if move is None else move.max_mean_shift,
+        "round/max_width_change": None if move is None else move.max_width_change,
+        "round/c2st": None if diag.c2st is None else diag.c2st.accuracy,
     }
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
@@ -127,16 +127,15 @@ def format_checks(run: Run) -> str:
         if run.store.stage(r) != Stage.DONE:
             continue
         diag = _diagnostics(run, r)
-        move = diag.get("movement") or {}
-        pred = diag.get("predictive")
-        change = move.get("max_width_change")
+        move, pred = diag.movement, diag.predictive
+        change = None if move is None else move.max_width_change
         table.append(
             [
                 str(r),
-                _cell(move.get("max_mean_shift")),
+                _cell(None if move is None else move.max_mean_shift),
                 "-" if change is None else f"{change:.1%}",
-                "-" if pred is None else (", ".join(pred["flagged"]) or "none"),
-                _cell((diag.get("c2st") or {}).get("accuracy")),
+                "-" if pred is None else (", ".join(pred.flagged) or "none"),
+                _cell(None if diag.c2st is None else diag.c2st.accuracy),
             ]
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -10,22 +10,23 @@ import numpy as np
 from sbi_rounds.diagnostics.plots import save_pairplot
 from sbi_rounds.run import Run, parameter_names
 from sbi_rounds.stage import stage
-from sbi_rounds.store import POSTERIOR_SAMPLES, Stage
+from sbi_rounds.store import POSTERIOR_SAMPLES, PosteriorSummary, Stage
+from sbi_rounds.store.schema import ParameterSummary
 
 __all__ = ["checkpoint", "posterior_summary"]
 
 
-def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, ParameterSummary]:
     """Mean, standard deviation and 5/50/95% quantiles per parameter of ``samples (S, D)``."""
     q = np.quantile(samples, [0.05, 0.5, 0.95], axis=0)
     return {
-        name: {
-            "mean": float(samples[:, i].mean()),
-            "std": float(samples[:, i].std(ddof=1)),
-            "q05": float(q[0, i]),
-            "median": float(q[1, i]),
-            "q95": float(q[2, i]),
-        }
+        name: ParameterSummary(
+            mean=float(samples[:, i].mean()),
+            std=float(samples[:, i].std(ddof=1)),
+            q05=float(q[0, i]),
+            median=float(q[1, i]),
+            q95=float(q[2, i]),
+        )
         for i, name in enumerate(names)
     }
 
@@ -47,13 +48,15 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> dict[str, Any
             points=run.config.diagnostics.true_parameters,
             title=f"round {round_}",
         )
-    store.write_round_attrs(
+    store.write_posterior_summary(
         round_,
+        PosteriorSummary(parameters=summary, pairplot=None if figure is None else figure.name),
         seal_datasets=POSTERIOR_SAMPLES,
-        posterior_summary=summary,
-        pairplot=None if figure is None else figure.name,
     )
-    return {"summary": summary, "pairplot": None if figure is None else str(figure)}
+    return {
+        "summary": {name: s.model_dump() for name, s in summary.items()},
+        "pairplot": None if figure is None else str(figure),
+    }
 
 
 def _prior_limits(run: Run) -> list[tuple[float, float]] | None:

@@ -44,7 +44,7 @@ def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
     measured = None
     if cfg.cluster.chunk_size == "measure":
         if round_ > 1:
-            measured = store.read_round_attr(round_ - 1, "seconds_per_simulation")
+            measured = store.seconds_per_simulation(round_ - 1)
         if measured is None:  # round 1: time the simulator on a few prior draws, here
             probe_seed = derive_seed(cfg.seed, round_, "probe")
             with seeded(probe_seed):

@@ -101,5 +101,5 @@ def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     chunk_seconds = store.chunk_seconds(round_)
     info = store.round_info(round_)
     per_sim = float(np.nansum(chunk_seconds) / info.num_simulations)
-    store.write_round_attrs(round_, seal_datasets=SIMULATIONS, seconds_per_simulation=per_sim)
+    store.write_seconds_per_simulation(round_, per_sim, seal_datasets=SIMULATIONS)
     return {"simulations": n, "valid": n_valid}

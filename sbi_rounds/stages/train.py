@@ -22,7 +22,8 @@ from sbi_rounds.stall import (
     validation_losses,
     zero_field_losses,
 )
-from sbi_rounds.store import Stage
+from sbi_rounds.store import Stage, TrainingAttempt, TrainingSummaryRecord
+from sbi_rounds.store.schema import StallCheckRecord
 from sbi_rounds.training import (
     Callback,
     CheckpointCallback,
@@ -70,46 +71,47 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
         record, network = _train_attempt(
             run, round_, len(attempts), data, loss_fn, callbacks, *settings
         )
-        stored = [a for a in attempts if a.get("kept")]
+        stored = [a for a in attempts if a.kept]
         if not stored:
             keep = True
-        elif record["fallback"]:
-            keep = record["excess"] < stored[-1]["excess"]
+        elif record.fallback:
+            keep = record.excess < stored[-1].excess
         else:
-            keep = not record["stalled"] or record["excess"] < stored[-1]["excess"]
-        record["kept"] = keep
+            keep = not record.stalled or record.excess < stored[-1].excess
+        record = record.model_copy(update={"kept": keep})
         store.finish_training_attempt(round_, record, network if keep else None)
         attempts.append(record)
-    kept = [a for a in attempts if a.get("kept")][-1]
+    kept = [a for a in attempts if a.kept][-1]
     # A stall cut by a cap is one of the round's alerts (diagnostics.round_alerts), which
     # the flow shows with the round's line, the report and the Prefect artifact.
-    if kept["stalled"] and not kept["capped"]:
+    if kept.stalled and not kept.capped:
         log.warning(
             "round %d: every one of %d trainings stalled; kept attempt %d, whose %s. Check "
             "the network and training settings (or raise stall.margin if the reference is "
             "too strict for this problem)",
             round_,
             len(attempts),
-            kept["attempt"] + 1,
+            kept.attempt + 1,
             _stall_text(kept),
         )
     summary = store.training_summary(round_)
+    assert summary is not None  # committed with the kept attempt's network
     return {
-        "epochs": summary["epochs"],
-        "best_val_loss": summary["best_val_loss"],
-        "stop_reason": summary["stop_reason"],
-        "resumed_from_epoch": summary["resumed_from_epoch"],
-        "retrains": sum(not a.get("fallback") for a in attempts) - 1,
-        "network": kept.get("network"),
-        "stalled": kept["stalled"],
+        "epochs": summary.epochs,
+        "best_val_loss": summary.best_val_loss,
+        "stop_reason": summary.stop_reason,
+        "resumed_from_epoch": summary.resumed_from_epoch,
+        "retrains": sum(not a.fallback for a in attempts) - 1,
+        "network": kept.network,
+        "stalled": kept.stalled,
     }
 
 
-def _stall_text(record: dict[str, Any]) -> str:
+def _stall_text(record: TrainingAttempt) -> str:
     return (
-        f"{'stalled' if record['stalled'] else 'trained'} (validation loss "
-        f"{record['loss']:.3f} vs {record['reference_loss']:.3f} of the "
-        f"{record['reference'].replace('_', ' ')} reference)"
+        f"{'stalled' if record.stalled else 'trained'} (validation loss "
+        f"{record.loss:.3f} vs {record.reference_loss:.3f} of the "
+        f"{record.reference.replace('_', ' ')} reference)"
     )
 
 
@@ -123,7 +125,7 @@ def _architecture(run: Run) -> dict[str, Any]:
 
 
 def _next_architecture(
-    run: Run, round_: int, attempts: list[dict[str, Any]]
+    run: Run, round_: int, attempts: list[TrainingAttempt]
 ) -> tuple[dict[str, Any], bool] | None:
     """``(network settings, fallback)`` of the round's next training attempt, where
     ``fallback`` tells a training of the method's fallback network; None when it is done.
@@ -137,9 +139,9 @@ def _next_architecture(
         return _architecture(run), False
     last = attempts[-1]
     if (
-        last["stalled"]
-        and not last["capped"]
-        and not last.get("fallback")
+        last.stalled
+        and not last.capped
+        and not last.fallback
         and len(attempts) <= cfg.stall.max_retrains
     ):
         log.warning(
@@ -152,14 +154,14 @@ def _next_architecture(
         )
         return _architecture(run), False
     fallback = run.method.fallback_network
-    kept = [a for a in attempts if a.get("kept")][-1]
+    kept = [a for a in attempts if a.kept][-1]
     if (
         fallback is None
         or cfg.network.model is not None  # the user chose the network
-        or any(a.get("fallback") for a in attempts)
-        or kept["capped"]  # another training would stop at the same limit
-        or kept["reference"] != "gaussian"
-        or not kept["excess"] > 0
+        or any(a.fallback for a in attempts)
+        or kept.capped  # another training would stop at the same limit
+        or kept.reference != "gaussian"
+        or not kept.excess > 0
     ):
         return None
     settings = {**_architecture(run), "model": fallback}
@@ -167,9 +169,9 @@ def _next_architecture(
         "round %d: the %s network did not beat the best linear-Gaussian fit on the held-out "
         "rows (validation loss %.3f vs %.3f); training a %s network too and keeping the better",
         round_,
-        kept.get("network", cfg.network_model),
-        kept["loss"],
-        kept["reference_loss"],
+        kept.network or cfg.network_model,
+        kept.loss,
+        kept.reference_loss,
         fallback,
     )
     return settings, True
@@ -184,7 +186,7 @@ def _train_attempt(
     callbacks: Sequence[Callback],
     settings: dict[str, Any],
     fallback: bool,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[TrainingAttempt, dict[str, Any]]:
     """Train attempt ``attempt`` (0: the usual training) of the network ``settings``
     describe, and check it for a stall.
 
@@ -229,16 +231,16 @@ def _train_attempt(
         val_rows,
         derive_seed(cfg.seed, round_, "split", attempt),
     )
-    record = {
-        "attempt": attempt,
-        "seed": train_seed,
-        "epochs": summary.epochs,
-        "stop_reason": summary.stop_reason,
-        "capped": summary.limit_reached is not None,
-        "network": settings["model"],
-        "fallback": fallback,
+    record = TrainingAttempt(
+        attempt=attempt,
+        seed=train_seed,
+        epochs=summary.epochs,
+        stop_reason=summary.stop_reason,
+        capped=summary.limit_reached is not None,
+        network=settings["model"],
+        fallback=fallback,
         **check.record(),
-    }
+    )
     return record, {
         "weights": net.state_dict(),
         "architecture": settings,
@@ -249,22 +251,22 @@ def _train_attempt(
 
 def _summary_record(
     summary: TrainingSummary, samples: int, attempt: int, check: StallCheck
-) -> dict[str, Any]:
+) -> TrainingSummaryRecord:
     """The training summary stored with the round's network."""
-    return {
-        "epochs": summary.epochs,
-        "steps": summary.steps,
-        "best_val_loss": summary.best_val_loss,
-        "best_epoch": summary.best_epoch,
-        "stop_reason": summary.stop_reason,
-        "elapsed": summary.elapsed,
-        "resumed_from_epoch": summary.resumed_from_epoch,
-        "limit_reached": summary.limit_reached,
-        "batch_size": summary.batch_size,
-        "training_samples": samples,
-        "attempt": attempt,
-        "stall_check": check.record(),
-    }
+    return TrainingSummaryRecord(
+        epochs=summary.epochs,
+        steps=summary.steps,
+        best_val_loss=summary.best_val_loss,
+        best_epoch=summary.best_epoch,
+        stop_reason=summary.stop_reason,
+        elapsed=summary.elapsed,
+        resumed_from_epoch=summary.resumed_from_epoch,
+        limit_reached=summary.limit_reached,
+        batch_size=summary.batch_size,
+        training_samples=samples,
+        attempt=attempt,
+        stall_check=StallCheckRecord(**check.record()),
+    )
 
 
 def _stall_check(

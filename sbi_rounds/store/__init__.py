@@ -8,6 +8,10 @@ the round's group through HDF5 external links, so readers see one file. Format-1
 (everything inside ``run.h5``) are read as they are; rounds planned in them from now on get
 the new layout, and the file is marked format 2.
 
+A round's records (training summary and attempts, posterior summary, checks, calibration,
+seconds per simulation and per stage) are typed models (``schema``), each written and read
+by one method pair, e.g. :meth:`RunStore.write_diagnostics` and :meth:`RunStore.diagnostics`.
+
 How writes stay consistent when the process is killed at any instant:
 
 * Structural changes (new groups, datasets, attributes: planning a round, saving the
@@ -47,21 +51,35 @@ from sbi_rounds.store.format import (
 )
 from sbi_rounds.store.records import POSTERIOR_SAMPLES, SIMULATIONS, RoundRecords
 from sbi_rounds.store.repair import RepairRecords
+from sbi_rounds.store.schema import (
+    Calibration,
+    PosteriorSummary,
+    RoundDiagnostics,
+    Timings,
+    TrainingAttempt,
+    TrainingSummaryRecord,
+)
 from sbi_rounds.store.training import RoundCheckpointSink, TrainingRecords
 
 __all__ = [
     "FORMAT",
     "POSTERIOR_SAMPLES",
     "SIMULATIONS",
+    "Calibration",
     "Damage",
     "DamagedRunError",
     "FORMAT_VERSION",
     "TIMED_STAGES",
+    "PosteriorSummary",
     "RoundCheckpointSink",
+    "RoundDiagnostics",
     "RoundInfo",
     "RunFileError",
     "RunStore",
     "Stage",
+    "Timings",
+    "TrainingAttempt",
+    "TrainingSummaryRecord",
 ]
 
 

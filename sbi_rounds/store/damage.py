@@ -12,6 +12,14 @@ from pathlib import Path
 
 from sbi_rounds.store.checksums import Damage, describe
 from sbi_rounds.store.format import Stage
+from sbi_rounds.store.schema import (
+    CALIBRATION,
+    DIAGNOSTICS,
+    PAIRPLOT,
+    POSTERIOR_SUMMARY,
+    TRAINING_ATTEMPTS,
+    TRAINING_SUMMARY,
+)
 
 __all__ = ["RepairPlan", "RoundRepair", "damage_message", "damaged_part", "plan_repair"]
 
@@ -47,9 +55,9 @@ _IMPLIES = {"training": {"posterior"}, "parameters": {"simulations"}}
 _LEAVE_OUT = {
     "training": (
         {"network", "history", "training_checkpoint"},
-        {"training_attempts", "training_summary", "calibration"},
+        {TRAINING_ATTEMPTS, TRAINING_SUMMARY, CALIBRATION},
     ),
-    "posterior": ({"posterior_samples"}, {"posterior_summary", "pairplot", "diagnostics"}),
+    "posterior": ({"posterior_samples"}, {POSTERIOR_SUMMARY, PAIRPLOT, DIAGNOSTICS}),
     "parameters": ({"theta"}, set()),
     "simulations": ({"x", "valid", "chunk_done", "chunk_seconds", "counts"}, set()),
     "counts": ({"counts"}, set()),

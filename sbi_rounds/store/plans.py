@@ -26,6 +26,7 @@ from sbi_rounds.store.format import (
     storage_dtype,
     x_file_name,
 )
+from sbi_rounds.store.schema import Timings
 
 __all__ = ["RoundPlans"]
 
@@ -151,8 +152,8 @@ class RoundPlans(StoreFile):
             old = float(ds[i])
             ds[i] = seconds if math.isnan(old) else old + seconds
 
-    def timings(self, round_: int) -> dict[str, float]:
+    def timings(self, round_: int) -> Timings:
         """Seconds per stage of a round (NaN: not run yet)."""
         with self._read() as f:
             values = f[round_group(round_)]["timings"][()]
-        return dict(zip(TIMED_STAGES, (float(v) for v in values), strict=True))
+        return Timings(**dict(zip(TIMED_STAGES, (float(v) for v in values), strict=True)))

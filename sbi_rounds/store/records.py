@@ -1,18 +1,30 @@
-"""A round's data in the run file: parameters, simulations, posterior samples, attributes."""
+"""A round's data in the run file: parameters, simulations, posterior samples, records."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from sbi_rounds.store.bulk import linked_file
-from sbi_rounds.store.checksums import seal, stamp
+from sbi_rounds.store.checksums import seal as seal_group
+from sbi_rounds.store.checksums import stamp
 from sbi_rounds.store.format import RunFileError, Stage, round_group, storage_dtype
 from sbi_rounds.store.plans import RoundPlans
+from sbi_rounds.store.schema import (
+    CALIBRATION,
+    DIAGNOSTICS,
+    PAIRPLOT,
+    POSTERIOR_SUMMARY,
+    SECONDS_PER_SIMULATION,
+    Calibration,
+    ParameterSummary,
+    PosteriorSummary,
+    RoundDiagnostics,
+    read_attr,
+    write_attr,
+)
 
 __all__ = ["POSTERIOR_SAMPLES", "SIMULATIONS", "RoundRecords"]
 
@@ -23,7 +35,7 @@ POSTERIOR_SAMPLES = ("posterior_samples",)
 
 
 class RoundRecords(RoundPlans):
-    """Reads and writes a round's parameters, simulations, samples and attributes."""
+    """Reads and writes a round's parameters, simulations, samples and records."""
 
     # --- parameters ---------------------------------------------------------------------
     def write_theta(self, round_: int, start: int, theta: np.ndarray) -> None:
@@ -188,23 +200,66 @@ class RoundRecords(RoundPlans):
             g = f[round_group(round_)]
             return g["posterior_samples"][: int(g["samples_done"][0])]
 
-    # --- attributes for diagnostics -----------------------------------------------------
-    def write_round_attrs(
-        self, round_: int, *, seal_datasets: Sequence[str] = (), **values: Any
-    ) -> None:
-        """Store JSON-encoded values on the round (summaries, diagnostics).
+    # --- records (``schema``) ------------------------------------------------------------
+    def seal(self, round_: int, datasets: Sequence[str]) -> None:
+        """Commit the checksums of the round's ``datasets`` that no longer change (e.g.
+        ``SIMULATIONS``; ``sbi_rounds.store.checksums``)."""
+        with self._structural() as f:
+            seal_group(f[round_group(round_)], datasets)
 
-        ``seal_datasets``: the round's datasets that no longer change (e.g. ``SIMULATIONS``)
-        get their checksum in the same commit (``sbi_rounds.store.checksums``).
-        """
+    def write_seconds_per_simulation(
+        self, round_: int, seconds: float, *, seal_datasets: Sequence[str] = ()
+    ) -> None:
+        """Record the round's mean wall seconds per simulation, and seal ``seal_datasets``
+        (see :meth:`seal`) in the same commit."""
         with self._structural() as f:
             g = f[round_group(round_)]
-            seal(g, seal_datasets)
-            for key, value in values.items():
-                g.attrs[key] = json.dumps(value, sort_keys=True)
+            seal_group(g, seal_datasets)
+            write_attr(g, SECONDS_PER_SIMULATION, float, seconds)
 
-    def read_round_attr(self, round_: int, key: str, default: Any = None) -> Any:
-        """A value stored with :meth:`write_round_attrs`."""
+    def seconds_per_simulation(self, round_: int) -> float | None:
+        """The round's mean wall seconds per simulation (None: not simulated yet)."""
         with self._read() as f:
-            raw = f[round_group(round_)].attrs.get(key)
-            return default if raw is None else json.loads(raw)
+            return read_attr(f[round_group(round_)], SECONDS_PER_SIMULATION, float)
+
+    def write_posterior_summary(
+        self, round_: int, summary: PosteriorSummary, *, seal_datasets: Sequence[str] = ()
+    ) -> None:
+        """Record the summary of the round's posterior samples, and seal ``seal_datasets``
+        (see :meth:`seal`) in the same commit."""
+        summary = PosteriorSummary.model_validate(summary)
+        with self._structural() as f:
+            g = f[round_group(round_)]
+            seal_group(g, seal_datasets)
+            write_attr(g, POSTERIOR_SUMMARY, dict[str, ParameterSummary], summary.parameters)
+            write_attr(g, PAIRPLOT, str | None, summary.pairplot)
+
+    def posterior_summary(self, round_: int) -> PosteriorSummary | None:
+        """The summary of the round's posterior samples (None: not finished yet)."""
+        with self._read() as f:
+            g = f[round_group(round_)]
+            parameters = read_attr(g, POSTERIOR_SUMMARY, dict[str, ParameterSummary])
+            if parameters is None:
+                return None
+            return PosteriorSummary(parameters=parameters, pairplot=read_attr(g, PAIRPLOT, str))
+
+    def write_diagnostics(
+        self, round_: int, diagnostics: RoundDiagnostics, calibration: Calibration | None = None
+    ) -> None:
+        """Commit the round's checks, and round 1's ``calibration`` when given, at once (a
+        record replaces the stored one)."""
+        with self._structural() as f:
+            g = f[round_group(round_)]
+            write_attr(g, DIAGNOSTICS, RoundDiagnostics, diagnostics)
+            if calibration is not None:
+                write_attr(g, CALIBRATION, Calibration, calibration)
+
+    def diagnostics(self, round_: int) -> RoundDiagnostics | None:
+        """The round's checks (None: not checked yet)."""
+        with self._read() as f:
+            return read_attr(f[round_group(round_)], DIAGNOSTICS, RoundDiagnostics)
+
+    def calibration(self, round_: int = 1) -> Calibration | None:
+        """The calibration stored on ``round_`` (only round 1 has one; None: not run)."""
+        with self._read() as f:
+            return read_attr(f[round_group(round_)], CALIBRATION, Calibration)

@@ -14,6 +14,14 @@ from sbi_rounds.serialize import read_nested, write_nested
 from sbi_rounds.store.checksums import stamp, stamp_tree
 from sbi_rounds.store.files import StoreFile
 from sbi_rounds.store.format import round_group
+from sbi_rounds.store.schema import (
+    TRAINING_ATTEMPTS,
+    TRAINING_SUMMARY,
+    TrainingAttempt,
+    TrainingSummaryRecord,
+    read_attr,
+    write_attr,
+)
 
 __all__ = ["RoundCheckpointSink", "TrainingRecords"]
 
@@ -29,7 +37,7 @@ class TrainingRecords(StoreFile):
         weights: Mapping[str, torch.Tensor],
         architecture: Mapping[str, Any],
         history: Mapping[str, list[float]],
-        summary: Mapping[str, Any],
+        summary: TrainingSummaryRecord,
     ) -> None:
         """Commit the trained network (weights as datasets), history and summary at once.
 
@@ -41,7 +49,7 @@ class TrainingRecords(StoreFile):
     def finish_training_attempt(
         self,
         round_: int,
-        record: Mapping[str, Any],
+        record: TrainingAttempt,
         network: Mapping[str, Any] | None = None,
     ) -> None:
         """Commit one training attempt of ``round_`` at once: its record, appended to
@@ -50,18 +58,18 @@ class TrainingRecords(StoreFile):
         """
         with self._structural() as f:
             g = f[round_group(round_)]
-            attempts = json.loads(g.attrs.get("training_attempts", "[]"))
-            g.attrs["training_attempts"] = json.dumps([*attempts, dict(record)], sort_keys=True)
+            attempts = read_attr(g, TRAINING_ATTEMPTS, list[TrainingAttempt]) or []
+            write_attr(g, TRAINING_ATTEMPTS, list[TrainingAttempt], [*attempts, record])
             if network is not None:
                 write_network_group(g, **network)
             elif "training_checkpoint" in g:
                 del g["training_checkpoint"]
 
-    def training_attempts(self, round_: int) -> list[dict[str, Any]]:
+    def training_attempts(self, round_: int) -> list[TrainingAttempt]:
         """Records of the round's finished training attempts, first to last (see
         ``sbi_rounds.stall``); empty before the first finished."""
         with self._read() as f:
-            return json.loads(f[round_group(round_)].attrs.get("training_attempts", "[]"))
+            return read_attr(f[round_group(round_)], TRAINING_ATTEMPTS, list[TrainingAttempt]) or []
 
     def has_network(self, round_: int) -> bool:
         """Whether a trained network of ``round_`` was committed."""
@@ -84,11 +92,10 @@ class TrainingRecords(StoreFile):
             g = f[round_group(round_)]
             return {k: v[()] for k, v in g["history"].items()} if "history" in g else {}
 
-    def training_summary(self, round_: int) -> dict[str, Any]:
-        """The summary of a round's training (empty before it finished)."""
+    def training_summary(self, round_: int) -> TrainingSummaryRecord | None:
+        """The summary of the training of the round's network (None: not trained yet)."""
         with self._read() as f:
-            raw = f[round_group(round_)].attrs.get("training_summary")
-            return json.loads(raw) if raw is not None else {}
+            return read_attr(f[round_group(round_)], TRAINING_SUMMARY, TrainingSummaryRecord)
 
     def save_checkpoint(self, round_: int, state: Mapping[str, Any]) -> None:
         """Replace the round's training checkpoint with ``state`` (atomic)."""
@@ -130,7 +137,7 @@ def write_network_group(
     weights: Mapping[str, torch.Tensor],
     architecture: Mapping[str, Any],
     history: Mapping[str, list[float]],
-    summary: Mapping[str, Any],
+    summary: TrainingSummaryRecord,
 ) -> None:
     """Replace the round group's network, history and summary; drop its checkpoint."""
     for key in ("network", "history", "training_checkpoint"):
@@ -143,4 +150,4 @@ def write_network_group(
     hist = g.create_group("history")
     for key, values in history.items():
         stamp(hist.create_dataset(key, data=np.asarray(values, dtype=np.float64)))
-    g.attrs["training_summary"] = json.dumps(dict(summary), sort_keys=True)
+    write_attr(g, TRAINING_SUMMARY, TrainingSummaryRecord, summary)
