@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from example_records import training_summary
+
 from sbi_rounds.diagnostics import round_alerts, simulation_alerts, stop_label
 from sbi_rounds.round import run_round
 from sbi_rounds.session import run_session
@@ -57,12 +59,13 @@ def test_a_posterior_as_wide_as_the_prior_and_failed_simulations_are_named(
 
 
 def test_stop_labels_and_the_shared_round_columns():
-    assert stop_label({}) is None
-    assert stop_label({"limit_reached": "max_time", "stop_reason": "reached max_time=5 s"}) == (
-        "max_time"
-    )
+    assert stop_label(None) is None
+    timed_out = training_summary(limit_reached="max_time", stop_reason="reached max_time=5 s")
+    assert stop_label(timed_out) == "max_time"
     patience = "validation loss did not improve by more than 0.0 for 20 epochs"
-    assert stop_label({"limit_reached": None, "stop_reason": patience}) == "patience"
+    assert stop_label(training_summary(limit_reached=None, stop_reason=patience)) == "patience"
+    lr = "learning rate fell below min_lr"
+    assert stop_label(training_summary(limit_reached=None, stop_reason=lr)) == "min_lr"
     keys = [c.key for c in ROUND_COLUMNS]
     assert len(keys) == len(set(keys)) and "stop" in keys and "network" in keys
     text = format_round_table([{"round": 1, "simulations": 10, "valid": 9, "stop": "patience"}])
