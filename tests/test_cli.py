@@ -190,6 +190,8 @@ def test_status_and_export_read_a_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "one  (snpe, 0 of 3 rounds done, not running)" in out
     assert "simulated" in out and "2/4" in out
+    (header,) = [line.split() for line in out.splitlines() if line.split()[:1] == ["round"]]
+    assert header == ["round", "stage", "simulated", "valid", "epochs", "best", "val", "loss"]
     assert sbi_rounds(["export", str(store.path.parent), "-o", str(tmp_path / "e.npz")]) == 0
     data = np.load(tmp_path / "e.npz")
     assert data["round_001_theta"].shape == (4, 2) and data["round_001_valid"].sum() == 2

@@ -65,7 +65,12 @@ def _format(status: dict[str, Any]) -> str:
         f"done, {_holder_text(status['holder'])})",
         f"  {status['path']}",
     ]
-    header = ("round", "stage", "simulated", "valid", "epochs", "best val loss")
+    from sbi_rounds.table import ROUND_COLUMNS
+
+    # the round table's titles (the console's short ones); "simulated" is the status's own
+    titles = {c.key: c.short or c.title for c in ROUND_COLUMNS}
+    keys = ("round", "stage", "simulated", "valid", "epochs", "best_val_loss")
+    header = tuple(titles.get(key, key) for key in keys)
     table = [header] + [
         (
             str(row["round"]),
