@@ -57,8 +57,8 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
             {
                 "round": r,
                 "stage": store.stage(r).name.lower(),
-                "simulations": counts["simulations"],
-                "valid": counts["valid"],
+                "simulations": counts.simulations,
+                "valid": counts.valid,
                 "epochs": None if summary is None else summary.epochs,
                 "best_val_loss": None if summary is None else summary.best_val_loss,
                 "stop": stop_label(summary),

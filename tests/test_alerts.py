@@ -53,7 +53,7 @@ def test_a_posterior_as_wide_as_the_prior_and_failed_simulations_are_named(
         run_round(run, 1, dask_client, pairplot=False)
         alerts = round_alerts(run, 1)
         counts = run.store.counts(1)
-    failed = counts["simulations"] - counts["valid"]
+    failed = counts.simulations - counts.valid
     assert failed > 0
     assert f"round 1: {failed} of 300 simulations failed" in " ".join(alerts)
 
@@ -75,7 +75,7 @@ def test_stop_labels_and_the_shared_round_columns():
 
 def test_a_valid_fraction_that_fell_is_named(tmp_path):
     store = RunStore.create(tmp_path / "run.h5", config={"a": 1}, fingerprint="abc")
-    for r in (1, 2, 3):
+    for r in (1, 2, 3, 4, 5):
         store.plan_round(
             r,
             num_simulations=100,
@@ -97,3 +97,6 @@ def test_a_valid_fraction_that_fell_is_named(tmp_path):
         "round 2: 70% of the simulations were valid, down from 99% in round 1"
     )
     assert len(simulation_alerts(store, 3)) == 1  # 70% -> 68% is not a fall worth a warning
+    assert simulation_alerts(store, 4) == []  # not counted yet
+    store.set_counts(5, 100, 60)
+    assert len(simulation_alerts(store, 5)) == 1  # no fall from round 4, which has no counts

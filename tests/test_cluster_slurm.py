@@ -194,7 +194,7 @@ def test_the_sbatch_script_runs_the_flow_in_a_batch_job(slurm, tmp_path):
     assert out.returncode == 0, f"{out.stderr}\n{log[-3000:]}"
     assert "run file:" in log
     store = RunStore.open(tmp_path / "runs" / "hpc-test" / "run.h5")
-    assert store.stage(1) == Stage.DONE and store.counts(1)["valid"] == 200
+    assert store.stage(1) == Stage.DONE and store.counts(1).valid == 200
     assert np.isfinite(store.read_samples(1)).all()
     assert len(list(tmp_path.glob("worker-*.out"))) >= 1  # the flow submitted worker jobs
     _wait_no_jobs()

@@ -44,7 +44,7 @@ from flows.online import online_inference
 from sbi_rounds.campaign import observation_configs
 from sbi_rounds.config import CampaignConfig, RunConfig
 from sbi_rounds.locking import RunLock
-from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.store import RoundCounts, RunStore, Stage
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "deployments" / "prefect.yaml"
@@ -376,7 +376,7 @@ def test_a_deployed_run_fills_the_run_file_and_publishes_artifacts(stack, tmp_pa
         logs = stack.logs(client, run, "round 2/2 done: 200 simulations (200 valid)")
     store = RunStore.open(tmp_path / "runs" / "deployed" / "run.h5")
     assert [store.stage(r) for r in (1, 2)] == [Stage.DONE, Stage.DONE]
-    assert store.counts(2) == {"simulations": 200, "valid": 200, "invalid": 0}
+    assert store.counts(2) == RoundCounts(simulations=200, valid=200, invalid=0)
     assert store.read_samples(2).shape == (200, 2)
 
     by_key: dict[str, list[Any]] = {}

@@ -18,7 +18,7 @@ def test_the_flow_runs_resumes_and_extends(make_config, prefect_server):
     assert [row["stage"] for row in result["rounds"]] == ["done", "done"]
     assert len(result["pairplots"]) == 2
     store = RunStore.open(config.run_path)
-    assert store.counts(2)["valid"] == 300
+    assert store.counts(2).valid == 300
     # The same settings again: nothing is redone (no cluster is even started).
     again = online_inference(config)
     assert again["rounds"] == result["rounds"]

@@ -15,7 +15,7 @@ import h5py
 import pytest
 
 from sbi_rounds.cli.run import main
-from sbi_rounds.store import RunStore
+from sbi_rounds.store import RoundCounts, RunStore
 
 SMALL = [
     "--rounds",
@@ -202,7 +202,7 @@ def test_an_all_invalid_round_recovers_after_the_simulator_is_fixed(
         assert "at least 50 are needed" in _error(capfd, _argv(runs), status=1)
     assert main([*_argv(runs), f"--{fix}"]) == 0
     store = RunStore.open(runs / "r" / "run.h5")
-    assert store.counts(1) == {"simulations": 100, "valid": 100, "invalid": 0}
+    assert store.counts(1) == RoundCounts(simulations=100, valid=100, invalid=0)
     assert store.stage(1).name == "DONE"
 
 

@@ -183,8 +183,8 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
         cells = dict(zip(header, row, strict=True))
         counts, summary = store.counts(r), store.training_summary(r)
         assert cells["round"] == str(r) and cells["stage"] == "done"
-        assert cells["simulations"] == str(counts["simulations"]) == "200"
-        assert cells["valid"] == str(counts["valid"])
+        assert cells["simulations"] == str(counts.simulations) == "200"
+        assert cells["valid"] == str(counts.valid)
         assert cells["epochs"] == str(summary.epochs)
         assert cells["best validation loss"] == format_number(summary.best_val_loss)
         assert cells["stopped by"] == stop_label(summary) and cells["network"] in ("nsf", "maf")
@@ -336,8 +336,8 @@ def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
     assert len(rows) == 2
     for r, row in zip((1, 2), rows, strict=True):
         cells = dict(zip(header, row, strict=True))
-        assert cells["simulations"] == str(store.counts(r)["simulations"])
-        assert cells["valid"] == str(store.counts(r)["valid"])
+        assert cells["simulations"] == str(store.counts(r).simulations)
+        assert cells["valid"] == str(store.counts(r).valid)
         assert cells["epochs"] == str(store.training_summary(r).epochs)
         assert cells["best validation loss"] == format_number(
             store.training_summary(r).best_val_loss

@@ -30,7 +30,7 @@ from sbi_rounds.simulation import (
     simulate_round,
 )
 from sbi_rounds.stages import InvalidRoundError, run_session
-from sbi_rounds.store import RunStore
+from sbi_rounds.store import RoundCounts, RunStore
 
 EXAMPLES = Path(__file__).parents[1] / "sbi_rounds" / "examples_command"
 PY_COMMAND = [
@@ -468,7 +468,7 @@ def test_nan_and_inf_outputs_are_kept_marked_and_counted(make_config, dask_clien
     np.testing.assert_array_equal(~valid, expected_invalid)
     assert np.isnan(x[theta[:, 0] > 1.0]).all() and np.isinf(x[theta[:, 0] < -1.9, 0]).all()
     assert result.details == {"simulations": 200, "valid": int(valid.sum())}
-    assert RunStore.open(config.run_path).counts(1)["invalid"] == int(expected_invalid.sum())
+    assert RunStore.open(config.run_path).counts(1).invalid == int(expected_invalid.sum())
     strict = make_config(
         rounds=1,
         simulations_per_round=200,
@@ -691,7 +691,7 @@ def test_the_cli_runs_a_round_with_the_example_external_program(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     store = RunStore.open(tmp_path / "runs" / "cmd" / "run.h5")
-    assert store.counts(1) == {"simulations": 200, "valid": 200, "invalid": 0}
+    assert store.counts(1) == RoundCounts(simulations=200, valid=200, invalid=0)
     assert store.round_info(1).num_chunks == 8
     assert store.read_config()["simulator"]["kind"] == "command"
 

@@ -15,7 +15,7 @@ from sbi_rounds.stages import (
     open_run,
     run_session,
 )
-from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.store import RoundCounts, RunStore, Stage
 
 
 def _round(run, r, client, **simulate_kwargs):
@@ -39,7 +39,7 @@ def test_a_round_commits_every_stage_and_a_rerun_skips_them(make_config, dask_cl
     assert [r.skipped for r in again] == [True] * 6
     store = RunStore.open(config.run_path)
     assert store.stage(1) == Stage.DONE
-    assert store.counts(1) == {"simulations": 300, "valid": 300, "invalid": 0}
+    assert store.counts(1) == RoundCounts(simulations=300, valid=300, invalid=0)
     assert store.read_samples(1).shape == (200, 2)
     assert (config.run_path.parent / "round_001_pairplot.png").stat().st_size > 1000
     timings = store.timings(1).by_stage()

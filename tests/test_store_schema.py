@@ -20,6 +20,7 @@ from sbi_rounds.store import (
     TIMED_STAGES,
     Calibration,
     PosteriorSummary,
+    RoundCounts,
     RoundDiagnostics,
     RunStore,
     Timings,
@@ -156,6 +157,14 @@ def test_the_posterior_summary_and_seconds_per_simulation_round_trip_with_their_
         assert not {name for name in unsealed if stored_checksum(unsealed, name) is not None}
     assert {*SIMULATIONS, *POSTERIOR_SAMPLES} <= sealed
     assert again.verify() == []
+
+
+def test_counts_are_unknown_until_the_simulations_are_appended(store):
+    assert store.counts(1) == RoundCounts(simulations=-1, valid=-1, invalid=-1)
+    assert not store.counts(1).known
+    store.set_counts(1, 10, 7)
+    assert store.counts(1) == RoundCounts(simulations=10, valid=7, invalid=3)
+    assert store.counts(1).known
 
 
 def test_timings_name_every_timed_stage_in_order(store):

@@ -102,8 +102,9 @@ def _as_wide_as_prior(run: Any, round_: int) -> str | None:
 
 
 def _valid_fraction(store: Any, round_: int) -> float | None:
+    """The round's fraction of valid simulations (None: not counted yet, or none run)."""
     c = store.counts(round_)
-    return c["valid"] / c["simulations"] if c["simulations"] else None
+    return c.valid / c.simulations if c.known and c.simulations else None
 
 
 def simulation_alerts(store: Any, round_: int) -> list[str]:
@@ -111,10 +112,10 @@ def simulation_alerts(store: Any, round_: int) -> list[str]:
     the round before (``store``: a ``RunStore``)."""
     c = store.counts(round_)
     alerts = []
-    failed = c["simulations"] - c["valid"]
+    failed = c.invalid if c.known else 0
     if failed > 0:
         alerts.append(
-            f"round {round_}: {failed} of {c['simulations']} simulations failed (non-finite "
+            f"round {round_}: {failed} of {c.simulations} simulations failed (non-finite "
             "output or an error); they are left out of training"
         )
     now, before = _valid_fraction(store, round_), None

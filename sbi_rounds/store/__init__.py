@@ -54,6 +54,7 @@ from sbi_rounds.store.repair import RepairRecords
 from sbi_rounds.store.schema import (
     Calibration,
     PosteriorSummary,
+    RoundCounts,
     RoundDiagnostics,
     Timings,
     TrainingAttempt,
@@ -72,6 +73,7 @@ __all__ = [
     "TIMED_STAGES",
     "PosteriorSummary",
     "RoundCheckpointSink",
+    "RoundCounts",
     "RoundDiagnostics",
     "RoundInfo",
     "RunFileError",

@@ -21,6 +21,7 @@ from sbi_rounds.store.schema import (
     Calibration,
     ParameterSummary,
     PosteriorSummary,
+    RoundCounts,
     RoundDiagnostics,
     read_attr,
     write_attr,
@@ -154,11 +155,11 @@ class RoundRecords(RoundPlans):
         with self._in_place() as f:
             f[round_group(round_)]["counts"][:] = [simulations, valid, simulations - valid]
 
-    def counts(self, round_: int) -> dict[str, int]:
-        """``{"simulations", "valid", "invalid"}`` (-1 until the append stage ran)."""
+    def counts(self, round_: int) -> RoundCounts:
+        """The round's simulations, valid and invalid ones (-1 until the append stage ran)."""
         with self._read() as f:
             c = f[round_group(round_)]["counts"][()]
-        return {"simulations": int(c[0]), "valid": int(c[1]), "invalid": int(c[2])}
+        return RoundCounts(simulations=int(c[0]), valid=int(c[1]), invalid=int(c[2]))
 
     def chunk_seconds(self, round_: int) -> np.ndarray:
         """Wall seconds each chunk took on its worker (NaN: not done)."""

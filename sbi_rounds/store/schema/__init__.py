@@ -60,6 +60,7 @@ from sbi_rounds.store.schema.checks import (
 from sbi_rounds.store.schema.stages import (
     ParameterSummary,
     PosteriorSummary,
+    RoundCounts,
     StallCheckRecord,
     Timings,
     TrainingAttempt,
@@ -87,6 +88,7 @@ __all__ = [
     "PosteriorSummary",
     "PredictiveCheck",
     "Record",
+    "RoundCounts",
     "RoundDiagnostics",
     "StallCheckRecord",
     "StatisticCheck",

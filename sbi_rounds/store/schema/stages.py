@@ -7,6 +7,7 @@ from sbi_rounds.store.schema.base import Record, optional_field
 __all__ = [
     "ParameterSummary",
     "PosteriorSummary",
+    "RoundCounts",
     "StallCheckRecord",
     "Timings",
     "TrainingAttempt",
@@ -124,6 +125,25 @@ class PosteriorSummary(Record):
 
     parameters: dict[str, ParameterSummary]
     pairplot: str | None = None
+
+
+class RoundCounts(Record):
+    """A round's simulations, once appended for training (every count is -1 before).
+
+    Attributes:
+        simulations: Simulations run.
+        valid: Those with finite output (used for training).
+        invalid: The others.
+    """
+
+    simulations: int
+    valid: int
+    invalid: int
+
+    @property
+    def known(self) -> bool:
+        """Whether the round's simulations were counted (appended for training)."""
+        return self.simulations >= 0
 
 
 class Timings(Record):
