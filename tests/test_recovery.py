@@ -307,6 +307,31 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
         load_posterior(run_file)  # the network is intact
 
 
+def test_damage_the_start_up_check_cannot_see_is_found_before_it_is_used(
+    finished_run, tmp_path, capfd
+):
+    """Bytes of round 1's simulations changed with the file's size and time kept (a disk's
+    rot): the start-up check does not read sealed files again, so the run goes on; training
+    reads them, and stops with one line naming the damage before anything is built from it,
+    keeping round 2's simulations."""
+    from sbi_rounds.store import Stage
+
+    run_dir, argv = finished_run
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    x_file = copy / "run.round-0001.x.h5"
+    sealed = x_file.stat()
+    _overwrite(copy / "run.h5", "rounds/0001/x")
+    os.utime(x_file, ns=(sealed.st_atime_ns, sealed.st_mtime_ns))
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    error = _error(capfd, [*argv, "--rounds", "2"], status=2)
+    assert "round 1's simulations are damaged" in error, error
+    assert f"sbi-rounds verify {copy} --repair" in error, error
+    store = RunStore.open(copy / "run.h5")
+    assert store.stage(2) == Stage.APPENDED and store.pending_chunks(2) == []
+    assert not store.has_network(2)
+
+
 @pytest.fixture(scope="module")
 def three_rounds(prefect_server, tmp_path_factory):
     """A small finished run of three rounds, made through the command line (not changed by
@@ -326,6 +351,22 @@ def test_repair_leaves_an_intact_file_untouched(three_rounds, capfd):
     assert sbi_rounds(["verify", str(run_dir), "--repair"]) == 0
     assert "intact" in capfd.readouterr().out
     assert _snapshot(run_dir) == before  # bytes and modification times
+
+
+def test_a_finished_run_leaves_its_sealed_round_files_as_sealed(three_rounds):
+    """Nothing the run does after sealing a round's files changes them (not even their
+    modification time), so the start-up check of a resumed run does not read them again."""
+    from sbi_rounds.store.checksums import stored_checksum, unchanged_since_sealed
+
+    run_dir, _ = three_rounds
+    with h5py.File(run_dir / "run.h5", "r") as f:
+        rounds = f["rounds"]
+        for r in rounds:
+            g = rounds[r]
+            linked = [n for n in g if isinstance(g.get(n, getlink=True), h5py.ExternalLink)]
+            assert {"x", "theta", "valid", "posterior_samples"} <= set(linked), r
+            sealed = [n for n in linked if stored_checksum(g, n) is not None]
+            assert sealed and all(unchanged_since_sealed(g, n) for n in sealed), r
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,14 @@ place, files of killed commits removed, damage to bulk files found and repaired.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import h5py
 import numpy as np
 import pytest
 
-from sbi_rounds.store import POSTERIOR_SAMPLES, SIMULATIONS, RunStore, Stage
+from sbi_rounds.store import POSTERIOR_SAMPLES, SIMULATIONS, DamagedRunError, RunStore, Stage
 from sbi_rounds.store.bulk import create_bulk_file
 
 X = np.arange(30.0, dtype=np.float32).reshape(10, 3)
@@ -132,6 +133,29 @@ def test_damaged_bulk_data_is_found_and_repaired_into_a_new_data_file(store):
     store.write_chunks(1, [(0, X[:4], 0.1), (1, X[4:8], 0.1), (2, X[8:], 0.1)])
     store.seal(1, SIMULATIONS)
     assert store.verify() == []
+
+
+def test_the_start_up_check_reads_sealed_round_files_only_if_they_changed(store):
+    """``check_intact`` reads a sealed round's bulk data only if its file changed since it
+    was sealed; damage that leaves size and modification time alone (bits rotting on a
+    disk) is found when the data is read, and by ``verify``, which reads everything."""
+    _simulated(store)
+    x_file = store.path.parent / "run.round-0001.x.h5"
+    with h5py.File(store.path, "r") as f:
+        offset = f["rounds/0001/x"].id.get_offset()
+    sealed = x_file.stat()
+    _flip(x_file, offset)
+    named = "round 1's simulations are damaged"
+    with pytest.raises(DamagedRunError, match=named):
+        store.check_intact()  # written since it was sealed: read
+    os.utime(x_file, ns=(sealed.st_atime_ns, sealed.st_mtime_ns))
+    store.check_intact()  # as sealed, by its size and time: only opened
+    with pytest.raises(DamagedRunError, match=named) as error:
+        store.read_simulations(1)
+    assert "verify" in str(error.value) and "--repair" in str(error.value)
+    assert [d.path for d in store.verify()] == ["/rounds/0001/x"]
+    with pytest.raises(DamagedRunError, match=named):
+        store.check_intact(deep=True)
 
 
 def test_a_lost_simulations_file_is_found_and_simulated_again(store):

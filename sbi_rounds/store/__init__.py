@@ -32,7 +32,9 @@ How writes stay consistent when the process is killed at any instant:
   settings are JSON strings. Opening a run file never executes code from it.
 
 Integrity: datasets carry CRC-32 checksums (``checksums``; those of bulk files in the run
-file); :meth:`RunStore.verify` reads the whole run, its bulk files too, and names what is
+file); :meth:`RunStore.check_intact` (every session's start) reads the run file and the bulk
+files changed since they were sealed, sealed bulk arrays are checked whenever they are read,
+:meth:`RunStore.verify` reads the whole run, its bulk files too, and names what is
 damaged, and :meth:`RunStore.repair` writes it again without the damaged parts, which the next
 run recomputes (``repair``).
 

@@ -11,7 +11,9 @@ from the run file) keep their checksums in the run file, as attributes of the ro
 named ``crc32:<dataset>``, so that a bulk file never gets new metadata after it is made.
 
 :func:`verify_file` reads every group and dataset and returns what is damaged, named for a
-person (``"round 2's network weights"``); HDF5's own structural errors (damaged internals)
+person (``"round 2's network weights"``); at a session's start it leaves out the values of
+bulk files unchanged since they were sealed (:func:`unchanged_since_sealed`), which are
+checked when they are read (:func:`mismatch`); HDF5's own structural errors (damaged internals)
 are caught the same way. A dataset that a repair (``repair``) allocated afresh carries the
 checksum its values had (:data:`EXPECTED_ATTR`): the values computed again must have it when
 they are stamped, or :class:`NotReproducedError` stops the commit. This is the one place
@@ -20,6 +22,7 @@ checksums are computed and checked, so a new file layout keeps it.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from collections.abc import Iterable
@@ -37,18 +40,25 @@ __all__ = [
     "Damage",
     "DamagedRunError",
     "NotReproducedError",
+    "STATE_ATTR",
     "checksum",
     "describe",
     "expect_checksum",
+    "mismatch",
     "seal",
     "stamp",
     "stamp_tree",
     "stored_checksum",
+    "unchanged_since_sealed",
     "verify_file",
 ]
 
 #: The attribute that holds a dataset's CRC-32 (of its values in C order, as stored).
 CHECKSUM_ATTR = "crc32"
+
+#: The attribute of a round group (``bulk_state:<file>``) that holds a bulk file's size and
+#: modification time when its datasets were sealed (``unchanged_since_sealed``).
+STATE_ATTR = "bulk_state"
 
 #: The attribute of a dataset a repair allocated afresh (``sbi_rounds.store.repair``): the
 #: checksum its values had, which the values computed again must have when it is stamped.
@@ -95,8 +105,9 @@ class NotReproducedError(RunFileError):
 
 
 def checksum(values: np.ndarray) -> int:
-    """CRC-32 of an array's values (C order, its stored dtype)."""
-    return zlib.crc32(np.ascontiguousarray(values).tobytes())
+    """CRC-32 of an array's values (C order, its stored dtype), read in place (no copy)."""
+    values = np.ascontiguousarray(values)
+    return zlib.crc32(values.reshape(-1).view(np.uint8)) if values.size else zlib.crc32(b"")
 
 
 def stamp(ds: h5py.Dataset) -> None:
@@ -117,22 +128,53 @@ def stamp(ds: h5py.Dataset) -> None:
 
 def seal(group: h5py.Group, names: Iterable[str]) -> None:
     """Stamp the datasets ``names`` of ``group`` (call inside a structural commit, once they
-    no longer change); a dataset in a bulk file gets its checksum on ``group``.
+    no longer change); a dataset in a bulk file gets its checksum on ``group``, and the state
+    of its file then (see :func:`unchanged_since_sealed`).
 
     Raises:
         NotReproducedError: As :func:`stamp`.
     """
+    sealed: set[Path] = set()
     for name in names:
         if not _linked(group, name):
             stamp(group[name])
             continue
-        value = checksum(group[name][()])
+        path = _bulk_path(group, name)
+        try:  # read-only, on its own: opened through the run file it would be opened to write
+            with h5py.File(path, "r", locking=False) as bulk:
+                value = checksum(bulk[group.get(name, getlink=True).path][()])
+            sealed.add(path)
+        except OSError:  # open elsewhere in this process to write: read through the link
+            value = checksum(group[name][()])
         expected = group.attrs.get(f"{EXPECTED_ATTR}:{name}")
         if expected is not None:
             if value != int(expected):
                 raise NotReproducedError(_not_reproduced(f"{group.name}/{name}"))
             del group.attrs[f"{EXPECTED_ATTR}:{name}"]
         group.attrs[f"{CHECKSUM_ATTR}:{name}"] = np.uint32(value)
+    for path in sealed:
+        group.attrs[f"{STATE_ATTR}:{path.name}"] = _state(path)
+
+
+def unchanged_since_sealed(group: h5py.Group, name: str) -> bool:
+    """Whether the bulk file of ``group``'s dataset ``name`` is as it was when its datasets
+    were last sealed (same size and modification time): then its values were checked then,
+    and the start-up check (:func:`verify_file` with ``deep=False``) does not read them."""
+    path = _bulk_path(group, name)
+    recorded = group.attrs.get(f"{STATE_ATTR}:{path.name}")
+    try:
+        return recorded is not None and str(recorded) == _state(path)
+    except OSError:
+        return False
+
+
+def _bulk_path(group: h5py.Group, name: str) -> Path:
+    return Path(group.file.filename).parent / group.get(name, getlink=True).filename
+
+
+def _state(path: Path) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _linked(group: h5py.Group, name: str) -> bool:
@@ -192,23 +234,28 @@ def _plural(path: str) -> bool:
     return name.endswith(("weights", "parameters", "simulations", "marks", "samples", "chunks"))
 
 
-def verify_file(f: h5py.File, under: str = "/") -> list[Damage]:
+def verify_file(f: h5py.File, under: str = "/", *, deep: bool = True) -> list[Damage]:
     """Read every group and dataset of an open run file (below the group ``under``); what is
     damaged, in file order.
 
     A group that cannot be listed is one damage (what is below it cannot be reached); a
     dataset that cannot be read, or whose values do not match its checksum, is another.
+    ``deep=False`` (the start-up check) reads every dataset of the run file itself, but of a
+    round's bulk files only what changed since it was sealed: a bulk dataset without a
+    checksum (still being filled), or in a file unchanged since its datasets were sealed
+    (:func:`unchanged_since_sealed`), is only opened. Its values are checked when they are
+    read (``RunStore.read_simulations`` and the like), and ``deep=True`` reads them all.
     """
     damage: list[Damage] = []
     try:
         group = f[under]
     except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
         return [Damage(under, f"cannot be opened: {e}")]
-    _walk(group, under, damage)
+    _walk(group, under, damage, deep)
     return damage
 
 
-def _walk(group: h5py.Group, path: str, damage: list[Damage]) -> None:
+def _walk(group: h5py.Group, path: str, damage: list[Damage], deep: bool) -> None:
     try:
         names = list(group.keys())
     except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
@@ -223,9 +270,9 @@ def _walk(group: h5py.Group, path: str, damage: list[Damage]) -> None:
                 damage.append(Damage(child_path, f"cannot be opened: {e}"))
             continue
         if isinstance(child, h5py.Group):
-            _walk(child, child_path, damage)
+            _walk(child, child_path, damage, deep)
             continue
-        problem = _check_dataset(child, group, name)
+        problem = _check_dataset(child, group, name, deep)
         if problem is not None:
             damage.append(Damage(child_path, problem))
 
@@ -244,12 +291,22 @@ def _not_made_yet(group: h5py.Group, name: str) -> bool:
         return False
 
 
-def _check_dataset(ds: h5py.Dataset, group: h5py.Group, name: str) -> str | None:
+def _check_dataset(ds: h5py.Dataset, group: h5py.Group, name: str, deep: bool) -> str | None:
     try:
-        values = ds[()]
         expected = stored_checksum(group, name)
+        if not deep and _linked(group, name):
+            if expected is None or unchanged_since_sealed(group, name):
+                _ = ds.shape, ds.dtype  # opened, its header read: checked when read
+                return None
+        values = ds[()]
     except Exception as e:  # noqa: BLE001 - unreadable data or attributes
         return f"cannot be read: {e}"
+    return mismatch(values, expected)
+
+
+def mismatch(values: np.ndarray, expected: int | None) -> str | None:
+    """What is wrong with ``values`` whose stored checksum is ``expected`` (None: no
+    checksum), or None."""
     if expected is not None and checksum(values) != int(expected):
         return "its values do not match their checksum"
     return None

@@ -259,27 +259,35 @@ class StoreFile:
         return sum(p.stat().st_size for p in files if p.exists())
 
     # --- integrity ------------------------------------------------------------------------
-    def verify(self, under: str = "/") -> list[Damage]:
+    def verify(self, under: str = "/", *, deep: bool = True) -> list[Damage]:
         """Read the file (or the group ``under``): what is damaged (unreadable, or not
-        matching its checksum)."""
+        matching its checksum). ``deep=False`` leaves out the values of round files unchanged
+        since they were sealed (see ``checksums.verify_file``)."""
         try:
             with self._read() as f:
-                return verify_file(f, under)
+                return verify_file(f, under, deep=deep)
         except OSError as e:
             return [Damage("/", f"the file cannot be opened: {e}")]
 
-    def check_intact(self, under: str = "/") -> None:
+    def check_intact(self, under: str = "/", *, deep: bool = False) -> None:
         """Raise :class:`DamagedRunError` naming every damaged part (see :meth:`verify`).
 
-        A whole file found intact is not read again by this process while it is unchanged
-        (same inode, size and modification time): the command line checks it before the
-        flow starts, and the flow's session would otherwise read it all a second time.
+        The start-up check: every byte of the run file itself, and of its round files what
+        changed since their datasets were sealed (``deep=False``, see
+        ``checksums.verify_file``); a round's sealed simulations and samples are checked
+        again whenever they are read (:meth:`read_simulations`), so damage that leaves a
+        file's size and modification time alone is still found before it is used.
+        ``deep=True`` reads everything (``sbi-rounds verify``).
+
+        A whole file found intact is not checked again by this process while it is
+        unchanged (same inode, size and modification time): the command line checks it
+        before the flow starts, and the flow's session would otherwise do it a second time.
         """
         key = _file_state(self.path) if under == "/" else None
         if key is not None and _INTACT.get(str(self.path)) == key:
             return
         started = time.time_ns()
-        damage = self.verify(under)
+        damage = self.verify(under, deep=deep)
         if damage:
             raise DamagedRunError(damage_message(self.path, damage))
         # only a file last written well before (timestamps may tick in milliseconds)

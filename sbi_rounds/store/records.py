@@ -5,11 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import h5py
 import numpy as np
 
 from sbi_rounds.store.bulk import linked_file
+from sbi_rounds.store.checksums import (
+    Damage,
+    DamagedRunError,
+    mismatch,
+    stamp,
+    stored_checksum,
+)
 from sbi_rounds.store.checksums import seal as seal_group
-from sbi_rounds.store.checksums import stamp
+from sbi_rounds.store.damage import damage_message
 from sbi_rounds.store.format import RunFileError, Stage, round_group, storage_dtype
 from sbi_rounds.store.plans import RoundPlans
 from sbi_rounds.store.schema import (
@@ -48,9 +56,13 @@ class RoundRecords(RoundPlans):
             g["theta_done"][0] = start + len(theta)
 
     def read_theta(self, round_: int) -> np.ndarray:
-        """The round's parameters ``(N, D)`` (rows past ``theta_done`` are NaN)."""
+        """The round's parameters ``(N, D)`` (rows past ``theta_done`` are NaN).
+
+        Raises:
+            DamagedRunError: They are sealed and do not match their checksum.
+        """
         with self._read() as f:
-            return f[round_group(round_)]["theta"][()]
+            return self._checked(f[round_group(round_)], "theta")
 
     # --- simulations --------------------------------------------------------------------
     def pending_chunks(self, round_: int) -> list[int]:
@@ -141,14 +153,36 @@ class RoundRecords(RoundPlans):
                 g["chunk_done"][chunk] = 0
         return len(rows)
 
-    def read_simulations(self, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(theta (N, D), x (N, K), valid (N,) bool)`` of a round."""
+    def read_simulations(
+        self, round_: int, *, checked: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(theta (N, D), x (N, K), valid (N,) bool)`` of a round.
+
+        ``checked``: sealed simulations (appended for training) are compared with their
+        checksums, as the start-up check reads only what changed since (``check_intact``),
+        so damage is found here, before anything uses them. ``False`` only where the values
+        do not matter (a network rebuilt from them before its stored weights are loaded).
+
+        Raises:
+            DamagedRunError: Checked, and they do not match their checksums.
+        """
+        read = self._checked if checked else (lambda g, name: g[name][()])
         with self._read() as f:
             g = f[round_group(round_)]
-            x = g.get("x")  # None: no chunk committed yet (format 2 allocates them then)
-            if x is None:
+            if g.get("x") is None:  # no chunk committed yet (format 2 allocates them then)
                 x = np.full((int(g.attrs["num_simulations"]), int(g.attrs["x_dim"])), np.nan)
-            return g["theta"][()], x[()], g["valid"][()].astype(bool)
+            else:
+                x = read(g, "x")
+            return read(g, "theta"), x, read(g, "valid").astype(bool)
+
+    def _checked(self, g: h5py.Group, name: str) -> np.ndarray:
+        """The values of ``g``'s dataset ``name``, checked against their checksum if sealed."""
+        values = g[name][()]
+        problem = mismatch(values, stored_checksum(g, name))
+        if problem is not None:
+            damage = [Damage(f"{g.name}/{name}", problem)]
+            raise DamagedRunError(damage_message(self.path, damage))
+        return values
 
     def set_counts(self, round_: int, simulations: int, valid: int) -> None:
         """Record the round's number of simulations and of valid ones."""
@@ -199,7 +233,10 @@ class RoundRecords(RoundPlans):
         """The committed posterior samples at xobs ``(S', D)``."""
         with self._read() as f:
             g = f[round_group(round_)]
-            return g["posterior_samples"][: int(g["samples_done"][0])]
+            done = int(g["samples_done"][0])
+            if done == g["posterior_samples"].shape[0]:  # complete: sealed when the round ends
+                return self._checked(g, "posterior_samples")
+            return g["posterior_samples"][:done]
 
     # --- records (``schema``) ------------------------------------------------------------
     def seal(self, round_: int, datasets: Sequence[str]) -> None:
