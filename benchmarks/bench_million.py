@@ -35,10 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulations", type=int, default=1_000_000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk-size", default="auto")
+    p.add_argument("--max-in-flight", type=int, default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     chunk = args.chunk_size if args.chunk_size == "auto" else int(args.chunk_size)
-    config = RunConfig(xobs=[0.5, -0.3], cluster={"workers": args.workers, "chunk_size": chunk})
+    config = RunConfig(
+        xobs=[0.5, -0.3],
+        cluster={"workers": args.workers, "chunk_size": chunk, "max_in_flight": args.max_in_flight},
+    )
     n = args.simulations
     out: dict[str, float] = {"simulations": n, "peak_mb_at_start": _peak_mb()}
     with tempfile.TemporaryDirectory() as tmp, open_client(config.cluster) as client:
