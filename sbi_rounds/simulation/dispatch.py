@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +16,7 @@ from sbi_rounds.chunk_task import simulate_chunk, simulate_chunks
 from sbi_rounds.config import ClusterConfig, SimulatorConfig
 from sbi_rounds.seeding import derive_seed
 from sbi_rounds.simulation.calls import START_TOPIC, SimulatorError
+from sbi_rounds.simulation.commits import ChunkCommits, SimulationReport
 from sbi_rounds.simulation.stragglers import Stragglers
 
 __all__ = ["SimulationFailed", "SimulationReport", "simulate_round"]
@@ -41,32 +40,6 @@ class SimulationFailed(RuntimeError):
     def __init__(self, message: str, round_: int, chunk: int) -> None:
         super().__init__(message)
         self.round, self.chunk = round_, chunk
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimulationReport:
-    """What one call of :func:`simulate_round` did.
-
-    Attributes:
-        chunks_run: Chunks simulated and committed by this call.
-        chunks_skipped: Chunks found committed already (by an earlier session).
-        simulations_run: Simulations in ``chunks_run``.
-        seconds: Wall time of the call.
-        retries: Resubmissions after an error, a lost worker or a timeout.
-        stopped: True when ``should_stop`` ended the call early.
-        chunks_by_worker: Committed chunks per ``"host:pid"`` of the worker that ran them.
-        tasks: Dask tasks sent: one per chunk, fewer where fast chunks went several to a
-            task (:data:`TASK_SECONDS`).
-    """
-
-    chunks_run: int
-    chunks_skipped: int
-    simulations_run: int
-    seconds: float
-    retries: int
-    stopped: bool
-    chunks_by_worker: dict[str, int] = field(default_factory=dict)
-    tasks: int = 0
 
 
 # --- calling a simulator ----------------------------------------------------------------
@@ -326,71 +299,6 @@ def _restart_workers(client: Any, workers: list[str]) -> None:
     log.warning("restarted hung worker(s): %s", status)
 
 
-class _Commits:
-    """Finished chunks of a round, committed together at most every ``commit_interval``.
-
-    Counts what it committed, and reports progress after each commit.
-    """
-
-    def __init__(
-        self,
-        store: Any,
-        dispatch: _Dispatch,
-        progress: Callable[[int, int, float], None] | None,
-    ) -> None:
-        self.t_start = time.perf_counter()
-        self.store, self.dispatch, self.progress = store, dispatch, progress
-        info = dispatch.info
-        self.total = info.num_simulations
-        self.done = self.total - sum(
-            info.chunk_bounds(c)[1] - info.chunk_bounds(c)[0] for c in dispatch.pending
-        )
-        self.run_sims = self.chunks_run = 0
-        self.finished: list[tuple[int, np.ndarray, float, str]] = []
-        self.last = -math.inf
-
-    def report(self, stopped: bool) -> SimulationReport:
-        """What the round's simulation did."""
-        d = self.dispatch
-        return SimulationReport(
-            chunks_run=self.chunks_run,
-            chunks_skipped=d.info.num_chunks - len(d.pending),
-            simulations_run=self.run_sims,
-            seconds=time.perf_counter() - self.t_start,
-            retries=d.retries,
-            stopped=stopped,
-            chunks_by_worker=dict(d.by_worker),
-            tasks=d.tasks,
-        )
-
-    def commit(self, one_by_one: bool = False) -> None:
-        """Commit the finished chunks in one write (none: nothing); ``one_by_one``
-        (``commit_interval=0``): one write per chunk, also for chunks finished together."""
-        if one_by_one:
-            batch, self.finished = self.finished, []
-            for item in batch:
-                self.finished.append(item)
-                self.commit()
-            return
-        if not self.finished:
-            return
-        batch = self.finished.copy()
-        d = self.dispatch
-        self.store.write_chunks(d.round, [(chunk, x, seconds) for chunk, x, seconds, _ in batch])
-        self.finished.clear()
-        self.last = time.perf_counter()
-        for chunk, _, _, where in batch:
-            a, b = d.info.chunk_bounds(chunk)
-            self.done += b - a
-            self.run_sims += b - a
-            self.chunks_run += 1
-            d.by_worker[where] = d.by_worker.get(where, 0) + 1
-        if self.progress is not None:
-            elapsed = self.last - self.t_start
-            rate = self.run_sims / elapsed if elapsed > 0 else 0.0
-            self.progress(self.done, self.total, rate)
-
-
 def simulate_round(
     store: Any,
     round_: int,
@@ -404,12 +312,11 @@ def simulate_round(
 ) -> SimulationReport:
     """Simulate every chunk of ``round_`` not yet committed, committing each as it finishes.
 
-    The chunk layout is the one planned in the run file. At most ``max_in_flight``
-    tasks (default: 2 per worker thread) are on the cluster at a time, so memory stays
-    flat for any budget; a task is one chunk, or several consecutive ones once chunks are
-    seen to take far less than :data:`TASK_SECONDS` (each with its own seed: the same
-    results). Finished chunks are committed to the run file at once, in the
-    order they finish. A chunk that fails (the simulator raised, or timed out after
+    The chunk layout is the one planned in the run file. At most ``max_in_flight`` tasks
+    (default: 2 per worker thread) are on the cluster at a time, so memory stays flat; a
+    task is one chunk, or several once chunks take far less than :data:`TASK_SECONDS`
+    (each with its own seed: the same results). Finished chunks are committed at once, in
+    the order they finish. A chunk that fails (the simulator raised, or timed out after
     ``chunk_timeout`` seconds of running) is resubmitted up to ``cluster.retries`` times;
     then its parameters and error are saved (``store.record_failure``) and
     :class:`SimulationFailed` is raised. A chunk whose worker dies is redone elsewhere by
@@ -440,7 +347,7 @@ def simulate_round(
             f"round {round_} has {info.theta_done} of {info.num_simulations} parameter sets; "
             "sample them (stages.sample_proposal) before simulating"
         )
-    commits = _Commits(store, d, progress)
+    commits = ChunkCommits(store, d, progress)
     stopped, subscribed, stragglers = False, False, Stragglers(round_)
     if d.pending:  # start times: for the timeout, and to report chunks running far too long
         client.subscribe_topic(START_TOPIC, d.on_start)
