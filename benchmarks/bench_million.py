@@ -3,8 +3,11 @@
 The round is planned in a ``RunStore`` (format 2), its parameters drawn from the prior and
 committed, then simulated with ``simulate_round`` (chunking, dispatch to a local Dask
 cluster, commits, bookkeeping) by the instant, vectorized ``linear_gaussian`` simulator, and
-finally read back for training (``read_simulations``). Reported: seconds per stage and per
-simulation, and the driver's peak resident memory against the round's arrays.
+finally read back for training (``read_simulations``). The workers import the simulation
+code and the simulator's module first, as the flow has them do while it starts (see
+``flows/cluster.py``); that warm-up is timed apart, as imports are not orchestration.
+Reported: seconds per stage and per simulation, the Dask tasks the chunks went in, and the
+driver's peak resident memory against the round's arrays.
 
     python benchmarks/bench_million.py --simulations 1000000 --workers 2
 """
@@ -12,7 +15,9 @@ simulation, and the driver's peak resident memory against the round's arrays.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
 import resource
 import sys
 import tempfile
@@ -35,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulations", type=int, default=1_000_000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk-size", default="auto")
+    p.add_argument("--max-in-flight", type=int, default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     chunk = args.chunk_size if args.chunk_size == "auto" else int(args.chunk_size)
-    config = RunConfig(xobs=[0.5, -0.3], cluster={"workers": args.workers, "chunk_size": chunk})
+    config = RunConfig(
+        xobs=[0.5, -0.3],
+        cluster={"workers": args.workers, "chunk_size": chunk, "max_in_flight": args.max_in_flight},
+    )
     n = args.simulations
     out: dict[str, float] = {"simulations": n, "peak_mb_at_start": _peak_mb()}
     with tempfile.TemporaryDirectory() as tmp, open_client(config.cluster) as client:
+        t0 = time.perf_counter()
+        for module in ("sbi_rounds.simulation", "sbi_rounds.examples"):
+            client.run(importlib.import_module, module)
+        out["worker_warm_up_s"] = time.perf_counter() - t0
         store = RunStore.create(Path(tmp) / "run.h5", config={}, fingerprint="bench")
         t0 = time.perf_counter()
         size = choose_chunk_size(config.cluster, n)
@@ -58,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         store.write_theta(1, 0, theta)
         del theta
         out["plan_and_sample_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, first = time.perf_counter(), []
         with store.held_open():
             report = simulate_round(
                 store,
@@ -67,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
                 cluster=ClusterConfig(**{**config.cluster.model_dump(), "chunk_size": size}),
                 client=client,
                 run_seed=0,
+                progress=lambda *_: first or first.append(time.perf_counter()),
             )
         out["simulate_s"] = time.perf_counter() - t0
         out["chunks"] = report.chunks_run
+        out["tasks"] = report.tasks
+        out["first_commit_s"] = first[0] - t0 if first else math.nan
         out["chunk_size"] = size
         out["commit_s"] = store.commit_seconds
         t0 = time.perf_counter()

@@ -20,33 +20,12 @@ import time
 import h5py
 import numpy as np
 import pytest
+from small_run import SMALL as SMALL_RUN
 
 from sbi_rounds.cli.run import main
 from sbi_rounds.store import FORMAT_VERSION, RunStore
 
-SMALL = [
-    "--rounds",
-    "1",
-    "--simulations-per-round",
-    "100",
-    "--chunk-size",
-    "50",
-    "--max-epochs",
-    "2",
-    "--hidden-features",
-    "10",
-    "--num-transforms",
-    "1",
-    "--num-samples",
-    "50",
-    "--workers",
-    "1",
-    "--logger",
-    "none",
-    "--no-progress",
-    "--calibration-simulations",
-    "0",
-]
+SMALL = [*SMALL_RUN, "--calibration-simulations", "0"]
 
 HELPERS = '''
 """User code with mistakes, for the bad-input tests."""

@@ -15,34 +15,11 @@ import time
 
 import pytest
 import torch
+from small_run import SMALL as SMALL_RUN
 
 from sbi_rounds.cli.run import main, parse_args
 
-SMALL = [
-    "--rounds",
-    "1",
-    "--simulations-per-round",
-    "100",
-    "--chunk-size",
-    "50",
-    "--max-epochs",
-    "2",
-    "--hidden-features",
-    "10",
-    "--num-transforms",
-    "1",
-    "--num-samples",
-    "50",
-    "--workers",
-    "1",
-    "--logger",
-    "none",
-    "--no-progress",
-    "--predictive-simulations",
-    "0",
-    "--map-iterations",
-    "0",
-]
+SMALL = [*SMALL_RUN, "--predictive-simulations", "0", "--map-iterations", "0"]
 
 
 def _argv(run_dir, *extra):

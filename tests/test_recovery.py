@@ -13,35 +13,12 @@ import sys
 
 import h5py
 import pytest
+from small_run import SMALL as SMALL_RUN
 
 from sbi_rounds.cli.run import main
 from sbi_rounds.store import RoundCounts, RunStore
 
-SMALL = [
-    "--rounds",
-    "1",
-    "--simulations-per-round",
-    "100",
-    "--chunk-size",
-    "50",
-    "--max-epochs",
-    "2",
-    "--hidden-features",
-    "10",
-    "--num-transforms",
-    "1",
-    "--num-samples",
-    "50",
-    "--workers",
-    "1",
-    "--logger",
-    "none",
-    "--no-progress",
-    "--predictive-simulations",
-    "0",
-    "--map-iterations",
-    "0",
-]
+SMALL = [*SMALL_RUN, "--predictive-simulations", "0", "--map-iterations", "0"]
 
 SIMULATOR = '''
 """A user's simulator and prior, rewritten by the tests."""

@@ -261,6 +261,44 @@ def test_a_round_is_committed_chunk_by_chunk_with_results_independent_of_workers
     assert again.chunks_run == 0 and again.chunks_skipped == 14
 
 
+def test_fast_chunks_go_several_to_a_task_with_the_same_results(tmp_path, dask_client):
+    store = _store(tmp_path, n=1200, chunk_size=2)  # 600 chunks of an instant simulator
+    sim = KINDS["batched-torch"]
+    report = simulate_round(
+        store, 1, simulator=sim, cluster=ClusterConfig(), client=dask_client, run_seed=0
+    )
+    assert report.chunks_run == 600 and report.tasks < 300, report
+    assert store.pending_chunks(1) == [] and sum(report.chunks_by_worker.values()) == 600
+    np.testing.assert_array_equal(store.read_simulations(1)[1], _reference(store, sim))
+
+
+def test_a_chunk_failing_in_a_task_of_several_fails_alone(tmp_path, dask_client, caplog):
+    """Its task's other chunks are sent again one per task and committed; only the failing
+    chunk counts attempts, is retried and named."""
+    store = _store(tmp_path, n=1200, chunk_size=2)
+    theta = store.read_theta(1)
+    theta[:, 0] = -1.0
+    theta[1001, 0] = 1.5  # chunk 500 fails
+    store.write_theta(1, 0, theta)
+    sim = SimulatorConfig(path="test_simulation_helpers:fail_above", kwargs={"threshold": 1.0})
+    with caplog.at_level(logging.WARNING), pytest.raises(SimulationFailed) as info:
+        simulate_round(
+            store,
+            1,
+            simulator=sim,
+            cluster=ClusterConfig(retries=1, max_in_flight=1),
+            client=dask_client,
+            run_seed=0,
+        )
+    assert info.value.chunk == 500 and "chunk 500 (rows 1000-1001) failed 2 times" in str(
+        info.value
+    )
+    retried = [r.getMessage() for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert retried and all("chunk 500 failed" in m for m in retried), retried
+    assert list(store.failures(1)) == [500]
+    assert store.pending_chunks(1)[0] == 500  # every chunk before it was committed
+
+
 def test_a_stopped_round_resumes_with_only_the_missing_chunks(tmp_path, dask_client):
     store = _store(tmp_path, n=24, chunk_size=2)
     sim = SimulatorConfig(

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sbi_rounds.chunk_task import simulate_chunk
+from sbi_rounds.chunk_task import simulate_chunk, simulate_chunks
 from sbi_rounds.config import ClusterConfig, SimulatorConfig
 from sbi_rounds.seeding import derive_seed
 from sbi_rounds.simulation.calls import START_TOPIC, SimulatorError
+from sbi_rounds.simulation.commits import ChunkCommits, SimulationReport
 from sbi_rounds.simulation.stragglers import Stragglers
 
 __all__ = ["SimulationFailed", "SimulationReport", "simulate_round"]
@@ -28,6 +27,12 @@ log = logging.getLogger(__name__)
 #: timeout (which kills the program cleanly) fires first.
 _COMMAND_GRACE = 5.0
 
+#: Chunks that take less than this on a worker are sent several to a task, so that a task
+#: lasts about this long (Dask's round trip costs milliseconds per task).
+TASK_SECONDS = 0.2
+#: ... and hold at most about this many bytes of parameters and simulations.
+TASK_BYTES = 64 * 2**20
+
 
 class SimulationFailed(RuntimeError):
     """A chunk kept failing after its retries; its parameters were saved in the run file."""
@@ -35,29 +40,6 @@ class SimulationFailed(RuntimeError):
     def __init__(self, message: str, round_: int, chunk: int) -> None:
         super().__init__(message)
         self.round, self.chunk = round_, chunk
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimulationReport:
-    """What one call of :func:`simulate_round` did.
-
-    Attributes:
-        chunks_run: Chunks simulated and committed by this call.
-        chunks_skipped: Chunks found committed already (by an earlier session).
-        simulations_run: Simulations in ``chunks_run``.
-        seconds: Wall time of the call.
-        retries: Resubmissions after an error, a lost worker or a timeout.
-        stopped: True when ``should_stop`` ended the call early.
-        chunks_by_worker: Committed chunks per ``"host:pid"`` of the worker that ran them.
-    """
-
-    chunks_run: int
-    chunks_skipped: int
-    simulations_run: int
-    seconds: float
-    retries: int
-    stopped: bool
-    chunks_by_worker: dict[str, int] = field(default_factory=dict)
 
 
 # --- calling a simulator ----------------------------------------------------------------
@@ -81,13 +63,15 @@ class _Dispatch:
         self.theta = store.read_theta(round_)
         self.pending = store.pending_chunks(round_)
         self.queue = list(reversed(self.pending))
-        self.in_flight: dict[Any, int] = {}  # future -> chunk
+        self.in_flight: dict[Any, tuple[int, ...]] = {}  # future -> its chunks
+        self.chunk_seconds: list[float] = []  # on the worker, of the chunks finished
         self.attempts: dict[int, int] = {}
+        self.singles: set[int] = set()  # chunks of a failed group: one per task from now on
         self.started: dict[str, float] = {}  # task key -> monotonic start (chunk_timeout)
         self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.expected = expected_threads(cluster)
         self.threads, self.threads_checked = 0, -1e9
-        self.retries = 0
+        self.retries = self.tasks = 0
         self.by_worker: dict[str, int] = {}
         self.timeout = cluster.chunk_timeout
         if self.timeout is not None and simulator.kind == "command":
@@ -106,22 +90,59 @@ class _Dispatch:
         return 2 * max(1, self.threads, self.expected)
 
     def submit(self, chunk: int) -> None:
-        """Send ``chunk`` (again) to the cluster."""
+        """Send ``chunk`` (again) to the cluster, in a task of its own."""
         a, b = self.info.chunk_bounds(chunk)
         self.attempts[chunk] = self.attempts.get(chunk, 0) + 1
         fut = self.client.submit(
             simulate_chunk,
             self.simulator.model_dump(mode="json"),
             self.theta[a:b],
-            derive_seed(self.run_seed, self.round, "simulate", chunk),
+            self._seed(chunk),
             self.info.x_dim,
             self.timeout,
             key=f"sbi-rounds-r{self.round}-c{chunk}-a{self.attempts[chunk]}-{os.getpid()}-"
             f"{time.time_ns()}",
             pure=False,
         )
-        self.in_flight[fut] = chunk
+        self.in_flight[fut] = (chunk,)
+        self.tasks += 1
         fut.add_done_callback(self._fetch)
+
+    def submit_group(self, chunks: list[int]) -> None:
+        """Send several fast chunks in one task (see :data:`TASK_SECONDS`). A group that
+        fails costs its chunks no attempt: they are sent again one per task."""
+        bounds = [self.info.chunk_bounds(c) for c in chunks]
+        fut = self.client.submit(
+            simulate_chunks,
+            self.simulator.model_dump(mode="json"),
+            [(self.theta[a:b], self._seed(c)) for c, (a, b) in zip(chunks, bounds, strict=True)],
+            self.info.x_dim,
+            self.timeout,
+            key=f"sbi-rounds-r{self.round}-c{chunks[0]}-{chunks[-1]}-{os.getpid()}-"
+            f"{time.time_ns()}",
+            pure=False,
+        )
+        self.in_flight[fut] = tuple(chunks)
+        self.tasks += 1
+        fut.add_done_callback(self._fetch)
+
+    def _seed(self, chunk: int) -> int:
+        return derive_seed(self.run_seed, self.round, "simulate", chunk)
+
+    def group_size(self) -> int:
+        """Chunks per task: 1 until chunks are seen finishing in well under
+        :data:`TASK_SECONDS` on the workers, then enough for a task to last about that long,
+        but never so many that a worker is left without a task while chunks are queued, nor
+        more than :data:`TASK_BYTES` of data."""
+        if len(self.chunk_seconds) < 4:
+            return 1
+        typical = float(np.median(self.chunk_seconds[-64:]))
+        if typical * 2 >= TASK_SECONDS:
+            return 1
+        fair = -(-len(self.queue) // (2 * self.limit()))
+        row_bytes = 8 * (self.info.theta_dim + self.info.x_dim)
+        fits = TASK_BYTES // max(1, row_bytes * self.info.chunk_size)
+        return max(1, min(int(TASK_SECONDS / max(typical, 1e-6)), fair, fits))
 
     def _fetch(self, fut: Any) -> None:
         """Done callback (on Dask's callback thread): fetch the result while the loop commits."""
@@ -134,12 +155,21 @@ class _Dispatch:
         self.finished.put((fut, None, self._error(fut)))
 
     def top_up(self) -> None:
-        """Submit queued chunks until the in-flight limit is reached."""
+        """Submit queued chunks until the in-flight limit (of tasks) is reached."""
         if not self.queue:
             return
         limit = self.limit()
         while self.queue and len(self.in_flight) < limit:
-            self.submit(self.queue.pop())
+            group = [self.queue.pop()]
+            size = 1 if group[0] in self.singles else self.group_size()
+            while self.queue and len(group) < size and self.queue[-1] == group[-1] + 1:
+                if self.queue[-1] in self.singles:
+                    break
+                group.append(self.queue.pop())
+            if len(group) == 1:
+                self.submit(group[0])
+            else:
+                self.submit_group(group)
 
     def fail(self, chunk: int, message: str) -> None:
         """Resubmit a failed chunk, or save it and raise once its retries are used up."""
@@ -192,14 +222,20 @@ class _Dispatch:
         for fut, value, error in batch:
             if fut not in self.in_flight:
                 continue  # cut by the timeout already
+            chunks = self._forget(fut)
             if error is None:
-                x, seconds, where = value
-                results.append((self._forget(fut), x, seconds, where))
-            else:
-                failures.append((self._forget(fut), error))
+                values = [value] if len(chunks) == 1 else value
+                for chunk, (x, seconds, where) in zip(chunks, values, strict=True):
+                    results.append((chunk, x, seconds, where))
+                    self.chunk_seconds.append(seconds)
+            elif len(chunks) == 1:
+                failures.append((chunks[0], error))
+            else:  # sent again one per task, where a failing chunk counts its attempts
+                self.queue.extend(reversed(chunks))
+                self.singles.update(chunks)
         return results, failures
 
-    def _forget(self, fut: Any) -> int:
+    def _forget(self, fut: Any) -> tuple[int, ...]:
         self.started.pop(str(fut.key), None)
         return self.in_flight.pop(fut)
 
@@ -242,7 +278,15 @@ class _Dispatch:
             f"chunk timed out after {self.timeout:g} s (cluster.chunk_timeout); the "
             f"worker running it ({', '.join(workers) or 'unknown'}) is being restarted"
         )
-        return [(self._forget(fut), message) for fut in hung]
+        cut = []
+        for fut in hung:
+            chunks = self._forget(fut)
+            if len(chunks) == 1:
+                cut.append((chunks[0], message))
+            else:  # sent again one per task: the chunk that hangs counts its attempts
+                self.queue.extend(reversed(chunks))
+                self.singles.update(chunks)
+        return cut
 
 
 def _restart_workers(client: Any, workers: list[str]) -> None:
@@ -253,70 +297,6 @@ def _restart_workers(client: Any, workers: list[str]) -> None:
         log.warning("could not restart hung worker(s) %s: %s", workers, e)
         return
     log.warning("restarted hung worker(s): %s", status)
-
-
-class _Commits:
-    """Finished chunks of a round, committed together at most every ``commit_interval``.
-
-    Counts what it committed, and reports progress after each commit.
-    """
-
-    def __init__(
-        self,
-        store: Any,
-        dispatch: _Dispatch,
-        progress: Callable[[int, int, float], None] | None,
-    ) -> None:
-        self.t_start = time.perf_counter()
-        self.store, self.dispatch, self.progress = store, dispatch, progress
-        info = dispatch.info
-        self.total = info.num_simulations
-        self.done = self.total - sum(
-            info.chunk_bounds(c)[1] - info.chunk_bounds(c)[0] for c in dispatch.pending
-        )
-        self.run_sims = self.chunks_run = 0
-        self.finished: list[tuple[int, np.ndarray, float, str]] = []
-        self.last = -math.inf
-
-    def report(self, stopped: bool) -> SimulationReport:
-        """What the round's simulation did."""
-        d = self.dispatch
-        return SimulationReport(
-            chunks_run=self.chunks_run,
-            chunks_skipped=d.info.num_chunks - len(d.pending),
-            simulations_run=self.run_sims,
-            seconds=time.perf_counter() - self.t_start,
-            retries=d.retries,
-            stopped=stopped,
-            chunks_by_worker=dict(d.by_worker),
-        )
-
-    def commit(self, one_by_one: bool = False) -> None:
-        """Commit the finished chunks in one write (none: nothing); ``one_by_one``
-        (``commit_interval=0``): one write per chunk, also for chunks finished together."""
-        if one_by_one:
-            batch, self.finished = self.finished, []
-            for item in batch:
-                self.finished.append(item)
-                self.commit()
-            return
-        if not self.finished:
-            return
-        batch = self.finished.copy()
-        d = self.dispatch
-        self.store.write_chunks(d.round, [(chunk, x, seconds) for chunk, x, seconds, _ in batch])
-        self.finished.clear()
-        self.last = time.perf_counter()
-        for chunk, _, _, where in batch:
-            a, b = d.info.chunk_bounds(chunk)
-            self.done += b - a
-            self.run_sims += b - a
-            self.chunks_run += 1
-            d.by_worker[where] = d.by_worker.get(where, 0) + 1
-        if self.progress is not None:
-            elapsed = self.last - self.t_start
-            rate = self.run_sims / elapsed if elapsed > 0 else 0.0
-            self.progress(self.done, self.total, rate)
 
 
 def simulate_round(
@@ -332,10 +312,11 @@ def simulate_round(
 ) -> SimulationReport:
     """Simulate every chunk of ``round_`` not yet committed, committing each as it finishes.
 
-    The chunk layout is the one planned in the run file. At most ``max_in_flight``
-    chunks (default: 2 per worker thread) are on the cluster at a time, so memory stays
-    flat for any budget. Finished chunks are committed to the run file at once, in the
-    order they finish. A chunk that fails (the simulator raised, or timed out after
+    The chunk layout is the one planned in the run file. At most ``max_in_flight`` tasks
+    (default: 2 per worker thread) are on the cluster at a time, so memory stays flat; a
+    task is one chunk, or several once chunks take far less than :data:`TASK_SECONDS`
+    (each with its own seed: the same results). Finished chunks are committed at once, in
+    the order they finish. A chunk that fails (the simulator raised, or timed out after
     ``chunk_timeout`` seconds of running) is resubmitted up to ``cluster.retries`` times;
     then its parameters and error are saved (``store.record_failure``) and
     :class:`SimulationFailed` is raised. A chunk whose worker dies is redone elsewhere by
@@ -366,7 +347,7 @@ def simulate_round(
             f"round {round_} has {info.theta_done} of {info.num_simulations} parameter sets; "
             "sample them (stages.sample_proposal) before simulating"
         )
-    commits = _Commits(store, d, progress)
+    commits = ChunkCommits(store, d, progress)
     stopped, subscribed, stragglers = False, False, Stragglers(round_)
     if d.pending:  # start times: for the timeout, and to report chunks running far too long
         client.subscribe_topic(START_TOPIC, d.on_start)

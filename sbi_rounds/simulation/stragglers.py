@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["Stragglers"]
@@ -32,31 +32,31 @@ class Stragglers:
 
     def check(
         self,
-        in_flight: Mapping[Any, int],
+        in_flight: Mapping[Any, Sequence[int]],
         started: Mapping[str, float],
         finished: Iterable[tuple[int, Any, float, str]] = (),
     ) -> list[int]:
         """Record the ``finished`` chunks' ``(chunk, x, seconds, where)``; warn about running
-        chunks (``in_flight``: future -> chunk; ``started``: task key -> monotonic start)
-        over the limit. Returns the chunks warned about now."""
+        chunks over the limit (``in_flight``: future -> its chunks; ``started``: task key ->
+        monotonic start of its current chunk). Returns the chunks warned about now."""
         self.seconds.extend(seconds for _, _, seconds, _ in finished)
         if len(self.seconds) < self.min_finished:
             return []
         median = statistics.median(self.seconds)
         limit = max(self.min_seconds, self.factor * median)
         now, warned = time.monotonic(), []
-        for fut, chunk in in_flight.items():
-            start = started.get(str(fut.key))
+        for fut, chunks in in_flight.items():
+            start, chunk = started.get(str(fut.key)), chunks[0]
             if start is None or chunk in self.reported or now - start <= limit:
                 continue
             self.reported.add(chunk)
             warned.append(chunk)
             log.warning(
-                "round %d: chunk %d has run for %.0f s, more than %.0f times the median chunk "
+                "round %d: %s has run for %.0f s, more than %.0f times the median chunk "
                 "(%.1f s); it may hang. --chunk-timeout S cuts chunks running longer than S "
                 "seconds and retries them.",
                 self.round,
-                chunk,
+                f"chunk {chunk}" if len(chunks) == 1 else f"a chunk of {chunks[0]}-{chunks[-1]}",
                 now - start,
                 self.factor,
                 median,
