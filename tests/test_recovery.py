@@ -304,6 +304,7 @@ def test_damage_the_start_up_check_cannot_see_is_found_before_it_is_used(
     error = _error(capfd, [*argv, "--rounds", "2"], status=2)
     assert "round 1's simulations are damaged" in error, error
     assert f"sbi-rounds verify {copy} --repair" in error, error
+    assert "what the run committed before is kept" in error and "Nothing was" not in error
     store = RunStore.open(copy / "run.h5")
     assert store.stage(2) == Stage.APPENDED and store.pending_chunks(2) == []
     assert not store.has_network(2)

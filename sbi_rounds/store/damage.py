@@ -149,8 +149,12 @@ def plan_repair(damage: list[Damage]) -> RepairPlan:
 _SIMULATED = ("theta", "x", "valid", "chunk_done")
 
 
-def damage_message(path: object, damage: list[Damage]) -> str:
-    """One message naming every damaged part of run file ``path`` and the ways out."""
+def damage_message(path: object, damage: list[Damage], *, on_read: bool = False) -> str:
+    """One message naming every damaged part of run file ``path`` and the ways out.
+
+    ``on_read``: found when the data was read (not by the start-up check), so the run may
+    have committed new work since it started; the message says that it is kept.
+    """
     rounds = sorted({d.round for d in damage if d.round is not None})
     intact = [
         r for r in rounds if not any(d.round == r and damaged_part(d) in _SIMULATED for d in damage)
@@ -160,19 +164,25 @@ def damage_message(path: object, damage: list[Damage]) -> str:
         which = ", ".join(str(r) for r in intact)
         lines.append(f"The simulations of round(s) {which} are intact.")
     plan = plan_repair(damage)
+    unchanged = (
+        "Found when it was read: nothing was built from it, and what the run committed "
+        "before is kept."
+        if on_read
+        else "Nothing was changed."
+    )
     run = Path(str(path))
     run = run.parent if run.name == "run.h5" else run
     if not plan.unrepairable:
         which = ", ".join(str(r) for r in plan.rounds)
         lines.append(
-            f"Nothing was changed. Repair it with: sbi-rounds verify {run} --repair\n"
+            f"{unchanged} Repair it with: sbi-rounds verify {run} --repair\n"
             f"(it writes the file again without the damaged parts of round(s) {which} and "
             "sets their stage back; rerunning the run's command then recomputes them). Or "
             "restore the file from a backup, or start a new run (another --run-id)."
         )
     else:
         lines.append(
-            "Nothing was changed. This damage cannot be repaired ("
+            f"{unchanged} This damage cannot be repaired ("
             + ", ".join(describe(d.path) for d in plan.unrepairable)
             + "). Restore the file from a backup, or start a new run (another --run-id); "
             "sbi-rounds export still reads the intact rounds (--rounds R ...), and "

@@ -181,7 +181,7 @@ class RoundRecords(RoundPlans):
         problem = mismatch(values, stored_checksum(g, name))
         if problem is not None:
             damage = [Damage(f"{g.name}/{name}", problem)]
-            raise DamagedRunError(damage_message(self.path, damage))
+            raise DamagedRunError(damage_message(self.path, damage, on_read=True))
         return values
 
     def set_counts(self, round_: int, simulations: int, valid: int) -> None:
