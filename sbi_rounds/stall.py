@@ -29,12 +29,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
 from sbi_rounds.config import StallConfig
+from sbi_rounds.store.schema import StallCheckRecord
 from sbi_rounds.training.runner import VALIDATION_BATCH, LossFn
 
 __all__ = [
@@ -47,30 +47,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class StallCheck:
-    """The outcome of :func:`check_stall` (stored with the round's training summary).
-
-    Attributes:
-        stalled: Whether the training counts as failed.
-        reference: What the loss was compared with (``gaussian``, ``chance``,
-            ``previous_round``).
-        loss: The trained network's mean validation loss.
-        reference_loss: The reference's mean loss on the same rows.
-        excess: ``loss - reference_loss``, nats per sample.
-        stderr: Standard error of the paired per-row differences.
-    """
-
-    stalled: bool
-    reference: str
-    loss: float
-    reference_loss: float
-    excess: float
-    stderr: float
+class StallCheck(StallCheckRecord):
+    """The outcome of :func:`check_stall`: the record stored with the round's training
+    (``StallCheckRecord``: whether it stalled, the reference, the losses, the excess and
+    its standard error), and its description."""
 
     def record(self) -> dict[str, float | str | bool]:
         """As a JSON-ready dict."""
-        return asdict(self)
+        return self.model_dump()
 
     def describe(self) -> str:
         """One line: the losses and the verdict."""
