@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from small_run import SMALL
 
 from sbi_rounds.cli.flags import ALIASES, COMBINED, flag_name, setting_values
 from sbi_rounds.cli.run import build_config, main, parse_args, parser
@@ -254,27 +255,9 @@ def test_a_run_from_a_directory_with_its_own_tasks_and_flows(tmp_path):
             "--xobs",
             "0.5",
             "-0.3",
-            "--rounds",
-            "1",
-            "--simulations-per-round",
-            "100",
-            "--chunk-size",
-            "50",
-            "--max-epochs",
-            "2",
-            "--hidden-features",
-            "10",
-            "--num-transforms",
-            "1",
-            "--num-samples",
-            "50",
-            "--workers",
-            "1",
-            "--logger",
-            "none",
+            *SMALL,
             "--run-id",
             "here",
-            "--no-progress",
             "--predictive-simulations",
             "0",
             "--calibration-simulations",
