@@ -273,3 +273,14 @@ def test_local_cluster_processes_exit_when_the_run_is_killed(tmp_path):
         for p in [psutil.Process(proc.pid), *children] if proc.poll() is None else children:
             if p.is_running():
                 p.kill()
+
+
+def test_a_removed_worker_the_cluster_never_listed_does_not_fail_its_close():
+    # After a hung worker's restart the scheduler may report the removal of an address the
+    # cluster's view never held (dask/distributed#5407); distributed's handler raised
+    # KeyError, which failed the close of a run whose work was all done.
+    with open_client(ClusterConfig(workers=1)) as client:
+        cluster = client.cluster
+        cluster._update_worker_status("remove", "tcp://127.0.0.1:1")
+        assert len(client.nthreads()) == 1
+    assert cluster.status.name == "closed"

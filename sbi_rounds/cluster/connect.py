@@ -195,6 +195,24 @@ def _temporary_environ(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _tolerate_unknown_removals(cluster: Any) -> None:
+    """Let ``cluster`` ignore the removal of a worker its view never listed.
+
+    When a hung worker is restarted, the scheduler may report the removal of an address
+    the cluster's view never held; distributed's handler then raises ``KeyError``
+    (dask/distributed#5407), which ends the task watching the workers and comes back at
+    ``close()``, failing a run whose work is all done.
+    """
+    update = cluster._update_worker_status
+
+    def update_known(op: str, msg: Any) -> None:
+        if op == "remove" and msg not in cluster.scheduler_info.get("workers", {}):
+            return
+        update(op, msg)
+
+    cluster._update_worker_status = update_known
+
+
 @contextmanager
 def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
     from distributed.deploy.subprocess import SubprocessCluster
@@ -221,6 +239,7 @@ def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
                 "memory_limit": 0,
             },
         )
+    _tolerate_unknown_removals(cluster)
     try:
         yield cluster
     finally:
