@@ -228,6 +228,8 @@ def test_the_command_line_runs_a_vector_field_method_and_extends_it(
         "0",
         "--predictive-simulations",
         "20",
+        "--map-iterations",  # each step differentiates through an ODE solve: ~0.2 s
+        "10",
         "--logger",
         "none",
         "--run-dir",
