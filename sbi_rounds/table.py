@@ -14,12 +14,18 @@ __all__ = ["ROUND_COLUMNS", "Column", "format_round_table", "round_line", "round
 
 @dataclass(frozen=True)
 class Column:
-    """A column of the round table: its key in :func:`round_table` rows, its title in the
-    report and the Prefect artifact, its short title in the console (None: not shown there)."""
+    """A column of the round table: its key in :func:`round_table` rows, its name, its short
+    title in the console (None: not shown there) and its unit (``"s"``: seconds)."""
 
     key: str
-    title: str
+    name: str
     short: str | None
+    unit: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The title in the Prefect artifact and the report, e.g. ``train (s)``."""
+        return f"{self.name} ({self.unit})" if self.unit else self.name
 
 
 #: The round table's columns: the console, the Prefect artifact and the HTML report all
@@ -34,14 +40,14 @@ ROUND_COLUMNS = (
     Column("stop", "stopped by", "stopped by"),
     Column("best_val_loss", "best validation loss", "best val loss"),
     Column("retrains", "retrained", "retrained"),
-    Column("sample_s", "sample (s)", "sample s"),
-    Column("simulate_s", "simulate (s)", "simulate s"),
-    Column("append_s", "append (s)", None),
-    Column("train_s", "train (s)", "train s"),
-    Column("posterior_s", "posterior (s)", "posterior s"),
-    Column("checkpoint_s", "checkpoint (s)", "ckpt s"),
-    Column("commit_s", "commit (s)", None),
-    Column("checks_s", "checks (s)", "checks s"),
+    Column("sample_s", "sample", "sample s", "s"),
+    Column("simulate_s", "simulate", "simulate s", "s"),
+    Column("append_s", "append", None, "s"),
+    Column("train_s", "train", "train s", "s"),
+    Column("posterior_s", "posterior", "posterior s", "s"),
+    Column("checkpoint_s", "checkpoint", "ckpt s", "s"),
+    Column("commit_s", "commit", None, "s"),
+    Column("checks_s", "checks", "checks s", "s"),
 )
 
 
@@ -81,14 +87,15 @@ def _training(attempts: list[TrainingAttempt]) -> dict[str, Any]:
 
 def format_round_table(rows: list[dict[str, Any]]) -> str:
     """The round table as aligned text."""
-    cols = [(c.key, c.short) for c in ROUND_COLUMNS if c.short is not None]
+    cols = [c for c in ROUND_COLUMNS if c.short is not None]
 
-    def fmt(v: Any) -> str:
+    def fmt(v: Any, column: Column) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
             return "-"
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        places = 2 if column.unit == "s" else 3
+        return f"{v:.{places}f}" if isinstance(v, float) else str(v)
 
-    table = [[h for _, h in cols]] + [[fmt(row.get(k)) for k, _ in cols] for row in rows]
+    table = [[c.short for c in cols]] + [[fmt(row.get(c.key), c) for c in cols] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table)
 

@@ -23,6 +23,7 @@ from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import stop_label
 from sbi_rounds.report import REPORT_NAME, format_number
 from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.table import ROUND_COLUMNS
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -152,8 +153,16 @@ class _Page(HTMLParser):
             self._table = None
 
 
-def _body(table: list[list[tuple[str, str | None]]]) -> list[list[str]]:
-    return [[text for text, _ in row] for row in table[1:]]
+def _text(table: list[list[tuple[str, str | None]]]) -> list[list[str]]:
+    return [[text for text, _ in row] for row in table]
+
+
+def _rounds_header(rows: list[list[str]]) -> list[str]:
+    """The round table's column titles: its first header row, with the ``seconds`` group
+    replaced by the titles below it (``train`` -> ``train (s)``)."""
+    top, below = rows[0], rows[1]
+    assert top[-1] == "seconds" and below == [c.name for c in ROUND_COLUMNS if c.unit == "s"]
+    return top[:-1] + [f"{name} (s)" for name in below]
 
 
 def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
@@ -177,8 +186,8 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:4] == b"\x89PNG"
     store = RunStore.open(config.run_path)
-    rounds = _body(page.tables["rounds"])
-    header = [text for text, _ in page.tables["rounds"][0]]
+    header, rounds = _rounds_header(_text(page.tables["rounds"])), _text(page.tables["rounds"])[2:]
+    assert header == [c.title for c in ROUND_COLUMNS]
     for r, row in zip((1, 2), rounds, strict=True):
         cells = dict(zip(header, row, strict=True))
         counts, summary = store.counts(r), store.training_summary(r)
@@ -188,7 +197,7 @@ def test_the_report_cli_writes_one_self_contained_file_with_the_run_numbers(
         assert cells["epochs"] == str(summary.epochs)
         assert cells["best validation loss"] == format_number(summary.best_val_loss)
         assert cells["stopped by"] == stop_label(summary) and cells["network"] in ("nsf", "maf")
-        assert float(cells["train (s)"]) == pytest.approx(store.timings(r).train, rel=1e-3)
+        assert cells["train (s)"] == f"{store.timings(r).train:.2f}"  # seconds: 2 decimals
     posterior = store.diagnostics(2).posterior
     table = page.tables["posterior-2"]
     assert [row[0][0] for row in table[1:]] == ["mu", "nu"]
@@ -263,6 +272,8 @@ _INSPECT = """JSON.stringify({
   tables: Object.fromEntries(Array.from(document.querySelectorAll("table[id]")).map(t =>
     [t.id, Array.from(t.rows).map(r => Array.from(r.cells).map(c => c.innerText.trim()))])),
   title: document.title,
+  widths: {page: document.body.clientWidth,
+           rounds: document.getElementById("rounds").getBoundingClientRect().width},
 })"""
 
 
@@ -332,7 +343,9 @@ def test_the_report_opens_in_headless_chromium_with_every_image_and_the_numbers(
     for image in found["images"]:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     store = RunStore.open(config.run_path)
-    header, *rows = found["tables"]["rounds"]
+    # the round table fits the 1280-pixel window: every column in view, none scrolled away
+    assert found["widths"]["rounds"] <= found["widths"]["page"], found["widths"]
+    header, rows = _rounds_header(found["tables"]["rounds"]), found["tables"]["rounds"][2:]
     assert len(rows) == 2
     for r, row in zip((1, 2), rows, strict=True):
         cells = dict(zip(header, row, strict=True))
