@@ -59,7 +59,7 @@ def test_the_help_shows_every_flag_and_the_documented_short_ones():
         assert all(f in text for f in flags)
     assert all(flag in text for flag in COMBINED)
     assert all(path in {s.dotted for s in SETTINGS} for path in ALIASES)
-    assert "(default: 200)" in text and "SBI_ROUNDS_TRAINING__BATCH_SIZE" in text
+    assert "(default: 500)" in text and "SBI_ROUNDS_TRAINING__BATCH_SIZE" in text
 
 
 def test_every_flag_the_readme_documents_is_accepted():

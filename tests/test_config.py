@@ -39,6 +39,8 @@ def test_wrong_values_name_the_field_and_the_allowed_range():
     assert "method" in text and "snpe" in text
     text = _errors(xobs=[1.0], x_dtype="int8")
     assert "x_dtype" in text and "'float32'" in text
+    text = _errors(xobs=[1.0], diagnostics={"map_iterations": -1})
+    assert "diagnostics.map_iterations" in text and "auto or an integer from 0" in text
 
 
 def test_unknown_keys_are_errors():

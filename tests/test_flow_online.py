@@ -228,8 +228,6 @@ def test_the_command_line_runs_a_vector_field_method_and_extends_it(
         "0",
         "--predictive-simulations",
         "20",
-        "--map-iterations",  # each step differentiates through an ODE solve: ~0.2 s
-        "10",
         "--logger",
         "none",
         "--run-dir",
@@ -244,5 +242,6 @@ def test_the_command_line_runs_a_vector_field_method_and_extends_it(
     proposal = store.round_info(2).proposal
     assert proposal["kind"] == "truncated_prior" and proposal["density"] == "log_prob"
     assert store.read_network(2)[1]["role"] == "vector_field"
+    assert store.diagnostics(2).map is not None  # map_iterations auto: 20 steps
     assert main([*argv, "--rounds", "3"]) == 0
     assert store.stage(3) == Stage.DONE and store.round_info(3).proposal["round"] == 2

@@ -83,13 +83,13 @@ class DiagnosticsConfig(BaseModel):
         "1 - alpha interval of its posterior predictive distribution (two-sided predictive "
         "p-value 2 min(q, 1 - q) < alpha, q the predictive quantile of x_o).",
     )
-    map_iterations: int = Field(
-        200,
-        ge=0,
-        le=100_000,
+    map_iterations: int | Literal["auto"] = Field(
+        "auto",
         title="MAP gradient steps",
         description="Gradient-ascent steps of sbi's posterior.map(), started from the best of "
-        "the round's stored posterior samples; 0: no MAP estimate.",
+        "the round's stored posterior samples; 0: no MAP estimate; auto: 200, or 20 for tfmpe "
+        "and tnpse (each of their steps differentiates through an ODE solve; 20 steps reach "
+        "the density 200 do).",
     )
     calibration_simulations: int | Literal["auto"] = Field(
         "auto",
@@ -154,6 +154,13 @@ class DiagnosticsConfig(BaseModel):
     def _calibration_count(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 0 <= value <= 1_000_000:
             raise ValueError(f"must be auto or an integer from 0 to 1000000, got {value}")
+        return value
+
+    @field_validator("map_iterations")
+    @classmethod
+    def _map_steps(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 100_000:
+            raise ValueError(f"must be auto or an integer from 0 to 100000, got {value}")
         return value
 
     @field_validator("true_parameters")

@@ -305,6 +305,12 @@ class RunConfig(BaseModel):
         return get_method(self.method).sampler(self.posterior)
 
     @property
+    def map_iterations(self) -> int:
+        """MAP gradient steps, with ``auto`` resolved for the method."""
+        n = self.diagnostics.map_iterations
+        return get_method(self.method).map_iterations if n == "auto" else int(n)
+
+    @property
     def calibration_simulations(self) -> int:
         """Calibration test simulations, with ``auto`` resolved: some hundreds where the
         posterior is sampled directly (cheap), 0 where every test needs MCMC."""

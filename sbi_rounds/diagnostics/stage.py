@@ -108,7 +108,7 @@ def _wanted(run: Run, round_: int, stored: RoundDiagnostics) -> list[str]:
     has_truth = all(s.truth is not None for s in summary.values()) if summary else False
     if not summary or has_truth != (d.true_parameters is not None):
         parts.append("posterior")
-    if d.map_iterations > 0 and stored.map is None:
+    if run.config.map_iterations > 0 and stored.map is None:
         parts.append("map")
     if d.predictive_simulations > 0 and stored.predictive is None:
         parts.append("predictive")
@@ -139,13 +139,12 @@ def _interrupted(should_stop: Callable[[], bool] | None, what: str, round_: int)
 
 def _map(run: Run, round_: int, samples: np.ndarray) -> list[float]:
     """sbi's ``posterior.map()``, started from the stored samples (no new sampling)."""
-    d = run.config.diagnostics
     posterior = posterior_for_round(run, round_)
     inits = torch.from_numpy(np.ascontiguousarray(samples[:1000], dtype=np.float32))
     with seeded(derive_seed(run.config.seed, round_, "predictive", 0)):
         estimate = posterior.map(
             init_method=inits,
-            num_iter=d.map_iterations,
+            num_iter=run.config.map_iterations,
             num_to_optimize=min(10, len(inits)),
             show_progress_bars=False,
         )

@@ -115,6 +115,8 @@ class Method(ABC):
         calibrates_by_default: Whether ``diagnostics.calibration_simulations: auto`` runs
             the calibration test (some hundred posteriors and their densities: cheap for a
             normalizing flow, an ODE solve per density for a vector field).
+        map_iterations: The MAP's gradient steps when ``diagnostics.map_iterations`` is
+            ``auto``.
     """
 
     name: ClassVar[str]
@@ -125,6 +127,7 @@ class Method(ABC):
     samplers: ClassVar[tuple[str, ...]]
     settings_field: ClassVar[str | None] = None
     calibrates_by_default: ClassVar[bool] = True
+    map_iterations: ClassVar[int] = 200
 
     def check_network(self, model: str) -> None:
         """Raise ``ValueError`` when ``model`` cannot serve as this method's network."""

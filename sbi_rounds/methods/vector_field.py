@@ -221,6 +221,9 @@ class VectorFieldMethod(Method):
         ": its posterior is sampled by solving the estimator's ODE or SDE ({method}.sample_with)"
     )
     calibrates_by_default: ClassVar[bool] = False
+    #: Each step differentiates through an ODE solve (~0.2 s for 10 points in 2-D, 200
+    #: steps ~45 s a round); 20 steps reached the exact log-density 200 steps did.
+    map_iterations: ClassVar[int] = 20
     #: ``flow`` (flow matching) or ``score`` (score matching).
     estimator: ClassVar[str]
 

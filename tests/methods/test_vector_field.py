@@ -34,6 +34,12 @@ def test_defaults_are_documented_and_typed():
     assert s.tnpse.sde_type == "ve" and f.tfmpe.time_sampling == "uniform"
     assert f.posterior_sampler == "direct"
     assert f.calibration_simulations == 0  # auto: a density rank is an ODE solve per sample
+    # auto: 20 MAP steps (each differentiates through an ODE solve), 200 for the flows
+    assert f.map_iterations == s.map_iterations == 20
+    assert RunConfig(xobs=[0.0], method="snpe").map_iterations == 200
+    assert (
+        RunConfig(xobs=[0.0], method="tnpse", diagnostics={"map_iterations": 5}).map_iterations == 5
+    )
     for name, field in type(f.tfmpe).model_fields.items():
         assert field.description, f"tfmpe.{name} has no description"
 
