@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from sbi_rounds.strict import STRICT
 
@@ -50,6 +50,9 @@ class StallConfig(BaseModel):
         "per-sample differences (small validation sets are noisy).",
     )
 
+
+#: The largest count each ``int | "auto"`` setting takes.
+_AUTO_COUNT_MAX = {"calibration_simulations": 1_000_000, "map_iterations": 100_000}
 
 #: ``calibration_simulations="auto"`` where the posterior is sampled directly.
 AUTO_CALIBRATION_SIMULATIONS = 100
@@ -149,18 +152,12 @@ class DiagnosticsConfig(BaseModel):
         description="How many successive rounds must be stable before the run stops.",
     )
 
-    @field_validator("calibration_simulations")
+    @field_validator("calibration_simulations", "map_iterations")
     @classmethod
-    def _calibration_count(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value <= 1_000_000:
-            raise ValueError(f"must be auto or an integer from 0 to 1000000, got {value}")
-        return value
-
-    @field_validator("map_iterations")
-    @classmethod
-    def _map_steps(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 0 <= value <= 100_000:
-            raise ValueError(f"must be auto or an integer from 0 to 100000, got {value}")
+    def _auto_or_count(cls, value: int | str, info: ValidationInfo) -> int | str:
+        top = _AUTO_COUNT_MAX[info.field_name]
+        if isinstance(value, int) and not 0 <= value <= top:
+            raise ValueError(f"must be auto or an integer from 0 to {top}, got {value}")
         return value
 
     @field_validator("true_parameters")
