@@ -33,9 +33,8 @@ __all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "wr
 #: The report's file name in the run directory.
 REPORT_NAME = "report.html"
 
-#: Units of the round table's column groups in the report, with the group's title and the
-#: decimals its values show.
-_UNIT_GROUPS = {"s": ("seconds", 2)}
+#: Units of the round table whose columns the report groups, with the group's title.
+_UNIT_GROUPS = {"s": "seconds"}
 
 
 def stopped_early(run: Run) -> str | None:
@@ -46,7 +45,6 @@ def stopped_early(run: Run) -> str | None:
 
 def _rounds_section(run: Run) -> str:
     rows = [[row.get(c.key) for c in TABLE_COLUMNS] for row in round_table(run.store)]
-    groups = [_UNIT_GROUPS.get(c.unit or "", (None, None)) for c in TABLE_COLUMNS]
     histories = {r: run.store.read_history(r) for r in run.store.rounds()}
     curves = loss_curves_png({r: {k: list(v) for k, v in h.items()} for r, h in histories.items()})
     return (
@@ -55,8 +53,8 @@ def _rounds_section(run: Run) -> str:
             "rounds",
             [c.name if c.unit in _UNIT_GROUPS else c.title for c in TABLE_COLUMNS],
             rows,
-            groups=[g for g, _ in groups],
-            decimals=[d for _, d in groups],
+            groups=[_UNIT_GROUPS.get(c.unit or "") for c in TABLE_COLUMNS],
+            decimals=[c.decimals for c in TABLE_COLUMNS],
         )
         + '<p class="note">Seconds per stage; "checks" is the posterior checks of the round '
         "(MAP, predictive simulations, C2ST, calibration).</p>"

@@ -23,6 +23,11 @@ class Column:
     unit: str | None = None
 
     @property
+    def decimals(self) -> int | None:
+        """The decimals its values show (seconds: 2); None: the view's own format."""
+        return 2 if self.unit == "s" else None
+
+    @property
     def title(self) -> str:
         """The title in the Prefect artifact and the report, e.g. ``train (s)``."""
         return f"{self.name} ({self.unit})" if self.unit else self.name
@@ -92,7 +97,7 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any, column: Column) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
             return "-"
-        places = 2 if column.unit == "s" else 3
+        places = 3 if column.decimals is None else column.decimals
         return f"{v:.{places}f}" if isinstance(v, float) else str(v)
 
     table = [[c.short for c in cols]] + [[fmt(row.get(c.key), c) for c in cols] for row in rows]
