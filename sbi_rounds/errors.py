@@ -1,8 +1,15 @@
-"""The errors a run raises on purpose: stopped, refused settings, an invalid round."""
+"""The errors a run raises on purpose: stopped, refused settings, an invalid round, a
+posterior too leaky to sample."""
 
 from __future__ import annotations
 
-__all__ = ["CodeChangedError", "ConfigMismatchError", "InvalidRoundError", "RunInterrupted"]
+__all__ = [
+    "CodeChangedError",
+    "ConfigMismatchError",
+    "InvalidRoundError",
+    "LeakageError",
+    "RunInterrupted",
+]
 
 
 class ConfigMismatchError(ValueError):
@@ -11,6 +18,11 @@ class ConfigMismatchError(ValueError):
 
 class InvalidRoundError(RuntimeError):
     """Too few valid simulations in a round."""
+
+
+class LeakageError(RuntimeError):
+    """Sampling a posterior that leaks out of the prior would take longer than allowed
+    (``posterior.max_sampling_seconds``; see ``sbi_rounds.methods.leakage``)."""
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -21,6 +21,7 @@ STAGE_KEYS = {
     "probe": 6,
     "calibration": 7,
     "predictive": 8,
+    "leakage": 9,
 }
 
 

@@ -15,7 +15,8 @@ __all__ = ["ROUND_COLUMNS", "Column", "format_round_table", "round_line", "round
 @dataclass(frozen=True)
 class Column:
     """A column of the round table: its key in :func:`round_table` rows, its name, its short
-    title in the console (None: not shown there) and its unit (``"s"``: seconds)."""
+    title in the console (None: not shown there) and its unit (``"s"``: seconds, ``"%"``:
+    percent)."""
 
     key: str
     name: str
@@ -26,6 +27,13 @@ class Column:
     def decimals(self) -> int | None:
         """The decimals its values show (seconds: 2); None: the view's own format."""
         return 2 if self.unit == "s" else None
+
+    def format(self, value: float) -> str:
+        """A float as the console shows it: seconds with 2 decimals, percentages with 2
+        significant digits below 10%, anything else with 3 decimals."""
+        if self.unit == "%":
+            return f"{value:.2g}%" if value < 10 else f"{value:.0f}%"
+        return f"{value:.{3 if self.decimals is None else self.decimals}f}"
 
     @property
     def title(self) -> str:
@@ -45,6 +53,7 @@ ROUND_COLUMNS = (
     Column("stop", "stopped by", "stopped by"),
     Column("best_val_loss", "best validation loss", "best val loss"),
     Column("retrains", "retrained", "retrained"),
+    Column("in_prior", "in prior", "in prior", "%"),
     Column("sample_s", "sample", "sample s", "s"),
     Column("simulate_s", "simulate", "simulate s", "s"),
     Column("append_s", "append", None, "s"),
@@ -58,12 +67,14 @@ ROUND_COLUMNS = (
 
 def round_table(store: RunStore) -> list[dict[str, Any]]:
     """One row per round: simulations, valid, the kept network, epochs, why training stopped,
-    best validation loss, retrains, seconds per stage and of the posterior checks."""
+    best validation loss, retrains, the posterior's percent inside the prior (methods that
+    measure leakage), seconds per stage and of the posterior checks."""
     rows = []
     for r in store.rounds():
         counts = store.counts(r)
         summary = store.training_summary(r)
         diagnostics = store.diagnostics(r)
+        mass = store.prior_mass(r)
         rows.append(
             {
                 "round": r,
@@ -74,6 +85,7 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
                 "best_val_loss": None if summary is None else summary.best_val_loss,
                 "stop": stop_label(summary),
                 **(_training(store.training_attempts(r)) if summary else {}),
+                "in_prior": None if mass is None else 100 * mass.fraction,
                 **{f"{k}_s": v for k, v in store.timings(r).by_stage().items()},
                 "checks_s": None if diagnostics is None else diagnostics.seconds.total,
             }
@@ -97,8 +109,7 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
     def fmt(v: Any, column: Column) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
             return "-"
-        places = 3 if column.decimals is None else column.decimals
-        return f"{v:.{places}f}" if isinstance(v, float) else str(v)
+        return column.format(v) if isinstance(v, float) else str(v)
 
     table = [[c.short for c in cols]] + [[fmt(row.get(c.key), c) for c in cols] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]

@@ -239,6 +239,24 @@ def test_a_failing_round_prints_one_error_line_and_prefect_no_traceback(tmp_path
     assert "Task run failed with exception: InvalidRoundError" in out
 
 
+@pytest.mark.slow
+def test_a_posterior_too_leaky_to_sample_in_time_is_one_error_with_the_remedies(tmp_path):
+    argv = _argv(tmp_path / "runs", "--max-sampling-seconds", "1e-6")
+    status, out = _cli(argv, tmp_path)
+    assert status == 1, out[-3000:]
+    assert out.count("error: ") == 1 and not _tracebacks(out), out[-5000:]
+    error = out[out.index("error: ") :]
+    for part in (
+        "round 1's posterior at xobs puts",
+        "more than posterior.max_sampling_seconds=1e-06",
+        "Check xobs and the prior",
+        "--max-sampling-seconds",
+        "After fixing it, resume with:",
+    ):
+        assert part in error, error
+    assert "--run-id r" in error.rstrip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("where", ["copy", "write"])
 def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
     tmp_path, capsys, where

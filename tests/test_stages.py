@@ -200,3 +200,59 @@ def test_mcmc_sampling_resumes_from_its_last_committed_batch(make_config, dask_c
     # Round 2's parameters started with round 1's stored posterior samples.
     theta2 = run.store.read_theta(2)
     np.testing.assert_array_equal(theta2[:40], run.store.read_samples(1))
+
+
+def test_the_posterior_stage_records_its_mass_in_the_prior_and_stops_past_the_time_limit(
+    make_config, dask_client
+):
+    """The fraction of the flow's draws inside the prior is recorded before sampling; a
+    sampling predicted above ``posterior.max_sampling_seconds`` stops the round with its
+    training kept, and resuming with a higher limit finishes it. A recorded fraction below
+    10% is a warning and shows in the round table."""
+    from sbi_rounds.diagnostics import round_alerts
+    from sbi_rounds.errors import LeakageError
+    from sbi_rounds.store import PriorMass
+    from sbi_rounds.table import format_round_table, round_table
+
+    config = make_config(rounds=1, run_id="leak", posterior={"max_sampling_seconds": 1e-6})
+    with run_session(config) as run:
+        with pytest.raises(LeakageError, match="more than posterior.max_sampling_seconds=1e-06"):
+            _round(run, 1, dask_client)
+        mass = run.store.prior_mass(1)
+        assert run.store.stage(1) == Stage.TRAINED
+        assert 0.1 < mass.fraction <= 1 and mass.draws == 10_000
+        assert round_table(run.store)[0]["in_prior"] == pytest.approx(100 * mass.fraction)
+        assert not any("inside the prior" in a for a in round_alerts(run, 1))
+
+    config = make_config(rounds=1, run_id="leak", posterior={"max_sampling_seconds": 600})
+    with run_session(config) as run:
+        results = _round(run, 1, dask_client)
+        again = run.store.prior_mass(1)  # measured again: the same seed, the same count
+        assert (again.fraction, again.draws) == (mass.fraction, mass.draws)
+        run.store.write_prior_mass(1, PriorMass(fraction=0.003, draws=10_000, seconds_per_draw=0))
+        alerts = round_alerts(run, 1)
+        table = format_round_table(round_table(run.store))
+    assert [r.skipped for r in results] == [True] * 4 + [False] * 2
+    assert any(
+        a.startswith("round 1: only 0.3% of the posterior estimate at xobs lies inside the prior")
+        and "Check xobs and the prior" in a
+        for a in alerts
+    ), alerts
+    assert "in prior" in table.splitlines()[0] and " 0.3% " in table
+
+
+def test_a_proposal_from_a_leaking_posterior_is_refused_before_it_is_drawn(
+    make_config, dask_client
+):
+    from sbi_rounds.errors import LeakageError
+    from sbi_rounds.store import PriorMass
+
+    config = make_config(rounds=2)
+    with run_session(config) as run:
+        _round(run, 1, dask_client)
+        assert run.store.prior_mass(1) is not None
+        leaky = PriorMass(fraction=1e-9, draws=10_000, seconds_per_draw=1e-5)
+        run.store.write_prior_mass(1, leaky)
+        with pytest.raises(LeakageError, match="drawing 100 samples for round 2's proposal"):
+            stages.sample_proposal(run, 2)
+        assert run.store.round_info(2).theta_done == 200  # round 1's samples, reused

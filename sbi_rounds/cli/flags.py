@@ -63,6 +63,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "posterior.warmup_steps": ("--warmup-steps",),
     "posterior.init_strategy": ("--init-strategy",),
     "posterior.mcmc_workers": ("--mcmc-workers",),
+    "posterior.max_sampling_seconds": ("--max-sampling-seconds",),
     "diagnostics.predictive_simulations": ("--predictive-simulations",),
     "diagnostics.predictive_alpha": ("--predictive-alpha",),
     "diagnostics.map_iterations": ("--map-iterations",),

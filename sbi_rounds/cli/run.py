@@ -217,7 +217,7 @@ def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> 
     A full disk names the free and needed space of ``config``'s run directory."""
     from sbi_rounds.cluster import ClusterError
     from sbi_rounds.environment import is_disk_error, is_disk_full
-    from sbi_rounds.errors import InvalidRoundError
+    from sbi_rounds.errors import InvalidRoundError, LeakageError
     from sbi_rounds.simulation import SimulationFailed
 
     if is_disk_error(e):
@@ -242,7 +242,7 @@ def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> 
         return 1
     if isinstance(e, InvalidRoundError):  # the committed invalid rows must be redone
         resume += " --resimulate-invalid"
-    if isinstance(e, (SimulationFailed, InvalidRoundError, FloatingPointError)):
+    if isinstance(e, (SimulationFailed, InvalidRoundError, FloatingPointError, LeakageError)):
         print(f"error: {e}\n\nAfter fixing it, resume with:\n  {resume}", file=sys.stderr)
         return 1
     return None

@@ -2,7 +2,8 @@
 
 Each is one sentence that says what happened and what to do: a training cut by a cap while
 its validation loss was still improving, a posterior at ``xobs`` about as wide as the prior,
-a valid fraction that fell from the round before, simulations that failed. The console, the
+a valid fraction that fell from the round before, simulations that failed, a posterior
+estimate whose mass leaks out of the prior. The console, the
 HTML report and the Prefect artifacts show the same list (:func:`round_alerts`).
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_rounds.methods.leakage import LEAKY_FRACTION, leakage_advice, percent
 from sbi_rounds.store.schema import TrainingAttempt, TrainingSummaryRecord
 
 __all__ = ["IMPROVING_TAIL", "WIDE_FRACTION", "round_alerts", "simulation_alerts", "stop_label"]
@@ -101,6 +103,24 @@ def _as_wide_as_prior(run: Any, round_: int) -> str | None:
     )
 
 
+def _leaking(run: Any, round_: int) -> str | None:
+    """A posterior estimate with less than :data:`LEAKY_FRACTION` of its mass in the prior."""
+    mass = run.store.prior_mass(round_)
+    if mass is None or mass.fraction >= LEAKY_FRACTION:
+        return None
+    kept = (
+        "none of them kept"
+        if mass.fraction == 0
+        else f"about 1 in {1 / mass.fraction:,.0f} kept when sampling"
+    )
+    return (
+        f"round {round_}: only {percent(mass.fraction)} of the posterior estimate at xobs lies "
+        f"inside the prior ({round(mass.fraction * mass.draws)} of {mass.draws} network "
+        f"draws; {kept}): its density leaks out of the prior, so sampling it is slow and "
+        f"its shape may be wrong. {leakage_advice(run.config.method, round_)}"
+    )
+
+
 def _valid_fraction(store: Any, round_: int) -> float | None:
     """The round's fraction of valid simulations (None: not counted yet, or none run)."""
     c = store.counts(round_)
@@ -136,6 +156,7 @@ def round_alerts(run: Any, round_: int) -> list[str]:
     alerts = [
         _capped(round_, store.training_summary(round_), store.training_attempts(round_)),
         _as_wide_as_prior(run, round_),
+        _leaking(run, round_),
     ]
     alerts.extend(simulation_alerts(store, round_))
     return [a for a in alerts if a]

@@ -117,6 +117,9 @@ class Method(ABC):
             normalizing flow, an ODE solve per density for a vector field).
         map_iterations: The MAP's gradient steps when ``diagnostics.map_iterations`` is
             ``auto``.
+        measures_leakage: Whether its posterior is a network sampled by rejecting draws
+            outside the prior, cheap to draw from, whose fraction inside the prior the
+            posterior stage measures (``sbi_rounds.methods.leakage``).
     """
 
     name: ClassVar[str]
@@ -128,6 +131,7 @@ class Method(ABC):
     settings_field: ClassVar[str | None] = None
     calibrates_by_default: ClassVar[bool] = True
     map_iterations: ClassVar[int] = 200
+    measures_leakage: ClassVar[bool] = False
 
     def check_network(self, model: str) -> None:
         """Raise ``ValueError`` when ``model`` cannot serve as this method's network."""
@@ -195,6 +199,7 @@ class DirectMethod(Method):
     role: ClassVar[Role] = "posterior"
     default_sampler: ClassVar[str] = "direct"
     samplers: ClassVar[tuple[str, ...]] = ("direct",)
+    measures_leakage: ClassVar[bool] = True
     sampler_reason: ClassVar[str] = ": its network is the posterior, sampled directly"
 
     def posterior(

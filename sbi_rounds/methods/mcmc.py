@@ -34,6 +34,15 @@ class PosteriorConfig(BaseModel):
         title="Sampler",
         description="auto: the method's own (direct for SNPE/TSNPE, mcmc for SNLE/SNRE).",
     )
+    max_sampling_seconds: float | None = Field(
+        1800.0,
+        gt=0,
+        title="Max seconds a rejection sampling may take",
+        description="SNPE and TSNPE draw the posterior by rejecting the network's samples "
+        "that fall outside the prior: when most of its mass leaks out, that is slow. A "
+        "sampling predicted (from the measured fraction inside the prior) or seen to take "
+        "longer stops the run with the remedies, keeping every finished stage; none: no limit.",
+    )
     mcmc_method: Literal["slice_np_vectorized", "slice_np"] = Field(
         "slice_np_vectorized",
         title="MCMC method",

@@ -3,30 +3,82 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
+import time
 from typing import Any
 
 import torch
 
+from sbi_rounds.errors import LeakageError
+from sbi_rounds.methods.leakage import (
+    check_sampling_time,
+    leakage_stop,
+    measure_prior_mass,
+    percent,
+)
 from sbi_rounds.run import Run, posterior_for_round
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.simulation import choose_chunk_size, measure_seconds_per_simulation
 from sbi_rounds.stage import stage
-from sbi_rounds.store import Stage
+from sbi_rounds.store import PriorMass, Stage
 
-__all__ = ["build_posterior", "draw", "sample_proposal"]
+__all__ = ["SLOW_SAMPLING", "build_posterior", "draw", "sample_proposal"]
+
+log = logging.getLogger(__name__)
+
+#: A posterior sampling predicted to take longer (seconds) is announced before it starts.
+SLOW_SAMPLING = 10.0
 
 
-def draw(distribution: Any, n: int) -> torch.Tensor:
+def draw(distribution: Any, n: int, max_seconds: float | None = None) -> torch.Tensor:
     """``distribution.sample((n,))`` as ``(n, D)`` float32, quietly where the sampler takes
-    that option."""
-    sample = distribution.sample
+    that option, and stopped by sbi after ``max_seconds`` where it takes that one
+    (``max_sampling_time``: rejection sampling).
+
+    Raises:
+        TimeoutError: The sampler gave up at ``max_seconds``.
+    """
     try:
-        quiet = "show_progress_bars" in inspect.signature(sample).parameters
+        parameters = inspect.signature(distribution.sample).parameters
     except (TypeError, ValueError):
-        quiet = False
-    out = sample((n,), show_progress_bars=False) if quiet else sample((n,))
+        parameters = {}
+    options: dict[str, Any] = {}
+    if "show_progress_bars" in parameters:
+        options["show_progress_bars"] = False
+    if max_seconds is not None and "max_sampling_time" in parameters:
+        options["max_sampling_time"] = max_seconds
+    start = time.perf_counter()
+    try:
+        out = distribution.sample((n,), **options)
+    except RuntimeError as error:
+        if "max_sampling_time" in options and time.perf_counter() - start >= max_seconds:
+            raise TimeoutError(f"sampling stopped after {max_seconds:g} s") from error
+        raise
     return out.reshape(n, -1).float()
+
+
+def _draw_leaky(
+    run: Run, round_: int, distribution: Any, n: int, mass: PriorMass | None, what: str
+) -> torch.Tensor:
+    """Draw ``n`` from round ``round_``'s posterior, refused or stopped by
+    ``posterior.max_sampling_seconds`` when its measured leakage makes that too slow."""
+    if mass is None:
+        return draw(distribution, n)
+    limit, method = run.config.posterior.max_sampling_seconds, run.config.method
+    check_sampling_time(mass, n, limit, round_=round_, method=method, what=what)
+    expected = mass.expected_seconds(n)
+    if expected > SLOW_SAMPLING:
+        log.warning(
+            "round %d: drawing %d samples for %s will take about %.0f s: only %s of the "
+            "posterior's network draws fall inside the prior",
+            round_, n, what, expected, percent(mass.fraction),
+        )  # fmt: skip
+    try:
+        return draw(distribution, n, limit)
+    except TimeoutError:
+        assert limit is not None
+        raise LeakageError(leakage_stop(mass, n, limit, round_, method, what)) from None
 
 
 def _proposal(run: Run, round_: int) -> tuple[Any, dict[str, Any]]:
@@ -95,6 +147,8 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
         reuse = min(len(previous), n)
         if info.theta_done < reuse:
             store.write_theta(round_, 0, previous[:reuse])
+    mass = store.prior_mass(round_ - 1) if description["kind"] == "posterior" else None
+    what = f"round {round_}'s proposal"
     batches = 1 if cfg.posterior_sampler == "direct" or round_ == 1 else cfg.posterior.batches
     per_batch = max(1, math.ceil((n - reuse) / batches))
     for b in range(max(0, info.theta_done - reuse) // per_batch, batches):
@@ -103,7 +157,7 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
         if count <= 0:
             break
         with seeded(derive_seed(cfg.seed, round_, "sample", b + 1)):
-            theta = draw(distribution, count)
+            theta = _draw_leaky(run, round_ - 1, distribution, count, mass, what)
         store.write_theta(round_, start, theta.numpy())
     return {"proposal": description, "simulations": n}
 
@@ -113,6 +167,12 @@ def build_posterior(run: Run, round_: int) -> dict[str, Any]:
     """Build the round's posterior at xobs and commit its samples batch by batch."""
     store, cfg = run.store, run.config
     posterior = posterior_for_round(run, round_)
+    mass = None
+    if run.method.measures_leakage:
+        with seeded(derive_seed(cfg.seed, round_, "leakage")):
+            mass = measure_prior_mass(posterior)
+        store.write_prior_mass(round_, mass)
+    what = f"round {round_}'s posterior"
     info = store.round_info(round_)
     s = info.num_posterior_samples
     batches = 1 if cfg.posterior_sampler == "direct" else cfg.posterior.batches
@@ -123,6 +183,6 @@ def build_posterior(run: Run, round_: int) -> dict[str, Any]:
         if count <= 0:
             break
         with seeded(derive_seed(cfg.seed, round_, "posterior", b)):
-            samples = draw(posterior, count)
+            samples = _draw_leaky(run, round_, posterior, count, mass, what)
         store.write_samples(round_, start, samples.numpy())
     return {"samples": s}

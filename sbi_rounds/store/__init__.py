@@ -56,6 +56,7 @@ from sbi_rounds.store.repair import RepairRecords
 from sbi_rounds.store.schema import (
     Calibration,
     PosteriorSummary,
+    PriorMass,
     RoundCounts,
     RoundDiagnostics,
     Timings,
@@ -74,6 +75,7 @@ __all__ = [
     "FORMAT_VERSION",
     "TIMED_STAGES",
     "PosteriorSummary",
+    "PriorMass",
     "RoundCheckpointSink",
     "RoundCounts",
     "RoundDiagnostics",

@@ -25,10 +25,12 @@ from sbi_rounds.store.schema import (
     DIAGNOSTICS,
     PAIRPLOT,
     POSTERIOR_SUMMARY,
+    PRIOR_MASS,
     SECONDS_PER_SIMULATION,
     Calibration,
     ParameterSummary,
     PosteriorSummary,
+    PriorMass,
     RoundCounts,
     RoundDiagnostics,
     read_attr,
@@ -280,6 +282,17 @@ class RoundRecords(RoundPlans):
             if parameters is None:
                 return None
             return PosteriorSummary(parameters=parameters, pairplot=read_attr(g, PAIRPLOT, str))
+
+    def write_prior_mass(self, round_: int, mass: PriorMass) -> None:
+        """Record how much of the round's posterior estimate lies inside the prior."""
+        with self._structural() as f:
+            write_attr(f[round_group(round_)], PRIOR_MASS, PriorMass, mass)
+
+    def prior_mass(self, round_: int) -> PriorMass | None:
+        """How much of the round's posterior estimate lies inside the prior (None: not
+        measured: not built yet, or a method whose sampler does not reject)."""
+        with self._read() as f:
+            return read_attr(f[round_group(round_)], PRIOR_MASS, PriorMass)
 
     def write_diagnostics(
         self, round_: int, diagnostics: RoundDiagnostics, calibration: Calibration | None = None

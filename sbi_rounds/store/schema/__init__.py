@@ -11,6 +11,8 @@ the file format, unchanged since format 1), written and read by exactly one meth
   ``write_network``) / ``training_attempts``, ``training_summary``.
 - ``posterior_summary`` and ``pairplot`` (together a :class:`PosteriorSummary`): the
   checkpoint stage; ``write_posterior_summary`` / ``posterior_summary``.
+- ``prior_mass`` (:class:`PriorMass`): the posterior stage of methods whose sampler rejects
+  draws outside the prior; ``write_prior_mass`` / ``prior_mass``.
 - ``diagnostics`` (:class:`RoundDiagnostics`) and, on round 1, ``calibration``
   (:class:`Calibration`): the checks; ``write_diagnostics`` / ``diagnostics``,
   ``calibration``.
@@ -36,6 +38,7 @@ from sbi_rounds.store.schema.base import (
     DIAGNOSTICS,
     PAIRPLOT,
     POSTERIOR_SUMMARY,
+    PRIOR_MASS,
     SECONDS_PER_SIMULATION,
     TRAINING_ATTEMPTS,
     TRAINING_SUMMARY,
@@ -60,6 +63,7 @@ from sbi_rounds.store.schema.checks import (
 from sbi_rounds.store.schema.stages import (
     ParameterSummary,
     PosteriorSummary,
+    PriorMass,
     RoundCounts,
     StallCheckRecord,
     Timings,
@@ -72,6 +76,7 @@ __all__ = [
     "DIAGNOSTICS",
     "PAIRPLOT",
     "POSTERIOR_SUMMARY",
+    "PRIOR_MASS",
     "SECONDS_PER_SIMULATION",
     "TRAINING_ATTEMPTS",
     "TRAINING_SUMMARY",
@@ -86,6 +91,7 @@ __all__ = [
     "ParameterStatistics",
     "ParameterSummary",
     "PosteriorSummary",
+    "PriorMass",
     "PredictiveCheck",
     "Record",
     "RoundCounts",

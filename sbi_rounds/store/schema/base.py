@@ -14,6 +14,7 @@ __all__ = [
     "DIAGNOSTICS",
     "PAIRPLOT",
     "POSTERIOR_SUMMARY",
+    "PRIOR_MASS",
     "SECONDS_PER_SIMULATION",
     "TRAINING_ATTEMPTS",
     "TRAINING_SUMMARY",
@@ -29,6 +30,7 @@ TRAINING_ATTEMPTS = "training_attempts"
 TRAINING_SUMMARY = "training_summary"
 POSTERIOR_SUMMARY = "posterior_summary"
 PAIRPLOT = "pairplot"
+PRIOR_MASS = "prior_mass"
 DIAGNOSTICS = "diagnostics"
 CALIBRATION = "calibration"
 

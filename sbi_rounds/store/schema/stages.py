@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
+from pydantic import Field
+
 from sbi_rounds.store.schema.base import Record, optional_field
 
 __all__ = [
     "ParameterSummary",
     "PosteriorSummary",
+    "PriorMass",
     "RoundCounts",
     "StallCheckRecord",
     "Timings",
@@ -125,6 +130,31 @@ class PosteriorSummary(Record):
 
     parameters: dict[str, ParameterSummary]
     pairplot: str | None = None
+
+
+class PriorMass(Record):
+    """How much of a posterior estimate's mass at x_o lies inside the prior's support, as
+    the posterior stage measured it before drawing (methods whose sampler rejects draws
+    outside the prior: the acceptance rate of that rejection).
+
+    Attributes:
+        fraction: The fraction of the estimator's draws inside the support (0 to 1).
+        draws: How many draws the fraction was counted on.
+        seconds_per_draw: Wall seconds per estimator draw (to predict a sampling's cost).
+    """
+
+    fraction: float = Field(ge=0.0, le=1.0)
+    draws: int = Field(ge=1)
+    seconds_per_draw: float = Field(ge=0.0)
+
+    def expected_seconds(self, samples: int) -> float:
+        """Predicted wall seconds to draw ``samples`` by rejection (inf: no draw fell
+        inside)."""
+        if samples <= 0:
+            return 0.0
+        if self.fraction <= 0.0:
+            return math.inf
+        return samples / self.fraction * self.seconds_per_draw
 
 
 class RoundCounts(Record):

@@ -1,0 +1,92 @@
+"""Leakage: the posterior's fraction inside the prior, measured, recorded, warned about and
+bounding how long sampling may take (``sbi_rounds.methods.leakage``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sbi.inference import NPE
+from sbi.utils import BoxUniform
+
+from sbi_rounds.errors import LeakageError
+from sbi_rounds.methods import METHODS
+from sbi_rounds.methods.leakage import (
+    MAX_PRIOR_MASS_DRAWS,
+    PRIOR_MASS_DRAWS,
+    check_sampling_time,
+    measure_prior_mass,
+)
+from sbi_rounds.store import PriorMass
+
+
+@pytest.fixture(scope="module")
+def edge_estimator():
+    """An NPE spline flow for ``x = theta + 0.1 eps`` under U[0, 1]^2, trained by sbi."""
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    theta = prior.sample((500,))
+    x = theta + 0.1 * torch.randn_like(theta)
+    inference = NPE(prior, density_estimator="nsf", show_progress_bars=False)
+    estimator = inference.append_simulations(theta, x).train(max_num_epochs=40)
+    return inference, estimator
+
+
+def _posterior(edge_estimator, xobs):
+    inference, estimator = edge_estimator
+    return inference.build_posterior(estimator).set_default_x(torch.tensor(xobs))
+
+
+def test_the_fraction_inside_the_prior_is_sbis_acceptance_rate(edge_estimator):
+    """At an xobs by the prior's corner part of the mass leaks; the measured fraction is what
+    sbi's own ``leakage_correction`` (its rejection sampler's acceptance rate) finds."""
+    posterior = _posterior(edge_estimator, [1.1, 1.1])
+    torch.manual_seed(1)
+    mass = measure_prior_mass(posterior)
+    torch.manual_seed(1)
+    again = measure_prior_mass(posterior)
+    reference = float(
+        posterior.leakage_correction(posterior.default_x, num_rejection_samples=20_000)
+    )
+    assert 0.05 < mass.fraction < 0.8, mass
+    assert abs(mass.fraction - reference) < 0.02, (mass.fraction, reference)
+    assert mass.draws == PRIOR_MASS_DRAWS and mass.seconds_per_draw > 0
+    assert again.fraction == mass.fraction  # seeded: the same count
+
+
+def test_a_posterior_with_no_mass_in_the_prior_is_counted_on_the_most_draws(edge_estimator):
+    posterior = _posterior(edge_estimator, [30.0, 30.0])
+    mass = measure_prior_mass(posterior)
+    assert mass.fraction == 0.0 and mass.draws == MAX_PRIOR_MASS_DRAWS
+    assert math.isinf(mass.expected_seconds(10))
+    with pytest.raises(LeakageError) as raised:
+        check_sampling_time(mass, 10, 3600.0, round_=1, method="snpe", what="round 1's posterior")
+    message = str(raised.value)
+    assert "0 of 100000 network draws" in message and "would likely never finish" in message
+    assert "Check xobs and the prior" in message  # round 1: trained on prior draws only
+
+
+def test_a_sampling_predicted_above_the_limit_is_refused_with_the_remedies():
+    mass = PriorMass(fraction=0.001, draws=10_000, seconds_per_draw=1e-4)
+    assert mass.expected_seconds(1000) == pytest.approx(100.0)
+    check_sampling_time(mass, 1000, 101.0, round_=3, method="snpe", what="round 4's proposal")
+    check_sampling_time(mass, 1000, None, round_=3, method="snpe", what="round 4's proposal")
+    with pytest.raises(LeakageError) as raised:
+        check_sampling_time(mass, 1000, 99.0, round_=3, method="snpe", what="round 4's proposal")
+    message = str(raised.value)
+    for part in (
+        "round 3's posterior at xobs puts 0.1% of its mass inside the prior (10 of 10000",
+        "drawing 1000 samples for round 4's proposal",
+        "would take about 100 s, more than posterior.max_sampling_seconds=99",
+        "--method tsnpe",
+        "--max-sampling-seconds",
+    ):
+        assert part in message, message
+    with pytest.raises(LeakageError, match="Use more simulations per round"):
+        check_sampling_time(mass, 1000, 99.0, round_=3, method="tsnpe", what="x")
+
+
+def test_the_methods_that_sample_a_flow_by_rejection_measure_leakage():
+    measured = sorted(m.name for m in METHODS.values() if m.measures_leakage)
+    assert measured == ["snpe", "tsnpe"]
