@@ -202,6 +202,7 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         "stop_reasons": [None if s is None else s.stop_reason for s in summaries],
         "retrains": [row.get("retrains", 0) for row in rows],
         "networks": [row.get("network") for row in rows],
+        "in_prior_percent": [row.get("in_prior") for row in rows],
         "stage_s": {
             k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
             for k in ("sample", "simulate", "train", "posterior")
