@@ -321,8 +321,8 @@ def test_round_one_calibration_runs_for_every_method(tmp_path, dask_client, meth
             **_small(
                 tmp_path,
                 predictive_simulations=50,
-                calibration_simulations=30,
-                calibration_posterior_samples=50,
+                calibration_simulations=12,
+                calibration_posterior_samples=20,
                 map_iterations=20,
             ).model_dump(),
             "method": method,
@@ -335,7 +335,7 @@ def test_round_one_calibration_runs_for_every_method(tmp_path, dask_client, meth
         diagnose(run, 1, dask_client)
         cal = run.store.calibration(1)
         diag = run.store.diagnostics(1)
-    assert cal.valid == 30 and f"({method})" in cal.estimator
+    assert cal.valid == 12 and f"({method})" in cal.estimator
     assert all(0 <= p.ks_p_value <= 1 for p in cal.parameters.values())
     assert diag.predictive.valid == 50
     assert all(math.isfinite(v) for v in diag.map)

@@ -140,7 +140,7 @@ def test_healthy_rounds_are_never_retrained(make_config, dask_client):
     # the project's default network and training settings (the fixture's are cut short)
     config = make_config(
         rounds=3,
-        simulations_per_round=500,
+        simulations_per_round=300,
         network=NetworkConfig().model_dump(),
         training=TrainConfig().model_dump(),
     )
