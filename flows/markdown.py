@@ -10,7 +10,7 @@ from typing import Any
 
 from sbi_rounds.store import Calibration, RoundDiagnostics
 from sbi_rounds.store.schema import Movement, ParameterSummary, PredictiveCheck
-from sbi_rounds.table import ROUND_COLUMNS
+from sbi_rounds.table import shown_columns
 
 __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
@@ -24,7 +24,6 @@ __all__ = [
 MAX_EMBEDDED_IMAGE_BYTES = 4_000_000
 
 #: Round-table columns: (key in ``round_table`` rows, column title).
-_TABLE_COLUMNS = tuple((c.key, c.title) for c in ROUND_COLUMNS)
 
 
 def _clean(value: Any, digits: int = 4) -> Any:
@@ -48,10 +47,11 @@ def round_table_artifact_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[st
             ``best_val_loss`` and ``<stage>_s`` seconds).
 
     Returns:
-        One dict per round: round, stage, simulations, valid, epochs, best validation
-        loss and the seconds of every stage; unknown values are None.
+        One dict per round: the columns of ``sbi_rounds.table.shown_columns`` by title;
+        unknown values are None.
     """
-    return [{title: _clean(row.get(key)) for key, title in _TABLE_COLUMNS} for row in rows]
+    columns = shown_columns([dict(r) for r in rows])
+    return [{c.title: _clean(row.get(c.key)) for c in columns} for row in rows]
 
 
 def png_data_uri(path: str | Path, max_bytes: int = MAX_EMBEDDED_IMAGE_BYTES) -> str | None:

@@ -25,8 +25,7 @@ from sbi_rounds.results import load_run
 from sbi_rounds.run import Run, parameter_names
 from sbi_rounds.store import RoundDiagnostics, Stage
 from sbi_rounds.store.schema import ParameterStatistics, ParameterSummary, PredictiveCheck
-from sbi_rounds.table import ROUND_COLUMNS as TABLE_COLUMNS
-from sbi_rounds.table import round_table
+from sbi_rounds.table import round_table, shown_columns
 
 __all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "write_report"]
 
@@ -44,17 +43,19 @@ def stopped_early(run: Run) -> str | None:
 
 
 def _rounds_section(run: Run) -> str:
-    rows = [[row.get(c.key) for c in TABLE_COLUMNS] for row in round_table(run.store)]
+    table = round_table(run.store)
+    columns = shown_columns(table)
+    rows = [[row.get(c.key) for c in columns] for row in table]
     histories = {r: run.store.read_history(r) for r in run.store.rounds()}
     curves = loss_curves_png({r: {k: list(v) for k, v in h.items()} for r, h in histories.items()})
     return (
         "<h2>Rounds</h2>"
         + _table(
             "rounds",
-            [c.name if c.unit in _UNIT_GROUPS else c.title for c in TABLE_COLUMNS],
+            [c.name if c.unit in _UNIT_GROUPS else c.title for c in columns],
             rows,
-            groups=[_UNIT_GROUPS.get(c.unit or "") for c in TABLE_COLUMNS],
-            decimals=[c.decimals for c in TABLE_COLUMNS],
+            groups=[_UNIT_GROUPS.get(c.unit or "") for c in columns],
+            decimals=[c.decimals for c in columns],
         )
         + '<p class="note">Seconds per stage; "checks" is the posterior checks of the round '
         "(MAP, predictive simulations, C2ST, calibration).</p>"

@@ -9,19 +9,28 @@ from typing import Any
 from sbi_rounds.diagnostics.alerts import stop_label
 from sbi_rounds.store import RunStore, TrainingAttempt
 
-__all__ = ["ROUND_COLUMNS", "Column", "format_round_table", "round_line", "round_table"]
+__all__ = [
+    "ROUND_COLUMNS",
+    "Column",
+    "format_round_table",
+    "round_line",
+    "round_table",
+    "shown_columns",
+]
 
 
 @dataclass(frozen=True)
 class Column:
     """A column of the round table: its key in :func:`round_table` rows, its name, its short
-    title in the console (None: not shown there) and its unit (``"s"``: seconds, ``"%"``:
-    percent)."""
+    title in the console (None: not shown there), its unit (``"s"``: seconds, ``"%"``:
+    percent), and whether it is left out where no round has a value (a column of some
+    methods only)."""
 
     key: str
     name: str
     short: str | None
     unit: str | None = None
+    optional: bool = False
 
     @property
     def decimals(self) -> int | None:
@@ -53,7 +62,7 @@ ROUND_COLUMNS = (
     Column("stop", "stopped by", "stopped by"),
     Column("best_val_loss", "best validation loss", "best val loss"),
     Column("retrains", "retrained", "retrained"),
-    Column("in_prior", "in prior", "in prior", "%"),
+    Column("in_prior", "in prior", "in prior", "%", optional=True),
     Column("sample_s", "sample", "sample s", "s"),
     Column("simulate_s", "simulate", "simulate s", "s"),
     Column("append_s", "append", None, "s"),
@@ -63,6 +72,14 @@ ROUND_COLUMNS = (
     Column("commit_s", "commit", None, "s"),
     Column("checks_s", "checks", "checks s", "s"),
 )
+
+
+def shown_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The columns of :data:`ROUND_COLUMNS` to show for ``rows``: all but the optional ones
+    no row has a value for."""
+    return [
+        c for c in ROUND_COLUMNS if not c.optional or any(r.get(c.key) is not None for r in rows)
+    ]
 
 
 def round_table(store: RunStore) -> list[dict[str, Any]]:
@@ -104,7 +121,7 @@ def _training(attempts: list[TrainingAttempt]) -> dict[str, Any]:
 
 def format_round_table(rows: list[dict[str, Any]]) -> str:
     """The round table as aligned text."""
-    cols = [c for c in ROUND_COLUMNS if c.short is not None]
+    cols = [c for c in shown_columns(rows) if c.short is not None]
 
     def fmt(v: Any, column: Column) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:

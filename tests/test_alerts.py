@@ -100,3 +100,13 @@ def test_a_valid_fraction_that_fell_is_named(tmp_path):
     assert simulation_alerts(store, 4) == []  # not counted yet
     store.set_counts(5, 100, 60)
     assert len(simulation_alerts(store, 5)) == 1  # no fall from round 4, which has no counts
+
+
+def test_the_in_prior_column_shows_only_where_a_round_measured_it():
+    row = {"round": 1, "stage": "done", "simulations": 10, "valid": 10}
+    assert "in prior" not in format_round_table([row])  # SNLE, SNRE, TFMPE, TNPSE
+    text = format_round_table(
+        [row, {**row, "round": 2, "in_prior": 0.0312}, {**row, "in_prior": 55.0}]
+    )
+    assert "in prior" in text.splitlines()[0]
+    assert [line.split()[8] for line in text.splitlines()[1:]] == ["-", "0.031%", "55%"]

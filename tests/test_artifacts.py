@@ -66,7 +66,11 @@ def test_artifact_keys_are_lowercase_letters_digits_and_dashes(run_id, what, key
 def test_round_table_rows_have_readable_columns_and_no_nan():
     missing = {**ROW, "round": 2, "stage": "simulated", "valid": -1, "epochs": None}
     rows = round_table_artifact_rows([ROW, missing])
-    assert list(rows[0]) == [c.title for c in ROUND_COLUMNS]  # the console's and report's
+    # the console's and report's columns; "in prior" only where a round measured it
+    assert list(rows[0]) == [c.title for c in ROUND_COLUMNS if c.key != "in_prior"]
+    leaky = round_table_artifact_rows([{**ROW, "in_prior": 3.04}, missing])
+    assert list(leaky[0]) == [c.title for c in ROUND_COLUMNS]
+    assert leaky[0]["in prior (%)"] == 3.04 and leaky[1]["in prior (%)"] is None
     assert {"round", "stage", "network", "stopped by", "best validation loss"} <= set(rows[0])
     assert rows[0]["best validation loss"] == 2.3457 and rows[0]["sample (s)"] == 0.0123
     assert rows[0]["posterior (s)"] is None
