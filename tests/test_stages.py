@@ -256,3 +256,37 @@ def test_a_proposal_from_a_leaking_posterior_is_refused_before_it_is_drawn(
         with pytest.raises(LeakageError, match="drawing 100 samples for round 2's proposal"):
             stages.sample_proposal(run, 2)
         assert run.store.round_info(2).theta_done == 200  # round 1's samples, reused
+
+
+def test_a_truncated_prior_too_small_to_sample_in_time_is_refused_with_its_share(
+    make_config, dask_client
+):
+    from sbi_rounds.errors import LeakageError
+
+    config = make_config(method="tsnpe", rounds=2, run_id="t")
+    with run_session(config) as run:
+        _round(run, 1, dask_client)
+    strict = make_config(
+        method="tsnpe", rounds=2, run_id="t", posterior={"max_sampling_seconds": 1e-6}
+    )
+    with run_session(strict) as run:
+        with pytest.raises(LeakageError, match="the prior truncated to round 1's posterior"):
+            stages.sample_proposal(run, 2)
+        proposal = run.store.round_info(2).proposal
+        assert run.store.round_info(2).theta_done == 0
+    assert proposal["kind"] == "truncated_prior" and 0 < proposal["kept"] <= 1
+
+
+def test_drawing_from_a_truncated_prior_prints_nothing(capsys):
+    """sbi's ``RestrictedPrior`` prints its rejected fraction on every draw unless told not
+    to: a line on the run's console that is not the project's."""
+    from sbi.utils import BoxUniform
+
+    from sbi_rounds.methods import truncated_prior
+    from sbi_rounds.stages.sampling import draw
+
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    density = torch.distributions.MultivariateNormal(torch.full((2,), 0.5), 0.01 * torch.eye(2))
+    theta = draw(truncated_prior(prior, density, -2.0), 50)
+    assert theta.shape == (50, 2) and (density.log_prob(theta) > -2.0).all()
+    assert capsys.readouterr().out == ""

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from sbi_rounds.store.schema import PriorMass
 from sbi_rounds.training.state import LossFn
 
 if TYPE_CHECKING:
@@ -70,10 +71,19 @@ _KINDS = {
 
 @dataclass(frozen=True, kw_only=True)
 class Proposal:
-    """A distribution to draw a round's parameters from, and its stored description."""
+    """A distribution to draw a round's parameters from, and its stored description.
 
-    distribution: Any  # has .sample((n,)); a torch Distribution or an sbi posterior
+    Attributes:
+        distribution: Has ``.sample((n,))``: a torch distribution or an sbi posterior.
+        description: What the run file stores of it (JSON; the same for the same seed).
+        acceptance: For a distribution sampled by rejection (a truncated prior), the share
+            of draws it keeps and their cost (``sbi_rounds.methods.leakage``); None: not
+            measured.
+    """
+
+    distribution: Any
     description: dict[str, Any]
+    acceptance: PriorMass | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,23 +1,34 @@
-"""Leakage: a posterior estimate's mass outside the prior, measured before it is sampled.
+"""Rejection sampling, measured before it starts: a posterior leaking out of the prior, a
+prior truncated to a small region.
 
-SNPE's flow is trained on proposal draws and can put much of its mass at x_o outside the
-prior's support ("leakage", Greenberg et al. 2019; Deistler et al. 2022). sbi samples such
-a posterior by rejecting what falls outside, so ``n`` samples cost ``n / fraction`` network
-draws: on sbibm's slcp with 10 x 100 simulations, 0.03% fell inside and 10,000 samples took
-484 s where 1 s is usual. The posterior stage measures the fraction inside on a fixed number
-of draws first (:func:`measure_prior_mass`, about 0.1-0.5 s), records it (the round table's
-``in prior`` column, and a warning below :data:`LEAKY_FRACTION`), and refuses a sampling
-predicted to take longer than ``posterior.max_sampling_seconds``
-(:func:`check_sampling_time`); sbi's own time limit stops one that runs longer than
-predicted.
+sbi samples two distributions of this project by rejection, so ``n`` samples cost
+``n / fraction`` draws of what is rejected from:
+
+* SNPE's and TSNPE's posterior: the flow is trained on proposal draws and can put much of
+  its mass at x_o outside the prior's support ("leakage", Greenberg et al. 2019; Deistler et
+  al. 2022); draws outside are rejected. On sbibm's slcp with 10 x 100 simulations 0.03%
+  fell inside and 10,000 samples took 484 s where 1 s is usual. The posterior stage counts
+  the fraction inside first (:func:`measure_prior_mass`, about 0.1-0.5 s) and records it
+  (the round table's ``in prior`` column, a warning below :data:`LEAKY_FRACTION`).
+* A truncated prior (TSNPE, and TFMPE/TNPSE with ``threshold_density: kde``): prior draws
+  outside the previous posterior's highest-density region are rejected; a posterior much
+  narrower than the prior in many dimensions keeps almost none. The proposal counts the
+  fraction kept (:func:`measure_truncation`) and stores it in its description.
+
+A sampling predicted from that fraction to take longer than
+``posterior.max_sampling_seconds`` is refused with the cause and the remedies
+(:func:`check_sampling_time`); for the posterior, sbi's own time limit also stops one that
+runs longer than predicted.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from sbi_rounds.errors import LeakageError
 from sbi_rounds.store.schema import PriorMass
@@ -31,10 +42,12 @@ __all__ = [
     "leakage_advice",
     "leakage_stop",
     "measure_prior_mass",
+    "measure_truncation",
     "percent",
+    "truncation_stop",
 ]
 
-#: Network draws per batch when counting the fraction inside the prior ...
+#: Draws per batch when counting the fraction inside ...
 PRIOR_MASS_DRAWS = 10_000
 #: ... until this many fell inside ...
 MIN_INSIDE = 10
@@ -44,33 +57,57 @@ MAX_PRIOR_MASS_DRAWS = 100_000
 LEAKY_FRACTION = 0.1
 
 
+def _count_inside(
+    sample: Callable[[int], Tensor], inside: Callable[[Tensor], Tensor], draws: int, max_draws: int
+) -> PriorMass:
+    """Draw ``draws`` at a time until :data:`MIN_INSIDE` fell inside or ``max_draws`` were
+    drawn, so a tiny fraction is counted on enough draws to tell it from none."""
+    total = count = 0
+    start = time.perf_counter()
+    while total < max_draws and (total == 0 or count < MIN_INSIDE):
+        with torch.no_grad():
+            count += int(inside(sample(draws)).sum())
+        total += draws
+    seconds = time.perf_counter() - start
+    return PriorMass(fraction=count / total, draws=total, seconds_per_draw=seconds / total)
+
+
 def measure_prior_mass(
     posterior: Any, draws: int = PRIOR_MASS_DRAWS, max_draws: int = MAX_PRIOR_MASS_DRAWS
 ) -> PriorMass:
     """The fraction of ``posterior``'s network draws at its default x inside its prior's
-    support, and the seconds per draw.
-
-    Draws ``draws`` at a time until :data:`MIN_INSIDE` fell inside or ``max_draws`` were
-    drawn, so a tiny fraction is counted on enough draws to tell it from none.
+    support, and the seconds per draw (``draws`` at a time, at most ``max_draws``).
 
     Args:
         posterior: An sbi ``DirectPosterior`` with a default x (its public
             ``posterior_estimator``, ``prior`` and ``default_x``).
-        draws: Network draws per batch.
-        max_draws: Network draws at most.
     """
     from sbi.utils import within_support
 
-    estimator = posterior.posterior_estimator
-    total = inside = 0
-    start = time.perf_counter()
-    while total < max_draws and (total == 0 or inside < MIN_INSIDE):
-        with torch.no_grad():
-            theta = estimator.sample((draws,), condition=posterior.default_x)
-        inside += int(within_support(posterior.prior, theta.reshape(draws, -1)).sum())
-        total += draws
-    seconds = time.perf_counter() - start
-    return PriorMass(fraction=inside / total, draws=total, seconds_per_draw=seconds / total)
+    estimator, x = posterior.posterior_estimator, posterior.default_x
+    return _count_inside(
+        lambda n: estimator.sample((n,), condition=x).reshape(n, -1),
+        lambda theta: within_support(posterior.prior, theta),
+        draws,
+        max_draws,
+    )
+
+
+def measure_truncation(
+    prior: Any,
+    density: Any,
+    threshold: float,
+    draws: int = PRIOR_MASS_DRAWS,
+    max_draws: int = MAX_PRIOR_MASS_DRAWS,
+) -> PriorMass:
+    """The fraction of ``prior``'s draws with ``density.log_prob > threshold`` (what the
+    truncated prior keeps), and the seconds per prior draw tested."""
+    return _count_inside(
+        lambda n: prior.sample((n,)).reshape(n, -1),
+        lambda theta: density.log_prob(theta) > threshold,
+        draws,
+        max_draws,
+    )
 
 
 def percent(fraction: float) -> str:
@@ -97,17 +134,16 @@ def leakage_advice(method: str, round_: int) -> str:
 
 
 def check_sampling_time(
-    mass: PriorMass, samples: int, limit: float | None, *, round_: int, method: str, what: str
+    mass: PriorMass, samples: int, limit: float | None, message: Callable[[float], str]
 ) -> None:
     """Refuse to draw ``samples`` when that is predicted to take more than ``limit`` seconds.
 
     Args:
-        mass: The round's measured :class:`PriorMass`.
+        mass: The measured fraction kept by the rejection (:class:`PriorMass`).
         samples: Samples to draw by rejection.
         limit: ``posterior.max_sampling_seconds`` (None: no limit).
-        round_: The round whose posterior is sampled.
-        method: The run's method (for the advice).
-        what: What the samples are, e.g. ``"round 3's proposal"``.
+        message: The refusal's message given the predicted seconds (:func:`leakage_stop`,
+            :func:`truncation_stop`).
 
     Raises:
         LeakageError: Predicted above ``limit``; the message says why and what to do.
@@ -115,31 +151,63 @@ def check_sampling_time(
     expected = mass.expected_seconds(samples)
     if limit is None or expected <= limit:
         return
-    raise LeakageError(leakage_stop(mass, samples, limit, round_, method, what, expected))
+    raise LeakageError(message(expected))
+
+
+def _cost(mass: PriorMass, samples: int, what: str, limit: float, expected: float | None) -> str:
+    if expected is None:
+        cost = "took longer than"
+    elif mass.fraction == 0:
+        cost = "would likely never finish within"
+    else:
+        cost = f"would take about {expected:.0f} s, more than"
+    return (
+        f"drawing {samples} samples for {what} by rejecting the rest {cost} "
+        f"posterior.max_sampling_seconds={limit:g}"
+    )
+
+
+_RAISE = (
+    "Or raise posterior.max_sampling_seconds (--max-sampling-seconds) to wait that long; "
+    "every finished stage is kept."
+)
 
 
 def leakage_stop(
     mass: PriorMass,
     samples: int,
     limit: float,
+    *,
     round_: int,
     method: str,
     what: str,
     expected: float | None = None,
 ) -> str:
-    """The message of a sampling stopped by ``posterior.max_sampling_seconds``."""
+    """Why sampling round ``round_``'s leaking posterior was stopped, and what to do."""
     inside = round(mass.fraction * mass.draws)
-    if expected is None:
-        cost = "took longer than"
-    elif inside == 0:
-        cost = "would likely never finish within"
-    else:
-        cost = f"would take about {expected:.0f} s, more than"
     return (
         f"round {round_}'s posterior at xobs puts {percent(mass.fraction)} of its mass inside "
-        f"the prior ({inside} of {mass.draws} network draws): drawing {samples} samples for "
-        f"{what} by rejecting the rest {cost} posterior.max_sampling_seconds={limit:g}. "
-        f"Its density leaks out of the prior. {leakage_advice(method, round_)} Or raise "
-        "posterior.max_sampling_seconds (--max-sampling-seconds) to wait that long; every "
-        "finished stage is kept."
+        f"the prior ({inside} of {mass.draws} network draws): "
+        f"{_cost(mass, samples, what, limit, expected)}. Its density leaks out of the prior. "
+        f"{leakage_advice(method, round_)} {_RAISE}"
+    )
+
+
+def truncation_stop(
+    mass: PriorMass,
+    samples: int,
+    limit: float,
+    *,
+    round_: int,
+    what: str,
+    expected: float | None = None,
+) -> str:
+    """Why sampling the prior truncated to round ``round_``'s posterior was stopped."""
+    kept = round(mass.fraction * mass.draws)
+    return (
+        f"the prior truncated to round {round_}'s posterior (its highest-density region) "
+        f"keeps {percent(mass.fraction)} of the prior's draws ({kept} of {mass.draws}): "
+        f"{_cost(mass, samples, what, limit, expected)}. The posterior fills a tiny part "
+        "of the prior: a prior closer to it (narrower bounds) makes the truncation cheap, "
+        f"or use --method snpe (its proposals are the posterior itself). {_RAISE}"
     )

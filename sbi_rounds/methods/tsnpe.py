@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from sbi_rounds.methods.base import DirectMethod, Proposal
+from sbi_rounds.methods.leakage import measure_truncation
 from sbi_rounds.methods.snpe import npe_loss
 from sbi_rounds.strict import STRICT
 from sbi_rounds.training.state import LossFn
@@ -79,9 +80,11 @@ class TSNPE(DirectMethod):
     def proposal(
         self, settings: TruncationConfig, posterior: Any, prior: Distribution, round_: int
     ) -> Proposal:
-        """The prior truncated to the previous posterior's ``1 - quantile`` HPD region."""
+        """The prior truncated to the previous posterior's ``1 - quantile`` HPD region, with
+        the share of prior draws it keeps (``kept``; what its rejection costs)."""
         q = settings
         threshold = density_threshold(posterior, q.quantile, q.num_samples_to_estimate)
+        kept = measure_truncation(prior, posterior, threshold)
         return Proposal(
             distribution=truncated_prior(prior, posterior, threshold),
             description={
@@ -89,5 +92,7 @@ class TSNPE(DirectMethod):
                 "round": round_ - 1,
                 "log_prob_threshold": threshold,
                 "quantile": q.quantile,
+                "kept": kept.fraction,
             },
+            acceptance=kept,
         )

@@ -20,6 +20,7 @@ from torch.distributions import Distribution
 
 from sbi_rounds.methods.base import Method, Proposal, Role
 from sbi_rounds.methods.fitted_density import fitted_threshold
+from sbi_rounds.methods.leakage import measure_truncation
 from sbi_rounds.methods.mcmc import PosteriorConfig
 from sbi_rounds.methods.tsnpe import density_threshold, truncated_prior
 from sbi_rounds.strict import STRICT
@@ -263,21 +264,28 @@ class VectorFieldMethod(Method):
         self, settings: VectorFieldSettings, posterior: Any, prior: Distribution, round_: int
     ) -> Proposal:
         """The prior truncated to the previous posterior's ``1 - quantile`` HPD region,
-        measured by its log-probability or by a KDE of its samples (``threshold_density``)."""
+        measured by its log-probability or by a KDE of its samples (``threshold_density``;
+        with the KDE, also the share of prior draws it keeps, ``kept``)."""
         s = settings
+        kept = None
         if s.threshold_density == "log_prob":
             threshold = density_threshold(posterior, s.quantile, s.num_samples_to_estimate)
             density = posterior
         else:
             samples = posterior.sample((s.num_samples_to_estimate,), show_progress_bars=False)
             density, threshold = fitted_threshold(samples, s.quantile)
+            kept = measure_truncation(prior, density, threshold)  # cheap for a KDE only
+        description = {
+            "kind": "truncated_prior",
+            "round": round_ - 1,
+            "log_prob_threshold": threshold,
+            "quantile": s.quantile,
+            "density": s.threshold_density,
+        }
+        if kept is not None:
+            description["kept"] = kept.fraction
         return Proposal(
             distribution=truncated_prior(prior, density, threshold),
-            description={
-                "kind": "truncated_prior",
-                "round": round_ - 1,
-                "log_prob_threshold": threshold,
-                "quantile": s.quantile,
-                "density": s.threshold_density,
-            },
+            description=description,
+            acceptance=kept,
         )

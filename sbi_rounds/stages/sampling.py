@@ -6,16 +6,20 @@ import inspect
 import logging
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
 from sbi_rounds.errors import LeakageError
+from sbi_rounds.methods.base import Proposal
 from sbi_rounds.methods.leakage import (
     check_sampling_time,
     leakage_stop,
     measure_prior_mass,
     percent,
+    truncation_stop,
 )
 from sbi_rounds.run import Run, posterior_for_round
 from sbi_rounds.seeding import derive_seed, seeded
@@ -26,6 +30,9 @@ from sbi_rounds.store import PriorMass, Stage
 __all__ = ["SLOW_SAMPLING", "build_posterior", "draw", "sample_proposal"]
 
 log = logging.getLogger(__name__)
+
+#: The message of a sampling refused or stopped: ``(mass, samples, limit, expected=...)``.
+Stop = Callable[..., str]
 
 #: A posterior sampling predicted to take longer (seconds) is announced before it starts.
 SLOW_SAMPLING = 10.0
@@ -46,6 +53,8 @@ def draw(distribution: Any, n: int, max_seconds: float | None = None) -> torch.T
     options: dict[str, Any] = {}
     if "show_progress_bars" in parameters:
         options["show_progress_bars"] = False
+    if "print_rejected_frac" in parameters:  # sbi's RestrictedPrior prints it otherwise
+        options["print_rejected_frac"] = False
     if max_seconds is not None and "max_sampling_time" in parameters:
         options["max_sampling_time"] = max_seconds
     start = time.perf_counter()
@@ -58,36 +67,36 @@ def draw(distribution: Any, n: int, max_seconds: float | None = None) -> torch.T
     return out.reshape(n, -1).float()
 
 
-def _draw_leaky(
-    run: Run, round_: int, distribution: Any, n: int, mass: PriorMass | None, what: str
+def _draw_checked(
+    run: Run, distribution: Any, n: int, mass: PriorMass | None, what: str, stop: Stop
 ) -> torch.Tensor:
-    """Draw ``n`` from round ``round_``'s posterior, refused or stopped by
-    ``posterior.max_sampling_seconds`` when its measured leakage makes that too slow."""
+    """Draw ``n`` from a distribution sampled by rejection that keeps ``mass.fraction`` of
+    its draws: refused (``stop``'s message) when predicted to take longer than
+    ``posterior.max_sampling_seconds``, announced when slow, stopped by sbi at the limit."""
     if mass is None:
         return draw(distribution, n)
-    limit, method = run.config.posterior.max_sampling_seconds, run.config.method
-    check_sampling_time(mass, n, limit, round_=round_, method=method, what=what)
+    limit = run.config.posterior.max_sampling_seconds
+    check_sampling_time(mass, n, limit, lambda expected: stop(mass, n, limit, expected=expected))
     expected = mass.expected_seconds(n)
     if expected > SLOW_SAMPLING:
         log.warning(
-            "round %d: drawing %d samples for %s will take about %.0f s: only %s of the "
-            "posterior's network draws fall inside the prior",
-            round_, n, what, expected, percent(mass.fraction),
+            "drawing %d samples for %s will take about %.0f s: the rejection keeps %s of the "
+            "draws",
+            n, what, expected, percent(mass.fraction),
         )  # fmt: skip
     try:
         return draw(distribution, n, limit)
     except TimeoutError:
         assert limit is not None
-        raise LeakageError(leakage_stop(mass, n, limit, round_, method, what)) from None
+        raise LeakageError(stop(mass, n, limit)) from None
 
 
-def _proposal(run: Run, round_: int) -> tuple[Any, dict[str, Any]]:
-    """The round's proposal distribution and its stored description."""
+def _proposal(run: Run, round_: int) -> Proposal:
+    """The round's proposal: its distribution, stored description and acceptance."""
     if round_ == 1:
-        return run.prior, {"kind": "prior"}
+        return Proposal(distribution=run.prior, description={"kind": "prior"})
     posterior = posterior_for_round(run, round_ - 1)
-    proposal = run.method.proposal(run.config.method_settings, posterior, run.prior, round_)
-    return proposal.distribution, proposal.description
+    return run.method.proposal(run.config.method_settings, posterior, run.prior, round_)
 
 
 def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
@@ -120,6 +129,18 @@ def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
     )
 
 
+def _rejection(
+    run: Run, round_: int, proposal: Proposal, what: str
+) -> tuple[PriorMass | None, Stop]:
+    """What a round's proposal keeps of the draws it rejects from, and the message of a
+    sampling refused for it: the previous posterior's fraction inside the prior, or the
+    truncated prior's share of the prior (None: not measured)."""
+    if proposal.description["kind"] == "posterior":
+        stop = partial(leakage_stop, round_=round_ - 1, method=run.config.method, what=what)
+        return run.store.prior_mass(round_ - 1), stop
+    return proposal.acceptance, partial(truncation_stop, round_=round_ - 1, what=what)
+
+
 @stage("sample", Stage.SAMPLED)
 def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
     """Draw the round's parameters from its proposal and commit them in batches.
@@ -134,7 +155,8 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
     if round_ > 1 and store.stage(round_ - 1) != Stage.DONE:
         raise RuntimeError(f"round {round_ - 1} is not finished; finish it before round {round_}")
     with seeded(derive_seed(cfg.seed, round_, "sample", 0)):
-        distribution, description = _proposal(run, round_)
+        proposal = _proposal(run, round_)
+    distribution, description = proposal.distribution, proposal.description
     if store.stage(round_) is None:
         _plan(run, round_, cfg.simulations_for_round(round_), description)
     info = store.round_info(round_)
@@ -147,8 +169,8 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
         reuse = min(len(previous), n)
         if info.theta_done < reuse:
             store.write_theta(round_, 0, previous[:reuse])
-    mass = store.prior_mass(round_ - 1) if description["kind"] == "posterior" else None
     what = f"round {round_}'s proposal"
+    mass, stop = _rejection(run, round_, proposal, what)
     batches = 1 if cfg.posterior_sampler == "direct" or round_ == 1 else cfg.posterior.batches
     per_batch = max(1, math.ceil((n - reuse) / batches))
     for b in range(max(0, info.theta_done - reuse) // per_batch, batches):
@@ -157,7 +179,7 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
         if count <= 0:
             break
         with seeded(derive_seed(cfg.seed, round_, "sample", b + 1)):
-            theta = _draw_leaky(run, round_ - 1, distribution, count, mass, what)
+            theta = _draw_checked(run, distribution, count, mass, what, stop)
         store.write_theta(round_, start, theta.numpy())
     return {"proposal": description, "simulations": n}
 
@@ -173,6 +195,7 @@ def build_posterior(run: Run, round_: int) -> dict[str, Any]:
             mass = measure_prior_mass(posterior)
         store.write_prior_mass(round_, mass)
     what = f"round {round_}'s posterior"
+    stop = partial(leakage_stop, round_=round_, method=cfg.method, what=what)
     info = store.round_info(round_)
     s = info.num_posterior_samples
     batches = 1 if cfg.posterior_sampler == "direct" else cfg.posterior.batches
@@ -183,6 +206,6 @@ def build_posterior(run: Run, round_: int) -> dict[str, Any]:
         if count <= 0:
             break
         with seeded(derive_seed(cfg.seed, round_, "posterior", b)):
-            samples = _draw_leaky(run, round_, posterior, count, mass, what)
+            samples = _draw_checked(run, posterior, count, mass, what, stop)
         store.write_samples(round_, start, samples.numpy())
     return {"samples": s}

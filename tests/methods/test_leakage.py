@@ -16,7 +16,11 @@ from sbi_rounds.methods.leakage import (
     MAX_PRIOR_MASS_DRAWS,
     PRIOR_MASS_DRAWS,
     check_sampling_time,
+    leakage_stop,
     measure_prior_mass,
+    measure_truncation,
+    percent,
+    truncation_stop,
 )
 from sbi_rounds.store import PriorMass
 
@@ -61,19 +65,29 @@ def test_a_posterior_with_no_mass_in_the_prior_is_counted_on_the_most_draws(edge
     assert mass.fraction == 0.0 and mass.draws == MAX_PRIOR_MASS_DRAWS
     assert math.isinf(mass.expected_seconds(10))
     with pytest.raises(LeakageError) as raised:
-        check_sampling_time(mass, 10, 3600.0, round_=1, method="snpe", what="round 1's posterior")
+        check_sampling_time(mass, 10, 3600.0, _stop(mass, 10, 3600.0, 1, "snpe"))
     message = str(raised.value)
     assert "0 of 100000 network draws" in message and "would likely never finish" in message
     assert "Check xobs and the prior" in message  # round 1: trained on prior draws only
 
 
+def _stop(mass, samples, limit, round_, method, what="round 1's posterior"):
+    def message(expected):
+        return leakage_stop(
+            mass, samples, limit, round_=round_, method=method, what=what, expected=expected
+        )
+
+    return message
+
+
 def test_a_sampling_predicted_above_the_limit_is_refused_with_the_remedies():
     mass = PriorMass(fraction=0.001, draws=10_000, seconds_per_draw=1e-4)
     assert mass.expected_seconds(1000) == pytest.approx(100.0)
-    check_sampling_time(mass, 1000, 101.0, round_=3, method="snpe", what="round 4's proposal")
-    check_sampling_time(mass, 1000, None, round_=3, method="snpe", what="round 4's proposal")
+    what = "round 4's proposal"
+    check_sampling_time(mass, 1000, 101.0, _stop(mass, 1000, 101.0, 3, "snpe", what))
+    check_sampling_time(mass, 1000, None, _stop(mass, 1000, None, 3, "snpe", what))
     with pytest.raises(LeakageError) as raised:
-        check_sampling_time(mass, 1000, 99.0, round_=3, method="snpe", what="round 4's proposal")
+        check_sampling_time(mass, 1000, 99.0, _stop(mass, 1000, 99.0, 3, "snpe", what))
     message = str(raised.value)
     for part in (
         "round 3's posterior at xobs puts 0.1% of its mass inside the prior (10 of 10000",
@@ -84,7 +98,24 @@ def test_a_sampling_predicted_above_the_limit_is_refused_with_the_remedies():
     ):
         assert part in message, message
     with pytest.raises(LeakageError, match="Use more simulations per round"):
-        check_sampling_time(mass, 1000, 99.0, round_=3, method="tsnpe", what="x")
+        check_sampling_time(mass, 1000, 99.0, _stop(mass, 1000, 99.0, 3, "tsnpe", what))
+
+
+def test_the_share_a_truncation_keeps_is_the_regions_prior_mass():
+    """A disc of radius 0.1 in U[0, 1]^2 (the region of a narrow Gaussian above its
+    log-density at that radius) holds pi * 0.01 of the prior."""
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    density = torch.distributions.MultivariateNormal(torch.full((2,), 0.5), 0.01 * torch.eye(2))
+    threshold = float(density.log_prob(torch.tensor([0.6, 0.5])))
+    torch.manual_seed(0)
+    kept = measure_truncation(prior, density, threshold)
+    assert abs(kept.fraction - math.pi * 0.01) < 0.006 and kept.draws == PRIOR_MASS_DRAWS
+    message = truncation_stop(kept, 1000, 1e-6, round_=2, what="round 3's proposal", expected=9.0)
+    assert message.startswith(
+        f"the prior truncated to round 2's posterior (its highest-density region) keeps "
+        f"{percent(kept.fraction)} of the prior's draws"
+    )
+    assert "a prior closer to it (narrower bounds)" in message and "--method snpe" in message
 
 
 def test_the_methods_that_sample_a_flow_by_rejection_measure_leakage():
