@@ -23,6 +23,7 @@ runs longer than predicted.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,7 @@ from sbi_rounds.store.schema import PriorMass
 __all__ = [
     "LEAKY_FRACTION",
     "MAX_PRIOR_MASS_DRAWS",
+    "MAX_REJECTION_BATCHES",
     "MIN_INSIDE",
     "PRIOR_MASS_DRAWS",
     "check_sampling_time",
@@ -44,6 +46,7 @@ __all__ = [
     "measure_prior_mass",
     "measure_truncation",
     "percent",
+    "rejection_batches",
     "truncation_stop",
 ]
 
@@ -55,6 +58,8 @@ MIN_INSIDE = 10
 MAX_PRIOR_MASS_DRAWS = 100_000
 #: Below this fraction inside the prior, a round is flagged as leaking.
 LEAKY_FRACTION = 0.1
+#: The most commits one slow rejection sampling is split into.
+MAX_REJECTION_BATCHES = 100
 
 
 def _count_inside(
@@ -110,10 +115,24 @@ def measure_truncation(
     )
 
 
+def rejection_batches(mass: PriorMass | None, batches: int) -> int:
+    """The commits a sampling is split into: ``batches``, or more for a rejection that keeps
+    less than :data:`LEAKY_FRACTION` of its draws (``LEAKY_FRACTION / fraction``, at most
+    :data:`MAX_REJECTION_BATCHES`), so an interrupted slow sampling keeps what it drew. From
+    the fraction alone (seeded), so a resumed sampling is split alike."""
+    if mass is None or mass.fraction >= LEAKY_FRACTION:
+        return batches
+    slow = math.ceil(LEAKY_FRACTION / max(mass.fraction, 1e-9))
+    return max(batches, min(MAX_REJECTION_BATCHES, slow))
+
+
 def percent(fraction: float) -> str:
-    """``0.03%``, ``12%``, ``100%``: two significant digits below 10%."""
+    """``0.03%``, ``12%``, ``100%``: two significant digits below 10%; ``<0.01%`` below
+    that."""
     if fraction >= 0.1 or fraction == 0.0:
         return f"{100 * fraction:.0f}%"
+    if fraction < 1e-4:
+        return "<0.01%"
     return f"{100 * fraction:.2g}%"
 
 
@@ -162,7 +181,8 @@ def _cost(mass: PriorMass, samples: int, what: str, limit: float, expected: floa
     else:
         cost = f"would take about {expected:.0f} s, more than"
     return (
-        f"drawing {samples} samples for {what} by rejecting the rest {cost} "
+        f"drawing {samples} sample{'s' if samples != 1 else ''} for {what} by rejecting the "
+        f"rest {cost} "
         f"posterior.max_sampling_seconds={limit:g}"
     )
 

@@ -19,6 +19,7 @@ from sbi_rounds.methods.leakage import (
     leakage_stop,
     measure_prior_mass,
     percent,
+    rejection_batches,
     truncation_stop,
 )
 from sbi_rounds.run import Run, posterior_for_round
@@ -67,14 +68,13 @@ def draw(distribution: Any, n: int, max_seconds: float | None = None) -> torch.T
     return out.reshape(n, -1).float()
 
 
-def _draw_checked(
-    run: Run, distribution: Any, n: int, mass: PriorMass | None, what: str, stop: Stop
-) -> torch.Tensor:
-    """Draw ``n`` from a distribution sampled by rejection that keeps ``mass.fraction`` of
-    its draws: refused (``stop``'s message) when predicted to take longer than
-    ``posterior.max_sampling_seconds``, announced when slow, stopped by sbi at the limit."""
-    if mass is None:
-        return draw(distribution, n)
+def _check_time(run: Run, mass: PriorMass | None, n: int, what: str, stop: Stop) -> None:
+    """Refuse (``stop``'s message) to draw the ``n`` samples still to come from a
+    distribution sampled by rejection that keeps ``mass.fraction`` of its draws when that
+    is predicted to take longer than ``posterior.max_sampling_seconds``; announce it when
+    it will be slow."""
+    if mass is None or n <= 0:
+        return
     limit = run.config.posterior.max_sampling_seconds
     check_sampling_time(mass, n, limit, lambda expected: stop(mass, n, limit, expected=expected))
     expected = mass.expected_seconds(n)
@@ -84,6 +84,16 @@ def _draw_checked(
             "draws",
             n, what, expected, percent(mass.fraction),
         )  # fmt: skip
+
+
+def _draw_limited(
+    run: Run, distribution: Any, n: int, mass: PriorMass | None, stop: Stop
+) -> torch.Tensor:
+    """Draw ``n``; a sampling by rejection (``mass`` measured) is stopped by sbi at
+    ``posterior.max_sampling_seconds``, with ``stop``'s message."""
+    if mass is None:
+        return draw(distribution, n)
+    limit = run.config.posterior.max_sampling_seconds
     try:
         return draw(distribution, n, limit)
     except TimeoutError:
@@ -129,6 +139,16 @@ def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
     )
 
 
+def _batches(run: Run, mass: PriorMass | None) -> int:
+    """The commits a sampling is split into: the sampler's own (1 for direct sampling,
+    ``posterior.batches`` for the others), more for a slow rejection
+    (:func:`~sbi_rounds.methods.leakage.rejection_batches`)."""
+    cfg = run.config
+    return rejection_batches(
+        mass, 1 if cfg.posterior_sampler == "direct" else cfg.posterior.batches
+    )
+
+
 def _rejection(
     run: Run, round_: int, proposal: Proposal, what: str
 ) -> tuple[PriorMass | None, Stop]:
@@ -171,22 +191,28 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
             store.write_theta(round_, 0, previous[:reuse])
     what = f"round {round_}'s proposal"
     mass, stop = _rejection(run, round_, proposal, what)
-    batches = 1 if cfg.posterior_sampler == "direct" or round_ == 1 else cfg.posterior.batches
+    batches = 1 if round_ == 1 else _batches(run, mass)
     per_batch = max(1, math.ceil((n - reuse) / batches))
+    _check_time(run, mass, n - max(reuse, info.theta_done), what, stop)
     for b in range(max(0, info.theta_done - reuse) // per_batch, batches):
         start = reuse + b * per_batch
         count = min(per_batch, n - start)
         if count <= 0:
             break
         with seeded(derive_seed(cfg.seed, round_, "sample", b + 1)):
-            theta = _draw_checked(run, distribution, count, mass, what, stop)
+            theta = _draw_limited(run, distribution, count, mass, stop)
         store.write_theta(round_, start, theta.numpy())
     return {"proposal": description, "simulations": n}
 
 
 @stage("posterior", Stage.POSTERIOR)
 def build_posterior(run: Run, round_: int) -> dict[str, Any]:
-    """Build the round's posterior at xobs and commit its samples batch by batch."""
+    """Build the round's posterior at xobs and commit its samples batch by batch.
+
+    Methods that measure leakage first count the share of the network's draws inside the
+    prior and record it; a sampling that keeps less than ``LEAKY_FRACTION`` is split into
+    more batches, and one predicted to exceed ``posterior.max_sampling_seconds`` refused.
+    """
     store, cfg = run.store, run.config
     posterior = posterior_for_round(run, round_)
     mass = None
@@ -198,14 +224,15 @@ def build_posterior(run: Run, round_: int) -> dict[str, Any]:
     stop = partial(leakage_stop, round_=round_, method=cfg.method, what=what)
     info = store.round_info(round_)
     s = info.num_posterior_samples
-    batches = 1 if cfg.posterior_sampler == "direct" else cfg.posterior.batches
+    batches = _batches(run, mass)
     per_batch = math.ceil(s / batches)
+    _check_time(run, mass, s - info.samples_done, what, stop)
     for b in range(info.samples_done // per_batch, batches):
         start = b * per_batch
         count = min(per_batch, s - start)
         if count <= 0:
             break
         with seeded(derive_seed(cfg.seed, round_, "posterior", b)):
-            samples = _draw_checked(run, posterior, count, mass, what, stop)
+            samples = _draw_limited(run, posterior, count, mass, stop)
         store.write_samples(round_, start, samples.numpy())
     return {"samples": s}

@@ -14,12 +14,14 @@ from sbi_rounds.errors import LeakageError
 from sbi_rounds.methods import METHODS
 from sbi_rounds.methods.leakage import (
     MAX_PRIOR_MASS_DRAWS,
+    MAX_REJECTION_BATCHES,
     PRIOR_MASS_DRAWS,
     check_sampling_time,
     leakage_stop,
     measure_prior_mass,
     measure_truncation,
     percent,
+    rejection_batches,
     truncation_stop,
 )
 from sbi_rounds.store import PriorMass
@@ -116,6 +118,17 @@ def test_the_share_a_truncation_keeps_is_the_regions_prior_mass():
         f"{percent(kept.fraction)} of the prior's draws"
     )
     assert "a prior closer to it (narrower bounds)" in message and "--method snpe" in message
+
+
+def test_a_slow_rejection_is_committed_in_more_batches_the_less_it_keeps():
+    def mass(fraction):
+        return PriorMass(fraction=fraction, draws=10_000, seconds_per_draw=1e-5)
+
+    assert rejection_batches(None, 1) == 1 and rejection_batches(mass(0.5), 1) == 1
+    assert rejection_batches(mass(0.1), 2) == 2  # fast enough: the sampler's own
+    assert rejection_batches(mass(0.02), 1) == 5 and rejection_batches(mass(0.02), 8) == 8
+    assert rejection_batches(mass(0.0003), 1) == MAX_REJECTION_BATCHES
+    assert rejection_batches(mass(0.0), 1) == MAX_REJECTION_BATCHES
 
 
 def test_the_methods_that_sample_a_flow_by_rejection_measure_leakage():
