@@ -23,9 +23,11 @@ runs longer than predicted.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -46,6 +48,7 @@ __all__ = [
     "measure_prior_mass",
     "measure_truncation",
     "percent",
+    "quiet_acceptance_warnings",
     "rejection_batches",
     "truncation_stop",
 ]
@@ -124,6 +127,27 @@ def rejection_batches(mass: PriorMass | None, batches: int) -> int:
         return batches
     slow = math.ceil(LEAKY_FRACTION / max(mass.fraction, 1e-9))
     return max(batches, min(MAX_REJECTION_BATCHES, slow))
+
+
+class _AcceptanceWarning(logging.Filter):
+    """sbi's rejection sampler's "Only 0.02% proposal samples are accepted..." warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        return not (message.lstrip().startswith("Only") and "proposal samples" in message)
+
+
+@contextmanager
+def quiet_acceptance_warnings() -> Iterator[None]:
+    """Leave out sbi's low-acceptance warning (its rejection sampler logs it on the root
+    logger at every call, so once per batch): the run measured the fraction kept and says
+    it once, in its own words."""
+    root, quiet = logging.getLogger(), _AcceptanceWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def percent(fraction: float) -> str:

@@ -19,6 +19,7 @@ from sbi_rounds.methods.leakage import (
     leakage_stop,
     measure_prior_mass,
     percent,
+    quiet_acceptance_warnings,
     rejection_batches,
     truncation_stop,
 )
@@ -95,7 +96,8 @@ def _draw_limited(
         return draw(distribution, n)
     limit = run.config.posterior.max_sampling_seconds
     try:
-        return draw(distribution, n, limit)
+        with quiet_acceptance_warnings():
+            return draw(distribution, n, limit)
     except TimeoutError:
         assert limit is not None
         raise LeakageError(stop(mass, n, limit)) from None

@@ -3,6 +3,7 @@ bounding how long sampling may take (``sbi_rounds.methods.leakage``)."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -21,6 +22,7 @@ from sbi_rounds.methods.leakage import (
     measure_prior_mass,
     measure_truncation,
     percent,
+    quiet_acceptance_warnings,
     rejection_batches,
     truncation_stop,
 )
@@ -129,6 +131,19 @@ def test_a_slow_rejection_is_committed_in_more_batches_the_less_it_keeps():
     assert rejection_batches(mass(0.02), 1) == 5 and rejection_batches(mass(0.02), 8) == 8
     assert rejection_batches(mass(0.0003), 1) == MAX_REJECTION_BATCHES
     assert rejection_batches(mass(0.0), 1) == MAX_REJECTION_BATCHES
+
+
+def test_sbis_low_acceptance_warning_is_left_out_where_the_run_says_it(edge_estimator, caplog):
+    """sbi logs it at every sampling call: once per batch of a slow sampling."""
+    posterior = _posterior(edge_estimator, [1.5, 1.5])  # about 0.8% inside
+    with caplog.at_level(logging.WARNING):
+        posterior.sample((100,), show_progress_bars=False)
+    assert "proposal samples" in caplog.text  # sbi's own
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), quiet_acceptance_warnings():
+        posterior.sample((100,), show_progress_bars=False)
+        logging.getLogger("sbi_rounds").warning("Only ours")
+    assert "proposal samples" not in caplog.text and "Only ours" in caplog.text
 
 
 def test_the_methods_that_sample_a_flow_by_rejection_measure_leakage():
