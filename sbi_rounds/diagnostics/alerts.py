@@ -115,7 +115,7 @@ def _leaking(run: Any, round_: int) -> str | None:
     )
     return (
         f"round {round_}: only {percent(mass.fraction)} of the posterior estimate at xobs lies "
-        f"inside the prior ({round(mass.fraction * mass.draws)} of {mass.draws} network "
+        f"inside the prior ({mass.inside} of {mass.draws} network "
         f"draws; {kept}): its density leaks out of the prior, so sampling it is slow and "
         f"its shape may be wrong. {leakage_advice(run.config.method, round_)}"
     )

@@ -200,7 +200,7 @@ def check_sampling_time(
 def _cost(mass: PriorMass, samples: int, what: str, limit: float, expected: float | None) -> str:
     if expected is None:
         cost = "took longer than"
-    elif mass.fraction == 0:
+    elif mass.inside == 0:
         cost = "would likely never finish within"
     else:
         cost = f"would take about {expected:.0f} s, more than"
@@ -228,10 +228,9 @@ def leakage_stop(
     expected: float | None = None,
 ) -> str:
     """Why sampling round ``round_``'s leaking posterior was stopped, and what to do."""
-    inside = round(mass.fraction * mass.draws)
     return (
         f"round {round_}'s posterior at xobs puts {percent(mass.fraction)} of its mass inside "
-        f"the prior ({inside} of {mass.draws} network draws): "
+        f"the prior ({mass.inside} of {mass.draws} network draws): "
         f"{_cost(mass, samples, what, limit, expected)}. Its density leaks out of the prior. "
         f"{leakage_advice(method, round_)} {_RAISE}"
     )
@@ -247,10 +246,9 @@ def truncation_stop(
     expected: float | None = None,
 ) -> str:
     """Why sampling the prior truncated to round ``round_``'s posterior was stopped."""
-    kept = round(mass.fraction * mass.draws)
     return (
         f"the prior truncated to round {round_}'s posterior (its highest-density region) "
-        f"keeps {percent(mass.fraction)} of the prior's draws ({kept} of {mass.draws}): "
+        f"keeps {percent(mass.fraction)} of the prior's draws ({mass.inside} of {mass.draws}): "
         f"{_cost(mass, samples, what, limit, expected)}. The posterior fills a tiny part "
         "of the prior: a prior closer to it (narrower bounds) makes the truncation cheap, "
         f"or use --method snpe (its proposals are the posterior itself). {_RAISE}"

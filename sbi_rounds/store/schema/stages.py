@@ -147,6 +147,11 @@ class PriorMass(Record):
     draws: int = Field(ge=1)
     seconds_per_draw: float = Field(ge=0.0)
 
+    @property
+    def inside(self) -> int:
+        """How many of the draws fell inside."""
+        return round(self.fraction * self.draws)
+
     def expected_seconds(self, samples: int) -> float:
         """Predicted wall seconds to draw ``samples`` by rejection (inf: no draw fell
         inside)."""
