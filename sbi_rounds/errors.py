@@ -1,5 +1,5 @@
 """The errors a run raises on purpose: stopped, refused settings, an invalid round, a
-posterior too leaky to sample."""
+posterior too leaky to sample; and the warning for a loaded posterior that samples slowly."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ __all__ = [
     "ConfigMismatchError",
     "InvalidRoundError",
     "LeakageError",
+    "LeakageWarning",
     "RunInterrupted",
 ]
 
@@ -23,6 +24,11 @@ class InvalidRoundError(RuntimeError):
 class LeakageError(RuntimeError):
     """Sampling a posterior that leaks out of the prior would take longer than allowed
     (``posterior.max_sampling_seconds``; see ``sbi_rounds.methods.leakage``)."""
+
+
+class LeakageWarning(UserWarning):
+    """A loaded posterior puts little of its mass inside the prior: sbi's rejection makes
+    its ``sample`` slow (``sbi_rounds.load_posterior``)."""
 
 
 class RunInterrupted(KeyboardInterrupt):

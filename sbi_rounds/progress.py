@@ -41,6 +41,7 @@ __all__ = [
     "SimulationInfo",
     "current_view",
     "describe",
+    "duration",
     "observed_stages",
     "showing",
 ]
@@ -94,7 +95,8 @@ class EpochInfo:
         return self.epoch - self.best_epoch if self.best_epoch else 0
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min 05 s``, ``4 h 02 min``."""
     s = int(round(seconds))
     if s < 60:
         return f"{s} s"
@@ -108,7 +110,7 @@ def describe(name: str, info: SimulationInfo | EpochInfo | None, elapsed: float)
     word = STAGE_WORDS.get(name, name)
     if isinstance(info, SimulationInfo):
         pct = 100 * info.done / info.total if info.total else 100.0
-        eta = "" if info.eta is None else f", about {_duration(info.eta)} left"
+        eta = "" if info.eta is None else f", about {duration(info.eta)} left"
         rate = f", {info.rate:.3g} simulations/s" if info.rate > 0 else ""
         return f"{word}: {info.done}/{info.total} ({pct:.0f}%){rate}{eta}"
     if isinstance(info, EpochInfo):
@@ -120,7 +122,7 @@ def describe(name: str, info: SimulationInfo | EpochInfo | None, elapsed: float)
             if info.patience is not None:
                 text += f" ({info.since_best} of {info.patience} epochs of patience used)"
         return text
-    return f"{word} ({_duration(elapsed)} so far)"
+    return f"{word} ({duration(elapsed)} so far)"
 
 
 class ProgressView(Protocol):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from sbi_rounds.config import RunConfig
+from sbi_rounds.errors import LeakageWarning
+from sbi_rounds.methods.leakage import LEAKY_FRACTION, loading_warning
 from sbi_rounds.run import Run, posterior_for_round, resolve_run
 from sbi_rounds.store import RunStore, Stage
 from sbi_rounds.table import round_table
@@ -43,6 +46,11 @@ def load_posterior(path: str | Path, round: int = -1) -> Any:
     Raises:
         DamagedRunError: The round's network weights are damaged (the message says so).
 
+    Warns:
+        LeakageWarning: The round's posterior (SNPE, TSNPE) puts less than 10% of its mass
+            inside the prior, as its run measured: sbi's rejection makes ``sample`` slow.
+            The warning says how slow for 10,000 samples and how to bound it.
+
     Example:
         >>> posterior = load_posterior("runs/snpe-1a2b3c4d5e/run.h5", round=-1)
         >>> samples = posterior.sample((1000,))
@@ -58,7 +66,27 @@ def load_posterior(path: str | Path, round: int = -1) -> Any:
     elif round not in rounds:
         raise ValueError(f"round {round} has no trained network; trained rounds: {rounds}")
     run.store.check_intact(f"rounds/{round:04d}/network")  # DamagedRunError names damage
-    return posterior_for_round(run, round)
+    posterior = posterior_for_round(run, round)
+    _warn_if_leaking(run.store, round, [r for r in rounds if r < round])
+    return posterior
+
+
+#: The sample size a loading warning prices.
+WARNING_SAMPLES = 10_000
+
+
+def _warn_if_leaking(store: RunStore, round_: int, earlier: list[int]) -> None:
+    mass = store.prior_mass(round_)
+    if mass is None or mass.fraction >= LEAKY_FRACTION:
+        return
+    healthy = None
+    for r in reversed(earlier):
+        m = store.prior_mass(r)
+        if m is not None and m.fraction >= LEAKY_FRACTION:
+            healthy = (r, m)
+            break
+    message = loading_warning(mass, round_=round_, samples=WARNING_SAMPLES, earlier=healthy)
+    warnings.warn(message, LeakageWarning, stacklevel=3)
 
 
 def table(path: str | Path) -> list[dict[str, Any]]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from sbi_rounds import stages
+from sbi_rounds.errors import LeakageWarning
+from sbi_rounds.methods.leakage import percent
 from sbi_rounds.results import load_posterior
 from sbi_rounds.stages import (
     ConfigMismatchError,
@@ -164,15 +168,49 @@ def test_load_posterior_gives_an_sbi_posterior_of_any_round(make_config, dask_cl
         for r in (1, 2):
             _round(run, r, dask_client)
         assert run.store.round_info(2).proposal == {"kind": "posterior", "round": 1}
-    posterior = load_posterior(config.run_path, round=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LeakageWarning)  # neither round leaks: no warning
+        posterior = load_posterior(config.run_path, round=-1)
+        first = load_posterior(config.run_path.parent, round=1)
     samples = posterior.sample((50,), show_progress_bars=False)
     assert samples.shape == (50, 2)
     assert posterior.log_prob(samples).shape == (50,)
     assert posterior.map(num_iter=5, num_init_samples=20).shape == (1, 2)
-    first = load_posterior(config.run_path.parent, round=1)
     assert first.sample((5,), show_progress_bars=False).shape == (5, 2)
     with pytest.raises(ValueError, match="trained rounds"):
         load_posterior(config.run_path, round=3)
+
+
+def test_loading_a_leaking_posterior_warns_how_slow_it_samples_and_how_to_bound_it(
+    make_config, dask_client
+):
+    """A round whose run measured less than 10% of its posterior inside the prior is
+    loaded with a warning: the cost of 10,000 samples, sbi's time bound, and the last
+    earlier round that does not leak."""
+    from sbi_rounds.store import PriorMass
+
+    config = make_config(rounds=2)
+    with run_session(config) as run:
+        for r in (1, 2):
+            _round(run, r, dask_client)
+        healthy = run.store.prior_mass(1)
+        leaky = PriorMass(fraction=0.0003, draws=100_000, seconds_per_draw=2e-4)
+        run.store.write_prior_mass(2, leaky)
+    with pytest.warns(LeakageWarning) as caught:
+        posterior = load_posterior(config.run_path)
+    (message,) = [str(w.message) for w in caught if w.category is LeakageWarning]
+    assert message.startswith(
+        "round 2's posterior at xobs puts 0.03% of its mass inside the prior "
+        "(30 of 100000 network draws)"
+    ), message
+    assert "sample((10000,)) takes about 1 h 51 min" in message  # 10000 / 3e-4 * 2e-4 s
+    assert "max_sampling_time=SECONDS, return_partial_on_timeout=True" in message
+    assert f"or load round=1 ({percent(healthy.fraction)} inside)" in message
+    assert caught[0].filename == __file__  # points at the caller's line
+    theta = posterior.sample(
+        (5,), max_sampling_time=0.5, return_partial_on_timeout=True, show_progress_bars=False
+    )
+    assert theta.shape[1] == 2  # the advice works: sbi returns what it drew in time
 
 
 def test_mcmc_sampling_resumes_from_its_last_committed_batch(make_config, dask_client):

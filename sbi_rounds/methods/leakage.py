@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from sbi_rounds.errors import LeakageError
+from sbi_rounds.progress import duration
 from sbi_rounds.store.schema import PriorMass
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "check_sampling_time",
     "leakage_advice",
     "leakage_stop",
+    "loading_warning",
     "measure_prior_mass",
     "measure_truncation",
     "percent",
@@ -253,3 +255,24 @@ def truncation_stop(
         "of the prior: a prior closer to it (narrower bounds) makes the truncation cheap, "
         f"or use --method snpe (its proposals are the posterior itself). {_RAISE}"
     )
+
+
+def loading_warning(
+    mass: PriorMass, *, round_: int, samples: int, earlier: tuple[int, PriorMass] | None
+) -> str:
+    """What a user loading round ``round_``'s leaking posterior is told: how slow ``samples``
+    samples are, how to bound them, and the last earlier round that does not leak
+    (``earlier``: its round and record, None if there is none)."""
+    if mass.inside == 0:
+        cost = "may never finish"
+    else:
+        cost = f"takes about {duration(mass.expected_seconds(samples))}"
+    text = (
+        f"round {round_}'s posterior at xobs puts {percent(mass.fraction)} of its mass inside "
+        f"the prior ({mass.inside} of {mass.draws} network draws): sbi samples it by rejecting "
+        f"the rest, so sample(({samples},)) {cost}. Bound it with "
+        "sample(..., max_sampling_time=SECONDS, return_partial_on_timeout=True)"
+    )
+    if earlier is not None:
+        text += f", or load round={earlier[0]} ({percent(earlier[1].fraction)} inside)"
+    return text + "."
