@@ -296,16 +296,37 @@ def test_a_proposal_from_a_leaking_posterior_is_refused_before_it_is_drawn(
         assert run.store.round_info(2).theta_done == 200  # round 1's samples, reused
 
 
+@pytest.mark.parametrize(
+    "method, settings",
+    [
+        ("tsnpe", {}),
+        # the region bounded by the posterior's own log-probability (an ODE solve per draw)
+        (
+            "tfmpe",
+            {
+                "network": {"model": None, "num_transforms": 5},
+                "tfmpe": {"num_samples_to_estimate": 500},
+                "posterior": {"num_samples": 100},
+            },
+        ),
+    ],
+)
 def test_a_truncated_prior_too_small_to_sample_in_time_is_refused_with_its_share(
-    make_config, dask_client
+    make_config, dask_client, method, settings
 ):
     from sbi_rounds.errors import LeakageError
 
-    config = make_config(method="tsnpe", rounds=2, run_id="t")
+    config = make_config(method=method, rounds=2, run_id="t", **settings)
     with run_session(config) as run:
         _round(run, 1, dask_client)
     strict = make_config(
-        method="tsnpe", rounds=2, run_id="t", posterior={"max_sampling_seconds": 1e-6}
+        method=method,
+        rounds=2,
+        run_id="t",
+        **{
+            **settings,
+            "posterior": {**settings.get("posterior", {}), "max_sampling_seconds": 1e-6},
+        },
     )
     with run_session(strict) as run:
         with pytest.raises(LeakageError, match="the prior truncated to round 1's posterior"):
