@@ -15,11 +15,17 @@ script fetches them once (``pip download --no-deps sbibm==1.1.0``, unzipped into
 
 Every cell (task, budget, method, observation, seed, label) is appended to ``--out`` as one
 JSON line as soon as it finishes, and cells already there are skipped: the benchmark resumes
-after an interruption and can be spread over sittings or machines.
+after an interruption and can be spread over sittings or machines. With ``--runs DIR`` the
+cells' runs live in ``DIR`` instead of a temporary directory, so an interrupted cell resumes
+its own run (the project's resume: finished rounds and simulations are kept) when the same
+command is given again: the way to spread a 10k cell over several sittings. A resumed cell's
+``seconds`` is then the sum of its stages' seconds over every sitting plus the final
+sampling (``resumed_at_round`` says where it picked up).
 
     python benchmarks/bench_sbibm.py --tasks two_moons --budgets 1k --methods snpe tsnpe
     python benchmarks/bench_sbibm.py --peer sbi --tasks two_moons --budgets 1k
     python benchmarks/bench_sbibm.py --set training.batch_size=50 --label batch50 ...
+    python benchmarks/bench_sbibm.py --budgets 10k --runs benchmarks/out/sbibm-runs ...
     python benchmarks/bench_sbibm.py --summarize benchmarks/results/sbibm.jsonl
 """
 
@@ -205,10 +211,20 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         "in_prior_percent": [row.get("in_prior") for row in rows],
         "stage_s": {
             k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
-            for k in ("sample", "simulate", "train", "posterior")
+            for k in ("sample", "simulate", "train", "posterior", "checkpoint", "checks")
         },
     }
     return samples, details
+
+
+def rounds_done(run_file: Path) -> int:
+    """Rounds an earlier sitting finished in the run at ``run_file`` (0: none, or no run)."""
+    from sbi_rounds.store import RunStore, Stage
+
+    if not run_file.exists():
+        return 0
+    store = RunStore.open(run_file)
+    return sum(1 for r in store.rounds() if store.stage(r) == Stage.DONE)
 
 
 def _sample(posterior: Any, n: int) -> torch.Tensor:
@@ -447,6 +463,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "sbibm.jsonl")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers")
     parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the cells' runs here (default: a temporary directory), so an interrupted "
+        "cell resumes its run when the command is given again",
+    )
+    parser.add_argument(
         "--summarize",
         nargs="*",
         type=Path,
@@ -481,6 +505,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         open_client(ClusterConfig(workers=args.workers)) as client,
     ):
+        runs = args.runs or Path(tmp)
         for task in args.tasks:
             for budget in args.budgets:
                 for method in args.methods:
@@ -498,16 +523,21 @@ def main() -> None:
                             }
                             if cell_key(row) in done:
                                 continue
-                            run_dir = Path(tmp) / f"{task}-{budget}-{method}-{number}-{seed}"
+                            run_dir = runs / f"{task}-{budget}-{method}-{number}-{seed}"
                             config = make_config(
                                 task, budget, method, xobs, seed, run_dir, args.overrides
                             )
+                            resumed = rounds_done(config.run_path)
                             t0 = time.perf_counter()
                             if args.peer == "ours":
                                 samples, details = run_ours(config, client)
                             else:
                                 samples, details = run_sbi_loop(config)
                             seconds = time.perf_counter() - t0
+                            if resumed:  # this sitting's wall time is only a part
+                                seconds = sum(details["stage_s"].values())
+                                seconds += details["final_sampling_s"]
+                                details["resumed_at_round"] = resumed + 1
                             row.update(
                                 c2st=c2st(reference, samples),
                                 seconds=seconds,
