@@ -217,6 +217,16 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     return samples, details
 
 
+def cell_directory(row: dict[str, Any]) -> str:
+    """Where a cell's run lives under ``--runs``: one per task, budget, method, observation,
+    seed and variant (settings that may change on resume, training's, keep the run id, so
+    two variants must not share a run)."""
+    name = f"{row['task']}-{row['budget']}-{row['method']}-{row['observation']}-{row['seed']}"
+    if row["peer"] != "ours":
+        name += f"-{row['peer']}"
+    return name if row["label"] == "default" else f"{name}-{row['label']}"
+
+
 def rounds_done(run_file: Path) -> int:
     """Rounds an earlier sitting finished in the run at ``run_file`` (0: none, or no run)."""
     from sbi_rounds.store import RunStore, Stage
@@ -523,7 +533,7 @@ def main() -> None:
                             }
                             if cell_key(row) in done:
                                 continue
-                            run_dir = runs / f"{task}-{budget}-{method}-{number}-{seed}"
+                            run_dir = runs / cell_directory(row)
                             config = make_config(
                                 task, budget, method, xobs, seed, run_dir, args.overrides
                             )
