@@ -7,6 +7,7 @@ import json
 import logging
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -296,7 +297,13 @@ def test_wandb_offline_run_holds_history_config_and_figure(tmp_path):
     assert run_dir.parent == tmp_path / "wandb" and run_dir.name.startswith("offline-run-")
     _write(tracker, _figure())
 
-    rows, config, files, steps = _wandb_read(run_dir)
+    # wandb's service process may still be appending the run's records when finish()
+    # returns (seen once under load: no config record yet): read until it is there, 10 s
+    for _ in range(20):
+        rows, config, files, steps = _wandb_read(run_dir)
+        if any(not k.startswith("_") for k in config):
+            break
+        time.sleep(0.5)
     assert {k: v for k, v in config.items() if not k.startswith("_")} == FLAT
     for name in ("train_loss", "val_loss"):
         got = [(row["step"], row[name]) for row in rows if name in row]
