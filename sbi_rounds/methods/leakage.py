@@ -219,6 +219,13 @@ _RAISE = (
 )
 
 
+def _leaks(mass: PriorMass, round_: int) -> str:
+    return (
+        f"round {round_}'s posterior at xobs puts {percent(mass.fraction)} of its mass inside "
+        f"the prior ({mass.inside} of {mass.draws} network draws)"
+    )
+
+
 def leakage_stop(
     mass: PriorMass,
     samples: int,
@@ -231,8 +238,7 @@ def leakage_stop(
 ) -> str:
     """Why sampling round ``round_``'s leaking posterior was stopped, and what to do."""
     return (
-        f"round {round_}'s posterior at xobs puts {percent(mass.fraction)} of its mass inside "
-        f"the prior ({mass.inside} of {mass.draws} network draws): "
+        f"{_leaks(mass, round_)}: "
         f"{_cost(mass, samples, what, limit, expected)}. Its density leaks out of the prior. "
         f"{leakage_advice(method, round_)} {_RAISE}"
     )
@@ -268,9 +274,8 @@ def loading_warning(
     else:
         cost = f"takes about {duration(mass.expected_seconds(samples))}"
     text = (
-        f"round {round_}'s posterior at xobs puts {percent(mass.fraction)} of its mass inside "
-        f"the prior ({mass.inside} of {mass.draws} network draws): sbi samples it by rejecting "
-        f"the rest, so sample(({samples},)) {cost}. Bound it with "
+        f"{_leaks(mass, round_)}: sbi samples it by rejecting the rest, so "
+        f"sample(({samples},)) {cost}. Bound it with "
         "sample(..., max_sampling_time=SECONDS, return_partial_on_timeout=True)"
     )
     if earlier is not None:
