@@ -227,14 +227,18 @@ def cell_directory(row: dict[str, Any]) -> str:
     return name if row["label"] == "default" else f"{name}-{row['label']}"
 
 
-def rounds_done(run_file: Path) -> int:
-    """Rounds an earlier sitting finished in the run at ``run_file`` (0: none, or no run)."""
+def resumed_at(run_file: Path) -> int | None:
+    """The round an earlier sitting's run at ``run_file`` is resumed in (its first round not
+    done); None when no earlier sitting planned a round."""
     from sbi_rounds.store import RunStore, Stage
 
     if not run_file.exists():
-        return 0
+        return None
     store = RunStore.open(run_file)
-    return sum(1 for r in store.rounds() if store.stage(r) == Stage.DONE)
+    rounds = store.rounds()
+    if not rounds:
+        return None
+    return 1 + sum(1 for r in rounds if store.stage(r) == Stage.DONE)
 
 
 def _sample(posterior: Any, n: int) -> torch.Tensor:
@@ -537,17 +541,17 @@ def main() -> None:
                             config = make_config(
                                 task, budget, method, xobs, seed, run_dir, args.overrides
                             )
-                            resumed = rounds_done(config.run_path)
+                            resumed = resumed_at(config.run_path)
                             t0 = time.perf_counter()
                             if args.peer == "ours":
                                 samples, details = run_ours(config, client)
                             else:
                                 samples, details = run_sbi_loop(config)
                             seconds = time.perf_counter() - t0
-                            if resumed:  # this sitting's wall time is only a part
+                            if resumed is not None:  # this sitting's time is only a part
                                 seconds = sum(details["stage_s"].values())
                                 seconds += details["final_sampling_s"]
-                                details["resumed_at_round"] = resumed + 1
+                                details["resumed_at_round"] = resumed
                             row.update(
                                 c2st=c2st(reference, samples),
                                 seconds=seconds,
