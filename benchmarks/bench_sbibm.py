@@ -229,7 +229,8 @@ def cell_directory(row: dict[str, Any]) -> str:
 
 def resumed_at(run_file: Path) -> int | None:
     """The round an earlier sitting's run at ``run_file`` is resumed in (its first round not
-    done); None when no earlier sitting planned a round."""
+    done; one past the last round when every round was done and only the final sampling and
+    the C2ST run again); None when no earlier sitting planned a round."""
     from sbi_rounds.store import RunStore, Stage
 
     if not run_file.exists():
