@@ -31,7 +31,7 @@ def _example(setting):
         return ["prog {input} {output}"]
     if kind.mapping:
         return ["noise=0.1"]
-    if kind.scalar is bool and not kind.is_list:
+    if kind.scalar is bool and not kind.is_list and not kind.choices:
         return []
     if kind.choices:
         return [str(kind.choices[-1])]
@@ -136,6 +136,8 @@ def test_none_booleans_and_mappings_from_flags():
                 "50",
                 "--training.scheduler.kind",
                 "cosine",
+                "--training.retrain-from-scratch",
+                "true",
             ]
         ),
         {},
@@ -144,6 +146,9 @@ def test_none_booleans_and_mappings_from_flags():
     assert config.training.resume is False and config.simulator.kwargs == {"noise": 0.2}
     assert config.npe.num_atoms == config.nre.num_atoms == 4
     assert config.cluster.chunk_size == 50 and config.training.scheduler.kind == "cosine"
+    assert config.training.retrain_from_scratch is True
+    with pytest.raises(SystemExit):
+        parse_args(["--xobs", "1", "--training.retrain-from-scratch", "sometimes"])
     config = build_config(
         parse_args(["--xobs", "1", "--network", "none", "--network.z-score-x", "none"]), {}
     )

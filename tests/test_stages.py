@@ -349,3 +349,34 @@ def test_drawing_from_a_truncated_prior_prints_nothing(capsys):
     theta = draw(truncated_prior(prior, density, -2.0), 50)
     assert theta.shape == (50, 2) and (density.log_prob(theta) > -2.0).all()
     assert capsys.readouterr().out == ""
+
+
+def _fresh_in_round_2(config, client):
+    with run_session(config) as run:
+        for r in (1, 2):
+            _round(run, r, client)
+    store = RunStore.open(config.run_path)
+    (attempt,) = store.training_attempts(2)
+    return attempt.fresh, store.read_network(2)[0]
+
+
+def test_tsnpe_trains_afresh_once_a_round_has_2000_simulations_as_retrain_true_does(
+    make_config, dask_client, tmp_path
+):
+    """``retrain_from_scratch: auto``: TSNPE's round 2 continues at 2 x 300 simulations and
+    starts afresh at 2 x 1000, with the very weights ``retrain_from_scratch: true`` gives
+    (the 10k benchmark cells of benchmarks/README.md rest on that)."""
+    settings = {"method": "tsnpe", "training": {"max_epochs": 3}}
+    small, _ = _fresh_in_round_2(make_config(**settings, run_dir=str(tmp_path / "a")), dask_client)
+    auto, auto_weights = _fresh_in_round_2(
+        make_config(**settings, simulations_per_round=1000, run_dir=str(tmp_path / "b")),
+        dask_client,
+    )
+    scratch = {**settings, "training": {"max_epochs": 3, "retrain_from_scratch": True}}
+    forced, forced_weights = _fresh_in_round_2(
+        make_config(**scratch, simulations_per_round=1000, run_dir=str(tmp_path / "c")),
+        dask_client,
+    )
+    assert (small, auto, forced) == (False, True, True)
+    assert auto_weights.keys() == forced_weights.keys()
+    assert all(torch.equal(auto_weights[k], forced_weights[k]) for k in auto_weights)

@@ -177,6 +177,20 @@ def _choice(choices: tuple[Any, ...], scalar: type | None) -> Callable[[str], An
     return convert
 
 
+def _choice_or_bool(choices: list[str]) -> Callable[[str], Any]:
+    """An argparse ``type`` for a setting that takes a literal or a boolean."""
+
+    def convert(text: str) -> Any:
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if text in choices:
+            return text
+        raise ValueError(text)
+
+    convert.__name__ = "choice"
+    return convert
+
+
 def setting_argument(setting: Setting) -> dict[str, Any]:
     """The ``add_argument`` keywords of one setting."""
     kind = setting.kind()
@@ -188,7 +202,10 @@ def setting_argument(setting: Setting) -> dict[str, Any]:
     if kind.mapping:
         return {**spec, "nargs": "+", "metavar": "KEY=VALUE", "type": _key_value}
     if kind.scalar is bool and not kind.is_list:
-        return {**spec, "action": argparse.BooleanOptionalAction}
+        if not kind.choices:
+            return {**spec, "action": argparse.BooleanOptionalAction}
+        choices = [*kind.choices, "true", "false"]  # retrain_from_scratch: auto, true, false
+        return {**spec, "metavar": "{" + ",".join(choices) + "}", "type": _choice_or_bool(choices)}
     if kind.choices:
         choices = [*kind.choices, *(["none"] if kind.optional else [])]
         number = kind.scalar if kind.scalar in (int, float) and kind.single else None

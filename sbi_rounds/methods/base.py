@@ -117,6 +117,9 @@ class Method(ABC):
         fallback_network: Trained too in round 1 when the default network does not beat
             the best linear-Gaussian fit on the held-out rows (see
             ``sbi_rounds.stages.train``); the better of the two is kept. None: no fallback.
+        scratch_from_simulations: With ``training.retrain_from_scratch: auto``, a round
+            after the first trains fresh weights once it trains on at least this many
+            simulations (every round's); None: it continues the previous round's network.
         default_sampler: The posterior sampler when ``posterior.sampler`` is ``auto``.
         samplers: The samplers it can use; any other ``posterior.sampler`` is an error
             (the settings are refused, not silently sampled another way).
@@ -136,6 +139,7 @@ class Method(ABC):
     role: ClassVar[Role]
     default_network: ClassVar[str]
     fallback_network: ClassVar[str | None] = None
+    scratch_from_simulations: ClassVar[int | None] = None
     default_sampler: ClassVar[str]
     samplers: ClassVar[tuple[str, ...]]
     settings_field: ClassVar[str | None] = None

@@ -71,6 +71,13 @@ class TSNPE(DirectMethod):
     #: Spline flows fit a narrow, nearly Gaussian posterior poorly from few simulations (2-3x
     #: too wide with 500 of ``x = theta + 0.1 eps``); an affine flow fits it exactly.
     fallback_network: ClassVar[str | None] = "maf"
+    #: A continued flow stops early (21-50 epochs a round) near the previous round's optimum.
+    #: On sbibm at 10 x 1,000 simulations (observations 1-2), fresh weights every round gave
+    #: C2ST slcp 0.842/0.823 against 0.911/0.861 (published 0.866) and two_moons 0.508/0.550
+    #: against 0.534/0.510 (published 0.536), at 3.4-4.8x the run time; at 10 x 100 it lost
+    #: on two_moons (0.639 against 0.627 over observations 1-5), so smaller rounds continue
+    #: (benchmarks/README.md, "How the defaults were chosen").
+    scratch_from_simulations: ClassVar[int | None] = 2000
     settings_field: ClassVar[str | None] = "tsnpe"
 
     def loss_fn(self, settings: TruncationConfig, prior: Distribution, round_: int) -> LossFn:

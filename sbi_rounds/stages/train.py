@@ -31,6 +31,7 @@ from sbi_rounds.training import (
     run_training,
     split_train_val,
 )
+from sbi_rounds.training.config import resolve_retrain_from_scratch
 
 __all__ = ["train"]
 
@@ -51,8 +52,10 @@ def _training_data(run: Run, round_: int) -> tuple[torch.Tensor, ...]:
 def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train the round's network on every round's valid data through ``run_training``.
 
-    Round 1 (or ``retrain_from_scratch``) builds a fresh network; later rounds continue
-    from the previous round's weights, as sbi does. Checkpoints go into the run file every
+    Round 1 builds a fresh network; later rounds continue from the previous round's
+    weights, as sbi does, unless ``training.retrain_from_scratch`` (``auto``: the method's
+    ``scratch_from_simulations``) makes them start afresh too (each attempt's ``fresh``
+    field says which). Checkpoints go into the run file every
     ``training.checkpoint_every`` epochs (at most once per ``checkpoint_min_seconds``), and
     an interrupted training resumes from them.
 
@@ -198,7 +201,10 @@ def _train_attempt(
     keys = ("train",) if attempt == 0 else ("train", attempt)
     train_seed = derive_seed(cfg.seed, round_, *keys) % 2**63
     tcfg = cfg.training.model_copy(update={"seed": train_seed % 2**31})
-    fresh = round_ == 1 or tcfg.retrain_from_scratch or attempt > 0
+    scratch = resolve_retrain_from_scratch(
+        tcfg.retrain_from_scratch, int(data[0].shape[0]), run.method.scratch_from_simulations
+    )
+    fresh = round_ == 1 or scratch or attempt > 0
     with seeded(train_seed):
         net = (
             build_network(settings, data[0], data[1])
@@ -239,6 +245,7 @@ def _train_attempt(
         capped=summary.limit_reached is not None,
         network=settings["model"],
         fallback=fallback,
+        fresh=fresh,
         **check.record(),
     )
     return record, {

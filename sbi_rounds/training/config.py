@@ -14,6 +14,7 @@ __all__ = [
     "TrackerConfig",
     "TrainConfig",
     "resolve_batch_size",
+    "resolve_retrain_from_scratch",
 ]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -48,6 +49,23 @@ def resolve_batch_size(batch_size: int | str, num_train: int) -> int:
         return int(batch_size)
     steps, low, high = AUTO_BATCH_SIZE["steps"], AUTO_BATCH_SIZE["min"], AUTO_BATCH_SIZE["max"]
     return max(low, min(high, math.ceil(num_train / steps)))
+
+
+def resolve_retrain_from_scratch(
+    setting: bool | str, num_simulations: int, scratch_from: int | None
+) -> bool:
+    """Whether a round after the first trains fresh weights instead of continuing.
+
+    Args:
+        setting: ``retrain_from_scratch``: True, False or ``"auto"``.
+        num_simulations: The valid simulations (every round's) the round trains on.
+        scratch_from: ``"auto"``'s threshold: from scratch once the round trains on at
+            least this many simulations; None: always continue (the method's
+            ``scratch_from_simulations``).
+    """
+    if setting != "auto":
+        return bool(setting)
+    return scratch_from is not None and num_simulations >= scratch_from
 
 
 class SchedulerConfig(BaseModel):
@@ -103,7 +121,9 @@ class TrainConfig(BaseModel):
         resume: Continue from a training checkpoint when one exists (sbi:
             ``resume_training``).
         retrain_from_scratch: Start each round from freshly initialised weights instead
-            of the previous round's.
+            of the previous round's; ``auto``: as the method declares (TSNPE: from
+            scratch once a round trains on 2,000 simulations or more, see
+            :func:`resolve_retrain_from_scratch`).
         checkpoint_every: Save a training checkpoint every this many epochs (0: never).
         checkpoint_min_seconds: ... but at most once per this many seconds (0: no limit).
     """
@@ -228,11 +248,13 @@ class TrainConfig(BaseModel):
         title="Resume from a training checkpoint",
         description="Continue from a training checkpoint when one exists (sbi: resume_training).",
     )
-    retrain_from_scratch: bool = Field(
-        False,
+    retrain_from_scratch: bool | Literal["auto"] = Field(
+        "auto",
         title="Retrain from scratch every round",
-        description="Start each round from freshly initialised weights instead of the "
-        "previous round's.",
+        description="true: start each round from freshly initialised weights instead of the "
+        "previous round's; false: continue the previous round's network (as sbi does); auto: "
+        "as the method declares (tsnpe: from scratch once a round trains on 2000 simulations "
+        "or more; the other methods continue).",
     )
     checkpoint_every: int = Field(
         10,

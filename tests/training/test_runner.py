@@ -20,7 +20,7 @@ from sbi_rounds.training import (
     ValidationLossPatience,
     run_training,
 )
-from sbi_rounds.training.config import resolve_batch_size
+from sbi_rounds.training.config import resolve_batch_size, resolve_retrain_from_scratch
 
 
 def _data(n=400):
@@ -369,3 +369,26 @@ def test_checkpoints_are_spaced_by_min_seconds():
     assert sink.saves == 6  # every epoch
     with pytest.raises(ValueError, match="min_seconds"):
         CheckpointCallback(sink, min_seconds=-1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "simulations", "scratch_from", "fresh"),
+    [
+        ("auto", 1999, 2000, False),
+        ("auto", 2000, 2000, True),
+        ("auto", 10**6, None, False),  # a method that always continues
+        (True, 100, None, True),
+        (False, 10**6, 2000, False),
+    ],
+)
+def test_retrain_from_scratch_auto_follows_the_methods_threshold(
+    setting, simulations, scratch_from, fresh
+):
+    assert resolve_retrain_from_scratch(setting, simulations, scratch_from) is fresh
+
+
+def test_retrain_from_scratch_takes_auto_or_a_boolean_and_names_the_field():
+    assert TrainConfig().retrain_from_scratch == "auto"
+    assert TrainConfig(retrain_from_scratch=True).retrain_from_scratch is True
+    with pytest.raises(ValueError, match="retrain_from_scratch"):
+        TrainConfig(retrain_from_scratch="sometimes")

@@ -53,6 +53,8 @@ class TrainingAttempt(StallCheckRecord):
         capped: Whether a budget (``max_epochs``, ``max_steps``, ``max_time``) stopped it.
         network: The network's model (``maf``, ...); None: not recorded (older runs).
         fallback: Whether it trained the method's fallback network.
+        fresh: Whether it started from freshly initialised weights (False: from the
+            previous round's network); None: not recorded (older runs).
         kept: Whether its network is the round's (the last kept attempt's is).
     """
 
@@ -63,6 +65,9 @@ class TrainingAttempt(StallCheckRecord):
     capped: bool
     network: str | None = optional_field("The network's model; None: not recorded.")
     fallback: bool = False
+    fresh: bool | None = optional_field(
+        "Whether it started from fresh weights (False: the previous round's); None: not recorded."
+    )
     kept: bool = False
 
 
