@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,85 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 sys.path.insert(0, str(TESTS))
 # Library stages log through `logging`; outside a flow run Prefect need not ship them.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def _start_shared_server() -> tuple[subprocess.Popen[bytes], str, str]:
+    """``prefect server start`` on a free loopback port, for every run the tests start.
+
+    Started here, before Prefect is imported, and named in ``PREFECT_API_URL`` so that runs
+    in this process and in the command-line runs the tests spawn use it instead of each
+    starting a temporary server (10-25 s apiece). Tests of the temporary server remove
+    ``PREFECT_API_URL`` from the environment they give a run.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tempfile.mkdtemp(prefix="sbi-rounds-tests-prefect-")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": home,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return server, f"http://127.0.0.1:{port}/api", home
+
+
+def _stop_shared_server() -> None:
+    if _SERVER is None:
+        return
+    process, _, home = _SERVER
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+_SERVER = None if os.environ.get("PREFECT_API_URL") else _start_shared_server()
+if _SERVER is not None:
+    os.environ["PREFECT_API_URL"] = _SERVER[1]
+    atexit.register(_stop_shared_server)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_server_answers() -> None:
+    """Wait until the shared Prefect server answers (once; it boots during collection)."""
+    if _SERVER is None:
+        return
+    process, url, _ = _SERVER
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the tests' Prefect server at {url} did not start")
+        time.sleep(0.5)
 
 
 @pytest.fixture(autouse=True)

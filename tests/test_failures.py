@@ -295,12 +295,14 @@ def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
 
 @pytest.mark.slow
 def test_ctrl_c_while_starting_does_not_claim_a_saved_file(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a temporary one
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.online", *_argv(tmp_path / "runs")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**env, "PREFECT_HOME": str(tmp_path / "prefect")},
     )
     lines = []
     try:
