@@ -69,8 +69,7 @@ def _start_shared_server() -> tuple[subprocess.Popen[bytes], str, str]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    )  # in pytest's process group: a Ctrl-C or a CI timeout that stops the tests stops it
     return server, f"http://127.0.0.1:{port}/api", home
 
 
