@@ -185,9 +185,8 @@ def _choice_or_bool(choices: list[str]) -> Callable[[str], Any]:
             return text.lower() == "true"
         if text in choices:
             return text
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text!r}; choose from {', '.join(choices)}")
 
-    convert.__name__ = "choice"
     return convert
 
 
