@@ -6,12 +6,9 @@ import atexit
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p
 )
 sys.path.insert(0, str(TESTS))
+from prefect_servers import free_port, start_prefect_server, stop_server, wait_until_healthy  # noqa: E402
+
 # Library stages log through `logging`; outside a flow run Prefect need not ship them.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
@@ -40,11 +39,10 @@ def _start_shared_server() -> tuple[subprocess.Popen[bytes], str, str]:
     Started here, before Prefect is imported, and named in ``PREFECT_API_URL`` so that runs
     in this process and in the command-line runs the tests spawn use it instead of each
     starting a temporary server (10-25 s apiece). Tests of the temporary server remove
-    ``PREFECT_API_URL`` from the environment they give a run.
+    ``PREFECT_API_URL`` from the environment they give a run. It stays in pytest's process
+    group: a Ctrl-C or a CI timeout that stops the tests stops it.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     home = tempfile.mkdtemp(prefix="sbi-rounds-tests-prefect-")
     env = {
         **os.environ,
@@ -53,38 +51,13 @@ def _start_shared_server() -> tuple[subprocess.Popen[bytes], str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # in pytest's process group: a Ctrl-C or a CI timeout that stops the tests stops it
-    return server, f"http://127.0.0.1:{port}/api", home
+    return start_prefect_server(port, env), f"http://127.0.0.1:{port}/api", home
 
 
 def _stop_shared_server() -> None:
-    if _SERVER is None:
-        return
-    process, _, home = _SERVER
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    shutil.rmtree(home, ignore_errors=True)
+    if _SERVER is not None:
+        stop_server(_SERVER[0])
+        shutil.rmtree(_SERVER[2], ignore_errors=True)
 
 
 _SERVER = None if os.environ.get("PREFECT_API_URL") else _start_shared_server()
@@ -96,20 +69,8 @@ if _SERVER is not None:
 @pytest.fixture(scope="session", autouse=True)
 def _shared_server_answers() -> None:
     """Wait until the shared Prefect server answers (once; it boots during collection)."""
-    if _SERVER is None:
-        return
-    process, url, _ = _SERVER
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the tests' Prefect server at {url} did not start")
-        time.sleep(0.5)
+    if _SERVER is not None:
+        wait_until_healthy(_SERVER[1], _SERVER[0], timeout=120)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,14 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefect_servers import free_port, start_prefect_server, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -33,7 +27,7 @@ def test_servers_started_together_on_a_fresh_database_all_start(tmp_path):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     servers = [
         subprocess.Popen(
             [
@@ -114,7 +108,7 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
     # `prefect server start` as a user keeps it running (its own database, UI on); the
     # command finds it at PREFECT_SERVER_API_HOST/PORT, starts no server of its own, and the
     # flow run's page in that server's UI answers while and after the run.
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect"),
@@ -124,33 +118,9 @@ def test_a_run_uses_a_prefect_server_already_running_at_the_default_address(tmp_
         "OMP_NUM_THREADS": "1",
     }
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        process_group=0,
-    )
+    server = start_prefect_server(port, env, process_group=0)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.5)
+        wait_until_healthy(f"http://127.0.0.1:{port}/api", server, timeout=180)
         run = subprocess.run(
             [
                 sys.executable,
@@ -225,7 +195,7 @@ def test_a_temporary_server_whose_port_was_taken_meanwhile_starts_on_another(tmp
     # in use", status 3), and the run ended with an error.
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env["PREFECT_SERVER_API_PORT"] = str(_free_port())  # no server at the default address
+    env["PREFECT_SERVER_API_PORT"] = str(free_port())  # no server at the default address
     result = subprocess.run(
         [sys.executable, "-c", _PORT_TAKEN_SCRIPT],
         cwd=ROOT,
