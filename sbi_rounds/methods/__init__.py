@@ -17,7 +17,7 @@ from sbi_rounds.methods.mcmc import PosteriorConfig, PotentialMethod, potential_
 from sbi_rounds.methods.snle import SNLE, nle_loss
 from sbi_rounds.methods.snpe import SNPE, NPELossConfig, atomic_loss, npe_loss, sample_atoms
 from sbi_rounds.methods.snre import SNRE, NRELossConfig, nre_b_loss, nre_c_loss
-from sbi_rounds.methods.tfmpe import TFMPE, FlowMatchingConfig, logit_normal_times
+from sbi_rounds.methods.tfmpe import TFMPE, FlowMatchingConfig, logit_normal_times, power_times
 from sbi_rounds.methods.tnpse import TNPSE, ScoreMatchingConfig
 from sbi_rounds.methods.tsnpe import TSNPE, TruncationConfig, density_threshold, truncated_prior
 from sbi_rounds.methods.vector_field import (
@@ -59,6 +59,7 @@ __all__ = [
     "fitted_threshold",
     "get_method",
     "logit_normal_times",
+    "power_times",
     "nle_loss",
     "npe_loss",
     "nre_b_loss",

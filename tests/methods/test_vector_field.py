@@ -9,7 +9,7 @@ import torch
 from pydantic import ValidationError
 
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
-from sbi_rounds.methods import fitted_threshold, get_method, vector_field_loss
+from sbi_rounds.methods import fitted_threshold, get_method, power_times, vector_field_loss
 from sbi_rounds.networks import build_network, load_network, network_settings
 from sbi_rounds.stall import validation_losses, zero_field_losses
 
@@ -166,8 +166,11 @@ def test_the_validation_loss_is_the_mean_over_fixed_times(method):
     assert loss(net, batch).shape == (20,)
 
 
-def test_logit_normal_times_reach_the_estimator():
-    config = RunConfig(xobs=[0.0, 0.0], method="tfmpe", tfmpe={"time_sampling": "logit_normal"})
+@pytest.mark.parametrize(
+    "tfmpe", [{"time_sampling": "logit_normal"}, {"time_sampling": "power", "time_power": 4}]
+)
+def test_chosen_training_times_reach_the_estimator(tfmpe):
+    config = RunConfig(xobs=[0.0, 0.0], method="tfmpe", tfmpe=tfmpe)
     net = build_network(network_settings(config), THETA, X)
     seen = []
     original = net.loss
@@ -179,7 +182,20 @@ def test_logit_normal_times_reach_the_estimator():
     net.loss = spy
     get_method("tfmpe").loss_fn(config.tfmpe, None, 1)(net.train(), (THETA[:64], X[:64]))
     assert seen[0] is not None and seen[0].shape == (64,)
-    assert 0 < float(seen[0].min()) and float(seen[0].max()) < 1
+    assert 0 <= float(seen[0].min()) and float(seen[0].max()) < 1
+
+
+def test_power_times_lean_towards_the_data_end():
+    """``u ** k``: a quarter of the times below 0.25 ** k, and their mean 1 / (k + 1)."""
+    torch.manual_seed(0)
+    times = power_times(3.0)(100_000, torch.device("cpu"))
+    assert abs(float((times < 0.25**3).float().mean()) - 0.25) < 0.01
+    assert abs(float(times.mean()) - 0.25) < 0.01
+
+
+def test_time_power_without_power_sampling_is_refused():
+    with pytest.raises(ValueError, match="time_power=2.0 applies only to time_sampling=power"):
+        RunConfig(xobs=[0.0, 0.0], method="tfmpe", tfmpe={"time_power": 2.0})
 
 
 @pytest.mark.parametrize("method", ["tfmpe", "tnpse"])
