@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbi_rounds.config import RunConfig, config_differences, identity_fields
+from sbi_rounds.config import RunConfig, config_differences, identity_fields, identity_of
 from sbi_rounds.environment import check_device, check_run_directory
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
@@ -125,11 +125,12 @@ def refuse_identity_changes(
     path: Path, old: dict[str, Any], new: dict[str, Any], allow_changes: Sequence[str]
 ) -> None:
     """Raise ``ConfigMismatchError`` if identity settings differ (unless allowed)."""
+    before, after = identity_of(old, new["method"]), identity_of(new)
     identity_changes = [
         line
         for k in identity_fields(new["method"])
         if k not in allow_changes
-        for line in config_differences({k: old.get(k)}, {k: new[k]})
+        for line in config_differences({k: before.get(k)}, {k: after[k]})
     ]
     if identity_changes:
         raise ConfigMismatchError(

@@ -19,6 +19,7 @@ from sbi_rounds.config.run import (
     METHOD_IDENTITY_FIELDS,
     RunConfig,
     identity_fields,
+    identity_of,
 )
 from sbi_rounds.methods import (
     CLASSIFIER_MODELS,
@@ -63,5 +64,6 @@ __all__ = [
     "config_differences",
     "format_validation_error",
     "identity_fields",
+    "identity_of",
     "load_config_file",
 ]

@@ -35,9 +35,11 @@ from sbi_rounds.training.config import TrackerConfig, TrainConfig
 __all__ = [
     "ALL_IDENTITY_FIELDS",
     "IDENTITY_FIELDS",
+    "LATER_IDENTITY_SETTINGS",
     "METHOD_IDENTITY_FIELDS",
     "RunConfig",
     "identity_fields",
+    "identity_of",
 ]
 
 #: Settings that define what a run computes. Resuming with any of them changed is refused.
@@ -47,6 +49,10 @@ IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "n
 METHOD_IDENTITY_FIELDS = ("tfmpe", "tnpse")
 #: Every setting that is an identity setting of some method's runs (``--allow-change`` names).
 ALL_IDENTITY_FIELDS = IDENTITY_FIELDS + METHOD_IDENTITY_FIELDS
+#: Identity settings added after runs existed, with the value they implicitly had before:
+#: at that value they are left out of a run's identity (:func:`identity_of`), so the run ids
+#: of runs recorded without them stay the same and those runs resume.
+LATER_IDENTITY_SETTINGS: dict[str, Any] = {"tfmpe.time_power": 3.0}
 #: ``network`` settings a vector-field network does not have (its depth: ``<method>.num_layers``).
 _NOT_VECTOR_FIELD = ("num_transforms", "num_bins", "num_components")
 
@@ -56,6 +62,19 @@ def identity_fields(method: str) -> tuple[str, ...]:
     method's own settings where they are among :data:`METHOD_IDENTITY_FIELDS`."""
     own = get_method(method).settings_field
     return IDENTITY_FIELDS + ((own,) if own in METHOD_IDENTITY_FIELDS else ())
+
+
+def identity_of(settings: dict[str, Any], method: str | None = None) -> dict[str, Any]:
+    """The identity settings of dumped settings (``model_dump``, or a run file's): those
+    :func:`identity_fields` names for ``method`` (default: the settings' own), without the
+    :data:`LATER_IDENTITY_SETTINGS` that are absent or at their former value."""
+    identity = {k: settings.get(k) for k in identity_fields(method or settings["method"])}
+    for dotted, former in LATER_IDENTITY_SETTINGS.items():
+        section, name = dotted.split(".")
+        part = identity.get(section)
+        if isinstance(part, dict) and part.get(name, former) == former:
+            identity[section] = {k: v for k, v in part.items() if k != name}
+    return identity
 
 
 def _numbers_or_path_schema(schema: dict[str, Any]) -> None:
@@ -328,9 +347,8 @@ class RunConfig(BaseModel):
         return None if field is None else getattr(self, field)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that define what the run computes (see :func:`identity_fields`)."""
-        dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in identity_fields(self.method)}
+        """The settings that define what the run computes (see :func:`identity_of`)."""
+        return identity_of(self.model_dump(mode="json"))
 
     def fingerprint(self) -> str:
         """SHA-256 of :meth:`identity`, as hex."""

@@ -9,9 +9,13 @@ import torch
 from pydantic import ValidationError
 
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
+from sbi_rounds.errors import ConfigMismatchError
 from sbi_rounds.methods import fitted_threshold, get_method, power_times, vector_field_loss
+from sbi_rounds.methods.tfmpe import FlowMatchingConfig
 from sbi_rounds.networks import build_network, load_network, network_settings
+from sbi_rounds.session import open_run
 from sbi_rounds.stall import validation_losses, zero_field_losses
+from sbi_rounds.store import RunStore
 
 THETA = torch.randn(300, 2)
 X = THETA + 0.1 * torch.randn(300, 2)
@@ -104,6 +108,26 @@ def test_other_methods_keep_their_identity_and_fingerprints():
     assert tuple(tfmpe.identity()) == (*IDENTITY_FIELDS, "tfmpe")
     other = RunConfig(xobs=[0.0], method="tfmpe", tfmpe={"num_layers": 3})
     assert other.fingerprint() != tfmpe.fingerprint()
+
+
+def test_a_tfmpe_run_recorded_before_time_power_keeps_its_run_id_and_resumes(tmp_path):
+    """``tfmpe.time_power`` came after TFMPE runs existed: at its former value (3, unused
+    with uniform times) it is no part of the identity, so the defaults keep the run id they
+    had, and a run file recorded without it resumes; another power is another run."""
+    config = RunConfig(xobs=[0.5, -0.3], method="tfmpe", run_dir=str(tmp_path))
+    assert config.resolved_run_id == "tfmpe-42f0f78083"  # before time_power existed
+    run = open_run(config)
+    recorded = run.store.read_config()
+    del recorded["tfmpe"]["time_power"]
+    run.store.update_config(recorded, ["as a run file from before time_power"])
+    assert "time_power" not in RunStore.open(config.run_path).read_config()["tfmpe"]
+    open_run(config)  # resumes: no ConfigMismatchError
+    power = config.model_copy(
+        update={"tfmpe": FlowMatchingConfig(time_sampling="power", time_power=4)}
+    )
+    assert power.resolved_run_id != config.resolved_run_id
+    with pytest.raises(ConfigMismatchError, match="tfmpe.time_power: '<unset>' -> 4.0"):
+        open_run(power.model_copy(update={"run_id": config.resolved_run_id}))
 
 
 # --- networks ---------------------------------------------------------------------------
