@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["free_port", "start_prefect_server", "stop_server", "wait_until_healthy"]
 
@@ -20,15 +20,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_prefect_server(port: int, env: dict[str, str], **popen: Any) -> subprocess.Popen[bytes]:
-    """``python -m prefect server start`` on ``127.0.0.1:port``, its output discarded."""
+def start_prefect_server(
+    port: int, env: dict[str, str], output: IO[Any] | int = subprocess.DEVNULL, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``python -m prefect server start`` on ``127.0.0.1:port``; its output (both streams)
+    goes to ``output`` (discarded by default)."""
     command = [sys.executable, "-m", "prefect", "server", "start"]
     return subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not subprocess.DEVNULL else subprocess.DEVNULL,
         **popen,
     )
 

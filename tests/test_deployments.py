@@ -39,6 +39,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import State
 from prefect.utilities.callables import parameter_schema
+from prefect_servers import free_port, start_prefect_server, stop_server, wait_until_healthy
 
 from flows.online import online_inference
 from sbi_rounds.campaign import observation_configs
@@ -185,23 +186,12 @@ def test_a_path_for_xobs_validates_against_the_schema_and_loads(tmp_path):
 
 
 # --- a real server, work pool, deployment and worker --------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _stop_tree(process: subprocess.Popen[Any], timeout: float = 30) -> None:
     """Terminate a process and everything it started (flow runs start in new sessions)."""
     if process.poll() is not None:
         return
     children = psutil.Process(process.pid).children(recursive=True)
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_server(process, timeout=timeout)
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
@@ -287,7 +277,7 @@ class Stack:
 def stack(tmp_path_factory) -> Iterator[Stack]:
     """``prefect server start``, a process pool, ``prefect deploy --all``, a worker."""
     tmp = tmp_path_factory.mktemp("prefect")
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -301,22 +291,13 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     )
     server_log = tmp / "server.log"
     with server_log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        server = start_prefect_server(port, env, output=out)
     worker = None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            assert server.poll() is None, f"the server exited:\n{server_log.read_text()}"
-            assert time.monotonic() < deadline, f"no server after 120 s:\n{server_log.read_text()}"
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(api_url, server, timeout=120)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}:\n{server_log.read_text()}") from None
         _prefect(env, "work-pool", "create", POOL, "--type", "process")
         _prefect(env, "--no-prompt", "deploy", "--prefect-file", str(SPEC), "--all")
         worker_log = tmp / "worker.log"
