@@ -39,20 +39,14 @@ HERE = Path(__file__).parent
 OUT = HERE / "results" / "vector_field_training.jsonl"
 
 
-def simulations(run_file: Path) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Every round's valid ``theta (N, D)`` and ``x (N, K)`` of a run, and its settings."""
-    from sbi_rounds.config import RunConfig
-    from sbi_rounds.store import RunStore
-
-    store = RunStore.open(run_file)
-    config = RunConfig(**store.read_config())
+def simulations(run: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every round's valid ``theta (N, D)`` and ``x (N, K)`` of a run (``load_run``)."""
     thetas, xs = [], []
-    for round_ in store.rounds():
-        theta, x, valid = store.read_simulations(round_)
+    for round_ in run.store.rounds():
+        theta, x, valid = run.store.read_simulations(round_)
         thetas.append(theta[valid])
         xs.append(x[valid])
-    theta_all = torch.tensor(np.concatenate(thetas)).float()
-    return theta_all, torch.tensor(np.concatenate(xs)).float(), config
+    return torch.tensor(np.concatenate(thetas)).float(), torch.tensor(np.concatenate(xs)).float()
 
 
 def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
@@ -60,12 +54,14 @@ def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
     from sbi_rounds.methods.tfmpe import power_times
     from sbi_rounds.methods.vector_field import vector_field_loss, vector_field_posterior
     from sbi_rounds.networks import build_network, network_settings
-    from sbi_rounds.priors import build_prior
+    from sbi_rounds.results import load_run
     from sbi_rounds.training.config import TrainConfig
     from sbi_rounds.training.runner import run_training
     from sbi_rounds.training.setup import split_train_val
 
-    theta, x, config = simulations(run_file)
+    run = load_run(run_file)
+    config = run.config
+    theta, x = simulations(run)
     if config.method != "tfmpe":
         raise SystemExit(f"{run_file}: a {config.method} run; this benchmark takes tfmpe runs")
     settings = {**network_settings(config), "hidden_features": args.hidden}
@@ -83,9 +79,7 @@ def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
     xobs, reference = bench_sbibm.observation(
         bench_sbibm.fetch_data(Path(args.data)), args.task, args.observation
     )
-    posterior = vector_field_posterior(
-        network, build_prior(config.prior), torch.tensor([xobs]).float(), vf
-    )
+    posterior = vector_field_posterior(network, run.prior, torch.tensor([xobs]).float(), vf)
     torch.manual_seed(args.seed + 1)
     samples = posterior.sample((bench_sbibm.NUM_SAMPLES,), show_progress_bars=False)
     return {
