@@ -22,8 +22,8 @@ COMMANDS = {
 USAGE = """\
 usage: sbi-rounds COMMAND [options]
 
-Resumable multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE) with sbi, Dask,
-HDF5 and Prefect.
+Resumable multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE, TFMPE,
+TNPSE) with sbi, Dask, HDF5 and Prefect.
 
 commands:
 {commands}

@@ -41,8 +41,8 @@ from sbi_rounds.store import RunFileError
 __all__ = ["build_config", "main", "parse_args", "parser"]
 
 DESCRIPTION = (
-    "Multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE) as a resumable "
-    "Prefect flow. Rerun the same command to resume an interrupted run or, with more "
+    "Multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE, TFMPE, TNPSE) as a "
+    "resumable Prefect flow. Rerun the same command to resume an interrupted run or, with more "
     "--rounds, to extend a finished one. Every setting has a flag (its path in the "
     "settings, --training.batch-size; the usual ones also a short name, --batch-size), an "
     "environment variable and a place in a --config file."
