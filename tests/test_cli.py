@@ -62,6 +62,22 @@ def test_the_help_shows_every_flag_and_the_documented_short_ones():
     assert "(default: 500)" in text and "SBI_ROUNDS_TRAINING__BATCH_SIZE" in text
 
 
+def test_the_command_and_package_descriptions_name_every_method():
+    # `sbi-rounds --help` stays fast by not importing the registry, so its list and
+    # pyproject's are written by hand; this catches a method added without them.
+    import tomllib
+
+    from sbi_rounds.cli.main import USAGE
+    from sbi_rounds.cli.run import DESCRIPTION
+    from sbi_rounds.methods import METHODS
+
+    package = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["description"]
+    for text in (" ".join(USAGE.split()), package, DESCRIPTION):
+        named = re.search(r"inference \(([A-Z, ]+)\)", text)
+        assert named, text
+        assert named.group(1).split(", ") == [m.upper() for m in METHODS], text
+
+
 def test_every_flag_the_readme_documents_is_accepted():
     readme = (ROOT / "README.md").read_text()
     from sbi_rounds.cli.campaign import parser as campaign_parser

@@ -36,12 +36,13 @@ from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, format_validation_
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
 from sbi_rounds.locking import RunLockedError
+from sbi_rounds.methods import METHODS
 from sbi_rounds.store import RunFileError
 
 __all__ = ["build_config", "main", "parse_args", "parser"]
 
 DESCRIPTION = (
-    "Multi-round simulation-based inference (SNPE, TSNPE, SNLE, SNRE, TFMPE, TNPSE) as a "
+    f"Multi-round simulation-based inference ({', '.join(m.upper() for m in METHODS)}) as a "
     "resumable Prefect flow. Rerun the same command to resume an interrupted run or, with more "
     "--rounds, to extend a finished one. Every setting has a flag (its path in the "
     "settings, --training.batch-size; the usual ones also a short name, --batch-size), an "
