@@ -12,6 +12,12 @@ Training times: ``--time-power 1`` is sbi's uniform ``t``; ``k > 1`` draws ``t =
 (``u`` uniform; ``tfmpe.time_sampling: power``): more weight near ``t = 0``, where sbi's
 flow matching is at the data and the posterior's fine structure is learned.
 
+Any other setting of the run's config can be changed for the retraining with ``--set`` (as
+in ``bench_sbibm.py``: ``--set training.scheduler.kind=plateau --set network.hidden_features=
+128``); ``--hidden``, ``--patience`` and ``--time-power`` override them, and without any of
+these the network is trained as the run's own config says (so retraining a run made with a
+recipe measures the recipe's last round on its own, with another ``--seed``).
+
 One JSON line per cell in ``--out`` (written when it finishes; a cell already there is
 skipped)::
 
@@ -49,32 +55,49 @@ def simulations(run: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(np.concatenate(thetas)).float(), torch.tensor(np.concatenate(xs)).float()
 
 
+def retraining_config(args: argparse.Namespace, config: Any) -> Any:
+    """The run's config with ``--set`` and ``--hidden``/``--patience``/``--time-power``
+    applied (validated again: a wrong setting is an error naming it)."""
+    from sbi_rounds.config import RunConfig
+
+    sets = list(args.set)
+    if args.hidden is not None:
+        sets.append(f"network.hidden_features={args.hidden}")
+    if args.patience is not None:
+        sets.append(f"training.patience={args.patience}")
+    if args.time_power is not None:
+        sets += (
+            ["tfmpe.time_sampling=uniform"]
+            if args.time_power == 1
+            else ["tfmpe.time_sampling=power", f"tfmpe.time_power={args.time_power}"]
+        )
+    base = config.model_dump(mode="json", exclude_unset=True)
+    return RunConfig(**bench_sbibm._merge(base, bench_sbibm._nested(sets)))
+
+
 def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
     """Train, sample at the observation, score; the cell's JSON row."""
-    from sbi_rounds.methods.tfmpe import power_times
-    from sbi_rounds.methods.vector_field import vector_field_loss, vector_field_posterior
+    from sbi_rounds.methods import get_method
+    from sbi_rounds.methods.vector_field import vector_field_posterior
     from sbi_rounds.networks import build_network, network_settings
     from sbi_rounds.results import load_run
-    from sbi_rounds.training.config import TrainConfig
     from sbi_rounds.training.runner import run_training
     from sbi_rounds.training.setup import split_train_val
 
     run = load_run(run_file)
-    config = run.config
+    if run.config.method != "tfmpe":
+        raise SystemExit(f"{run_file}: a {run.config.method} run; this benchmark takes tfmpe runs")
+    config = retraining_config(args, run.config)
     theta, x = simulations(run)
-    if config.method != "tfmpe":
-        raise SystemExit(f"{run_file}: a {config.method} run; this benchmark takes tfmpe runs")
-    settings = {**network_settings(config), "hidden_features": args.hidden}
+    settings = network_settings(config)
     torch.manual_seed(args.seed)
     network = build_network(settings, theta, x)
     vf = config.method_settings
-    times = None if args.time_power == 1 else power_times(args.time_power)
-    loss = vector_field_loss(vf.validation_times, vf.validation_times_nugget, times)
-    train, validation = split_train_val((theta, x), 0.1, args.seed)
+    loss = get_method(config.method).loss_fn(vf, run.prior, config.rounds)
+    tcfg = config.training.model_copy(update={"seed": args.seed})
+    train, validation = split_train_val((theta, x), tcfg.validation_fraction, args.seed)
     start = time.perf_counter()
-    summary = run_training(
-        TrainConfig(patience=args.patience, seed=args.seed), network, loss, train, validation
-    )
+    summary = run_training(tcfg, network, loss, train, validation)
     train_s = time.perf_counter() - start
     xobs, reference = bench_sbibm.observation(
         bench_sbibm.fetch_data(Path(args.data)), args.task, args.observation
@@ -88,9 +111,10 @@ def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
         "task": args.task,
         "observation": args.observation,
         "rows": len(theta),
-        "hidden": args.hidden,
-        "patience": args.patience,
-        "time_power": args.time_power,
+        "hidden": settings["hidden_features"],
+        "patience": tcfg.patience,
+        "time_power": vf.time_power if vf.time_sampling == "power" else 1.0,
+        "settings": list(args.set),
         "seed": args.seed,
         "epochs": summary.epochs,
         "train_s": round(train_s, 1),
@@ -105,15 +129,29 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a kept run's folder (or its run.h5)")
     parser.add_argument("--task", required=True, choices=["two_moons", "slcp", "gaussian_linear"])
     parser.add_argument("--observation", type=int, required=True, choices=[1, 2, 3, 4, 5])
-    parser.add_argument("--hidden", type=int, default=50, help="network width")
-    parser.add_argument("--patience", type=int, default=20, help="early-stopping patience")
-    parser.add_argument("--time-power", type=float, default=1.0, help="t = u ** power")
+    parser.add_argument("--hidden", type=int, help="network width (default: the run's)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience (the run's)")
+    parser.add_argument("--time-power", type=float, help="t = u ** power (the run's times)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another setting of the run's config for the retraining, e.g. "
+        "training.batch_size=100 (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", help="names the cell (default: from the settings)")
     parser.add_argument("--data", default=str(HERE / "out" / "sbibm"))
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
-    args.label = args.label or (f"h{args.hidden}-p{args.patience}-pow{args.time_power:g}")
+    if args.label is None:
+        if args.set or None in (args.hidden, args.patience, args.time_power):
+            parser.error(
+                "--label is required with --set or without all of --hidden, "
+                "--patience and --time-power"
+            )
+        args.label = f"h{args.hidden}-p{args.patience}-pow{args.time_power:g}"
     run = Path(args.run)
     run_file = run if run.suffix == ".h5" else next(run.glob("*/run.h5"))
     out = Path(args.out)
