@@ -150,9 +150,15 @@ def _nested(overrides: list[str]) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, section by section (a section unset or None in
+    ``base``, such as ``training.scheduler``, is filled from ``extra`` alone)."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+        if isinstance(v, dict):
+            below = out.get(k)
+            out[k] = _merge(below if isinstance(below, dict) else {}, v)
+        else:
+            out[k] = v
     return out
 
 

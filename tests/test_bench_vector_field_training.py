@@ -68,3 +68,11 @@ def test_a_wrong_setting_is_an_error_naming_it(kept):
         retraining_config(_args("training.learning_rat=1e-4"), kept)
     with pytest.raises(ValidationError, match="learning_rate"):
         retraining_config(_args("training.learning_rate=-1"), kept)
+
+
+def test_a_section_the_run_left_unset_is_filled_from_set():
+    kept = RunConfig(method="tfmpe", xobs=[0.5, -0.3], training={"scheduler": None})
+    config = retraining_config(
+        _args("training.scheduler.kind=plateau", "training.scheduler.patience=20"), kept
+    )
+    assert (config.training.scheduler.kind, config.training.scheduler.patience) == ("plateau", 20)
