@@ -65,13 +65,13 @@ def retraining_config(args: argparse.Namespace, config: Any) -> Any:
         sets.append(f"network.hidden_features={args.hidden}")
     if args.patience is not None:
         sets.append(f"training.patience={args.patience}")
-    if args.time_power is not None:
-        sets += (
-            ["tfmpe.time_sampling=uniform"]
-            if args.time_power == 1
-            else ["tfmpe.time_sampling=power", f"tfmpe.time_power={args.time_power}"]
-        )
     base = config.model_dump(mode="json", exclude_unset=True)
+    if args.time_power is not None:
+        if args.time_power == 1:  # uniform: a time_power the run set no longer applies
+            base.get("tfmpe", {}).pop("time_power", None)
+            sets.append("tfmpe.time_sampling=uniform")
+        else:
+            sets += ["tfmpe.time_sampling=power", f"tfmpe.time_power={args.time_power}"]
     return RunConfig(**bench_sbibm._merge(base, bench_sbibm._nested(sets)))
 
 

@@ -56,6 +56,12 @@ def test_the_width_patience_and_time_flags_override_the_run(kept):
     assert config.network.hidden_features == 64
     assert config.training.patience == 300
     assert config.method_settings.time_sampling == "uniform"
+    explicit = RunConfig(
+        method="tfmpe", xobs=[0.5, -0.3], tfmpe={"time_sampling": "power", "time_power": 2.0}
+    )
+    assert retraining_config(_args(time_power=1), explicit).method_settings.time_sampling == (
+        "uniform"
+    )
     config = retraining_config(_args(time_power=2), kept)
     assert (config.method_settings.time_sampling, config.method_settings.time_power) == (
         "power",
@@ -64,7 +70,7 @@ def test_the_width_patience_and_time_flags_override_the_run(kept):
 
 
 def test_a_wrong_setting_is_an_error_naming_it(kept):
-    with pytest.raises(ValidationError, match="learning_rat"):
+    with pytest.raises(ValidationError, match=r"learning_rat\b"):
         retraining_config(_args("training.learning_rat=1e-4"), kept)
     with pytest.raises(ValidationError, match="learning_rate"):
         retraining_config(_args("training.learning_rate=-1"), kept)
