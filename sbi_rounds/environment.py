@@ -19,6 +19,7 @@ __all__ = [
     "DISK_ERRORS",
     "check_device",
     "check_run_directory",
+    "check_run_writable",
     "disk_space",
     "disk_space_text",
     "is_disk_error",
@@ -81,6 +82,29 @@ def check_run_directory(config: RunConfig, round_: int = 1) -> None:
             f"not enough free disk for the run in {where}: {_space(free, needed, round_)}; free "
             "some space or choose another --run-dir"
         )
+
+
+def check_run_writable(directory: Path) -> None:
+    """Refuse to resume a run whose directory this process cannot write (a read-only file
+    system, an archive, another user's run): one line, before anything is opened for
+    writing.
+
+    Raises:
+        ValueError: The message names the directory and what still works.
+    """
+    if os.access(directory, os.W_OK | os.X_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "on a read-only file system" if read_only else "not writable by this user"
+    raise ValueError(
+        f"the run directory {directory} is read-only ({why}): a run cannot be resumed or "
+        "extended there. Reading it needs no write access (sbi-rounds status, export, "
+        "verify, report -o FILE elsewhere); to resume, copy the run's directory to a "
+        "writable --run-dir and rerun the command with that --run-dir"
+    )
 
 
 def _existing(directory: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -10,7 +11,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RunLock", "RunLockedError"]
+__all__ = ["RunLock", "RunLockedError", "holder_text"]
+
+#: Why a lock file cannot be opened for writing: a read-only file system, or permissions.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class RunLockedError(RuntimeError):
@@ -52,18 +56,27 @@ class RunLock:
     def check(self) -> None:
         """Raise :class:`RunLockedError` if another live process holds the lock; take nothing.
 
-        For a quick check before a run starts (nothing is written). Call it before
+        For a quick check before a run starts, and for readers: nothing is written. In a
+        read-only run (file system or permissions) the lock file is opened for reading and
+        tested with a shared lock, which a holder's exclusive lock refuses. Call it before
         :meth:`acquire`, never while this process holds the lock: closing any descriptor
         of the lock file drops the POSIX locks the process holds on it.
         """
         if self._fd is not None:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd, mode = os.open(self.path, os.O_RDWR), fcntl.LOCK_EX
         except FileNotFoundError:
             return
+        except OSError as e:
+            if e.errno not in _NOT_WRITABLE:
+                raise
+            try:
+                fd, mode = os.open(self.path, os.O_RDONLY), fcntl.LOCK_SH
+            except FileNotFoundError:
+                return
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, mode | fcntl.LOCK_NB)
         except OSError:
             raise RunLockedError(_locked_message(self.path, _read_holder(fd))) from None
         else:
@@ -109,16 +122,20 @@ class RunLock:
         self.release()
 
 
-def _locked_message(path: Path, holder: dict[str, object]) -> str:
+def holder_text(holder: dict[str, object]) -> str:
+    """``PID 123 on host h since 2026-12-07 14:02:03``: a lock holder, for a person."""
     since = holder.get("since")
     when = (
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
         if isinstance(since, (int, float))
         else "?"
     )
+    return f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')} since {when}"
+
+
+def _locked_message(path: Path, holder: dict[str, object]) -> str:
     return (
-        f"run {path.parent} is in use by PID {holder.get('pid', '?')} on host "
-        f"{holder.get('host', '?')} since {when}. Wait for it to finish or stop it "
+        f"run {path.parent} is in use by {holder_text(holder)}. Wait for it to finish or stop it "
         "(Ctrl-C / kill PID), then rerun the same command to resume; or use another "
         "--run-id."
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbi_rounds.config import RunConfig, config_differences, identity_fields, identity_of
-from sbi_rounds.environment import check_device, check_run_directory
+from sbi_rounds.environment import check_device, check_run_directory, check_run_writable
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
 from sbi_rounds.locking import RunLock
@@ -102,6 +102,8 @@ def preflight(
     check_device(config.training.device)
     if not path.exists():
         check_run_directory(config, 1)  # before the lock: its directory may not be creatable
+    else:
+        check_run_writable(path.parent)  # a read-only run: one line, not the lock's OSError
     RunLock(path.parent / "run.lock").check()
     if path.exists():
         store = RunStore.open(path)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, config_differences
 from sbi_rounds.errors import CodeChangedError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
-from sbi_rounds.locking import RunLock
+from sbi_rounds.locking import RunLock, holder_text
 from sbi_rounds.preflight import (
     code_changed_message,
     probe_simulator,
@@ -98,9 +98,58 @@ def _check_code(config: RunConfig, store: RunStore, accept: bool) -> list[str]:
         return []
     if not accept:
         raise CodeChangedError(code_changed_message(store, changes))
-    log.warning("accepted changed code: %s", "; ".join(changes))
-    store.record_code_fingerprint(code, [f"code: {c}" for c in changes])
+    if any(c.startswith("simulator.") for c in changes):
+        _reopen_invalid_rows(store)  # before saying which rounds mix the two codes
+    mixed = mixed_code_rounds(store, changes)
+    log.warning("accepted changed code: %s; %s", "; ".join(changes), mixed)
+    store.record_code_fingerprint(code, [*(f"code: {c}" for c in changes), mixed])
     return changes
+
+
+def mixed_code_rounds(store: RunStore, changes: Sequence[str]) -> str:
+    """Which round now mixes results of the old and the new code, for a person.
+
+    A changed simulator: the round partly simulated (its committed chunks are the old
+    code's, the rest, with invalid rows reopened, will be the new code's), else the first
+    round still to simulate. A changed prior: the rounds planned so far drew from the old
+    one.
+    """
+    rounds = store.rounds()
+    parts = []
+    if any(c.startswith("simulator.") for c in changes):
+        partial, fresh = None, None
+        for r in rounds:
+            info = store.round_info(r)
+            todo = sum(b - a for a, b in map(info.chunk_bounds, store.pending_chunks(r)))
+            if 0 < todo < info.num_simulations and partial is None:
+                partial = (r, info.num_simulations - todo, todo)
+            elif todo == info.num_simulations and fresh is None:
+                fresh = r
+        if partial is not None:
+            r, old, new = partial
+            parts.append(
+                f"round {r} now mixes simulations of the old code ({old} committed) and of "
+                f"the new ({new} still to simulate)"
+            )
+        else:
+            first = fresh if fresh is not None else max(rounds, default=0) + 1
+            parts.append(
+                f"{_rounds(1, first - 1)} simulated with the old code, round {first} on "
+                "with the new"
+                if first > 1
+                else "no simulation was committed yet: all are the new code's"
+            )
+    if any(c.startswith("prior.") for c in changes) and rounds:
+        parts.append(
+            f"{_rounds(rounds[0], rounds[-1])} drew their parameters with the old prior's "
+            f"code, round {rounds[-1] + 1} on with the new"
+        )
+    return "; ".join(parts) or "no round was planned yet: all results are the new code's"
+
+
+def _rounds(first: int, last: int) -> str:
+    """``round 1 was`` or ``rounds 1-3 were``."""
+    return f"round {first} was" if first == last else f"rounds {first}-{last} were"
 
 
 def _reopen_invalid_rows(store: RunStore) -> None:
@@ -129,8 +178,8 @@ def run_session(
     with RunLock(directory / "run.lock") as lock:
         if lock.previous_holder and lock.previous_holder.get("pid"):
             log.warning(
-                "took over the run from a process that ended without releasing it: %s",
-                lock.previous_holder,
+                "took over the run from a process that ended without releasing it (%s)",
+                holder_text(lock.previous_holder),
             )
         for stale in RunStore(config.run_path).remove_stale_temporaries():
             log.info("removed %s left by an interrupted commit", stale.name)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["export_run", "main"]
+__all__ = ["export_run", "main", "output_path"]
 
 
 def export_run(run: Path, output: Path, rounds: Sequence[int] | None = None) -> dict[str, Any]:
@@ -66,22 +66,52 @@ def parser(prog: str = "sbi-rounds export") -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="the run's directory or its run.h5")
     p.add_argument(
-        "-o", "--output", help="the .npz file to write (default: <run dir>/<run id>.npz)"
+        "-o",
+        "--output",
+        help="the .npz file to write (.npz is added to a name without it), or a directory "
+        "to write <run id>.npz in (default: <run dir>/<run id>.npz)",
     )
     p.add_argument(
         "--rounds", nargs="+", type=int, metavar="R", help="rounds to export (default: all)"
     )
+    p.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     return p
+
+
+def output_path(run: Path, output: str | None) -> Path:
+    """The file an export of ``run`` writes, given ``-o`` (None: the default)."""
+    directory = run if run.is_dir() else run.parent
+    name = f"{directory.name}.npz"
+    if output is None:
+        return directory / name
+    path = Path(output)
+    if path.is_dir():
+        return path / name
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds export") -> int:
     """Export; returns 0, or 2 when the run cannot be read."""
+    from sbi_rounds.cli.outputs import cannot_write
     from sbi_rounds.store import RunFileError
 
     args = parser(prog).parse_args(argv)
     run = Path(args.run)
-    directory = run if run.is_dir() else run.parent
-    output = Path(args.output) if args.output else directory / f"{directory.name}.npz"
+    output = output_path(run, args.output)
+    if output.exists() and not args.force:
+        print(
+            f"error: {output} exists; add --force to overwrite it, or give another -o FILE",
+            file=sys.stderr,
+        )
+        return 2
+    why = cannot_write(output)
+    if why is not None:
+        print(
+            f"error: cannot write {output} ({why}); give a writable place with -o FILE.npz "
+            "(the run itself is only read)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         written = export_run(run, output, args.rounds)
     except (RunFileError, ValueError) as e:

@@ -70,7 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path:  # user modules (a simulator) import from here, as with
         sys.path.insert(0, os.getcwd())  # python -m flows.online
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest, prog=prog))
+    try:
+        return int(module.main(rest, prog=prog))
+    except BrokenPipeError:  # the reader went away (sbi-rounds status | head -1): end quietly
+        return _pipe_closed()
+
+
+def _pipe_closed() -> int:
+    """Point stdout at /dev/null (the interpreter's last flush then fails no more); the
+    exit status of a program ended by SIGPIPE, as ``yes | head -1`` gives."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13  # SIGPIPE
 
 
 if __name__ == "__main__":

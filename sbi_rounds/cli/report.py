@@ -28,7 +28,8 @@ def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") -> int:
     """Command-line entry point. Returns the exit status (0 written, 2 no readable run)."""
-    from sbi_rounds.report import write_report
+    from sbi_rounds.cli.outputs import cannot_write
+    from sbi_rounds.report import REPORT_NAME, write_report
     from sbi_rounds.store import RunFileError, RunStore
 
     args = parser(prog).parse_args(argv)
@@ -39,9 +40,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") 
             file=sys.stderr,
         )
         return 2
+    directory = target if target.is_dir() else target.parent
+    output = Path(args.output) if args.output else directory / REPORT_NAME
+    why = cannot_write(output)
+    if why is not None:
+        print(
+            f"error: cannot write the report to {output} ({why}); give a writable place "
+            f"with -o FILE.html (sbi-rounds report {args.run} -o report.html)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         RunStore.open(target / "run.h5" if target.is_dir() else target).check_intact()
-        path = write_report(target, args.output)
+        path = write_report(target, output)
     except (RunFileError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
