@@ -20,7 +20,7 @@ from sbi_rounds.store import (
     RunStore,
     Stage,
 )
-from sbi_rounds.store.checksums import EXPECTED_ATTR, NotReproducedError
+from sbi_rounds.store.checksums import EXPECTED_ATTR, SETTINGS_ATTR, NotReproducedError
 
 X = np.arange(30.0).reshape(10, 3)
 
@@ -88,7 +88,8 @@ def _overwrite(path, dataset, header=False):
 
 def _contents(path):
     """Every dataset's values (in bulk files too) and every attribute of the file, but the
-    history and the names of bulk files (a repair may write a new one)."""
+    history (and the settings' checksum, which covers it) and the names of bulk files (a
+    repair may write a new one)."""
     out = {}
     with h5py.File(path, "r") as f:
 
@@ -102,7 +103,8 @@ def _contents(path):
             for name in g:
                 if isinstance(g.get(name, getlink=True), h5py.ExternalLink):
                     out[f"rounds/{key}/{name}"] = g[name][()].tobytes()
-        out.update({f"@{k}": str(v) for k, v in f.attrs.items() if k != "config_history"})
+        history = ("config_history", SETTINGS_ATTR)  # the settings' checksum covers it
+        out.update({f"@{k}": str(v) for k, v in f.attrs.items() if k not in history})
     return out
 
 

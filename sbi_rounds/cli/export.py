@@ -4,7 +4,8 @@ The file holds, for each planned round ``NNN``: ``round_NNN_theta (N, D)``, ``ro
 (N, K)``, ``round_NNN_valid (N,)`` (finite simulations; rows not simulated yet are NaN
 and not valid) and ``round_NNN_posterior_samples (S, D)`` (the committed samples at
 x_o); and for the run: ``xobs (K,)``, ``parameter_names`` and ``config`` (the settings
-as JSON). ``numpy.load(path)`` reads it; no sbi-rounds needed.
+as JSON). ``numpy.load(path)`` reads it; no sbi-rounds needed. Damaged rounds (a round file
+missing or truncated, say) are left out and named; the intact ones are written.
 """
 
 from __future__ import annotations
@@ -13,23 +14,36 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["export_run", "main", "output_path"]
+__all__ = ["Exported", "export_run", "main", "output_path"]
 
 
-def export_run(run: Path, output: Path, rounds: Sequence[int] | None = None) -> dict[str, Any]:
-    """Write the run's arrays to ``output`` (``.npz``); returns what was written, by key.
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_run` wrote: each key's shape, and the rounds it left out as
+    damaged (round -> what is damaged)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    damaged: dict[int, str]
+
+
+def export_run(run: Path, output: Path, rounds: Sequence[int] | None = None) -> Exported:
+    """Write the run's arrays to ``output`` (``.npz``), leaving out damaged rounds.
 
     Args:
         run: The run's directory or its run.h5.
         output: The ``.npz`` file to write.
         rounds: The rounds to export; default every planned round.
+
+    Raises:
+        DamagedRunError: The run's own data (its settings) is damaged.
     """
-    from sbi_rounds.store import RunStore
+    from sbi_rounds.store import DamagedRunError, RunStore
 
     store = RunStore.open(run / "run.h5" if run.is_dir() else run)
     config = store.read_config()
@@ -41,19 +55,29 @@ def export_run(run: Path, output: Path, rounds: Sequence[int] | None = None) -> 
         "xobs": np.asarray(config["xobs"], dtype=np.float64),
         "config": np.asarray(json.dumps(config, sort_keys=True)),
     }
+    damaged = store.damaged_rounds()
     for r in rounds or planned:
-        theta, x, valid = store.read_simulations(r)
+        if r in damaged:
+            continue
+        try:  # sealed arrays are checked as they are read
+            theta, x, valid = store.read_simulations(r)
+            samples = store.read_samples(r)
+        except DamagedRunError as e:
+            damaged[r] = str(e).splitlines()[1].strip()
+            continue
         arrays[f"round_{r:03d}_theta"] = theta
         arrays[f"round_{r:03d}_x"] = x
         arrays[f"round_{r:03d}_valid"] = valid
-        arrays[f"round_{r:03d}_posterior_samples"] = store.read_samples(r)
+        arrays[f"round_{r:03d}_posterior_samples"] = samples
     names = config.get("parameter_names")
-    if names is None and planned:
-        names = [f"theta_{i + 1}" for i in range(store.round_info(planned[0]).theta_dim)]
+    widths = [v.shape[1] for k, v in arrays.items() if k.endswith("_theta")]
+    if names is None and widths:
+        names = [f"theta_{i + 1}" for i in range(widths[0])]
     arrays["parameter_names"] = np.asarray(names or [], dtype=str)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(output, **arrays)
-    return {k: getattr(v, "shape", ()) for k, v in arrays.items()}
+    shapes = {k: getattr(v, "shape", ()) for k, v in arrays.items()}
+    return Exported(shapes=shapes, damaged={r: damaged[r] for r in sorted(damaged)})
 
 
 def parser(prog: str = "sbi-rounds export") -> argparse.ArgumentParser:
@@ -97,6 +121,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds export") 
 
     args = parser(prog).parse_args(argv)
     run = Path(args.run)
+    directory = run if run.is_dir() else run.parent
     output = output_path(run, args.output)
     if output.exists() and not args.force:
         print(
@@ -118,6 +143,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds export") 
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"exported {output}:")
-    for key, shape in written.items():
+    for key, shape in written.shapes.items():
         print(f"  {key}  {tuple(shape)}")
+    if written.damaged:
+        which = ", ".join(str(r) for r in written.damaged)
+        print(
+            f"error: round(s) {which} of {directory} are damaged and were left out ("
+            + "; ".join(f"round {r}: {what}" for r, what in written.damaged.items())
+            + f"); repair them with: sbi-rounds verify {directory} --repair",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -35,7 +35,11 @@ def run_status(path: Path) -> dict[str, Any]:
     store = RunStore.open(path)
     config = store.read_config()
     rows = round_table(store)
+    damaged = store.damaged_rounds()  # named; the other rounds are read
     for row in rows:  # simulations committed so far, of the round's planned number
+        if row["round"] in damaged:
+            row.update(stage="damaged", simulated="-")
+            continue
         info = store.round_info(row["round"])
         pending = store.pending_chunks(row["round"])
         missing = sum(b - a for a, b in map(info.chunk_bounds, pending))
@@ -48,6 +52,7 @@ def run_status(path: Path) -> dict[str, Any]:
         "done": sum(1 for r in store.rounds() if store.stage(r) == Stage.DONE),
         "rows": rows,
         "holder": holder,
+        "damaged": damaged,
     }
 
 
@@ -87,6 +92,10 @@ def _format(status: dict[str, Any]) -> str:
         lines.append("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     if not status["rows"]:
         lines.append("  (no round planned yet)")
+    for r, what in status.get("damaged", {}).items():
+        lines.append(f"  round {r} is damaged: {what}")
+    if status.get("damaged"):
+        lines.append(f"  repair with: sbi-rounds verify {Path(status['path']).parent} --repair")
     return "\n".join(lines)
 
 

@@ -40,16 +40,21 @@ __all__ = [
     "Damage",
     "DamagedRunError",
     "NotReproducedError",
+    "SETTINGS_ATTR",
+    "SETTINGS_PATH",
     "STATE_ATTR",
     "checksum",
     "describe",
     "expect_checksum",
     "mismatch",
+    "not_made_yet",
     "seal",
     "stamp",
+    "stamp_settings",
     "stamp_tree",
     "stored_checksum",
     "unchanged_since_sealed",
+    "unopenable",
     "verify_file",
 ]
 
@@ -64,6 +69,13 @@ STATE_ATTR = "bulk_state"
 #: checksum its values had, which the values computed again must have when it is stamped.
 EXPECTED_ATTR = "crc32_before_repair"
 
+#: The run file's root attribute that holds a CRC-32 of all its other root attributes (the
+#: settings, their fingerprint and history, the code fingerprint; :func:`stamp_settings`).
+SETTINGS_ATTR = "crc32_settings"
+
+#: The path :func:`verify_file` names damaged (or edited) settings by.
+SETTINGS_PATH = "/@settings"
+
 #: Parts of a round group, as a person names them (first match wins).
 _PARTS = (
     ("network", "network weights"),
@@ -71,9 +83,13 @@ _PARTS = (
     ("training_checkpoint", "training checkpoint"),
     ("failures", "saved failed chunks"),
     ("theta", "parameters"),
+    ("theta_done", "parameter mark"),
     ("x", "simulations"),
     ("valid", "validity marks"),
+    ("chunk_done", "chunk marks"),
+    ("chunk_seconds", "chunk seconds"),
     ("posterior_samples", "posterior samples"),
+    ("samples_done", "posterior sample mark"),
 )
 
 
@@ -211,6 +227,41 @@ def _not_reproduced(path: str) -> str:
     )
 
 
+def _settings_checksum(f: h5py.File) -> int:
+    """CRC-32 of the run file's root attributes but :data:`SETTINGS_ATTR`: names, dtypes
+    and values, in name order."""
+    value = 0
+    for key in sorted(f.attrs):
+        if key == SETTINGS_ATTR:
+            continue
+        data = np.asarray(f.attrs[key])
+        for part in (key.encode(), data.dtype.str.encode(), data.tobytes()):
+            value = zlib.crc32(part + b"\0", value)
+    return value
+
+
+def stamp_settings(f: h5py.File) -> None:
+    """Store the checksum of the run file's root attributes (call in every commit that may
+    change them: creating the file, a structural commit, a repair)."""
+    f.attrs[SETTINGS_ATTR] = np.uint32(_settings_checksum(f))
+
+
+def _check_settings(f: h5py.File) -> Damage | None:
+    """Damage of the run file's root attributes: unreadable, or edited since they were
+    stamped (None: intact, or a file from before they were stamped)."""
+    try:
+        expected = f.attrs.get(SETTINGS_ATTR)
+        if expected is None or _settings_checksum(f) == int(expected):
+            return None
+    except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
+        return Damage(SETTINGS_PATH, f"cannot be read: {e}")
+    return Damage(
+        SETTINGS_PATH,
+        "they do not match their checksum: changed outside sbi-rounds (an edit of run.h5) "
+        "or by a damaged disk",
+    )
+
+
 def stamp_tree(group: h5py.Group) -> None:
     """Stamp every dataset below ``group`` (call inside the structural commit that wrote it)."""
     group.visititems(lambda _, obj: stamp(obj) if isinstance(obj, h5py.Dataset) else None)
@@ -218,6 +269,8 @@ def stamp_tree(group: h5py.Group) -> None:
 
 def describe(path: str) -> str:
     """A person's name for an object of the run file: ``"round 2's network weights"``."""
+    if path == SETTINGS_PATH:
+        return "the run's stored settings"
     parts = path.strip("/").split("/")
     if len(parts) >= 2 and parts[0] == "rounds" and parts[1].isdigit():
         where = f"round {int(parts[1])}'s"
@@ -231,7 +284,8 @@ def describe(path: str) -> str:
 
 def _plural(path: str) -> bool:
     name = describe(path)
-    return name.endswith(("weights", "parameters", "simulations", "marks", "samples", "chunks"))
+    plural = ("weights", "parameters", "simulations", "marks", "samples", "chunks", "seconds")
+    return name.endswith((*plural, "settings"))
 
 
 def verify_file(f: h5py.File, under: str = "/", *, deep: bool = True) -> list[Damage]:
@@ -246,11 +300,21 @@ def verify_file(f: h5py.File, under: str = "/", *, deep: bool = True) -> list[Da
     (:func:`unchanged_since_sealed`), is only opened. Its values are checked when they are
     read (``RunStore.read_simulations`` and the like), and ``deep=True`` reads them all.
     """
-    damage: list[Damage] = []
+    settings = _check_settings(f) if under.strip("/") == "" else None
+    damage: list[Damage] = [] if settings is None else [settings]
     try:
         group = f[under]
     except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
-        return [Damage(under, f"cannot be opened: {e}")]
+        parent, _, name = under.rstrip("/").rpartition("/")
+        try:
+            problem = unopenable(f[parent or "/"], name, e)
+        except Exception:  # noqa: BLE001 - the parent cannot be opened either
+            problem = f"cannot be opened: {e}"
+        return [*damage, Damage(under, problem)]
+    if isinstance(group, h5py.Dataset):  # one dataset
+        parent, _, name = under.rstrip("/").rpartition("/")
+        problem = _check_dataset(group, f[parent or "/"], name, deep)
+        return [*damage, *([] if problem is None else [Damage(under, problem)])]
     _walk(group, under, damage, deep)
     return damage
 
@@ -266,8 +330,8 @@ def _walk(group: h5py.Group, path: str, damage: list[Damage], deep: bool) -> Non
         try:
             child = group[name]
         except Exception as e:  # noqa: BLE001
-            if not _not_made_yet(group, name):
-                damage.append(Damage(child_path, f"cannot be opened: {e}"))
+            if not not_made_yet(group, name):
+                damage.append(Damage(child_path, unopenable(group, name, e)))
             continue
         if isinstance(child, h5py.Group):
             _walk(child, child_path, damage, deep)
@@ -277,7 +341,18 @@ def _walk(group: h5py.Group, path: str, damage: list[Damage], deep: bool) -> Non
             damage.append(Damage(child_path, problem))
 
 
-def _not_made_yet(group: h5py.Group, name: str) -> bool:
+def unopenable(group: h5py.Group, name: str, error: BaseException) -> str:
+    """What is wrong with ``group``'s member ``name`` that raised ``error`` when opened,
+    naming the round file that holds it (missing, or unreadable: truncated, say)."""
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        if not (Path(group.file.filename).parent / link.filename).exists():
+            return f"its file {link.filename} is missing"
+        return f"its file {link.filename} cannot be read: {error}"
+    return f"cannot be opened: {error}"
+
+
+def not_made_yet(group: h5py.Group, name: str) -> bool:
     """Whether ``group``'s ``name`` is a round's simulations file that is not created yet
     (format 2 creates it with the first chunk: the link leads nowhere, no chunk is done)."""
     link = group.get(name, getlink=True)

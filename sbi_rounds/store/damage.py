@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,14 @@ from sbi_rounds.store.schema import (
     TRAINING_SUMMARY,
 )
 
-__all__ = ["RepairPlan", "RoundRepair", "damage_message", "damaged_part", "plan_repair"]
+__all__ = [
+    "RepairPlan",
+    "RoundRepair",
+    "damage_message",
+    "damage_summary",
+    "damaged_part",
+    "plan_repair",
+]
 
 #: A damaged part of a round (its name in the round's group) -> what is recomputed.
 _RECOMPUTE = {
@@ -29,7 +38,9 @@ _RECOMPUTE = {
     "history": "training",
     "training_checkpoint": "training",
     "posterior_samples": "posterior",
+    "samples_done": "posterior",
     "theta": "parameters",
+    "theta_done": "parameters",
     "x": "simulations",
     "valid": "simulations",
     "chunk_done": "simulations",
@@ -57,8 +68,11 @@ _LEAVE_OUT = {
         {"network", "history", "training_checkpoint"},
         {TRAINING_ATTEMPTS, TRAINING_SUMMARY, CALIBRATION},
     ),
-    "posterior": ({"posterior_samples"}, {POSTERIOR_SUMMARY, PAIRPLOT, DIAGNOSTICS}),
-    "parameters": ({"theta"}, set()),
+    "posterior": (
+        {"posterior_samples", "samples_done"},
+        {POSTERIOR_SUMMARY, PAIRPLOT, DIAGNOSTICS},
+    ),
+    "parameters": ({"theta", "theta_done"}, set()),
     "simulations": ({"x", "valid", "chunk_done", "chunk_seconds", "counts"}, set()),
     "counts": ({"counts"}, set()),
 }
@@ -145,6 +159,24 @@ def plan_repair(damage: list[Damage]) -> RepairPlan:
     return RepairPlan(rounds=rounds, unrepairable=tuple(unrepairable))
 
 
+def damage_summary(damage: Sequence[Damage]) -> str:
+    """A short account of damage (one round's, say): the round files that are missing or
+    cannot be read, then the other damaged parts, e.g. ``"its file run.round-0002.h5
+    cannot be read"``."""
+    files: dict[str, str] = {}
+    parts: list[str] = []
+    for d in damage:
+        m = re.match(r"its file (\S+) (is missing|cannot be read)", d.problem)
+        if m:
+            files.setdefault(m.group(1), m.group(2))
+        elif describe(d.path) not in parts:
+            parts.append(describe(d.path))
+    words = [f"its file {name} {what}" for name, what in files.items()]
+    if parts:
+        words.append(", ".join(parts) + (" are" if len(parts) > 1 else " is") + " damaged")
+    return "; ".join(words)
+
+
 #: A round's parts that hold its simulations (the rest can be computed from them).
 _SIMULATED = ("theta", "x", "valid", "chunk_done")
 
@@ -160,7 +192,7 @@ def damage_message(path: object, damage: list[Damage], *, on_read: bool = False)
         r for r in rounds if not any(d.round == r and damaged_part(d) in _SIMULATED for d in damage)
     ]
     lines = [f"{path} is damaged:", *(f"  {d}" for d in damage)]
-    if intact:
+    if intact and not on_read:  # found on read: the rest of the round was not looked at
         which = ", ".join(str(r) for r in intact)
         lines.append(f"The simulations of round(s) {which} are intact.")
     plan = plan_repair(damage)
@@ -181,11 +213,12 @@ def damage_message(path: object, damage: list[Damage], *, on_read: bool = False)
             "restore the file from a backup, or start a new run (another --run-id)."
         )
     else:
+        in_rounds = all(d.round is not None for d in plan.unrepairable)
         lines.append(
             f"{unchanged} This damage cannot be repaired ("
             + ", ".join(describe(d.path) for d in plan.unrepairable)
             + "). Restore the file from a backup, or start a new run (another --run-id); "
-            "sbi-rounds export still reads the intact rounds (--rounds R ...), and "
-            "sbi-rounds verify lists the damage again."
+            + (f"sbi-rounds export {run} still writes the intact rounds, and " if in_rounds else "")
+            + "sbi-rounds verify lists the damage again."
         )
     return "\n".join(lines)

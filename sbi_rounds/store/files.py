@@ -21,8 +21,8 @@ from sbi_rounds.store.bulk import (
     stale_files,
     sync_files,
 )
-from sbi_rounds.store.checksums import Damage, DamagedRunError, verify_file
-from sbi_rounds.store.damage import damage_message
+from sbi_rounds.store.checksums import Damage, DamagedRunError, stamp_settings, verify_file
+from sbi_rounds.store.damage import damage_message, damage_summary
 from sbi_rounds.store.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -97,6 +97,7 @@ class StoreFile:
             f.attrs["config_history"] = json.dumps([])
             f.attrs["versions"] = json.dumps(versions())
             f.create_group("rounds")
+            stamp_settings(f)
         store._publish(tmp)
         return store
 
@@ -204,6 +205,7 @@ class StoreFile:
                 shutil.copyfile(self.path, tmp)
                 with h5py.File(tmp, "r+", locking=False) as f:
                     yield f
+                    stamp_settings(f)  # the settings it may have changed
                 self._publish(tmp)
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -268,6 +270,22 @@ class StoreFile:
                 return verify_file(f, under, deep=deep)
         except OSError as e:
             return [Damage("/", f"the file cannot be opened: {e}")]
+
+    def damaged_rounds(self, *, deep: bool = False) -> dict[int, str]:
+        """The rounds with damaged parts (see :meth:`verify`), each with a short account
+        (``"its file run.round-0002.h5 cannot be read"``); readers such as ``export`` and
+        ``status`` read the others.
+
+        Raises:
+            DamagedRunError: Damage outside the rounds (the run's settings or history): then
+                nothing in the file can be trusted.
+        """
+        damage = self.verify(deep=deep)
+        outside = [d for d in damage if d.round is None]
+        if outside:
+            raise DamagedRunError(damage_message(self.path, damage))
+        rounds = sorted({d.round for d in damage if d.round is not None})
+        return {r: damage_summary([d for d in damage if d.round == r]) for r in rounds}
 
     def check_intact(self, under: str = "/", *, deep: bool = False) -> None:
         """Raise :class:`DamagedRunError` naming every damaged part (see :meth:`verify`).

@@ -13,8 +13,10 @@ from sbi_rounds.store.checksums import (
     Damage,
     DamagedRunError,
     mismatch,
+    not_made_yet,
     stamp,
     stored_checksum,
+    unopenable,
 )
 from sbi_rounds.store.checksums import seal as seal_group
 from sbi_rounds.store.damage import damage_message
@@ -166,21 +168,33 @@ class RoundRecords(RoundPlans):
         do not matter (a network rebuilt from them before its stored weights are loaded).
 
         Raises:
-            DamagedRunError: Checked, and they do not match their checksums.
+            DamagedRunError: They cannot be read (a round file missing or truncated; also
+                when not ``checked``), or are checked and do not match their checksums.
         """
-        read = self._checked if checked else (lambda g, name: g[name][()])
         with self._read() as f:
             g = f[round_group(round_)]
-            if g.get("x") is None:  # no chunk committed yet (format 2 allocates them then)
+            if not_made_yet(g, "x"):  # no chunk committed yet (format 2 allocates them then)
                 x = np.full((int(g.attrs["num_simulations"]), int(g.attrs["x_dim"])), np.nan)
             else:
-                x = read(g, "x")
-            return read(g, "theta"), x, read(g, "valid").astype(bool)
+                x = self._checked(g, "x", checked=checked)
+            theta = self._checked(g, "theta", checked=checked)
+            return theta, x, self._checked(g, "valid", checked=checked).astype(bool)
 
-    def _checked(self, g: h5py.Group, name: str) -> np.ndarray:
-        """The values of ``g``'s dataset ``name``, checked against their checksum if sealed."""
-        values = g[name][()]
-        problem = mismatch(values, stored_checksum(g, name))
+    def _checked(self, g: h5py.Group, name: str, *, checked: bool = True) -> np.ndarray:
+        """The values of ``g``'s dataset ``name``, checked against their checksum if sealed
+        (and ``checked``).
+
+        Raises:
+            DamagedRunError: They cannot be read (their round file is missing or truncated,
+                say), or do not match their checksum; the message names the file.
+        """
+        try:
+            values = g[name][()]
+            expected = stored_checksum(g, name) if checked else None
+        except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
+            problem = unopenable(g, name, e)
+        else:
+            problem = mismatch(values, expected)
         if problem is not None:
             damage = [Damage(f"{g.name}/{name}", problem)]
             raise DamagedRunError(damage_message(self.path, damage, on_read=True))
@@ -235,10 +249,11 @@ class RoundRecords(RoundPlans):
         """The committed posterior samples at xobs ``(S', D)``."""
         with self._read() as f:
             g = f[round_group(round_)]
-            done = int(g["samples_done"][0])
-            if done == g["posterior_samples"].shape[0]:  # complete: sealed when the round ends
+            done = int(self._checked(g, "samples_done")[0])
+            samples = self._checked(g, "posterior_samples", checked=False)
+            if done == len(samples):  # complete: sealed when the round ends
                 return self._checked(g, "posterior_samples")
-            return g["posterior_samples"][:done]
+            return samples[:done]
 
     # --- records (``schema``) ------------------------------------------------------------
     def seal(self, round_: int, datasets: Sequence[str]) -> None:

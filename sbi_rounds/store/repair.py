@@ -56,6 +56,7 @@ from sbi_rounds.store.checksums import (
     DamagedRunError,
     describe,
     expect_checksum,
+    stamp_settings,
     stored_checksum,
     verify_file,
 )
@@ -75,11 +76,13 @@ __all__ = ["RepairRecords"]
 #: Datasets allocated afresh when left out: (dtype, fill value); shapes from the round.
 _FRESH = {
     "theta": (np.float32, np.nan),
+    "theta_done": (np.int64, 0),
     "x": (np.float64, np.nan),
     "valid": (np.uint8, 0),
     "chunk_done": (np.uint8, 0),
     "chunk_seconds": (np.float64, np.nan),
     "posterior_samples": (np.float32, np.nan),
+    "samples_done": (np.int64, 0),
     "timings": (np.float64, np.nan),
     "counts": (np.int64, -1),
 }
@@ -140,6 +143,7 @@ def _rebuild(src: h5py.File, dst: h5py.File, plan: RepairPlan, store: StoreFile)
     history = json.loads(dst.attrs["config_history"])
     history.append({"time": time.time(), "changes": [f"repair: {line}" for line in lines]})
     dst.attrs["config_history"] = json.dumps(history)
+    stamp_settings(dst)
     return lines
 
 
@@ -242,23 +246,34 @@ def _shape(src: h5py.Group, name: str) -> tuple[int, ...]:
         "chunk_seconds": (chunks,),
         "timings": (len(TIMED_STAGES),),
         "counts": (3,),
-        "x": (n, len(config["xobs"])),
+        "theta_done": (1,),
+        "samples_done": (1,),
+        "x": (n, int(src.attrs.get("x_dim", len(config["xobs"])))),
     }
     if name in fixed:
         return fixed[name]
-    width = next(
-        (int(src[o].shape[1]) for o in ("theta", "posterior_samples") if _readable(src, o)),
-        None,
-    )
-    if width is None:
-        raise DamagedRunError(
-            f"the number of parameters of round {src.name} cannot be read: its parameters "
-            "and posterior samples are both damaged. Restore the file from a backup, or "
-            "start a new run (another --run-id)."
-        )
+    width = _theta_width(src, config)
     if name == "theta":
         return (n, width)
     return (int(config["posterior"]["num_samples"]), width)
+
+
+def _theta_width(src: h5py.Group, config: dict) -> int:
+    """The number of parameters: from the round's parameters or posterior samples, else
+    another round's, else the box prior's bounds (a round file that cannot be read)."""
+    rounds = src.parent
+    for group in (src, *(rounds[k] for k in rounds if rounds[k].name != src.name)):
+        for name in ("theta", "posterior_samples"):
+            if _readable(group, name):
+                return int(group[name].shape[1])
+    low = (config.get("prior") or {}).get("low")
+    if low is not None:
+        return len(low)
+    raise DamagedRunError(
+        f"the number of parameters of round {src.name} cannot be read: its parameters "
+        "and posterior samples are damaged, and no other round or box prior gives it. "
+        "Restore the file from a backup, or start a new run (another --run-id)."
+    )
 
 
 def _readable(group: h5py.Group, name: str) -> bool:
