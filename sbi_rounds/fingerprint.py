@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import inspect
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from sbi_rounds.config import PriorConfig, SimulatorConfig
+from sbi_rounds.errors import CodeChangedError
 from sbi_rounds.imports import import_object
 
-__all__ = ["code_changes", "code_fingerprint"]
+__all__ = ["check_prior_code", "code_changes", "code_fingerprint", "simulator_unavailable"]
 
 #: The value of an entry that could not be computed (no source, a built-in).
 UNAVAILABLE = "unavailable"
@@ -145,3 +147,75 @@ def _module_file_hash(module_name: str) -> str:
     if spec is None or not spec.origin or not Path(spec.origin).is_file():
         return f"not found: {module_name}"
     return _sha256_file(Path(spec.origin))
+
+
+def _module_file(module_name: str) -> Path | None:
+    """The file of a module, found without importing it or its parent packages (importing
+    runs their code)."""
+    parts = module_name.split(".")
+    try:  # a top-level name: the finders (an editable install's too), nothing imported
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return None
+    for i in range(1, len(parts)):
+        if spec is None:
+            return None
+        locations = spec.submodule_search_locations
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    return Path(spec.origin)
+
+
+def check_prior_code(prior: PriorConfig, recorded: dict[str, Any] | None, run: str) -> None:
+    """Before a prior factory of a run is called on a reader's explicit request: its code
+    must be the code the run recorded (``recorded``, the run's code fingerprint; None: a run
+    from before fingerprints, which is not checked). The module's file is compared before
+    anything is imported, then the function's source and the package's version.
+
+    Raises:
+        CodeChangedError: The code differs from the recorded one (or the run recorded a box
+            prior); nothing was imported when the module's file differs.
+    """
+    if prior.path is None or recorded is None:
+        return
+    stored = recorded.get("prior") or {}
+    refused = f"{run}: the prior {prior.path} is not the code the run recorded, so it is not called"
+    if "module" not in stored:
+        raise CodeChangedError(f"{refused} (the run recorded no prior factory)")
+    module = _module_file(prior.path.partition(":")[0])
+    now = _sha256_file(module) if module is not None else f"not found: {prior.path}"
+    if stored["module"] != UNAVAILABLE and now != stored["module"]:
+        raise CodeChangedError(
+            f"{refused} (prior.module: {_short(stored['module'])} -> "
+            f"{_short(now)}); nothing was imported"
+        )
+    changes = code_changes({"prior": stored}, {"prior": _python_fingerprint(prior.path, "prior")})
+    if changes:
+        raise CodeChangedError(f"{refused} ({'; '.join(changes)})")
+
+
+def simulator_unavailable(
+    simulator: SimulatorConfig, recorded: dict[str, Any] | None
+) -> str | None:
+    """Why the run's simulator cannot simulate again what it simulated (None: it can, as
+    far as can be told without importing or running it): an external program or a module
+    no longer there, or code that differs from the fingerprint the run recorded (the
+    module's file, the program and its files; compared without importing anything)."""
+    stored = (recorded or {}).get("simulator") or {}
+    if simulator.kind == "command":
+        now = _command_fingerprint(list(simulator.command or []))
+        missing = [v for v in now.values() if v.startswith("not found: ")]
+        if missing:
+            return f"the simulator's {missing[0]} (no longer installed)"
+        changes = code_changes({"simulator": stored}, {"simulator": now}) if stored else []
+        return f"the simulator changed ({'; '.join(changes)})" if changes else None
+    module_name = str(simulator.path).partition(":")[0]
+    module = _module_file(module_name)
+    if module is None:
+        return f"the simulator's module {module_name} is no longer there"
+    before = stored.get("module")
+    now = _sha256_file(module)
+    if before is not None and before != UNAVAILABLE and before != now:
+        return f"the simulator changed (simulator.module: {_short(before)} -> {_short(now)})"
+    return None

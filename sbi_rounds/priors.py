@@ -1,15 +1,15 @@
-"""Building the prior from its configuration."""
+"""Building the prior from its configuration, or, for a reader of a run, from stored data."""
 
 from __future__ import annotations
 
 import torch
 from sbi.utils import BoxUniform
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from sbi_rounds.config import PriorConfig
 from sbi_rounds.imports import import_object
 
-__all__ = ["build_prior"]
+__all__ = ["StoredPrior", "build_prior"]
 
 
 def build_prior(config: PriorConfig) -> Distribution:
@@ -66,3 +66,42 @@ def _check_width(prior: Distribution, path: str) -> None:
             f"prior {path} has zero width in parameter(s) {flat}: all its draws are equal; "
             "give every parameter a positive width (high > low)"
         )
+
+
+class StoredPrior(Distribution):
+    """A run's prior that is code (a factory), as a reader sees it without calling that
+    code: the prior draws the run stored (round 1's parameters), drawn again with
+    replacement. Enough for what a report shows (the prior's spread); its density and
+    support are the factory's own, so :meth:`log_prob` refuses and says how to get them.
+
+    Args:
+        draws: Round 1's parameters, shape (N, D) (None: none stored yet).
+        path: The factory's ``module:function``, for the messages.
+    """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
+
+    def __init__(self, draws: torch.Tensor | None, path: str) -> None:
+        self.draws, self.path = draws, path
+        shape = torch.Size(() if draws is None else draws.shape[1:])
+        super().__init__(event_shape=shape, validate_args=False)
+
+    def needs_code(self) -> ValueError:
+        """The error for a use that needs the factory itself."""
+        return ValueError(
+            f"the run's prior is code ({self.path}), and opening a run does not run code "
+            "it names: pass import_code=True (sbi_rounds.load_posterior(path, "
+            "import_code=True)) to import and call it, after its code is checked against "
+            "the fingerprint the run recorded"
+        )
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        """Stored prior draws, drawn again with replacement, shape (*sample_shape, D)."""
+        if self.draws is None or not len(self.draws):
+            raise self.needs_code()
+        shape = torch.Size(sample_shape)
+        index = torch.randint(len(self.draws), (shape.numel(),))
+        return self.draws[index].reshape(*shape, *self.event_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        raise self.needs_code()

@@ -13,8 +13,8 @@ from torch.distributions import Distribution
 from sbi_rounds.config import RunConfig
 from sbi_rounds.methods import Method, get_method
 from sbi_rounds.networks import load_network
-from sbi_rounds.priors import build_prior
-from sbi_rounds.store import RunStore
+from sbi_rounds.priors import StoredPrior, build_prior
+from sbi_rounds.store import RunFileError, RunStore
 
 __all__ = [
     "Run",
@@ -42,14 +42,19 @@ class Run:
         return self.store.path.parent
 
 
-def resolve_run(config: RunConfig, store: RunStore) -> Run:
-    """Build the run's prior and method and check the parameter names against the prior.
+def resolve_run(config: RunConfig, store: RunStore, prior: Distribution | None = None) -> Run:
+    """Build the run's prior (unless given) and method and check the parameter names
+    against the prior.
 
     Raises:
         ValueError: A prior that cannot be built, or names that do not fit it.
     """
-    prior = build_prior(config.prior)
-    theta_dim = int(prior.sample((1,)).shape[-1])
+    prior = build_prior(config.prior) if prior is None else prior
+    if isinstance(prior, StoredPrior):
+        names = config.parameter_names or []
+        theta_dim = int(prior.event_shape[-1]) if prior.event_shape else len(names)
+    else:
+        theta_dim = int(prior.sample((1,)).shape[-1])
     if config.parameter_names is not None and len(config.parameter_names) != theta_dim:
         raise ValueError(
             f"parameter_names has {len(config.parameter_names)} names but the prior has "
@@ -69,6 +74,11 @@ def _reference_data(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Round 1's valid simulations: what every network is (re)built from (not checked
     against their checksums: the stored weights replace what was built from them)."""
     theta, x, valid = run.store.read_simulations(1, checked=False)
+    if not valid.any():  # a repair left them out: the next run simulates them again
+        raise RunFileError(
+            f"round 1's simulations are not in {run.store.path} (a repair left them out to "
+            "be simulated again); rerun the run's command to recompute them, then load it"
+        )
     return torch.from_numpy(theta[valid]).float(), torch.from_numpy(x[valid]).float()
 
 

@@ -66,6 +66,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds verify") 
     return _repair(store)
 
 
+def _simulator_problem(store: RunStore) -> str | None:
+    """Why the run's simulator cannot simulate again what it simulated (None: it can, as
+    far as can be told without importing or running it)."""
+    from sbi_rounds.config import SimulatorConfig
+    from sbi_rounds.fingerprint import simulator_unavailable
+
+    simulator = SimulatorConfig(**store.read_config()["simulator"])
+    return simulator_unavailable(simulator, store.code_fingerprint())
+
+
 def _repair(store: RunStore) -> int:
     """Repair a damaged run file under the run's lock; the exit status."""
     from sbi_rounds.environment import is_disk_error
@@ -76,7 +86,7 @@ def _repair(store: RunStore) -> int:
     try:
         with RunLock(path.parent / "run.lock"):
             store.remove_stale_temporaries()
-            lines = store.repair()
+            lines = store.repair(simulator_problem=lambda: _simulator_problem(store))
     except RunLockedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

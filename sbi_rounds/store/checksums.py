@@ -289,8 +289,10 @@ def _plural(path: str) -> bool:
 
 
 def verify_file(f: h5py.File, under: str = "/", *, deep: bool = True) -> list[Damage]:
-    """Read every group and dataset of an open run file (below the group ``under``); what is
-    damaged, in file order.
+    """Read every group and dataset of an open run file (below the group ``under``, or the
+    one dataset ``under``; :data:`SETTINGS_PATH`: the stored settings only); what is
+    damaged, in file order. The stored settings (the root's attributes) are checked when
+    ``under`` is the root.
 
     A group that cannot be listed is one damage (what is below it cannot be reached); a
     dataset that cannot be read, or whose values do not match its checksum, is another.
@@ -300,13 +302,17 @@ def verify_file(f: h5py.File, under: str = "/", *, deep: bool = True) -> list[Da
     (:func:`unchanged_since_sealed`), is only opened. Its values are checked when they are
     read (``RunStore.read_simulations`` and the like), and ``deep=True`` reads them all.
     """
-    settings = _check_settings(f) if under.strip("/") == "" else None
+    settings = _check_settings(f) if under.strip("/") in ("", SETTINGS_PATH[1:]) else None
     damage: list[Damage] = [] if settings is None else [settings]
+    if under == SETTINGS_PATH:
+        return damage
     try:
         group = f[under]
     except Exception as e:  # noqa: BLE001 - any error of HDF5's internals is damage
         parent, _, name = under.rstrip("/").rpartition("/")
         try:
+            if not_made_yet(f[parent or "/"], name):
+                return damage
             problem = unopenable(f[parent or "/"], name, e)
         except Exception:  # noqa: BLE001 - the parent cannot be opened either
             problem = f"cannot be opened: {e}"

@@ -94,15 +94,22 @@ _REPRODUCED = ("theta", "x", "valid", "chunk_done")
 class RepairRecords(StoreFile):
     """Writes a damaged run file again without its damaged parts (see the module's notes)."""
 
-    def repair(self) -> list[str]:
+    def repair(self, *, simulator_problem: Callable[[], str | None] | None = None) -> list[str]:
         """Replace the run file by a copy without its damaged parts, with the stage marks of
         their rounds set back so the next run recomputes them; call while holding the lock.
+
+        Args:
+            simulator_problem: Called when the repair needs simulations simulated again:
+                why the run's simulator cannot reproduce them (changed, or no longer
+                installed; ``sbi_rounds.fingerprint.simulator_unavailable``), or None.
 
         Returns:
             One line per repaired round (empty: the file is intact, and left untouched).
 
         Raises:
-            DamagedRunError: Part of the damage cannot be repaired; nothing was changed.
+            DamagedRunError: Part of the damage cannot be repaired, or simulations would
+                have to be simulated again by a simulator that cannot reproduce them;
+                nothing was changed.
             OSError: The new file could not be written (a full disk); nothing was changed.
         """
         damage = self.verify()
@@ -111,6 +118,20 @@ class RepairRecords(StoreFile):
         plan = plan_repair(damage)
         if plan.unrepairable:
             raise DamagedRunError(damage_message(self.path, damage))
+        resimulated = [r for r, fix in plan.rounds.items() if "simulations" in fix.recompute]
+        reason = simulator_problem() if resimulated and simulator_problem else None
+        if reason is not None:
+            which = ", ".join(str(r) for r in resimulated)
+            run = self.path.parent
+            raise DamagedRunError(
+                damage_message(self.path, damage).split("\n", 1)[0]
+                + "\n"
+                + "\n".join(f"  {d}" for d in damage)
+                + f"\nRepairing it needs round(s) {which}'s simulations simulated again, but "
+                f"{reason}: they could not be reproduced. Nothing was changed. Restore the "
+                "file from a backup, or start a new run (another --run-id); sbi-rounds "
+                f"export {run} still writes the intact rounds."
+            )
         tmp = self._tmp_path()
         try:
             with self._read() as src, h5py.File(tmp, "w", locking=False) as dst:
@@ -255,7 +276,18 @@ def _shape(src: h5py.Group, name: str) -> tuple[int, ...]:
     width = _theta_width(src, config)
     if name == "theta":
         return (n, width)
-    return (int(config["posterior"]["num_samples"]), width)
+    samples = (config.get("posterior") or {}).get("num_samples")
+    rounds = src.parent
+    for key in [] if samples is not None else rounds:  # else another round's number
+        if _readable(rounds[key], "posterior_samples"):
+            samples = rounds[key]["posterior_samples"].shape[0]
+            break
+    if samples is None:
+        raise DamagedRunError(
+            f"the number of posterior samples of round {src.name} cannot be read. Restore "
+            "the file from a backup, or start a new run (another --run-id)."
+        )
+    return (int(samples), width)
 
 
 def _theta_width(src: h5py.Group, config: dict) -> int:
