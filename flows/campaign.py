@@ -65,7 +65,8 @@ def campaign_inference(campaign: CampaignConfig, settings: dict[str, Any]) -> di
             errors = _run_all(todo, campaign.max_concurrent)
         for name, error in errors.items():
             logger.error("observation %s failed: %s: %s", name, type(error).__name__, error)
-            failed[name] = f"{type(error).__name__}: {error}"
+            # one line on the console (a failed chunk's summary); -v logs all of it above
+            failed[name] = getattr(error, "summary", None) or f"{type(error).__name__}: {error}"
     rows = summarize(configs)
     print("\n" + format_summary(rows))
     page = write_summary_html(rows, campaign.directory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ def load_array(spec: str) -> np.ndarray:
         if suffix == ".npy":
             arr = np.load(p, allow_pickle=False)
         elif suffix in (".csv", ".txt"):
-            arr = np.loadtxt(p, delimiter="," if suffix == ".csv" else None, ndmin=1)
+            with warnings.catch_warnings():  # an empty file: said below, in one line
+                warnings.simplefilter("ignore", UserWarning)
+                arr = np.loadtxt(p, delimiter="," if suffix == ".csv" else None, ndmin=1)
         elif suffix in (".h5", ".hdf5"):
             import h5py
 
@@ -49,6 +52,8 @@ def load_array(spec: str) -> np.ndarray:
             raise
         raise ValueError(f"could not read numbers from {spec!r}: {e}") from None
     arr = np.asarray(arr)
+    if arr.size == 0:
+        raise ValueError(f"{spec!r} holds no numbers (an empty file?); write the values in it")
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{spec!r} holds {arr.dtype} values, not numbers")
     return arr.astype(np.float64)

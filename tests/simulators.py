@@ -79,3 +79,10 @@ def fills_the_disk(theta: torch.Tensor) -> torch.Tensor:
         finally:
             os.close(fd)
     return linear_gaussian(theta)
+
+
+def fails_on_chunks(theta: torch.Tensor) -> torch.Tensor:
+    """Passes the start-up check (2 rows), raises a two-line error on every chunk."""
+    if len(theta) > 2:
+        raise RuntimeError("the model diverged at step 7\nwhile integrating the second stage")
+    return linear_gaussian(theta)

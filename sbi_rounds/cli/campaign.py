@@ -82,6 +82,12 @@ def parser(prog: str = "sbi-rounds campaign") -> argparse.ArgumentParser:
     g.add_argument(
         "--print-config", action="store_true", help="print the resolved settings as YAML and exit"
     )
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="accepted as in sbi-rounds run; a campaign shows progress lines (behind each "
+        "run's id), never a live display",
+    )
     add_verbosity_flags(g, "the campaign")
     add_setting_flags(p)
     return p

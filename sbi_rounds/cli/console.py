@@ -237,15 +237,24 @@ def _attach(handler: logging.Handler, verbosity: int) -> None:
 @contextmanager
 def quiet_dask_workers(verbosity: int) -> Iterator[None]:
     """While inside, the Dask processes this run starts log warnings only (their start-up
-    and preload lines), unless ``-v`` or the user set ``DASK_LOGGING__DISTRIBUTED``."""
-    if verbosity >= 1 or "DASK_LOGGING__DISTRIBUTED" in os.environ:
+    and preload lines), unless ``-v`` or the user set ``DASK_LOGGING__DISTRIBUTED``; and,
+    unless ``-v``, no ``Compute Failed`` block with a traceback for a failed chunk (the run
+    says it in one line; the run file keeps the traceback; ``sbi_rounds.watchdog``)."""
+    from sbi_rounds.watchdog import QUIET
+
+    if verbosity >= 1:
         yield
         return
-    os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"  # read by the worker processes
+    os.environ[QUIET] = "1"  # read by the worker processes
+    set_here = [QUIET]
+    if "DASK_LOGGING__DISTRIBUTED" not in os.environ:
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = "warning"
+        set_here.append("DASK_LOGGING__DISTRIBUTED")
     try:
         yield
     finally:
-        os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+        for name in set_here:
+            os.environ.pop(name, None)
 
 
 #: Prefect's loggers of flow and task runs, which log a failed run's error and traceback.

@@ -212,10 +212,13 @@ def stopped(config: RunConfig, resume: str, *, cancelled: bool = False) -> None:
     print(f"\n{how}. {saved}\nResume with:\n  {resume}", file=sys.stderr, flush=True)
 
 
-def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> int | None:
+def _failure(
+    e: BaseException, resume: str, config: RunConfig | None = None, *, verbose: bool = False
+) -> int | None:
     """The exit status and message of an error the user can act on (None: a bug, raise).
 
-    A full disk names the free and needed space of ``config``'s run directory."""
+    A full disk names the free and needed space of ``config``'s run directory; a failed
+    chunk, the first line of the simulator's error (``verbose``: all of it)."""
     from sbi_rounds.cluster import ClusterError
     from sbi_rounds.environment import is_disk_error, is_disk_full
     from sbi_rounds.errors import InvalidRoundError, LeakageError
@@ -244,7 +247,8 @@ def _failure(e: BaseException, resume: str, config: RunConfig | None = None) -> 
     if isinstance(e, InvalidRoundError):  # the committed invalid rows must be redone
         resume += " --resimulate-invalid"
     if isinstance(e, (SimulationFailed, InvalidRoundError, FloatingPointError, LeakageError)):
-        print(f"error: {e}\n\nAfter fixing it, resume with:\n  {resume}", file=sys.stderr)
+        message = e.summary if isinstance(e, SimulationFailed) and not verbose else e
+        print(f"error: {message}\n\nAfter fixing it, resume with:\n  {resume}", file=sys.stderr)
         return 1
     return None
 
@@ -342,7 +346,7 @@ def _run(
                 return 130
             if level >= 1:
                 traceback.print_exc()
-            status = _failure(e, resume, config)
+            status = _failure(e, resume, config, verbose=level >= 1)
             if status is None:
                 raise
             return status

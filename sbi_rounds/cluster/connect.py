@@ -221,11 +221,15 @@ def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
     # therefore never Prefect). The watchdog preload closes the scheduler and each nanny
     # when this process dies, and each worker when its nanny dies. Worker processes are
     # not daemonic, so simulators may start processes of their own (multiprocessing).
-    # The nannies read that setting from their environment, which they inherit here.
+    # The nannies read that setting from their environment, which they inherit here, as
+    # every process reads the run's PID (a worker's parent is its nanny).
     preload = ["sbi_rounds.watchdog"]
     remove_stale_scheduler_files()
     scheduler_file = scheduler_file_path()
-    with _temporary_environ(DASK_DISTRIBUTED__WORKER__DAEMON="False"):
+    from sbi_rounds.watchdog import RUN_PID
+
+    environ = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", RUN_PID: str(os.getpid())}
+    with _temporary_environ(**environ):
         cluster = SubprocessCluster(
             host="127.0.0.1",
             n_workers=config.workers,

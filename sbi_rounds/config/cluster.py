@@ -215,6 +215,21 @@ class ClusterConfig(BaseModel):
         description="Stop when fewer simulations of a round are finite.",
     )
 
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, address: str | None) -> str | None:
+        """``[protocol://]host:port``, as distributed connects to (checked before a run
+        file is written)."""
+        if address is None:
+            return None
+        host, colon, port = address.split("://", 1)[-1].rpartition(":")
+        if not (colon and host and port.isdigit()):
+            raise ValueError(
+                f"{address!r} is not a Dask scheduler address; give it as tcp://HOST:PORT "
+                "(dask scheduler --port 8786 prints it)"
+            )
+        return address
+
     @model_validator(mode="after")
     def _kind_fields(self) -> ClusterConfig:
         if self.kind == "address" and not self.address:

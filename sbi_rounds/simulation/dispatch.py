@@ -35,11 +35,30 @@ TASK_BYTES = 64 * 2**20
 
 
 class SimulationFailed(RuntimeError):
-    """A chunk kept failing after its retries; its parameters were saved in the run file."""
+    """A chunk kept failing after its retries; its parameters were saved in the run file.
 
-    def __init__(self, message: str, round_: int, chunk: int) -> None:
+    ``str(e)`` has the simulator's whole error (with its traceback); ``e.summary`` says the
+    same in one line, with the first line of the simulator's error.
+    """
+
+    def __init__(self, message: str, round_: int, chunk: int, summary: str | None = None) -> None:
         super().__init__(message)
         self.round, self.chunk = round_, chunk
+        self.summary = message if summary is None else summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.round, self.chunk, self.summary)
+
+
+def one_line(message: str) -> str:
+    """A chunk's error in one line: its first line and, for an external program, the last
+    line of what it wrote to standard error (where programs put their error)."""
+    if not message.strip():
+        return "no error message"
+    first, _, rest = message.partition("\n")
+    _, found, stderr = rest.partition("stderr:\n")
+    said = [line.strip() for line in stderr.splitlines() if line.strip()] if found else []
+    return f"{first}: {said[-1]}" if said else first
 
 
 # --- calling a simulator ----------------------------------------------------------------
@@ -181,19 +200,23 @@ class _Dispatch:
                 chunk,
                 self.attempts[chunk],
                 self.cluster.retries + 1,
-                message.splitlines()[0] if message else "",
+                one_line(message),
             )
             self.submit(chunk)
             return
         a, b = self.info.chunk_bounds(chunk)
         self.store.record_failure(self.round, chunk, self.theta[a:b], message)
+        n = self.attempts[chunk]
+        what = f"round {self.round}, chunk {chunk} (rows {a}-{b - 1}) failed {n} time"
+        what += "s" if n > 1 else ""
+        where = f"{self.store.path} under rounds/{self.round:04d}/failures/{chunk}"
         raise SimulationFailed(
-            f"round {self.round}, chunk {chunk} (rows {a}-{b - 1}) failed "
-            f"{self.attempts[chunk]} times; its parameters and the last error are saved in "
-            f"{self.store.path} under rounds/{self.round:04d}/failures/{chunk}. "
+            f"{what}; its parameters and the last error are saved in {where}. "
             f"Last error:\n{message}",
             self.round,
             chunk,
+            summary=f"{what}: {one_line(message)} (its parameters and the whole error are "
+            f"saved in {where}; -v prints it)",
         )
 
     def on_start(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -291,12 +314,25 @@ class _Dispatch:
 
 def _restart_workers(client: Any, workers: list[str]) -> None:
     """Restart hung workers through their nannies (workers without one are removed)."""
+    t0 = time.monotonic()
     try:
         status = client.restart_workers(workers, timeout=300, raise_for_error=False)
     except Exception as e:  # noqa: BLE001 - a failed restart must not hide the timeout
-        log.warning("could not restart hung worker(s) %s: %s", workers, e)
+        log.warning("could not restart hung worker(s) %s: %s", ", ".join(workers), e)
         return
-    log.warning("restarted hung worker(s): %s", status)
+    log.warning("%s", restarted_text(status, time.monotonic() - t0))
+
+
+def restarted_text(status: dict[str, str], seconds: float) -> str:
+    """``restarted hung worker tcp://...:4321 in 2.1 s``, naming those that failed to."""
+    done = [w for w, s in status.items() if s == "OK"]
+    failed = [f"{w} ({s})" for w, s in status.items() if s != "OK"]
+    parts = []
+    if done:
+        parts.append(f"restarted hung worker{'s' * (len(done) > 1)} {', '.join(done)}")
+    if failed:
+        parts.append(f"could not restart hung worker{'s' * (len(failed) > 1)} {', '.join(failed)}")
+    return f"{'; '.join(parts) or 'no hung worker to restart'} in {seconds:.1f} s"
 
 
 def simulate_round(
