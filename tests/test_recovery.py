@@ -7,6 +7,7 @@ server) of user code in a module the test rewrites between runs.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -143,6 +144,7 @@ def test_a_run_from_before_code_fingerprints_resumes_and_records_one(
     assert main(_argv(runs)) == 0
     with h5py.File(runs / "r" / "run.h5", "r+") as f:
         del f.attrs["code_fingerprint"]  # as a run file written before this change
+        del f.attrs["crc32_settings"]  # (and before the settings' checksum)
     assert RunStore.open(runs / "r" / "run.h5").code_fingerprint() is None
     user_code(change="x = x * 1.0")  # unknown to the old file: nothing to compare with
     assert main([*_argv(runs), "--rounds", "2"]) == 0
@@ -455,3 +457,171 @@ def test_a_training_loss_that_becomes_nan_is_one_error_line_with_the_resume_comm
     user_code(high="0.3")
     error = _error(capfd, [*argv, "--rounds", "2", "--accept-changed-code"], status=1)
     assert "training loss became nan" in error and "resume with:" in error
+
+
+# --- round files truncated or lost --------------------------------------------------------
+@pytest.mark.parametrize("how", ["truncated", "missing"])
+def test_a_truncated_or_lost_round_file_is_rebuilt_bit_for_bit(three_rounds, tmp_path, capfd, how):
+    """``truncate -s`` of round 2's data file, or its simulations file deleted: export and
+    status name the round and read the others, ``verify --repair`` and the run's command
+    again rebuild it from the seed, equal bit for bit to the undamaged run."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.store import Stage
+
+    run_dir, argv = three_rounds
+    copy = tmp_path / "runs" / "r"
+    shutil.copytree(run_dir, copy)
+    if how == "truncated":
+        name = "run.round-0002.h5"
+        os.truncate(copy / name, (copy / name).stat().st_size // 2)
+    else:
+        name = "run.round-0002.x.h5"
+        (copy / name).unlink()
+    problem = "cannot be read" if how == "truncated" else "is missing"
+    assert sbi_rounds(["export", str(copy), "-o", str(tmp_path / "e.npz")]) == 1
+    out, err = capfd.readouterr()
+    assert not _tracebacks(err) and f"round 2: its file {name} {problem}" in err, err
+    assert "round_001_x" in out and "round_003_x" in out and "round_002" not in out
+    assert sbi_rounds(["status", str(copy)]) == 0
+    assert f"round 2 is damaged: its file {name} {problem}" in capfd.readouterr().out
+    assert sbi_rounds(["verify", str(copy), "--repair"]) == 0
+    assert "left out; the next run recomputes its " in capfd.readouterr().out
+    argv = [str(tmp_path / "runs") if a == str(run_dir.parent) else a for a in argv]
+    assert main(argv) == 0
+    assert sbi_rounds(["verify", str(copy)]) == 0
+    store, reference = RunStore.open(copy / "run.h5"), RunStore.open(run_dir / "run.h5")
+    for r in (1, 2, 3):
+        assert store.stage(r) == Stage.DONE
+        assert store.read_samples(r).tobytes() == reference.read_samples(r).tobytes(), r
+        for new, old in zip(store.read_simulations(r), reference.read_simulations(r), strict=True):
+            assert new.tobytes() == old.tobytes(), r
+
+
+def test_load_posterior_names_a_lost_simulations_file(three_rounds, tmp_path, capfd):
+    """Round 1's simulations file deleted: ``DamagedRunError`` naming it (not NaN rows that
+    sbi refuses); after ``verify --repair``, one line saying to rerun the run's command
+    (round 3's network is rebuilt from round 1's simulations before its weights load)."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.results import load_posterior
+    from sbi_rounds.store import DamagedRunError, RunFileError
+
+    run_dir, _ = three_rounds
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    (copy / "run.round-0001.x.h5").unlink()
+    with pytest.raises(DamagedRunError, match="its file run.round-0001.x.h5 is missing"):
+        load_posterior(copy)
+    assert sbi_rounds(["verify", str(copy), "--repair"]) == 0
+    with pytest.raises(RunFileError, match="rerun the run's command to recompute them"):
+        load_posterior(copy)
+
+
+# --- code named in a run file -------------------------------------------------------------
+HOSTILE = """
+open({marker!r}, "a").write("imported\\n")
+
+
+def prior():
+    open({marker!r}, "a").write("called\\n")
+    raise SystemExit("a prior named by an edited run file was called")
+"""
+
+
+def test_settings_edited_to_name_code_never_run_it(finished_run, tmp_path, capfd, monkeypatch):
+    """The stored prior edited to ``{path: hostile:prior}`` (a module that records being
+    imported): verify names the edit; load_posterior, report, status and export refuse it
+    or read stored data only; with the settings' checksum forged too, still nothing is
+    imported, with or without ``import_code``."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.errors import CodeChangedError
+    from sbi_rounds.results import load_posterior
+    from sbi_rounds.store import DamagedRunError
+    from sbi_rounds.store.checksums import stamp_settings
+
+    marker = tmp_path / "ran"
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "hostile.py").write_text(HOSTILE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    run_dir, _ = finished_run
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    with h5py.File(copy / "run.h5", "r+") as f:
+        config = json.loads(f.attrs["config"])
+        config["prior"] = {"path": "hostile:prior", "low": None, "high": None}
+        f.attrs["config"] = json.dumps(config, sort_keys=True)
+    assert sbi_rounds(["verify", str(copy)]) == 1
+    assert "the run's stored settings are damaged" in capfd.readouterr().err
+    with pytest.raises(DamagedRunError, match="stored settings"):
+        load_posterior(copy)
+    with pytest.raises(DamagedRunError, match="stored settings"):
+        load_posterior(copy, import_code=True)
+    for command in (["report", str(copy)], ["status", str(copy)], ["export", str(copy)]):
+        assert sbi_rounds(command) == 2, command
+        assert "stored settings are damaged" in "".join(capfd.readouterr()), command
+    with h5py.File(copy / "run.h5", "r+") as f:  # the checksum forged to match
+        stamp_settings(f)
+    with pytest.raises(ValueError, match="pass import_code=True"):
+        load_posterior(copy)
+    with pytest.raises(CodeChangedError, match="the run recorded no prior factory"):
+        load_posterior(copy, import_code=True)
+    assert sbi_rounds(["report", str(copy), "-o", str(tmp_path / "report.html")]) == 0
+    assert sbi_rounds(["export", str(copy), "-o", str(tmp_path / "e.npz")]) == 0
+    assert sbi_rounds(["status", str(copy)]) == 0
+    assert not marker.exists() and "hostile" not in sys.modules
+
+
+def test_a_prior_factory_is_called_only_when_asked_and_after_its_code_is_checked(
+    prefect_server, user_code, tmp_path, capfd
+):
+    from sbi_rounds.cli.main import main as sbi_rounds
+    from sbi_rounds.errors import CodeChangedError
+    from sbi_rounds.results import load_posterior
+
+    user_code()
+    runs = tmp_path / "runs"
+    assert main(_argv(runs, "--prior", "user_sim:prior")) == 0
+    sys.modules.pop("user_sim", None)
+    with pytest.raises(ValueError, match=r"prior is code \(user_sim:prior\).*import_code=True"):
+        load_posterior(runs / "r")
+    assert sbi_rounds(["report", str(runs / "r")]) == 0  # the prior's spread: stored draws
+    assert "user_sim" not in sys.modules  # nothing imported
+    posterior = load_posterior(runs / "r", import_code=True)
+    assert posterior.sample((5,)).shape == (5, 2)
+    user_code(high="2.5")  # the module's file changed
+    with pytest.raises(CodeChangedError, match="prior.module: sha256:.*nothing was imported"):
+        load_posterior(runs / "r", import_code=True)
+    assert "user_sim" not in sys.modules
+    capfd.readouterr()
+
+
+@pytest.mark.slow
+def test_a_repair_that_needs_a_changed_simulator_is_refused(
+    prefect_server, user_code, tmp_path, capfd
+):
+    """Round 1's data file truncated, and the simulator changed since: its simulations
+    cannot be reproduced, so ``verify --repair`` refuses, changing nothing; with the
+    simulator as it was, it repairs and the run's command rebuilds the round."""
+    from sbi_rounds.cli.main import main as sbi_rounds
+
+    user_code()
+    runs = tmp_path / "runs"
+    assert main(_argv(runs)) == 0
+    data = runs / "r" / "run.round-0001.h5"
+    os.truncate(data, data.stat().st_size // 2)
+    user_code(change="x = x + 5.0  # shifted")
+    capfd.readouterr()
+    before = _snapshot(runs / "r")
+    assert sbi_rounds(["verify", str(runs / "r"), "--repair"]) == 1
+    err = capfd.readouterr().err
+    assert not _tracebacks(err) and err.count("error: ") == 1, err
+    assert "needs round(s) 1's simulations simulated again, but the simulator changed" in err
+    assert "simulator.module: sha256:" in err and "Nothing was changed" in err
+    after = _snapshot(runs / "r")
+    assert after.pop("run.lock") and before.pop("run.lock")  # taken for the repair
+    assert after == before
+    user_code()
+    assert sbi_rounds(["verify", str(runs / "r"), "--repair"]) == 0
+    assert main(_argv(runs)) == 0
+    assert sbi_rounds(["verify", str(runs / "r")]) == 0
