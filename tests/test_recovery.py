@@ -279,11 +279,11 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
     assert sbi_rounds(["report", str(copy)]) == 2
     assert named in capfd.readouterr().err
     assert _snapshot(copy) == before
-    if "network" in dataset:
+    if "network" in dataset or dataset.endswith("/x"):  # what the network is built from
         with pytest.raises(DamagedRunError, match=named):
             load_posterior(run_file)
     else:
-        load_posterior(run_file)  # the network is intact
+        load_posterior(run_file)  # the network and round 1's simulations are intact
 
 
 def test_damage_the_start_up_check_cannot_see_is_found_before_it_is_used(
