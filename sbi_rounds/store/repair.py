@@ -9,19 +9,20 @@ damaged                                        back to     recomputed by the nex
 =============================================  ==========  =================================
 network weights, training history, checkpoint  APPENDED    training, posterior samples,
                                                            summary, pairplot and checks
-posterior samples                              TRAINED     posterior samples, summary,
+posterior samples or their mark                TRAINED     posterior samples, summary,
                                                            pairplot and checks
-parameters                                     PLANNED     parameters (drawn again with the
-                                                           same seeds) and simulations
-simulations, validity or chunk marks           SAMPLED     every chunk's simulations (a
-                                                           checksum covers the whole dataset)
+parameters or their mark (the round's data     PLANNED     parameters (drawn again with the
+file missing or truncated: all of these)                   same seeds), simulations, samples
+simulations, validity or chunk marks (the      SAMPLED     every chunk's simulations (a
+simulations file missing or truncated)                     checksum covers the whole dataset)
 simulation counts                              SIMULATED   the counts
 saved failed chunks, chunk and stage seconds   (stays)     nothing: dropped or reset
 =============================================  ==========  =================================
 
-Anything else (the run's own data, a round's group or its stage, parameter and sample marks)
-cannot be repaired. Parameters and simulations drawn again must reproduce the checksums the
-damaged datasets carried (kept in :data:`~sbi_rounds.store.checksums.EXPECTED_ATTR` and
+Anything else (the run's own data and settings, a round's group or its stage) cannot be
+repaired; nor can simulations whose simulator changed or is gone (``simulator_problem``).
+Parameters and simulations drawn again must reproduce the checksums the damaged datasets
+carried (kept in :data:`~sbi_rounds.store.checksums.EXPECTED_ATTR` and
 checked when they are sealed): the round's network and the later rounds were built on the
 old values, so a simulator that does not give the same values for the same seed stops there.
 
