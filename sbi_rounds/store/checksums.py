@@ -9,6 +9,9 @@ without the attribute (a file from before checksums, a buffer still being filled
 checked for being readable. A round's bulk datasets (format 2: in files of their own, linked
 from the run file) keep their checksums in the run file, as attributes of the round group
 named ``crc32:<dataset>``, so that a bulk file never gets new metadata after it is made.
+The run file's root attributes (the settings, their history, the code fingerprint) get one
+CRC-32 together (:func:`stamp_settings`, in every commit), so an edit of them made outside
+sbi-rounds is damage that :func:`verify_file` names.
 
 :func:`verify_file` reads every group and dataset and returns what is damaged, named for a
 person (``"round 2's network weights"``); at a session's start it leaves out the values of
