@@ -1,4 +1,13 @@
-"""sbi-rounds: resumable multi-round simulation-based inference with sbi, Dask and HDF5."""
+"""sbi-rounds: resumable multi-round simulation-based inference with sbi, Dask and HDF5.
+
+The names of ``__all__`` resolve on first use, so ``import sbi_rounds`` stays light.
+
+Example:
+    >>> import sbi_rounds
+    >>> config = sbi_rounds.RunConfig(xobs=[0.5, -0.3], rounds=2)
+    >>> config.method, config.rounds
+    ('snpe', 2)
+"""
 
 from __future__ import annotations
 

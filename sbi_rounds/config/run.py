@@ -98,7 +98,15 @@ class RunConfig(BaseModel):
     """Everything a run needs. Unknown keys are errors; errors name the field.
 
     Example:
-        ``RunConfig(xobs=[0.5, -0.3], rounds=3, simulations_per_round=1000)``
+        >>> config = RunConfig(xobs=[0.5, -0.3], rounds=3, simulations_per_round=1000)
+        >>> config.method, config.rounds
+        ('snpe', 3)
+        >>> RunConfig(xobs=[0.5, -0.3], round=3)
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for Online inference run
+        round
+          Extra inputs are not permitted ...
     """
 
     model_config = ConfigDict(

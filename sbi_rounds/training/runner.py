@@ -100,6 +100,18 @@ def run_training(
 
     The global torch RNG is forked: the loss's randomness is seeded from ``config.seed``
     and the caller's RNG state is left as it was.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(200, 3)
+        >>> y = x.sum(dim=1)
+        >>> def loss_fn(model, batch):  # per-sample losses, shape (B,)
+        ...     xb, yb = batch
+        ...     return (model(xb).squeeze(-1) - yb) ** 2
+        >>> config = TrainConfig(batch_size=50, max_epochs=3, seed=0)
+        >>> summary = run_training(config, torch.nn.Linear(3, 1), loss_fn, (x, y))
+        >>> summary.epochs, summary.stop_reason
+        (3, 'reached max_epochs=3')
     """
     dev = _checked(config, model, device)
     if val_data is None:
