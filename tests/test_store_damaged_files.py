@@ -63,6 +63,12 @@ def test_a_damaged_round_file_is_named_and_repaired_from_the_seed(store, how):
     problem = "is missing" if how == "missing" else "cannot be read"
     assert all(f"its file {name} {problem}" in d.problem for d in damage), damage
     assert store.damaged_rounds() == {2: f"its file {name} {problem}"}
+    with pytest.raises(DamagedRunError) as raised:
+        store.check_intact()
+    lines = str(raised.value).splitlines()  # one line for the file, naming what it held
+    assert lines[1].startswith(f"  round 2's file {name} {problem}"), lines
+    assert lines[1].endswith("parameters, parameter mark, validity marks are lost"), lines
+    assert lines[2].startswith("Nothing was changed. Repair it with: sbi-rounds verify")
     lines = store.repair()
     assert len(lines) == 1 and "round 2's parameters" in lines[0], lines
     assert "recomputes its parameters (drawn again from its proposal), simulations" in lines[0]

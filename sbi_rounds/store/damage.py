@@ -177,6 +177,34 @@ def damage_summary(damage: Sequence[Damage]) -> str:
     return "; ".join(words)
 
 
+def _damage_lines(damage: Sequence[Damage]) -> list[str]:
+    """One line per damaged part, but one for all the parts a round file that is missing or
+    cannot be read held (``round 2's file run.round-0002.h5 cannot be read (...): its
+    parameters, ... are lost``)."""
+    groups: dict[tuple[object, ...], list[Damage]] = {}
+    order: list[Damage | tuple[object, ...]] = []
+    for d in damage:
+        m = re.match(r"its file (\S+) (is missing|cannot be read)(?:: (.*))?$", d.problem, re.S)
+        if m is None:
+            order.append(d)
+            continue
+        key = (d.round, *m.groups())
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(d)
+    lines = []
+    for item in order:
+        if isinstance(item, Damage) or len(groups[item]) == 1:
+            lines.append(f"  {item if isinstance(item, Damage) else groups[item][0]}")
+            continue
+        round_, name, what, error = item
+        parts = ", ".join(describe(d.path).split("'s ", 1)[-1] for d in groups[item])
+        detail = f" ({error})" if error else ""
+        lines.append(f"  round {round_}'s file {name} {what}{detail}: its {parts} are lost")
+    return lines
+
+
 #: A round's parts that hold its simulations (the rest can be computed from them).
 _SIMULATED = ("theta", "x", "valid", "chunk_done")
 
@@ -191,7 +219,7 @@ def damage_message(path: object, damage: list[Damage], *, on_read: bool = False)
     intact = [
         r for r in rounds if not any(d.round == r and damaged_part(d) in _SIMULATED for d in damage)
     ]
-    lines = [f"{path} is damaged:", *(f"  {d}" for d in damage)]
+    lines = [f"{path} is damaged:", *_damage_lines(damage)]
     if intact and not on_read:  # found on read: the rest of the round was not looked at
         which = ", ".join(str(r) for r in intact)
         lines.append(f"The simulations of round(s) {which} are intact.")
