@@ -78,12 +78,23 @@ def test_the_command_and_package_descriptions_name_every_method():
         assert named.group(1).split(", ") == [m.upper() for m in METHODS], text
 
 
-def test_every_flag_the_readme_documents_is_accepted():
-    readme = (ROOT / "README.md").read_text()
+def test_every_flag_the_readme_and_the_docs_document_is_accepted():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    readme = "\n".join(p.read_text() for p in pages)
     from sbi_rounds.cli.campaign import parser as campaign_parser
+    from sbi_rounds.cli.export import parser as export_parser
+    from sbi_rounds.cli.report import parser as report_parser
+    from sbi_rounds.cli.status import parser as status_parser
     from sbi_rounds.cli.verify import parser as verify_parser
 
-    parsers = (parser(), campaign_parser(), verify_parser())
+    parsers = (
+        parser(),
+        campaign_parser(),
+        export_parser(),
+        report_parser(),
+        status_parser(),
+        verify_parser(),
+    )
     known = {o for p in parsers for a in p._actions for o in a.option_strings}
 
     documented = set(re.findall(r"`(--[a-z][a-z0-9.-]*)", readme))
