@@ -2,9 +2,9 @@
 
 Opening a run never runs code it names: the prior is built from stored data (a box's
 bounds; for a prior that is code, the prior draws the run stored), and user code (a prior
-factory, an embedding network) is imported only when the caller asks for it with
-``import_code=True``, after a prior factory's code is checked against the fingerprint the
-run recorded (``sbi_rounds.fingerprint.check_prior_code``).
+factory, an embedding network; not this package's own examples) is imported only when the
+caller asks for it with ``import_code=True``, after a prior factory's code is checked
+against the fingerprint the run recorded (``sbi_rounds.fingerprint.check_prior_code``).
 """
 
 from __future__ import annotations
@@ -46,14 +46,20 @@ def load_run(path: str | Path, *, import_code: bool = False) -> Run:
     store = RunStore.open(p / "run.h5" if p.is_dir() else p)
     store.check_intact(SETTINGS_PATH)  # an edited setting is never acted on
     config = RunConfig(**store.read_config())
-    if config.prior.path is None:
-        prior = build_prior(config.prior)  # a box: its bounds, no code
+    if config.prior.path is None or _ours(config.prior.path):
+        prior = build_prior(config.prior)  # a box (its bounds), or this package's own code
     elif import_code:
         check_prior_code(config.prior, store.code_fingerprint(), str(store.path))
         prior = build_prior(config.prior)
     else:
         prior = StoredPrior(_prior_draws(store), config.prior.path)
     return resolve_run(config, store, prior)
+
+
+def _ours(path: str) -> bool:
+    """Whether ``module:function`` is this package's own code (its examples), not user code:
+    imported without being asked, as this package is."""
+    return path.startswith("sbi_rounds.")
 
 
 def _prior_draws(store: RunStore) -> torch.Tensor | None:
@@ -101,7 +107,7 @@ def load_posterior(path: str | Path, round: int = -1, *, import_code: bool = Fal
             inside the prior, as its run measured: sbi's rejection makes ``sample`` slow.
             The warning says how slow for 10,000 samples and how to bound it.
 
-    Example:
+    Examples:
         >>> posterior = load_posterior("runs/snpe-1a2b3c4d5e/run.h5", round=-1)
         >>> samples = posterior.sample((1000,))
     """
@@ -121,7 +127,7 @@ def load_posterior(path: str | Path, round: int = -1, *, import_code: bool = Fal
     if isinstance(run.prior, StoredPrior):
         raise run.prior.needs_code()
     embedding = run.store.read_network(round)[1].get("embedding_net")
-    if embedding is not None and not import_code:
+    if embedding is not None and not import_code and not _ours(embedding):
         raise ValueError(
             f"round {round}'s network has an embedding network that is code ({embedding}), "
             "and opening a run does not run code it names: pass import_code=True to "
