@@ -2,7 +2,7 @@
 
 The names of ``__all__`` resolve on first use, so ``import sbi_rounds`` stays light.
 
-Example:
+Examples:
     >>> import sbi_rounds
     >>> config = sbi_rounds.RunConfig(xobs=[0.5, -0.3], rounds=2)
     >>> config.method, config.rounds

@@ -19,7 +19,7 @@ class CancelToken:
     (:meth:`check`), and its training stops at the next epoch (:class:`StopOnCancel`).
     Every commit is atomic, so a stop at any check loses nothing committed.
 
-    Example:
+    Examples:
         >>> token = CancelToken()
         >>> token.is_set()
         False

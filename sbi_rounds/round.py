@@ -87,11 +87,12 @@ def run_round(
     Returns:
         The stages' results.
 
-    Example::
-
+    Examples:
+        ```python
         with run_session(config) as run, open_client(config.cluster) as client:
             for r in range(1, config.rounds + 1):
                 run_round(run, r, client)
+        ```
     """
     token = token or CancelToken()
     done: dict[str, StageResult] = {}

@@ -97,7 +97,7 @@ def _at_least_two_schema(schema: dict[str, Any]) -> None:
 class RunConfig(BaseModel):
     """Everything a run needs. Unknown keys are errors; errors name the field.
 
-    Example:
+    Examples:
         >>> config = RunConfig(xobs=[0.5, -0.3], rounds=3, simulations_per_round=1000)
         >>> config.method, config.rounds
         ('snpe', 3)

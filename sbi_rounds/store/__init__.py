@@ -96,7 +96,7 @@ class RunStore(RepairRecords, TrainingRecords, RoundRecords):
     Use :meth:`create` for a new run and :meth:`open` for an existing one. Writers must
     hold the run's lock (:mod:`sbi_rounds.locking`); readers need nothing.
 
-    Example:
+    Examples:
         >>> store = RunStore.open("runs/snpe-1a2b3c4d5e/run.h5")
         >>> store.rounds(), store.stage(1)
         ([1], <Stage.DONE: 7>)

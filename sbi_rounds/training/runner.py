@@ -101,7 +101,7 @@ def run_training(
     The global torch RNG is forked: the loss's randomness is seeded from ``config.seed``
     and the caller's RNG state is left as it was.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.randn(200, 3)
         >>> y = x.sum(dim=1)
