@@ -22,6 +22,7 @@ STAGE_KEYS = {
     "calibration": 7,
     "predictive": 8,
     "leakage": 9,
+    "selection": 10,
 }
 
 

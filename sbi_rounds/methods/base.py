@@ -114,9 +114,10 @@ class Method(ABC):
         name: How the settings name it (``method: snpe``).
         role: What its network estimates (see :data:`Role`).
         default_network: The network model when ``network.model`` is not set.
-        fallback_network: Trained too in round 1 when the default network does not beat
-            the best linear-Gaussian fit on the held-out rows (see
-            ``sbi_rounds.stages.train``); the better of the two is kept. None: no fallback.
+        simple_network: A cheaper network trained first in round 1 when the user did not
+            choose one: kept alone where the posterior is Gaussian-like, else the default
+            is trained too and kept unless the simple one fits significantly better
+            (``sbi_rounds.stages.network_choice``). None: the default network alone.
         scratch_from_simulations: With ``training.retrain_from_scratch: auto``, a round
             after the first trains fresh weights once it trains on at least this many
             simulations (every round's); None: it continues the previous round's network.
@@ -138,7 +139,7 @@ class Method(ABC):
     name: ClassVar[str]
     role: ClassVar[Role]
     default_network: ClassVar[str]
-    fallback_network: ClassVar[str | None] = None
+    simple_network: ClassVar[str | None] = None
     scratch_from_simulations: ClassVar[int | None] = None
     default_sampler: ClassVar[str]
     samplers: ClassVar[tuple[str, ...]]

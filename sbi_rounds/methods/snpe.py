@@ -90,9 +90,11 @@ class SNPE(DirectMethod):
     #: SNPE's C2ST went from 0.81 (MAF) to 0.60 (NSF), TSNPE's from 0.73 to 0.65
     #: (observation 1; benchmarks/README.md).
     default_network: ClassVar[str] = "nsf"
-    #: Spline flows fit a narrow, nearly Gaussian posterior poorly from few simulations (2-3x
-    #: too wide with 500 of ``x = theta + 0.1 eps``); an affine flow fits it exactly.
-    fallback_network: ClassVar[str | None] = "maf"
+    #: Spline flows fit a narrow, nearly Gaussian posterior poorly and slowly (NSF: 41% too
+    #: wide with 3 x 1,000 of ``x = theta + 0.1 eps``, in sbi's own loop too, at 2-3x MAF's
+    #: time); an affine flow fits it. Round 1 trains MAF first and NSF only where the
+    #: posterior is not Gaussian-like (``sbi_rounds.stages.network_choice``).
+    simple_network: ClassVar[str | None] = "maf"
     settings_field: ClassVar[str | None] = "npe"
 
     def loss_fn(self, settings: NPELossConfig, prior: Distribution, round_: int) -> LossFn:

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from sbi_rounds.methods import training_tensors
-from sbi_rounds.networks import build_network, network_settings
+from sbi_rounds.networks import build_network, load_network, network_settings
 from sbi_rounds.run import Run, network_for_round
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.stage import stage
+from sbi_rounds.stages.network_choice import gaussian_like, simple_wins
 from sbi_rounds.stall import (
     StallCheck,
     chance_losses,
@@ -60,11 +61,12 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
     an interrupted training resumes from them.
 
     A training that stalled (see ``sbi_rounds.stall``) is repeated from fresh weights with
-    a new seed, up to ``stall.max_retrains`` times. In round 1, a method's default network
-    that does not beat the best linear-Gaussian fit on the held-out rows is followed by a
-    training of its ``fallback_network`` (an affine flow for SNPE and TSNPE), and the one
-    with the lower validation loss is kept; later rounds continue with it. Every attempt is
-    recorded in the run file (``RunStore.training_attempts``).
+    a new seed, up to ``stall.max_retrains`` times. In round 1, when ``network.model`` is
+    not set, a method with a ``simple_network`` (SNPE, TSNPE: MAF) trains it first and its
+    default network (NSF) too unless the posterior is Gaussian-like, then keeps one
+    (``sbi_rounds.stages.network_choice``); later rounds continue with the network kept.
+    Every attempt is recorded in the run file (``RunStore.training_attempts``; the second
+    network's has ``fallback`` set).
     """
     store, cfg = run.store, run.config
     data = _training_data(run, round_)
@@ -78,7 +80,7 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
         if not stored:
             keep = True
         elif record.fallback:
-            keep = record.excess < stored[-1].excess
+            keep = not _simple_wins(run, round_, data, loss_fn, stored[-1], network)
         else:
             keep = not record.stalled or record.excess < stored[-1].excess
         record = record.model_copy(update={"kept": keep})
@@ -131,15 +133,19 @@ def _next_architecture(
     run: Run, round_: int, attempts: list[TrainingAttempt]
 ) -> tuple[dict[str, Any], bool] | None:
     """``(network settings, fallback)`` of the round's next training attempt, where
-    ``fallback`` tells a training of the method's fallback network; None when it is done.
+    ``fallback`` tells a training of a second network; None when the round is done.
 
-    After the first attempt: a stalled one is trained again (``stall.max_retrains``); then,
-    in round 1, the method's fallback network when the kept network is the method's default
-    and lost to the linear-Gaussian reference (see :func:`train`).
+    The first attempt trains the run's network, or in round 1 the method's simple network
+    when the user did not choose one. After it: a stalled attempt is trained again
+    (``stall.max_retrains``); then, after a simple network that is not Gaussian-like, the
+    method's default network (see :func:`train`), unless a budget capped the training.
     """
     cfg = run.config
+    simple = run.method.simple_network
+    choosing = round_ == 1 and simple is not None and cfg.network.model is None
     if not attempts:
-        return _architecture(run), False
+        settings = _architecture(run)
+        return ({**settings, "model": simple} if choosing else settings), False
     last = attempts[-1]
     if (
         last.stalled
@@ -156,28 +162,67 @@ def _next_architecture(
             cfg.stall.max_retrains + 1,
         )
         return _architecture(run), False
-    fallback = run.method.fallback_network
     kept = [a for a in attempts if a.kept][-1]
     if (
-        fallback is None
-        or cfg.network.model is not None  # the user chose the network
+        not choosing
         or any(a.fallback for a in attempts)
         or kept.capped  # another training would stop at the same limit
-        or kept.reference != "gaussian"
-        or not kept.excess > 0
     ):
         return None
-    settings = {**_architecture(run), "model": fallback}
+    default = run.method.default_network
+    if (
+        not kept.stalled
+        and kept.reference == "gaussian"
+        and gaussian_like(kept.excess, kept.stderr, run.theta_dim)
+    ):
+        log.info(
+            "round %d: %s fits the held-out rows no better than a linear-Gaussian model "
+            "(validation loss %.3f vs %.3f): the posterior is Gaussian-like, keeping %s "
+            "without training %s",
+            round_, kept.network, kept.loss, kept.reference_loss, kept.network, default,
+        )  # fmt: skip
+        return None
     log.info(
-        "round %d: the %s network did not beat the best linear-Gaussian fit on the held-out "
-        "rows (validation loss %.3f vs %.3f); training a %s network too and keeping the better",
-        round_,
-        kept.network or cfg.network_model,
-        kept.loss,
-        kept.reference_loss,
-        fallback,
+        "round %d: %s fits the held-out rows better than a linear-Gaussian model (validation "
+        "loss %.3f vs %.3f) or too few rows tell: training %s too, on the same rows",
+        round_, kept.network, kept.loss, kept.reference_loss, default,
+    )  # fmt: skip
+    return {**_architecture(run), "model": default}, True
+
+
+def _simple_wins(
+    run: Run,
+    round_: int,
+    data: tuple[torch.Tensor, ...],
+    loss_fn: Any,
+    kept: TrainingAttempt,
+    default: dict[str, Any],
+) -> bool:
+    """Whether the ``kept`` (simple) network fits round ``round_``'s held-out rows
+    significantly better than the ``default`` one (its ``write_network`` keywords): both
+    evaluated on the validation rows of the round's first training, which the default's
+    training held out too (``sbi_rounds.stages.network_choice.simple_wins``)."""
+    _, val_rows = split_train_val(
+        data, run.config.training.validation_fraction, _split_seed(run.config.seed, round_)
     )
-    return settings, True
+    seed = derive_seed(run.config.seed, round_, "selection")
+    network = load_network(default["architecture"], default["weights"], data[0], data[1])
+    ours = validation_losses(network_for_round(run, round_), loss_fn, val_rows, seed)
+    theirs = validation_losses(network, loss_fn, val_rows, seed)
+    wins = simple_wins(ours, theirs)
+    model = default["architecture"]["model"]
+    log.info(
+        "round %d: validation loss %s %.3f, %s %.3f on the same rows: keeping %s",
+        round_, kept.network, float(ours.mean()), model, float(theirs.mean()),
+        kept.network if wins else model,
+    )  # fmt: skip
+    return wins
+
+
+def _split_seed(run_seed: int, round_: int) -> int:
+    """The seed of the train/validation split of a round's first training (and of its
+    alternative network's, so that the two are compared on the same held-out rows)."""
+    return derive_seed(run_seed, round_, "train") % 2**63 % 2**31
 
 
 def _train_attempt(
@@ -211,7 +256,9 @@ def _train_attempt(
             if fresh
             else network_for_round(run, round_ - 1)
         )
-    train_rows, val_rows = split_train_val(data, tcfg.validation_fraction, tcfg.seed)
+    # The alternative network holds out the same rows as the round's first training.
+    split_seed = _split_seed(cfg.seed, round_) if fallback else tcfg.seed
+    train_rows, val_rows = split_train_val(data, tcfg.validation_fraction, split_seed)
     all_callbacks: list[Callback] = list(callbacks)
     if tcfg.checkpoint_every > 0:
         all_callbacks.insert(

@@ -84,27 +84,36 @@ class Callback:
 
 
 class ValidationLossPatience(Callback):
-    """Stop after ``patience`` epochs without the validation loss improving by ``min_delta``.
+    """Stop after ``patience`` epochs without the validation loss improving by ``min_delta``
+    and, when ``min_steps`` is given, at least that many optimizer steps since the best.
 
     Restores the best weights at the end when ``restore_best`` (the default). One instance
     serves many fits: it resets itself at fit start.
     """
 
     def __init__(
-        self, patience: int = 20, min_delta: float = 0.0, restore_best: bool = True
+        self,
+        patience: int = 20,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+        min_steps: int | None = None,
     ) -> None:
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        if min_steps is not None and (not isinstance(min_steps, int) or min_steps < 1):
+            raise ValueError(f"min_steps must be an integer >= 1 or None, got {min_steps!r}")
         self.patience = patience
         self.min_delta = float(min_delta)
         self.restore_best = restore_best
+        self.min_steps = min_steps
         self._reset()
 
     def _reset(self) -> None:
         self.best = math.inf
         self.best_epoch = -1
+        self.best_step = 0
         self.wait = 0
         self.best_weights: dict[str, torch.Tensor] | None = None
 
@@ -118,15 +127,18 @@ class ValidationLossPatience(Callback):
             return
         if val < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = val, loop.state.epoch, 0
+            self.best_step = loop.state.step
             if self.restore_best:
                 self.best_weights = loop.get_weights()
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                loop.request_stop(
-                    f"validation loss did not improve by more than {self.min_delta} "
-                    f"for {self.patience} epochs"
-                )
+            return
+        self.wait += 1
+        steps = loop.state.step - self.best_step
+        if self.wait >= self.patience and (self.min_steps is None or steps >= self.min_steps):
+            floor = "" if self.min_steps is None else f" and {steps} steps"
+            loop.request_stop(
+                f"validation loss did not improve by more than {self.min_delta} "
+                f"for {self.wait} epochs{floor}"
+            )
 
     def on_fit_end(self, loop: TrainingLoop) -> None:
         if self.restore_best and self.best_weights is not None:
@@ -136,6 +148,7 @@ class ValidationLossPatience(Callback):
         return {
             "best": self.best,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
             "wait": self.wait,
             "best_weights": self.best_weights,
         }
@@ -143,6 +156,7 @@ class ValidationLossPatience(Callback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
+        self.best_step = int(state.get("best_step", 0))  # checkpoints of earlier versions
         self.wait = int(state["wait"])
         self.best_weights = state.get("best_weights")
 

@@ -32,23 +32,24 @@ SBI_KEYWORDS: dict[str, str] = {
 }
 
 
-#: ``batch_size="auto"``: about ``STEPS`` optimizer steps per epoch, between ``MIN`` and ``MAX``.
-AUTO_BATCH_SIZE = {"steps": 20, "min": 50, "max": 200}
+#: ``batch_size="auto"``: at most sbi's training batch size, batches as even as the rows allow.
+AUTO_BATCH_SIZE = 200
 
 
 def resolve_batch_size(batch_size: int | str, num_train: int) -> int:
     """The batch size a fit on ``num_train`` training rows uses.
 
-    ``"auto"``: ``ceil(num_train / 20)`` clipped to ``[50, 200]``, so a small round still
-    takes about 20 optimizer steps per epoch (early stopping counts epochs: with one large
-    batch per epoch, a round of a few hundred simulations gets few updates) and a large one
-    keeps batches of 200. At 10 rounds of 100 simulations on sbibm's ``two_moons``, SNPE's
-    C2ST with NSF went from 0.64 (batch 200) to 0.57 (batch 50) over observations 1-3.
+    ``"auto"``: at most sbi's 200, as even as the rows allow (``ceil(N / ceil(N / 200))``:
+    900 rows give 5 batches of 180, 90 rows one of 90), so every row trains every epoch.
+    The optimizer steps a small round needs come from the patience's floor in steps
+    (``TrainConfig.patience_steps``) rather than from small batches: with 1,000
+    simulations of a 2-D linear Gaussian, batches of 50 (the former ``auto``) took 3-4x
+    the time per epoch of 200.
     """
     if batch_size != "auto":
         return int(batch_size)
-    steps, low, high = AUTO_BATCH_SIZE["steps"], AUTO_BATCH_SIZE["min"], AUTO_BATCH_SIZE["max"]
-    return max(low, min(high, math.ceil(num_train / steps)))
+    n = max(1, num_train)
+    return math.ceil(n / math.ceil(n / AUTO_BATCH_SIZE))
 
 
 def resolve_retrain_from_scratch(
@@ -106,6 +107,10 @@ class TrainConfig(BaseModel):
         max_time: Upper bound on wall time in seconds; None: no bound.
         patience: Epochs without validation improvement before stopping, restoring the
             best weights (sbi: ``stop_after_epochs``); None turns early stopping off.
+        patience_steps: ... and at least this many optimizer steps without improvement:
+            a floor that gives a small round (one or two batches an epoch) as many updates
+            to improve as a round of 1,000 simulations gets from ``patience`` epochs of
+            sbi's batches. None: epochs alone.
         min_delta: The decrease of the validation loss that counts as an improvement.
         min_lr: Stop when a scheduler has driven the learning rate below this value.
         divergence_ratio: Stop when validation loss exceeds training loss by this
@@ -133,8 +138,8 @@ class TrainConfig(BaseModel):
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
         title="Batch size",
-        description="A number (sbi: training_batch_size), or auto: about 20 steps per "
-        "epoch, between 50 and 200 (ceil(training rows / 20)).",
+        description="A number (sbi: training_batch_size), or auto: at most sbi's 200, in "
+        "batches as even as the training rows allow (900 rows: 5 of 180).",
     )
     learning_rate: float = Field(
         5e-4,
@@ -174,6 +179,14 @@ class TrainConfig(BaseModel):
         title="Early-stopping patience (epochs)",
         description="Epochs without validation improvement before stopping, restoring the best "
         "weights (sbi: stop_after_epochs); none: no early stopping.",
+    )
+    patience_steps: int | None = Field(
+        100,
+        ge=1,
+        title="Early-stopping patience (optimizer steps, at least)",
+        description="Stop only after at least this many optimizer steps without validation "
+        "improvement as well as patience epochs, so that a small round (few batches an "
+        "epoch) gets as many updates as a 1000-simulation round; none: epochs alone.",
     )
     min_delta: float = Field(
         0.0,

@@ -92,7 +92,11 @@ def default_callbacks(config: TrainConfig) -> list[Callback]:
     """The stopping rules a config asks for: patience, learning-rate floor, divergence."""
     callbacks: list[Callback] = []
     if config.patience is not None:
-        callbacks.append(ValidationLossPatience(config.patience, config.min_delta))
+        callbacks.append(
+            ValidationLossPatience(
+                config.patience, config.min_delta, min_steps=config.patience_steps
+            )
+        )
     if config.min_lr is not None:
         callbacks.append(LearningRateThreshold(config.min_lr))
     if config.divergence_ratio is not None:

@@ -57,16 +57,34 @@ def test_trains_and_summarises():
     assert s.epochs == 30 and s.stop_reason == "reached max_epochs=30"
     assert s.history["val_loss"][-1] < 0.3 * s.history["val_loss"][0]
     assert s.best_val_loss == min(s.history["val_loss"])
-    # 360 training rows: batch_size="auto" gives 50 (at least 50, about 20 steps an epoch)
-    assert len(s.history["learning_rate"]) == 30 and s.batch_size == 50 and s.steps == 30 * 7
+    # 360 training rows: batch_size="auto" gives two even batches of 180 (at most sbi's 200)
+    assert len(s.history["learning_rate"]) == 30 and s.batch_size == 180 and s.steps == 30 * 2
 
 
 @pytest.mark.parametrize(
-    ("rows", "batch"), [(10, 50), (900, 50), (1800, 90), (2700, 135), (4000, 200), (90_000, 200)]
+    ("rows", "batch"),
+    [(1, 1), (10, 10), (90, 90), (200, 200), (201, 101), (900, 180), (1800, 200), (90_001, 200)],
 )
-def test_auto_batch_size_gives_about_20_steps_an_epoch_between_50_and_200(rows, batch):
+def test_auto_batch_size_is_at_most_200_in_even_batches(rows, batch):
     assert resolve_batch_size("auto", rows) == batch
     assert resolve_batch_size(64, rows) == 64
+
+
+def test_patience_waits_for_its_floor_in_optimizer_steps_too():
+    """With one step an epoch, patience 3 alone stops within a few epochs of the best; with
+    a floor of 40 steps it waits 40 epochs (steps) after the best before stopping."""
+    data = _data()
+    config = dict(max_epochs=2000, learning_rate=0.3, patience=3, batch_size=400)
+    epochs_only = run_training(TrainConfig(**config, patience_steps=None), _model(), _mse, data)
+    floored = run_training(TrainConfig(**config, patience_steps=40), _model(), _mse, data)
+    assert epochs_only.steps == epochs_only.epochs  # one batch an epoch
+    assert epochs_only.epochs - epochs_only.best_epoch == 3
+    assert floored.epochs - floored.best_epoch == 40
+    assert "for 40 epochs and 40 steps" in floored.stop_reason
+    with pytest.raises(ValidationError, match="patience_steps"):
+        TrainConfig(patience_steps=0)
+    with pytest.raises(ValueError, match="min_steps must be an integer >= 1"):
+        ValidationLossPatience(3, min_steps=0)
 
 
 def test_sbi_keywords_map_onto_the_typed_config():
