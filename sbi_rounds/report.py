@@ -269,8 +269,18 @@ def _calibration_section(run: Run) -> str:
             ["credibility level", *[f"{lv:.0%}" for lv in shown], "KS p-value"],
             [["expected coverage", *[levels[lv] for lv in shown], cov.ks_p_value]],
         )
+        + (
+            ""
+            if cal.tarp is None
+            else _table(
+                "tarp",
+                ["TARP (joint coverage)", "area to diagonal", "KS p-value"],
+                [["TARP", cal.tarp.atc, cal.tarp.ks_p_value]],
+            )
+        )
         + '<p class="note">Calibrated: KS p-values not small, C2ST near 0.5, coverage equal '
-        "to the level (below it: overconfident; above: underconfident). "
+        "to the level (below it: overconfident; above: underconfident), TARP's area near 0 "
+        "(above: too wide; below: too narrow). "
         + html.escape(cal.note or "")
         + "</p>"
         + (f'<ul class="note">{warn}</ul>' if warn else "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from example_records import training_summary
 
-from sbi_rounds.diagnostics import round_alerts, simulation_alerts, stop_label
+from sbi_rounds.diagnostics import diagnose, round_alerts, simulation_alerts, stop_label
 from sbi_rounds.round import run_round
 from sbi_rounds.session import run_session
 from sbi_rounds.store import RunStore
@@ -110,3 +110,85 @@ def test_the_in_prior_column_shows_only_where_a_round_measured_it():
     )
     assert "in prior" in text.splitlines()[0]
     assert [line.split()[8] for line in text.splitlines()[1:]] == ["-", "0.031%", "55%"]
+
+
+def test_a_miscalibrated_estimator_is_named_with_what_to_try(make_config, dask_client):
+    # 40 simulations and 300 epochs at a fixed cap: far from calibrated (a posterior that is
+    # the prior would pass, as the prior is calibrated: "as wide as the prior" catches that)
+    config = make_config(
+        rounds=1,
+        simulations_per_round=40,
+        training={"max_epochs": 300, "patience": None, "batch_size": 10},
+        diagnostics={"calibration_simulations": 200, "calibration_posterior_samples": 100},
+    )
+    with run_session(config) as run:
+        run_round(run, 1, dask_client, pairplot=False)
+        diagnose(run, 1, dask_client)
+        alerts = round_alerts(run, 1)
+        calibration = run.store.calibration(1)
+    assert calibration.tarp is not None  # TARP ran beside the ranks
+    at90 = dict(zip(calibration.coverage.levels, calibration.coverage.values))[0.9]
+    (alert,) = [a for a in alerts if "miscalibrated" in a]
+    assert alert.startswith("round 1: the posterior estimator is miscalibrated on 200 prior tests")
+    assert f"expected coverage {at90:.2f} at 90%, outside 0.85-0.95" in alert
+    way = "too narrow (overconfident)" if at90 < 0.9 else "too wide (underconfident)"
+    assert way in alert and "training.patience" in alert
+
+
+def test_calibration_and_width_alerts_follow_their_thresholds(make_config, dask_client):
+    from sbi_rounds.diagnostics.alerts import CALIBRATION_LEVEL, WIDTH_CHANGE
+    from sbi_rounds.store.schema import Calibration, Coverage, Movement, ParameterMovement, Tarp
+
+    config = make_config(rounds=2)
+    with run_session(config) as run:
+        for r in (1, 2):
+            run_round(run, r, dask_client, pairplot=False)
+            diagnose(run, r, dask_client)
+        store = run.store
+        levels = [round(0.05 * i, 2) for i in range(21)]
+
+        def calibration(at90, p, tarp_p=0.5):
+            parameter = {"ks_p_value": p, "c2st_ranks": 0.5, "c2st_dap": 0.5, "rank_histogram": []}
+            return Calibration(
+                test_simulations=400,
+                valid=400,
+                posterior_samples=100,
+                parameters={"theta_1": parameter, "theta_2": {**parameter, "ks_p_value": 0.5}},
+                rank_bins=[],
+                coverage=Coverage(
+                    levels=levels,
+                    values=[at90 if lv == 0.9 else lv for lv in levels],
+                    ks_p_value=0.5,
+                ),
+                tarp=Tarp(atc=-0.1, ks_p_value=tarp_p),
+            )
+
+        def alerts_with(cal):
+            store.write_diagnostics(1, store.diagnostics(1), cal)
+            return [a for a in round_alerts(run, 1) if "miscalibrated" in a]
+
+        # four tests: one failing at the Bonferroni level is named, one just above is not
+        assert alerts_with(calibration(0.9, CALIBRATION_LEVEL / 4 * 0.9))
+        assert not alerts_with(calibration(0.9, CALIBRATION_LEVEL / 4 * 1.1))
+        # 400 tests: coverage at 90% has a 99% band of +- 0.039
+        (low,) = alerts_with(calibration(0.85, 0.5))
+        assert "expected coverage 0.85 at 90%, outside 0.86-0.94" in low
+        assert "too narrow (overconfident)" in low
+        assert not alerts_with(calibration(0.87, 0.5))
+        (tarp,) = alerts_with(calibration(0.9, 0.5, tarp_p=0.001))
+        assert "TARP p=0.001" in tarp and "too narrow or biased" in tarp
+
+        diagnostics = store.diagnostics(2)
+
+        def width_alerts(ratio):
+            moved = Movement(
+                parameters={"theta_1": ParameterMovement(mean_shift=0.1, width_ratio=ratio)},
+                max_mean_shift=0.1,
+                max_width_change=abs(ratio - 1),
+            )
+            store.write_diagnostics(2, diagnostics.model_copy(update={"movement": moved}))
+            return [a for a in round_alerts(run, 2) if "has not settled" in a]
+
+        (wider,) = width_alerts(1 + WIDTH_CHANGE + 0.05)
+        assert "theta_1 x1.30" in wider and "--rounds" in wider
+        assert not width_alerts(1 + WIDTH_CHANGE - 0.05)

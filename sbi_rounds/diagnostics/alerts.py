@@ -2,9 +2,11 @@
 
 Each is one sentence that says what happened and what to do: a training cut by a cap while
 its validation loss was still improving, a posterior at ``xobs`` about as wide as the prior,
-a valid fraction that fell from the round before, simulations that failed, a posterior
-estimate whose mass leaks out of the prior. The console, the
-HTML report and the Prefect artifacts show the same list (:func:`round_alerts`).
+a miscalibrated round-1 estimator (rank, coverage or TARP tests failing beyond chance), a
+final posterior whose width still changes from the round before, a valid fraction that fell
+from the round before, simulations that failed, a posterior estimate whose mass leaks out of
+the prior. The console, the HTML report and the Prefect artifacts show the same list
+(:func:`round_alerts`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import torch
 from sbi_rounds.methods.leakage import LEAKY_FRACTION, leakage_advice, percent
 from sbi_rounds.store.schema import TrainingAttempt, TrainingSummaryRecord
 
-__all__ = ["IMPROVING_TAIL", "WIDE_FRACTION", "round_alerts", "simulation_alerts", "stop_label"]
+__all__ = [
+    "CALIBRATION_LEVEL",
+    "COVERAGE_BAND",
+    "IMPROVING_TAIL",
+    "WIDE_FRACTION",
+    "WIDTH_CHANGE",
+    "round_alerts",
+    "simulation_alerts",
+    "stop_label",
+]
 
 #: A training cut by a cap is "still improving" when its best validation loss came in the
 #: last ``max(3, IMPROVING_TAIL * epochs)`` epochs.
@@ -28,6 +39,15 @@ IMPROVING_TAIL = 0.1
 WIDE_FRACTION = 0.7
 #: A valid fraction "fell" when it is this much (absolute) below the round before's.
 VALID_DROP = 0.05
+#: Family-wise level of the calibration tests (marginal rank KS tests, the coverage KS test
+#: and TARP's), Bonferroni-corrected: a calibrated estimator is flagged 5% of the time.
+CALIBRATION_LEVEL = 0.05
+#: Expected coverage at 90% is flagged outside the band a calibrated estimator stays in with
+#: this probability (binomial over the test simulations, normal approximation).
+COVERAGE_BAND = 0.99
+#: The last round's posterior "has not settled" when a parameter's sd differs from the
+#: round before's by more than this fraction.
+WIDTH_CHANGE = 0.25
 
 
 def stop_label(summary: TrainingSummaryRecord | None) -> str | None:
@@ -150,12 +170,87 @@ def simulation_alerts(store: Any, round_: int) -> list[str]:
     return alerts
 
 
+def _miscalibrated(run: Any, round_: int) -> str | None:
+    """Round 1's calibration (SBC ranks, expected coverage, TARP) failing beyond chance."""
+    calibration = run.store.calibration(1) if round_ == 1 else None
+    if calibration is None or calibration.valid < 2:
+        return None
+    tests = {f"rank test of {n}": p.ks_p_value for n, p in calibration.parameters.items()}
+    tests["coverage rank test"] = calibration.coverage.ks_p_value
+    if calibration.tarp is not None:
+        tests["TARP"] = calibration.tarp.ks_p_value
+    failed = [
+        f"{name} p={p:.2g}" for name, p in tests.items() if p < CALIBRATION_LEVEL / len(tests)
+    ]
+    levels, values = calibration.coverage.levels, calibration.coverage.values
+    at90 = values[min(range(len(levels)), key=lambda i: abs(levels[i] - 0.9))]
+    z = _normal_quantile(0.5 + COVERAGE_BAND / 2)
+    half = z * math.sqrt(0.9 * 0.1 / calibration.valid)
+    off = abs(at90 - 0.9) > half
+    if off:
+        failed.insert(
+            0,
+            f"expected coverage {at90:.2f} at 90%, outside {0.9 - half:.2f}-"
+            f"{min(1.0, 0.9 + half):.2f}",
+        )
+    if not failed:
+        return None
+    if off:
+        way = "too narrow (overconfident)" if at90 < 0.9 else "too wide (underconfident)"
+    elif calibration.tarp is not None and calibration.tarp.ks_p_value < CALIBRATION_LEVEL:
+        way = "too wide" if calibration.tarp.atc > 0 else "too narrow or biased"
+    else:
+        way = "off in shape or place"
+    return (
+        f"round {round_}: the posterior estimator is miscalibrated on {calibration.valid} "
+        f"prior tests ({'; '.join(failed)}): its credible regions are {way}. Try more "
+        "simulations in round 1, a longer training (training.patience), or the other "
+        "network (network.model maf or nsf); see the report's calibration figures"
+    )
+
+
+def _normal_quantile(q: float) -> float:
+    """The standard normal quantile (bisection on ``erf``; no scipy at import)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _width_unsettled(run: Any, round_: int) -> str | None:
+    """The last round's posterior width still changing by more than :data:`WIDTH_CHANGE`."""
+    if round_ < 2 or round_ != run.config.rounds:
+        return None
+    checks = run.store.diagnostics(round_)
+    movement = checks.movement if checks is not None else None
+    if movement is None or movement.max_width_change is None:
+        return None
+    if not movement.max_width_change > WIDTH_CHANGE:
+        return None
+    changes = ", ".join(
+        f"{name} x{m.width_ratio:.2f}"
+        for name, m in movement.parameters.items()
+        if m.width_ratio is not None and abs(m.width_ratio - 1) > WIDTH_CHANGE
+    )
+    return (
+        f"round {round_}: the final posterior's width changed from round {round_ - 1}'s by "
+        f"more than {100 * WIDTH_CHANGE:.0f}% (sd {changes}): the estimate has not settled. "
+        "Run more rounds (--rounds) or more simulations per round, and check the calibration"
+    )
+
+
 def round_alerts(run: Any, round_: int) -> list[str]:
     """The warnings about finished round ``round_`` of ``run`` (an open ``Run``), worst first."""
     store = run.store
     alerts = [
         _capped(round_, store.training_summary(round_), store.training_attempts(round_)),
         _as_wide_as_prior(run, round_),
+        _miscalibrated(run, round_),
+        _width_unsettled(run, round_),
         _leaking(run, round_),
     ]
     alerts.extend(simulation_alerts(store, round_))

@@ -76,8 +76,10 @@ def calibrate(
 
     Runs ``sbi.diagnostics.run_sbc`` once with ``D + 1`` reductions: the ``D`` marginals
     (SBC, Talts et al. 2018) and the posterior density (expected coverage, Deistler et
-    al. 2022), then ``sbi.diagnostics.check_sbc`` on the marginal ranks. Test
-    simulations with a NaN or infinity are left out.
+    al. 2022), then ``sbi.diagnostics.check_sbc`` on the marginal ranks; and TARP
+    (Lemos et al. 2023: ``sbi.diagnostics.run_tarp`` and ``check_tarp``), which checks the
+    joint posterior's coverage with random reference points. Test simulations with a NaN
+    or infinity are left out.
 
     Args:
         posterior: An sbi posterior of an amortized estimator (any x), with ``sample_batched``
@@ -91,10 +93,11 @@ def calibrate(
     Returns:
         ``(result, ranks)``: ``result`` holds per parameter the KS p-value of rank
         uniformity, the C2ST accuracy of ranks vs uniform and of prior vs data-averaged
-        posterior, rank histograms, the coverage curve and sbi's warnings; ``ranks``
+        posterior, rank histograms, the coverage curve, TARP's ``atc`` and KS p-value and
+        sbi's warnings; ``ranks``
         has shape ``(N_valid, D + 1)``, the last column the density ranks.
     """
-    from sbi.diagnostics import check_sbc, run_sbc
+    from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
     from scipy.stats import kstest, uniform
 
     theta_t = torch.as_tensor(np.asarray(theta), dtype=torch.float32)
@@ -116,6 +119,14 @@ def calibrate(
             show_progress_bar=False,
         )
         checks = check_sbc(ranks[:, :dim], theta_t, dap, num_posterior_samples)
+        ecp, alpha = run_tarp(
+            theta_t,
+            x_t,
+            posterior,
+            num_posterior_samples=num_posterior_samples,
+            show_progress_bar=False,
+        )
+        atc, tarp_p = check_tarp(ecp, alpha)
     ranks_np = ranks.numpy()
     bins = int(min(20, max(5, n // 10)))
     edges = np.linspace(0, num_posterior_samples, bins + 1)
@@ -140,6 +151,7 @@ def calibrate(
                 kstest(ranks_np[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
             ),
         },
+        "tarp": {"atc": float(atc), "ks_p_value": float(tarp_p)},
         "warnings": _warnings(caught),
     }
     return result, ranks_np

@@ -96,6 +96,12 @@ def describe_checks(run: Run, round_: int) -> str:
             f"calibration of round 1 on {calibration.valid} tests: expected coverage "
             f"{at.get(0.9, math.nan):.2f} at 90%, rank KS p-values "
             + ", ".join(f"{p.ks_p_value:.2g}" for p in calibration.parameters.values())
+            + (
+                ""
+                if calibration.tarp is None
+                else f", TARP p-value {calibration.tarp.ks_p_value:.2g} "
+                f"(area {calibration.tarp.atc:+.2f})"
+            )
         )
     return "; ".join(said) or "no checks"
 

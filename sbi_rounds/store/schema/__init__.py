@@ -59,6 +59,7 @@ from sbi_rounds.store.schema.checks import (
     PredictiveCheck,
     RoundDiagnostics,
     StatisticCheck,
+    Tarp,
 )
 from sbi_rounds.store.schema.stages import (
     ParameterSummary,
@@ -87,6 +88,7 @@ __all__ = [
     "JointCheck",
     "Movement",
     "ParameterCalibration",
+    "Tarp",
     "ParameterMovement",
     "ParameterStatistics",
     "ParameterSummary",

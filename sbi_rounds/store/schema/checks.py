@@ -20,6 +20,7 @@ __all__ = [
     "PredictiveCheck",
     "RoundDiagnostics",
     "StatisticCheck",
+    "Tarp",
 ]
 
 
@@ -227,6 +228,20 @@ class Coverage(Record):
     ks_p_value: float
 
 
+class Tarp(Record):
+    """TARP (Lemos et al. 2023, sbi's ``run_tarp``/``check_tarp``): expected coverage of
+    random reference points' balls, a check of the joint posterior beside the ranks.
+
+    Attributes:
+        atc: Area between the coverage curve and the diagonal above level 0.5: 0 for a
+            calibrated posterior, positive for a too wide one, negative for a too narrow one.
+        ks_p_value: KS test p-value of the coverage curve against the diagonal.
+    """
+
+    atc: float
+    ks_p_value: float
+
+
 class Calibration(Record):
     """Calibration of round 1's amortized estimator over prior draws (stored on round 1).
 
@@ -237,6 +252,7 @@ class Calibration(Record):
         parameters: SBC per parameter name.
         rank_bins: The rank histograms' bin edges.
         coverage: Expected coverage.
+        tarp: The TARP check; None: not run (runs of earlier versions).
         warnings: First lines of the warnings sbi raised.
         figures: Figure file names in the run directory (``ranks``, ``coverage``).
         estimator: Which estimator was checked, in words.
@@ -249,6 +265,7 @@ class Calibration(Record):
     parameters: dict[str, ParameterCalibration]
     rank_bins: list[float]
     coverage: Coverage
+    tarp: Tarp | None = optional_field("The TARP check; None: not run.")
     warnings: list[str] = Field(default_factory=list)
     figures: dict[str, str] = Field(default_factory=dict)
     estimator: str | None = None
