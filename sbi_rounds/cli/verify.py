@@ -72,7 +72,10 @@ def _simulator_problem(store: RunStore) -> str | None:
     from sbi_rounds.config import SimulatorConfig
     from sbi_rounds.fingerprint import simulator_unavailable
 
-    simulator = SimulatorConfig(**store.read_config()["simulator"])
+    try:
+        simulator = SimulatorConfig(**store.read_config()["simulator"])
+    except (KeyError, TypeError, ValueError):  # settings of another version: the resume checks
+        return None
     return simulator_unavailable(simulator, store.code_fingerprint())
 
 
