@@ -43,10 +43,10 @@ def test_the_site_builds_without_a_warning(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     site = tmp_path / "site"
-    for page in ("index.html", "getting-started/index.html", "api/training/index.html"):
+    for page in ("index.html", "getting-started.html", "api/training.html", "benchmarks.html"):
         assert (site / page).is_file(), page
     # the API reference is rendered from the docstrings, not left as `::: name` lines
-    api = (site / "api" / "results" / "index.html").read_text()
+    api = (site / "api" / "results.html").read_text()
     assert "load_posterior" in api and ":::" not in api
 
 
