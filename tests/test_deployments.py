@@ -2,7 +2,7 @@
 
 The slow tests start ``prefect server start`` on 127.0.0.1, create the process work pool,
 deploy ``deployments/prefect.yaml`` with ``prefect deploy`` and start ``prefect worker
-start``, as the README's "Running from Prefect" section does; then they trigger runs through
+start``, as the README's "Deploy on Prefect" and docs/prefect.md do; then they trigger runs through
 the API, cancel one mid-simulation and resume it.
 """
 
