@@ -84,7 +84,13 @@ def small_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         diagnostics={"calibration_simulations": 0, "predictive_simulations": 0},
     )
     with (
-        Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c,
+        Client(
+            processes=False,
+            n_workers=1,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            set_as_default=False,  # other tests' shared client stays the default
+        ) as c,
         run_session(config) as run,
     ):
         run_round(run, 1, c, pairplot=False)
