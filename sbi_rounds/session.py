@@ -173,7 +173,30 @@ def run_session(
     resimulate_invalid: bool = False,
 ) -> Iterator[Run]:
     """Lock the run, clean up after killed commits, open it (:func:`open_run`), and release
-    the lock at exit."""
+    the lock at exit.
+
+    Args:
+        config: The run's settings; ``config.run_path`` is its run file.
+        allow_changes: Identity settings that may differ from the stored ones
+            (``--allow-change``).
+        check_simulator: Run a new run's simulator on its first inputs (the start-up check).
+        accept_changed_code: Resume although the simulator's or prior's code changed.
+        resimulate_invalid: Simulate the invalid rows of rounds not yet trained again.
+
+    Yields:
+        The open run, for :func:`sbi_rounds.round.run_round` and the stages.
+
+    Raises:
+        RunLockedError: Another process holds the run.
+
+    Examples:
+        ```python
+        config = RunConfig(xobs=[0.5, -0.3], rounds=2, simulations_per_round=500)
+        with run_session(config) as run, open_client(config.cluster) as client:
+            for r in range(1, config.rounds + 1):
+                run_round(run, r, client)
+        ```
+    """
     directory = config.run_path.parent
     with RunLock(directory / "run.lock") as lock:
         if lock.previous_holder and lock.previous_holder.get("pid"):

@@ -97,7 +97,14 @@ def retire_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class Stage(IntEnum):
-    """How far a round got. Each value is committed only after its work is on disk."""
+    """How far a round got. Each value is committed only after its work is on disk.
+
+    Examples:
+        >>> Stage.TRAINED < Stage.DONE
+        True
+        >>> [stage.name for stage in Stage][:3]
+        ['PLANNED', 'SAMPLED', 'SIMULATED']
+    """
 
     PLANNED = 1
     SAMPLED = 2
