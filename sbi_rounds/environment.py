@@ -53,7 +53,7 @@ def planned_round_bytes(config: RunConfig, round_: int) -> int:
     n = config.simulations_for_round(round_)
     d = len(config.prior.low) if config.prior.low is not None else 8
     k = len(config.xobs)
-    data = n * (4 * d + 8 * k + 1) + config.posterior.num_samples * 4 * d
+    data = n * (4 * d + 8 * k + 1) + config.posterior_samples_for_round(round_) * 4 * d
     return data + 2_000_000  # network weights, checkpoints and metadata
 
 

@@ -135,3 +135,23 @@ def test_config_is_frozen():
     config = RunConfig(xobs=[1.0])
     with pytest.raises(ValidationError):
         config.rounds = 5
+
+
+def test_posterior_samples_auto_draws_what_mcmc_rounds_use():
+    base = {"xobs": [0.5, -0.3], "rounds": 3, "simulations_per_round": [100, 300, 2000]}
+    snle = RunConfig(**base, method="snle")
+    # the next round's simulations, at least 200 (and the predictive check's 100)
+    assert [snle.posterior_samples_for_round(r) for r in (1, 2, 3)] == [300, 2000, 2000]
+    small = RunConfig(**{**base, "simulations_per_round": 100}, method="snre")
+    assert small.posterior_samples_for_round(1) == 200
+    checked = RunConfig(
+        **{**base, "simulations_per_round": 100},
+        method="snle",
+        diagnostics={"predictive_simulations": 500},
+    )
+    assert checked.posterior_samples_for_round(2) == 500
+    assert RunConfig(**base, method="snpe").posterior_samples_for_round(1) == 1000  # direct
+    fixed = RunConfig(**base, method="snle", posterior={"num_samples": 250})
+    assert fixed.posterior_samples_for_round(1) == 250
+    with pytest.raises(ValidationError, match="num_samples"):
+        RunConfig(**base, posterior={"num_samples": 5})

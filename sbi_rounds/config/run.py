@@ -30,6 +30,7 @@ from sbi_rounds.methods import (
     TruncationConfig,
     get_method,
 )
+from sbi_rounds.methods.mcmc import AUTO_DIRECT_SAMPLES, AUTO_MIN_SAMPLES
 from sbi_rounds.training.config import TrackerConfig, TrainConfig
 
 __all__ = [
@@ -325,6 +326,19 @@ class RunConfig(BaseModel):
     def network_model(self) -> str:
         """The network's model name, with the method's default filled in."""
         return self.network.model or get_method(self.method).default_network
+
+    def posterior_samples_for_round(self, round_: int) -> int:
+        """Posterior samples round ``round_`` stores: ``posterior.num_samples``, with
+        ``auto`` resolved (``sbi_rounds.methods.mcmc.AUTO_DIRECT_SAMPLES`` for direct
+        sampling; else the next round's simulations, or this round's in the last round, and
+        the predictive check's, at least ``AUTO_MIN_SAMPLES``)."""
+        n = self.posterior.num_samples
+        if n != "auto":
+            return int(n)
+        if self.posterior_sampler == "direct":
+            return AUTO_DIRECT_SAMPLES
+        proposal = self.simulations_for_round(min(round_ + 1, self.rounds))
+        return max(proposal, self.diagnostics.predictive_simulations, AUTO_MIN_SAMPLES)
 
     @property
     def posterior_sampler(self) -> str:

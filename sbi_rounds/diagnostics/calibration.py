@@ -63,6 +63,49 @@ def coverage_curve(ranks: np.ndarray, num_posterior_samples: int) -> list[float]
     return [float(np.mean(ranks < level * bins)) for level in COVERAGE_LEVELS]
 
 
+def _tarp(theta: Tensor, x: Tensor, posterior: Any, num_posterior_samples: int) -> dict[str, float]:
+    """TARP's area to the diagonal and KS p-value (``sbi.diagnostics.run_tarp`` and
+    ``check_tarp``) for test parameters ``theta (N, D)`` and their simulations ``x (N, K)``."""
+    from sbi.diagnostics import check_tarp, run_tarp
+
+    ecp, alpha = run_tarp(
+        theta, x, posterior, num_posterior_samples=num_posterior_samples, show_progress_bar=False
+    )
+    atc, p_value = check_tarp(ecp, alpha)
+    return {"atc": float(atc), "ks_p_value": float(p_value)}
+
+
+def _rank_summary(
+    ranks: np.ndarray, checks: dict[str, Any], names: Sequence[str], num_posterior_samples: int
+) -> dict[str, Any]:
+    """Per-parameter SBC results, rank histograms and the coverage curve, from the ranks
+    ``(N, D + 1)`` (the last column the density ranks) and sbi's ``check_sbc`` output."""
+    from scipy.stats import kstest, uniform
+
+    dim = len(names)
+    bins = int(min(20, max(5, len(ranks) // 10)))
+    edges = np.linspace(0, num_posterior_samples, bins + 1)
+    return {
+        "parameters": {
+            name: {
+                "ks_p_value": float(checks["ks_pvals"][i]),
+                "c2st_ranks": float(checks["c2st_ranks"][i]),
+                "c2st_dap": float(checks["c2st_dap"][i]),
+                "rank_histogram": np.histogram(ranks[:, i], bins=edges)[0].tolist(),
+            }
+            for i, name in enumerate(names)
+        },
+        "rank_bins": edges.tolist(),
+        "coverage": {
+            "levels": list(COVERAGE_LEVELS),
+            "values": coverage_curve(ranks[:, dim], num_posterior_samples),
+            "ks_p_value": float(
+                kstest(ranks[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
+            ),
+        },
+    }
+
+
 def calibrate(
     posterior: Any,
     theta: np.ndarray,
@@ -94,11 +137,10 @@ def calibrate(
         ``(result, ranks)``: ``result`` holds per parameter the KS p-value of rank
         uniformity, the C2ST accuracy of ranks vs uniform and of prior vs data-averaged
         posterior, rank histograms, the coverage curve, TARP's ``atc`` and KS p-value and
-        sbi's warnings; ``ranks``
-        has shape ``(N_valid, D + 1)``, the last column the density ranks.
+        sbi's warnings; ``ranks`` has shape ``(N_valid, D + 1)``, the last column the
+        density ranks.
     """
-    from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
-    from scipy.stats import kstest, uniform
+    from sbi.diagnostics import check_sbc, run_sbc
 
     theta_t = torch.as_tensor(np.asarray(theta), dtype=torch.float32)
     x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -119,39 +161,14 @@ def calibrate(
             show_progress_bar=False,
         )
         checks = check_sbc(ranks[:, :dim], theta_t, dap, num_posterior_samples)
-        ecp, alpha = run_tarp(
-            theta_t,
-            x_t,
-            posterior,
-            num_posterior_samples=num_posterior_samples,
-            show_progress_bar=False,
-        )
-        atc, tarp_p = check_tarp(ecp, alpha)
+        tarp = _tarp(theta_t, x_t, posterior, num_posterior_samples)
     ranks_np = ranks.numpy()
-    bins = int(min(20, max(5, n // 10)))
-    edges = np.linspace(0, num_posterior_samples, bins + 1)
-    result: dict[str, Any] = {
+    result = {
         "test_simulations": int(len(valid)),
         "valid": int(n),
         "posterior_samples": int(num_posterior_samples),
-        "parameters": {
-            name: {
-                "ks_p_value": float(checks["ks_pvals"][i]),
-                "c2st_ranks": float(checks["c2st_ranks"][i]),
-                "c2st_dap": float(checks["c2st_dap"][i]),
-                "rank_histogram": np.histogram(ranks_np[:, i], bins=edges)[0].tolist(),
-            }
-            for i, name in enumerate(names)
-        },
-        "rank_bins": edges.tolist(),
-        "coverage": {
-            "levels": list(COVERAGE_LEVELS),
-            "values": coverage_curve(ranks_np[:, dim], num_posterior_samples),
-            "ks_p_value": float(
-                kstest(ranks_np[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
-            ),
-        },
-        "tarp": {"atc": float(atc), "ks_p_value": float(tarp_p)},
+        **_rank_summary(ranks_np, checks, names, num_posterior_samples),
+        "tarp": tarp,
         "warnings": _warnings(caught),
     }
     return result, ranks_np

@@ -164,7 +164,7 @@ def _predictive(
     if n < d.predictive_simulations:
         log.info(
             "round %d: the predictive check simulates all %d stored posterior samples "
-            "(diagnostics.predictive_simulations=%d > posterior.num_samples)",
+            "(diagnostics.predictive_simulations=%d > the round's posterior samples)",
             round_,
             n,
             d.predictive_simulations,

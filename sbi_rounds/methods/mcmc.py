@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -13,7 +13,20 @@ from torch.distributions import Distribution
 from sbi_rounds.methods.base import Method
 from sbi_rounds.strict import STRICT
 
-__all__ = ["PosteriorConfig", "PotentialMethod", "ResampledInits", "potential_posterior"]
+__all__ = [
+    "AUTO_DIRECT_SAMPLES",
+    "AUTO_MIN_SAMPLES",
+    "PosteriorConfig",
+    "PotentialMethod",
+    "ResampledInits",
+    "potential_posterior",
+]
+
+
+#: ``posterior.num_samples: auto`` where the posterior is sampled directly.
+AUTO_DIRECT_SAMPLES = 1000
+#: ``posterior.num_samples: auto``: the fewest a round stores (its summary's mean and sd).
+AUTO_MIN_SAMPLES = 200
 
 
 class PosteriorConfig(BaseModel):
@@ -21,13 +34,14 @@ class PosteriorConfig(BaseModel):
 
     model_config = STRICT
 
-    num_samples: int = Field(
-        1000,
-        ge=10,
-        le=10_000_000,
+    num_samples: Annotated[int, Field(ge=10, le=10_000_000)] | Literal["auto"] = Field(
+        "auto",
         title="Posterior samples per round",
         description="Posterior samples at xobs stored per round (the first parameters of the "
-        "next round).",
+        "next round); auto: 1000 where the posterior is sampled directly (snpe, tsnpe, "
+        "tfmpe, tnpse), else (MCMC) the next round's simulations and the predictive check's, "
+        f"at least {AUTO_MIN_SAMPLES}: an MCMC sample costs what a network evaluation per "
+        "chain step does, so draw what is used.",
     )
     sampler: Literal["auto", "direct", "mcmc", "rejection", "importance"] = Field(
         "auto",

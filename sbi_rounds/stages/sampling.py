@@ -135,7 +135,7 @@ def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
         theta_dim=run.theta_dim,
         x_dim=len(cfg.xobs),
         chunk_size=choose_chunk_size(cfg.cluster, n, measured),
-        num_posterior_samples=cfg.posterior.num_samples,
+        num_posterior_samples=cfg.posterior_samples_for_round(round_),
         proposal=description,
         x_dtype=cfg.x_dtype,
     )
