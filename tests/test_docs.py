@@ -48,6 +48,8 @@ def test_the_site_builds_without_a_warning(tmp_path):
     # the API reference is rendered from the docstrings, not left as `::: name` lines
     api = (site / "api" / "results.html").read_text()
     assert "load_posterior" in api and ":::" not in api
+    # the table of every setting is written from the settings model
+    assert "--training.batch-size" in (site / "settings.html").read_text()
 
 
 def test_every_public_name_is_in_the_api_reference():
