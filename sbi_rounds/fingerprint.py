@@ -11,7 +11,8 @@ with changed code under the same name is caught (see ``sbi_rounds.session``):
 * a box prior: nothing beyond its bounds, which are settings already.
 
 Not detected: changes in code that the function calls in other modules (a library, a
-helper module of your own), data files it reads, and the environment (see the README).
+helper module of your own), data files it reads, and the environment (see
+``docs/interrupting.md``, "Changed code").
 """
 
 from __future__ import annotations
