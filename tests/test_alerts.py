@@ -127,7 +127,7 @@ def test_a_miscalibrated_estimator_is_named_with_what_to_try(make_config, dask_c
         alerts = round_alerts(run, 1)
         calibration = run.store.calibration(1)
     assert calibration.tarp is not None  # TARP ran beside the ranks
-    at90 = dict(zip(calibration.coverage.levels, calibration.coverage.values))[0.9]
+    at90 = dict(zip(calibration.coverage.levels, calibration.coverage.values, strict=True))[0.9]
     (alert,) = [a for a in alerts if "miscalibrated" in a]
     assert alert.startswith("round 1: the posterior estimator is miscalibrated on 200 prior tests")
     assert f"expected coverage {at90:.2f} at 90%, outside 0.85-0.95" in alert

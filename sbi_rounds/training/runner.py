@@ -65,6 +65,18 @@ def _checked(
     return dev
 
 
+def _with_validation(config: TrainConfig, train_data: Data, val_data: Data | None) -> tuple:
+    """``(train_data, val_data)``, splitting ``config.validation_fraction`` off the tensors
+    of ``train_data`` when ``val_data`` is None."""
+    if val_data is not None:
+        return train_data, val_data
+    if not (
+        isinstance(train_data, (tuple, list)) and all(isinstance(t, Tensor) for t in train_data)
+    ):
+        raise ValueError("val_data=None needs train_data as a tuple of tensors to split")
+    return split_train_val(train_data, config.validation_fraction, config.seed)
+
+
 def run_training(
     config: TrainConfig,
     model: nn.Module,
@@ -114,12 +126,7 @@ def run_training(
         (3, 'reached max_epochs=3')
     """
     dev = _checked(config, model, device)
-    if val_data is None:
-        if not (
-            isinstance(train_data, (tuple, list)) and all(isinstance(t, Tensor) for t in train_data)
-        ):
-            raise ValueError("val_data=None needs train_data as a tuple of tensors to split")
-        train_data, val_data = split_train_val(train_data, config.validation_fraction, config.seed)
+    train_data, val_data = _with_validation(config, train_data, val_data)
     batch_size = resolve_batch_size(config.batch_size, data_rows(train_data))
     model.to(dev)
     flat = None
@@ -148,8 +155,5 @@ def run_training(
         loop.state.round = round
         summary = dataclasses.replace(loop.fit(), batch_size=batch_size)
     if config.show_summary:
-        print(
-            f"trained {summary.epochs} epochs ({summary.steps} steps), best validation "
-            f"loss {summary.best_val_loss:.4f} at epoch {summary.best_epoch}: {summary.stop_reason}"
-        )
+        print(summary.describe())
     return summary

@@ -70,3 +70,10 @@ class TrainingSummary:
     limit_reached: str | None = None
     #: The training batch size used (``batch_size="auto"`` resolved for the data).
     batch_size: int | None = None
+
+    def describe(self) -> str:
+        """One line: epochs, steps, the best validation loss and why the training stopped."""
+        return (
+            f"trained {self.epochs} epochs ({self.steps} steps), best validation loss "
+            f"{self.best_val_loss:.4f} at epoch {self.best_epoch}: {self.stop_reason}"
+        )
