@@ -43,6 +43,7 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,13 @@ PUBLISHED = {
     ("gaussian_linear", "tsnpe"): (0.751, 0.576),
     ("gaussian_linear", "snle"): (0.628, 0.548),
     ("gaussian_linear", "snre"): (0.670, 0.536),
+    # bernoulli_glm and slcp_distractors (bench_matrix.py's problems), same source
+    ("bernoulli_glm", "snpe"): (0.855, 0.614),
+    ("bernoulli_glm", "snle"): (0.634, 0.553),
+    ("bernoulli_glm", "snre"): (0.718, 0.584),
+    ("slcp_distractors", "snpe"): (0.978, 0.931),
+    ("slcp_distractors", "snle"): (0.992, 0.949),
+    ("slcp_distractors", "snre"): (0.981, 0.974),
 }
 NUM_SAMPLES = 10_000
 
@@ -100,10 +108,23 @@ def best_published(task: str, budget: str) -> tuple[float, str]:
 
 
 # --- sbibm's data files -------------------------------------------------------------------
-def fetch_data(data: Path) -> Path:
-    """sbibm's task files under ``data/sbibm/tasks``, fetched from the wheel once."""
+#: sbibm tasks whose files lie in another task's folder, and their observation file:
+#: slcp_distractors shares slcp's reference samples (the distractors do not depend on the
+#: parameters) and has its own observations.
+SHARED_FILES = {"slcp_distractors": ("slcp", "observation_distractors.csv")}
+
+
+def task_folder(task: str) -> str:
+    """The folder under sbibm's ``tasks`` that holds ``task``'s files."""
+    return SHARED_FILES.get(task, (task, ""))[0]
+
+
+def fetch_data(data: Path, names: Iterable[str] = tuple(TASKS)) -> Path:
+    """sbibm's task files under ``data/sbibm/tasks`` for the tasks ``names`` (default: this
+    benchmark's), fetched from the wheel once."""
     tasks = data / "sbibm" / "tasks"
-    if (tasks / "two_moons").is_dir():
+    folders = {task_folder(t) for t in names}
+    if all((tasks / f).is_dir() for f in folders):
         return tasks
     data.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +135,7 @@ def fetch_data(data: Path) -> Path:
         (wheel,) = Path(tmp).glob("sbibm-*.whl")
         with zipfile.ZipFile(wheel) as z:
             for name in z.namelist():
-                if name.startswith("sbibm/tasks/") and any(f"/{t}/files/" in name for t in TASKS):
+                if name.startswith("sbibm/tasks/") and any(f"/{f}/files/" in name for f in folders):
                     z.extract(name, data)
     return tasks
 
@@ -128,8 +149,9 @@ def _read_csv(path: Path) -> np.ndarray:
 
 def observation(tasks: Path, task: str, number: int) -> tuple[list[float], np.ndarray]:
     """sbibm's observation ``number`` of ``task`` and its 10,000 reference samples."""
-    folder = tasks / task / "files" / f"num_observation_{number}"
-    xobs = _read_csv(folder / "observation.csv")[0].tolist()
+    folder = tasks / task_folder(task) / "files" / f"num_observation_{number}"
+    name = SHARED_FILES.get(task, ("", "observation.csv"))[1]
+    xobs = _read_csv(folder / name)[0].tolist()
     return xobs, _read_csv(folder / "reference_posterior_samples.csv.bz2")
 
 

@@ -8,6 +8,7 @@ The default problem is a linear Gaussian model: ``x = theta + 0.1 * eps`` with
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -16,6 +17,9 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 __all__ = [
     "NOISE_STD",
+    "bernoulli_glm",
+    "bernoulli_glm_design",
+    "bernoulli_glm_prior",
     "gaussian_linear",
     "gaussian_linear_prior",
     "gaussian_posterior",
@@ -25,6 +29,9 @@ __all__ = [
     "quadratic",
     "quadratic_posterior_samples",
     "slcp",
+    "slcp_distractor_parameters",
+    "slcp_distractors",
+    "slcp_distractors_prior",
     "slcp_prior",
     "slow_linear_gaussian",
     "two_moons",
@@ -208,3 +215,113 @@ def slcp_prior() -> Distribution:
     from sbi.utils import BoxUniform
 
     return BoxUniform(-3 * torch.ones(5), 3 * torch.ones(5))
+
+
+#: sbibm's ``bernoulli_glm``: time steps of the white-noise stimulus and the seed that froze it.
+BERNOULLI_GLM_STEPS = 100
+BERNOULLI_GLM_STIMULUS_SEED = 42
+
+
+@functools.cache
+def bernoulli_glm_design() -> torch.Tensor:
+    """sbibm's ``bernoulli_glm`` design matrix, with shape ``(100, 10)``.
+
+    Column 0 is the offset (ones); column ``j + 1`` is the stimulus delayed by ``j`` steps
+    (zeros before it starts), the stimulus being ``N(0, 1)`` white noise drawn from
+    ``numpy.random.RandomState(42)`` once, as sbibm froze it.
+    """
+    stimulus = np.random.RandomState(BERNOULLI_GLM_STIMULUS_SEED).randn(BERNOULLI_GLM_STEPS)
+    stimulus = torch.from_numpy(stimulus.astype(np.float32))
+    design = torch.zeros(BERNOULLI_GLM_STEPS, 10)
+    design[:, 0] = 1.0
+    for j in range(9):
+        design[j:, j + 1] = stimulus[: BERNOULLI_GLM_STEPS - j]
+    return design
+
+
+def bernoulli_glm(theta: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """sbibm's ``bernoulli_glm`` simulator (sufficient statistics): ``(N, 10) -> (N, 10)``.
+
+    A spike train of 100 steps with ``P(spike at t) = sigmoid(design[t] . theta)``
+    (:func:`bernoulli_glm_design`: an offset and a 9-step linear filter of the stimulus),
+    summarized as sbibm does: the number of spikes and the spike-triggered sums of the
+    stimulus at delays 0-8, i.e. ``design.T @ spikes``. Its prior is
+    :func:`bernoulli_glm_prior`.
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float32)
+    design = bernoulli_glm_design()
+    rate = torch.sigmoid(theta @ design.T)
+    spikes = (torch.rand(rate.shape) < rate).float()
+    return spikes @ design
+
+
+def bernoulli_glm_prior() -> Distribution:
+    """sbibm's ``bernoulli_glm`` prior over ``(10,)``: a zero-mean Gaussian with precision
+    0.5 on the offset and, on the filter, ``F.T F`` with ``F = D^2 + diag(sqrt(i / 9))``
+    (``D``: first differences), which favours smooth filters."""
+    m = 9
+    d = torch.eye(m) - torch.diag(torch.ones(m - 1), -1)
+    f = d @ d + torch.diag((torch.arange(m) / m) ** 0.5)
+    precision = torch.zeros(m + 1, m + 1)
+    precision[0, 0] = 0.5
+    precision[1:, 1:] = f.T @ f
+    return MultivariateNormal(torch.zeros(m + 1), precision_matrix=precision)
+
+
+#: sbibm's ``slcp_distractors``: 92 distractors from a fixed 20-component Student-t mixture.
+SLCP_DISTRACTORS = 92
+SLCP_DISTRACTOR_COMPONENTS = 20
+SLCP_DISTRACTOR_SEED = 42
+
+
+@functools.cache
+def slcp_distractor_parameters() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sbibm's fixed distractor mixture and output order, drawn as sbibm drew them.
+
+    From ``numpy.random.RandomState(42)``, in this order: 20 locations ``15 * N(0, I)``,
+    20 scale factors ``3 * (tril(N(0, 1) matrix) + diag(exp(N(0, 1))))``, then the
+    permutation of the 100 outputs.
+
+    Returns:
+        ``(loc, scale_tril, permutation)`` with shapes ``(20, 92)``, ``(20, 92, 92)``
+        (float64) and ``(100,)``.
+    """
+    rng = np.random.RandomState(SLCP_DISTRACTOR_SEED)
+    n, k = SLCP_DISTRACTORS, SLCP_DISTRACTOR_COMPONENTS
+    loc = np.array([15 * rng.normal(size=n) for _ in range(k)])
+    tril = [
+        np.tril(rng.normal(size=(n, n))) + np.diag(np.exp(rng.normal(size=n))) for _ in range(k)
+    ]
+    permutation = rng.permutation(n + 8)
+    return (
+        torch.from_numpy(loc),
+        torch.from_numpy(3 * np.array(tril)),
+        torch.from_numpy(permutation),
+    )
+
+
+def slcp_distractors(theta: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """sbibm's ``slcp_distractors`` simulator: ``(N, 5) -> (N, 100)``.
+
+    :func:`slcp`'s 8 outputs and 92 distractors that do not depend on ``theta`` (one draw
+    from an equal-weight mixture of 20 multivariate Student-t with 2 degrees of freedom,
+    :func:`slcp_distractor_parameters`), in sbibm's fixed shuffled order. The posterior is
+    :func:`slcp`'s. Prior: :func:`slcp_distractors_prior`.
+    """
+    data = slcp(theta)
+    n = data.shape[0]
+    loc, scale_tril, permutation = slcp_distractor_parameters()
+    component = torch.randint(SLCP_DISTRACTOR_COMPONENTS, (n,))
+    z = torch.randn(n, SLCP_DISTRACTORS, dtype=torch.float64)
+    chi2 = torch.distributions.Chi2(torch.tensor(2.0, dtype=torch.float64)).sample((n,))
+    z = z * torch.rsqrt(chi2 / 2)[:, None]
+    noise = torch.empty(n, SLCP_DISTRACTORS, dtype=torch.float64)
+    for c in range(SLCP_DISTRACTOR_COMPONENTS):
+        rows = component == c
+        noise[rows] = loc[c] + z[rows] @ scale_tril[c].T
+    return torch.cat((data, noise.float()), dim=1)[:, permutation]
+
+
+def slcp_distractors_prior() -> Distribution:
+    """sbibm's ``slcp_distractors`` prior: :func:`slcp_prior`, uniform on ``[-3, 3]^5``."""
+    return slcp_prior()
