@@ -49,7 +49,9 @@ in log simulations; TSNPE on tasks without a TSNPE figure: SNPE's; TFMPE and TNP
 0.03 of our TSNPE's mean in the same cell); readme_gaussian, averaged over observations,
 the worst parameter's sd within 10% and its mean within 0.2 sd. Time: our wall time at
 most 1.0x the paper-configured hand loop's, and at most 1.0x the plain one's where that one
-meets the accuracy target (both over the observations and seeds the two share).
+meets the accuracy target (both over the observations and seeds the two share);
+``--startup S`` takes a fixed start-up cost of S seconds off our runs under two minutes in
+those verdicts (the issue allows it, stated apart: the ratios shown are the raw ones).
 
 Every finished cell is appended to ``--out`` as one JSON line (accuracy, seconds, our
 round table's seconds per stage, versions, machine) and cells already there are skipped:
@@ -179,7 +181,7 @@ class Cell:
     label: str = "default"
 
     def key(self) -> tuple:
-        return astuple_key(asdict(self))
+        return row_key(asdict(self))
 
     @property
     def name(self) -> str:
@@ -188,7 +190,7 @@ class Cell:
         return f"{name}-{self.peer}-{self.label}"
 
 
-def astuple_key(row: dict[str, Any]) -> tuple:
+def row_key(row: dict[str, Any]) -> tuple:
     """The identity of a cell or of a row of ``--out``."""
     return tuple(
         row[k] for k in ("problem", "budget", "method", "observation", "seed", "peer", "label")
@@ -243,7 +245,7 @@ def matrix_cells(
 
 def pending(cells: Sequence[Cell], out: Path) -> list[Cell]:
     """The cells not in ``out`` yet (the resume)."""
-    done = {astuple_key(row) for row in load_rows([out])}
+    done = {row_key(row) for row in load_rows([out])}
     return [c for c in cells if c.key() not in done]
 
 
@@ -384,11 +386,13 @@ def _yes(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "**no**")
 
 
-def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
+def summarize(rows: list[dict[str, Any]], label: str = "default", startup: float = 0.0) -> str:
     """One markdown table: per (problem, budget, method), our mean accuracy over observations
     with its target, the hand loops' accuracy, wall times and our ratio to each, and whether
     the accuracy and time targets are met. Ours: rows labelled ``label``; hand loops: their
-    ``default`` rows; ratios over the (observation, seed) pairs both have."""
+    ``default`` rows; ratios over the (observation, seed) pairs both have. ``startup``:
+    seconds of a fixed start-up cost our runs under two minutes may add (the issue's
+    allowance), left out of the time verdicts only, and stated under the table."""
     groups: dict[tuple[str, str, str], dict[str, dict[tuple, dict[str, Any]]]] = {}
     for row in rows:
         if row["peer"] == "ours" and row["label"] != label:
@@ -426,13 +430,13 @@ def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
             target_text = "-" if target is None else f"{target:.3f}"
         plain_acc = mean_accuracy(list(plain.values()))
         paper_acc = mean_accuracy(list(paper.values()))
-        s_plain, r_plain = _ratio(ours, plain)
-        s_paper, r_paper = _ratio(ours, paper)
+        s_plain, r_plain, judged_plain = _ratio(ours, plain, startup)
+        s_paper, r_paper, judged_paper = _ratio(ours, paper, startup)
         time_ok: bool | None = None
-        if r_paper is not None:
-            time_ok = r_paper <= 1.0
-        if r_plain is not None and meets(plain_acc, target):
-            time_ok = (time_ok is not False) and r_plain <= 1.0
+        if judged_paper is not None:
+            time_ok = judged_paper <= 1.0
+        if judged_plain is not None and meets(plain_acc, target):
+            time_ok = (time_ok is not False) and judged_plain <= 1.0
         seconds = statistics.mean(r["seconds"] for r in ours.values())
         lines.append(
             f"| {problem} | {budget} | {method} | {len(ours)} | {_acc_text(acc)} | "
@@ -441,19 +445,29 @@ def summarize(rows: list[dict[str, Any]], label: str = "default") -> str:
             f"{'-' if r_plain is None else f'{r_plain:.2f}'} | {s_paper} | "
             f"{'-' if r_paper is None else f'{r_paper:.2f}'} | {_yes(time_ok)} |"
         )
+    if startup:
+        lines.append(
+            f"\ntime met: our runs under {SHORT_RUN:.0f} s less a start-up of {startup:g} s"
+        )
     return "\n".join(lines)
 
 
+#: Runs shorter than this may add a fixed start-up cost to the time target (issue 37).
+SHORT_RUN = 120.0
+
+
 def _ratio(
-    ours: dict[tuple, dict[str, Any]], hand: dict[tuple, dict[str, Any]]
-) -> tuple[str, float | None]:
-    """The hand loop's mean seconds (text) and ours / it over the pairs both have."""
+    ours: dict[tuple, dict[str, Any]], hand: dict[tuple, dict[str, Any]], startup: float = 0.0
+) -> tuple[str, float | None, float | None]:
+    """The hand loop's mean seconds (text), ours / it over the pairs both have, and the same
+    ratio with ``startup`` taken off our time where it is under two minutes."""
     common = sorted(set(ours) & set(hand))
     if not common:
-        return "-", None
+        return "-", None, None
     mine = statistics.mean(ours[k]["seconds"] for k in common)
     theirs = statistics.mean(hand[k]["seconds"] for k in common)
-    return f"{theirs:.0f}", mine / theirs
+    judged = mine - startup if mine < SHORT_RUN else mine
+    return f"{theirs:.0f}", mine / theirs, judged / theirs
 
 
 # --- running a cell --------------------------------------------------------------------------
@@ -757,6 +771,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="JSONL",
         help="print the table of earlier results (default: --out) and run nothing",
     )
+    p.add_argument(
+        "--startup",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="the table's time verdicts allow our runs under two minutes S seconds of start-up",
+    )
     p.add_argument("--cell-json", default=None, help=argparse.SUPPRESS)  # a hand loop's child
     return p
 
@@ -769,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.overrides and args.label == "default":
         parser().error("--set changes our defaults: name the variant with --label")
     if args.summarize is not None:
-        print(summarize(load_rows(args.summarize or [args.out]), args.label))
+        print(summarize(load_rows(args.summarize or [args.out]), args.label, args.startup))
         return 0
     cells = matrix_cells(
         args.problems,
@@ -804,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write(json.dumps(row, default=str) + "\n")
         short = {k: row[k] for k in ("problem", "budget", "method", "observation", "peer")}
         print(json.dumps({**short, "accuracy": row["accuracy"], "seconds": row["seconds"]}))
-    print(summarize(load_rows([args.out]), args.label))
+    print(summarize(load_rows([args.out]), args.label, args.startup))
     if failed:
         print(f"{len(failed)} cell(s) failed: {[c.name for c in failed]}", file=sys.stderr)
         return 1

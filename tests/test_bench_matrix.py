@@ -279,6 +279,11 @@ def test_the_summary_table_and_its_targets():
     assert cells[4:7] == ["sd 30.0%, mean 0.10 sd", "sd 10%, mean 0.2 sd", "**no**"]
     assert cells[-1] == "**no**" and cells[11] == "5.22"  # slower than the plain loop
     assert table.index("readme_gaussian") < table.index("two_moons")  # the README job first
+    allowed = bm.summarize(rows, startup=25)  # 60 - 25 s: 0.88x the plain loop
+    assert _table_line(allowed, "two_moons", "10x100", "snpe")[-1] == "yes"
+    assert _table_line(allowed, "two_moons", "10x100", "snpe")[11] == "1.50"  # shown as is
+    assert _table_line(allowed, "readme_gaussian", "3x1000", "snpe")[-1] == "**no**"  # 95 s
+    assert allowed.endswith("time met: our runs under 120 s less a start-up of 25 s")
     fast = bm.summarize(rows, label="fast")
     assert _table_line(fast, "slcp", "10x100", "snle")[3:8] == [
         "1",
