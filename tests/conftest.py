@@ -6,6 +6,7 @@ import atexit
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -148,3 +149,50 @@ def make_config(tmp_path: Path) -> Callable[..., RunConfig]:
         return RunConfig(**data)
 
     return make
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        (directory / ".probe").write_text("")
+    except OSError:
+        return False
+    (directory / ".probe").unlink()
+    return True
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """``make(directory)``: ``directory`` read-only for this process and its children until
+    the test ends (a read-only bind mount as root, ``chmod -w`` otherwise); skips where
+    neither makes it read-only."""
+    mounted: list[Path] = []
+    modes: dict[Path, int] = {}
+
+    def make(directory: Path) -> Path:
+        if os.geteuid() == 0:
+            for args in (["--bind"], ["-o", "remount,bind,ro"]):
+                done = subprocess.run(
+                    ["mount", *args, str(directory), str(directory)],
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode != 0:
+                    pytest.skip(
+                        "root ignores chmod, and a read-only bind mount is not permitted "
+                        f"here: {done.stderr.strip()}"
+                    )
+                if args == ["--bind"]:
+                    mounted.append(directory)
+        else:
+            for path in [directory, *directory.iterdir()]:
+                modes[path] = path.stat().st_mode
+                path.chmod(modes[path] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        if _writable(directory):
+            pytest.skip(f"{directory} stays writable for this user")
+        return directory
+
+    yield make
+    for directory in reversed(mounted):
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+    for path, mode in modes.items():
+        path.chmod(mode)

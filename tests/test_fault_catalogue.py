@@ -12,7 +12,7 @@ Each case starts from a copy of one small finished 2-round run made through the 
 
 The cases that need a process of their own (SIGKILL at every stage, SIGINT/SIGTERM, a disk
 that fills up mid-run, hanging workers) are in ``test_crash_safety``, ``test_failures`` and
-``test_quiet_console``; read-only runs in ``test_read_only``; repairs and their reruns in
+``test_quiet_console``; read-only runs in depth in ``test_read_only``; repairs and reruns in
 ``test_recovery`` and ``test_store_damaged_files``.
 """
 
@@ -161,18 +161,18 @@ def _nothing(runs: Path) -> None:
 
 def _config_file(tmp: Path) -> list[str]:
     (tmp / "run.yaml").write_text("xobs: [0.5, -0.3]\nroundz: 3\n")
-    return _run_argv(tmp / "runs", "--config", str(tmp / "run.yaml"))
+    return _run_argv(tmp / "fresh", "--config", str(tmp / "run.yaml"))
 
 
 def _empty_csv(tmp: Path) -> list[str]:
     (tmp / "xobs.csv").write_text("")
-    argv = _run_argv(tmp / "runs")
+    argv = _run_argv(tmp / "fresh")
     argv[argv.index("0.5") : argv.index("0.5") + 2] = [str(tmp / "xobs.csv")]
     return argv
 
 
 def _too_big(tmp: Path) -> list[str]:
-    argv = _run_argv(tmp / "runs")
+    argv = _run_argv(tmp / "fresh")
     argv[argv.index("--simulations-per-round") + 1] = str(10**13)
     return argv
 
@@ -188,24 +188,42 @@ def _more_rounds(settings: dict) -> None:
 CASES: dict[str, Case] = {
     # bad flags and settings: refused before anything is written
     "unknown flag": Case(
-        _input(lambda t: _run_argv(t / "runs", "--no-such-flag")), 2, "--no-such-flag"
+        _input(lambda t: _run_argv(t / "fresh", "--no-such-flag")), 2, "--no-such-flag"
     ),
-    "wrong value": Case(_input(lambda t: _run_argv(t / "runs", "--rounds", "0")), 2, "rounds"),
+    "wrong value": Case(_input(lambda t: _run_argv(t / "fresh", "--rounds", "0")), 2, "rounds"),
     "unknown setting in a config file": Case(_input(_config_file), 2, "roundz"),
     "scheduler address without a port": Case(
-        _input(lambda t: _run_argv(t / "runs", "--dask-address", "foo")), 2, "cluster.address"
+        _input(lambda t: _run_argv(t / "fresh", "--dask-address", "foo")), 2, "cluster.address"
     ),
     "empty observation file": Case(_input(_empty_csv), 2, "xobs.csv"),
     "disk too small for the run": Case(_input(_too_big), 2, "not enough free disk"),
     "simulator that is not there": Case(
-        _input(lambda t: _run_argv(t / "runs", "--simulator", "no_such_module:f")),
+        _input(lambda t: _run_argv(t / "fresh", "--simulator", "no_such_module:f")),
         2,
         "no_such_module",
     ),
     "simulator returning text": Case(
-        _input(lambda t: _run_argv(t / "runs", "--simulator", "simulators:returns_text")),
+        _input(lambda t: _run_argv(t / "fresh", "--simulator", "simulators:returns_strings")),
         2,
         "simulator",
+    ),
+    "simulator that hangs": Case(
+        _input(
+            lambda t: _run_argv(
+                t / "fresh", "--simulator", "simulators:sleepy", "--cluster.check-timeout", "0.01"
+            )
+        ),
+        2,
+        "0.01",
+    ),
+    "simulator failing on every chunk": Case(
+        _input(
+            lambda t: _run_argv(
+                t / "fresh", "--simulator", "simulators:fails_on_chunks", "--retries", "0"
+            )
+        ),
+        1,
+        "the model diverged at step 7",
     ),
     # a finished run resumed with other settings
     "resume with other settings": Case(
@@ -294,13 +312,49 @@ def test_a_fault_ends_in_its_one_line_and_loses_nothing(name, finished, tmp_path
     assert not (tmp_path / "catalogue_hostile.imported").exists(), "code named in a run ran"
 
 
+#: Faults of a run in a read-only directory (made read-only by ``test_read_only``'s fixture):
+#: ``(arguments, exit status, fragment of the error)``.
+READ_ONLY = {
+    "read-only run, status": (["status", "{run}"], 0, ""),
+    "read-only run, verify": (["verify", "{run}"], 0, ""),
+    "read-only run, export elsewhere": (["export", "{run}", "-o", "{tmp}/out.npz"], 0, ""),
+    "read-only run, report to its default place": (["report", "{run}"], 2, "-o"),
+    "read-only run, resume": (None, 2, "read-only"),
+}
+
+
+@pytest.mark.parametrize("name", list(READ_ONLY))
+def test_a_read_only_run_is_read_and_a_resume_refused(name, finished, read_only, tmp_path, capfd):
+    argv, expected, fragment = READ_ONLY[name]
+    runs = tmp_path / "runs"
+    shutil.copytree(finished, runs)
+    read_only(runs / "r")
+    if argv is None:
+        argv = _run_argv(runs)
+    argv = [a.replace("{run}", str(runs / "r")).replace("{tmp}", str(tmp_path)) for a in argv]
+    before = _snapshot(runs)
+    capfd.readouterr()
+    status = sbi_rounds(argv)
+    out, err = capfd.readouterr()
+    assert status == expected, f"{name}: exit {status}\n{out}{err}"
+    assert not _tracebacks(out + err), f"{name}:\n{out}{err}"
+    if status != 0:
+        assert err.count("error: ") == 1 and fragment in err[err.index("error: ") :], err
+    assert _snapshot(runs) == before
+
+
 def test_the_catalogue_covers_every_kind_of_fault():
     kinds = {
         "bad flags": ("unknown flag", "wrong value"),
         "bad settings": ("unknown setting in a config file", "scheduler address without a port"),
         "bad input files": ("empty observation file",),
         "disk full": ("disk too small for the run",),
-        "failing simulators": ("simulator that is not there", "simulator returning text"),
+        "failing and hanging simulators": (
+            "simulator that is not there",
+            "simulator returning text",
+            "simulator that hangs",
+            "simulator failing on every chunk",
+        ),
         "truncated and missing files": (
             "truncated round file, verify",
             "missing round file, status",
@@ -314,3 +368,4 @@ def test_the_catalogue_covers_every_kind_of_fault():
         "hostile settings": ("settings edited to name code, verify", "settings edited, resume"),
     }
     assert {c for cases in kinds.values() for c in cases} <= set(CASES)
+    assert {"read-only run, status", "read-only run, resume"} <= set(READ_ONLY)
