@@ -12,6 +12,7 @@ the prior. The console, the HTML report and the Prefect artifacts show the same 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -184,7 +185,7 @@ def _miscalibrated(run: Any, round_: int) -> str | None:
     ]
     levels, values = calibration.coverage.levels, calibration.coverage.values
     at90 = values[min(range(len(levels)), key=lambda i: abs(levels[i] - 0.9))]
-    z = _normal_quantile(0.5 + COVERAGE_BAND / 2)
+    z = NormalDist().inv_cdf(0.5 + COVERAGE_BAND / 2)
     half = z * math.sqrt(0.9 * 0.1 / calibration.valid)
     off = abs(at90 - 0.9) > half
     if off:
@@ -207,18 +208,6 @@ def _miscalibrated(run: Any, round_: int) -> str | None:
         "simulations in round 1, a longer training (training.patience), or the other "
         "network (network.model maf or nsf); see the report's calibration figures"
     )
-
-
-def _normal_quantile(q: float) -> float:
-    """The standard normal quantile (bisection on ``erf``; no scipy at import)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
 
 
 def _width_unsettled(run: Any, round_: int) -> str | None:
