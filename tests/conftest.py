@@ -39,9 +39,10 @@ def _start_shared_server() -> tuple[subprocess.Popen[bytes], str, str]:
 
     Started here, before Prefect is imported, and named in ``PREFECT_API_URL`` so that runs
     in this process and in the command-line runs the tests spawn use it instead of each
-    starting a temporary server (10-25 s apiece). Tests of the temporary server remove
-    ``PREFECT_API_URL`` from the environment they give a run. It stays in pytest's process
-    group: a Ctrl-C or a CI timeout that stops the tests stops it.
+    starting a temporary server (10-25 s apiece). Under pytest-xdist the controller process
+    starts it and its workers inherit the variable: one server for the whole session. Tests of
+    the temporary server remove ``PREFECT_API_URL`` from the environment they give a run. It
+    stays in pytest's process group: a Ctrl-C or a CI timeout that stops the tests stops it.
     """
     port = free_port()
     home = tempfile.mkdtemp(prefix="sbi-rounds-tests-prefect-")
@@ -64,6 +65,7 @@ def _stop_shared_server() -> None:
 _SERVER = None if os.environ.get("PREFECT_API_URL") else _start_shared_server()
 if _SERVER is not None:
     os.environ["PREFECT_API_URL"] = _SERVER[1]
+    os.environ["SBI_ROUNDS_TESTS_SERVER"] = _SERVER[1]  # for xdist workers: wait for it too
     atexit.register(_stop_shared_server)
 
 
@@ -72,6 +74,8 @@ def _shared_server_answers() -> None:
     """Wait until the shared Prefect server answers (once; it boots during collection)."""
     if _SERVER is not None:
         wait_until_healthy(_SERVER[1], _SERVER[0], timeout=120)
+    elif os.environ.get("SBI_ROUNDS_TESTS_SERVER") == os.environ.get("PREFECT_API_URL"):
+        wait_until_healthy(os.environ["PREFECT_API_URL"], None, timeout=120)
 
 
 @pytest.fixture(autouse=True)
@@ -108,12 +112,9 @@ def dask_client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """A real, temporary Prefect server (``prefect_test_harness``) for the session."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_server() -> None:
+    """The real Prefect server the flows of a test report to: the session's shared one
+    (``prefect server start``, above), or the one ``PREFECT_API_URL`` names."""
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ def start_prefect_server(
     )
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    """Return once ``url``/health answers 200.
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Return once ``url``/health answers 200 (``process``: the server's, where started here).
 
     Raises:
         RuntimeError: The server exited, or did not answer within ``timeout`` seconds.
@@ -50,7 +50,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: floa
                     return
         except OSError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             raise RuntimeError(f"the Prefect server at {url} did not start")
         time.sleep(0.5)
 
