@@ -124,6 +124,6 @@ def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseExceptio
 if __name__ == "__main__":
     import sys
 
-    from sbi_rounds.cli.campaign import main
+    from flows.cli.campaign import main
 
     sys.exit(main(prog="python -m flows.campaign", flow=campaign_inference))

@@ -9,7 +9,7 @@ rerunning the same command continues where the last one stopped.
 Stopping: a deployment's runner cancels with SIGTERM (``TerminationSignal`` here); a run
 without a runner (the command line against a server) watches its own state
 (``flows.cancellation``) and cancels the round's token. The command line is
-``sbi_rounds.cli``, the cluster start-up ``flows.cluster``.
+``flows.cli``, the cluster start-up ``flows.cluster``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import sys
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
 
 if __name__ == "__main__":  # the command line, before the imports below (they take seconds):
-    from sbi_rounds.cli.signals import starting  # it starts Prefect's server and the Dask
+    from flows.cli.signals import starting  # it starts Prefect's server and the Dask
 
-    starting(sys.argv[1:], "python -m flows.online")  # cluster first; see sbi_rounds.cli.run
-    from sbi_rounds.cli.run import main
+    starting(sys.argv[1:], "python -m flows.online")  # cluster first; see flows.cli.run
+    from flows.cli.run import main
 
     sys.exit(main(prog="python -m flows.online"))
 

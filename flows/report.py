@@ -30,7 +30,7 @@ def run_report(run: str, output: str | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``sbi-rounds report`` does the same)."""
-    from sbi_rounds.cli.report import main as report_main
+    from flows.cli.report import main as report_main
 
     return report_main(argv, prog="python -m flows.report")
 

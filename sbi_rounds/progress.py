@@ -4,7 +4,7 @@ A :class:`ProgressView` is told what happens (``stage``, ``simulated``, ``epoch`
 it. Two views come with the library: :class:`PeriodicLines`, one log line per stage
 at most every ``interval`` seconds (batch jobs, Prefect workers: a log file says where a run
 is, also during hours of simulation), and :class:`NoProgress`. The terminal's live display
-(``sbi_rounds.cli.console``) is a third. :func:`observed_stages` makes a round's stage table
+(``flows.cli.console``) is a third. :func:`observed_stages` makes a round's stage table
 report its stages to a view, :class:`EpochProgress` reports training epochs. A program that
 shows its own view (the command line's live display) sets it with :func:`showing`; a flow
 uses :func:`current_view`, or log lines when none is set.

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.run import main
+from flows.cli.run import main
 from sbi_rounds.store import FORMAT_VERSION, RunStore
 
 SMALL = [*SMALL_RUN, "--calibration-simulations", "0"]

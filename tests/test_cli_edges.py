@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbi_rounds.cli.main import main as sbi_rounds
+from flows.cli.main import main as sbi_rounds
 from sbi_rounds.config import RunConfig
 from sbi_rounds.store import RunStore
 

@@ -479,7 +479,7 @@ def _pending_chunks_read_by_another_process(path: Path) -> int | None:
 def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
     prefect_server, tmp_path, capsys
 ):
-    from sbi_rounds.cli.run import main
+    from flows.cli.run import main
 
     config = _config(
         tmp_path,

@@ -92,7 +92,7 @@ def test_a_failing_simulator_is_one_line_per_attempt_and_keeps_its_traceback(tmp
 
 
 def test_with_v_a_failed_chunk_prints_the_simulators_whole_error(capsys):
-    from sbi_rounds.cli.run import _failure
+    from flows.cli.run import _failure
     from sbi_rounds.simulation import SimulationFailed
 
     whole = "simulator m:f raised ValueError: bad\nTraceback (most recent call last):\n  ..."
@@ -140,7 +140,7 @@ def test_a_sigkilled_runs_dask_processes_end_silently(tmp_path):
 
 
 #: The ``sbi-rounds`` command, as its entry point calls it.
-ENTRY_POINT = "import sys; from sbi_rounds.cli.main import main; sys.exit(main())"
+ENTRY_POINT = "import sys; from flows.cli.main import main; sys.exit(main())"
 
 
 def test_a_closed_pipe_ends_the_command_quietly(tmp_path):

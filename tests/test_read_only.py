@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.main import main as sbi_rounds
-from sbi_rounds.cli.run import main as run_main
+from flows.cli.main import main as sbi_rounds
+from flows.cli.run import main as run_main
 
 SMALL = [*SMALL_RUN, "--calibration-simulations", "0", "--predictive-simulations", "0"]
 

@@ -23,14 +23,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sbi_rounds.campaign import (
-    RUN_THREAD_PREFIX,
-    SET_BY_CAMPAIGN,
-    is_finished,
-    observation_configs,
-)
-from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
-from sbi_rounds.cli.flags import (
+from flows.cli.continuation import continue_in_new_job, wait_for_previous_job
+from flows.cli.flags import (
     HelpFormatter,
     add_setting_flags,
     add_verbosity_flags,
@@ -38,7 +32,13 @@ from sbi_rounds.cli.flags import (
     setting_values,
     verbosity,
 )
-from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts
+from flows.cli.signals import TIME_LIMIT, check_time_limit, interrupts
+from sbi_rounds.campaign import (
+    RUN_THREAD_PREFIX,
+    SET_BY_CAMPAIGN,
+    is_finished,
+    observation_configs,
+)
 from sbi_rounds.config import CampaignConfig, RunConfig, format_validation_error
 from sbi_rounds.config.fields import settings_of
 from sbi_rounds.config.files import load_config_file
@@ -195,13 +195,13 @@ def _run(
     summaries and warnings, each behind its run's id, without Prefect's per-task lines or
     Dask's start-up commands.
     """
-    from flows.server import temporary_server
-    from sbi_rounds.cli.console import (
+    from flows.cli.console import (
         adopt_prefect_logging,
         failures_as_one_line,
         install_console,
         quiet_dask_workers,
     )
+    from flows.server import temporary_server
 
     install_console(level, run_threads=RUN_THREAD_PREFIX)
     with interrupts(), failures_as_one_line(level), quiet_dask_workers(level):

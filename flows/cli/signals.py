@@ -25,7 +25,7 @@ class _Flag:
     reached = False
 
 
-#: Whether this process received the time-limit signal (read by ``sbi_rounds.cli.continuation``).
+#: Whether this process received the time-limit signal (read by ``flows.cli.continuation``).
 TIME_LIMIT = _Flag()
 
 
@@ -74,7 +74,7 @@ def starting(argv: Sequence[str], prog: str) -> None:
     signal.signal(TIME_LIMIT_SIGNAL, _time_limit_noted)  # the run stops once it has begun
     quiet_prefect_client()
     if not _QUICK & set(argv):
-        from sbi_rounds.cli.packages import pin_own_packages
+        from flows.cli.packages import pin_own_packages
 
         pin_own_packages()
         from flows.server import start_early  # light: no Prefect import

@@ -23,15 +23,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
-from sbi_rounds.cli.flags import (
+from flows.cli.continuation import continue_in_new_job, wait_for_previous_job
+from flows.cli.flags import (
     HelpFormatter,
     add_setting_flags,
     add_verbosity_flags,
     setting_values,
     verbosity,
 )
-from sbi_rounds.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
+from flows.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
@@ -296,12 +296,10 @@ def _run(
     The Dask cluster starts first, from the settings alone, so that its processes come up
     (and import the simulator) while this one imports Prefect, torch and sbi for the flow.
     """
-    from sbi_rounds.cli.packages import pin_own_packages
+    from flows.cli.packages import pin_own_packages
 
     pin_own_packages()
-    from flows.cluster import close_prestarted, prestart_cluster
-    from flows.server import check_configured_server, default_server, temporary_server
-    from sbi_rounds.cli.console import (
+    from flows.cli.console import (
         LiveDisplay,
         adopt_prefect_logging,
         failures_as_one_line,
@@ -309,6 +307,8 @@ def _run(
         quiet_dask_workers,
         show_run_links,
     )
+    from flows.cluster import close_prestarted, prestart_cluster
+    from flows.server import check_configured_server, default_server, temporary_server
     from sbi_rounds.progress import showing
 
     resume = _resume_command(prog, argv, config)

@@ -5,6 +5,6 @@ only part of ``sbi_rounds`` that runs the Prefect flow (``flows.online``, import
 run starts): it sits on top of the stack, beside ``flows/``.
 """
 
-from sbi_rounds.cli.main import main
+from flows.cli.main import main
 
 __all__ = ["main"]

@@ -117,7 +117,7 @@ def output_path(run: Path, output: str | None) -> Path:
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds export") -> int:
     """Export; returns 0, 1 when damaged rounds were left out (the file holds the others),
     or 2 when the run cannot be read."""
-    from sbi_rounds.cli.outputs import cannot_write
+    from flows.cli.outputs import cannot_write
     from sbi_rounds.store import RunFileError
 
     args = parser(prog).parse_args(argv)

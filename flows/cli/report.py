@@ -28,7 +28,7 @@ def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") -> int:
     """Command-line entry point. Returns the exit status (0 written, 2 no readable run)."""
-    from sbi_rounds.cli.outputs import cannot_write
+    from flows.cli.outputs import cannot_write
     from sbi_rounds.report import REPORT_NAME, write_report
     from sbi_rounds.store import RunFileError, RunStore
 

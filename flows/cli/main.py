@@ -11,12 +11,12 @@ __all__ = ["COMMANDS", "main"]
 
 #: Subcommand -> (module with ``main(argv, prog=...)``, what it does).
 COMMANDS = {
-    "run": ("sbi_rounds.cli.run", "run, resume or extend a run (the online_inference flow)"),
-    "campaign": ("sbi_rounds.cli.campaign", "one run per observation of a table, and a summary"),
-    "report": ("sbi_rounds.cli.report", "write a run's self-contained HTML report"),
-    "status": ("sbi_rounds.cli.status", "a run directory's runs, rounds and stages, and which run"),
-    "export": ("sbi_rounds.cli.export", "a run's simulations and posterior samples as .npz"),
-    "verify": ("sbi_rounds.cli.verify", "read a whole run file and name what is damaged"),
+    "run": ("flows.cli.run", "run, resume or extend a run (the online_inference flow)"),
+    "campaign": ("flows.cli.campaign", "one run per observation of a table, and a summary"),
+    "report": ("flows.cli.report", "write a run's self-contained HTML report"),
+    "status": ("flows.cli.status", "a run directory's runs, rounds and stages, and which run"),
+    "export": ("flows.cli.export", "a run's simulations and posterior samples as .npz"),
+    "verify": ("flows.cli.verify", "read a whole run file and name what is damaged"),
 }
 
 USAGE = """\
@@ -61,10 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     prog = f"sbi-rounds {name}"
     if name in ("run", "campaign"):
-        from sbi_rounds.cli.signals import starting
+        from flows.cli.signals import starting
 
         starting(rest, prog)  # before the slow imports: Prefect's server boots meanwhile
-    from sbi_rounds.cli.packages import pin_own_packages
+    from flows.cli.packages import pin_own_packages
 
     pin_own_packages()
     if os.getcwd() not in sys.path:  # user modules (a simulator) import from here, as with
