@@ -24,9 +24,9 @@ from sbi_rounds.campaign import (
     write_summary_html,
 )
 from sbi_rounds.config import CampaignConfig
-from sbi_rounds.report import REPORT_NAME
-from sbi_rounds.round import run_round
-from sbi_rounds.session import run_session
+from sbi_rounds.lifecycle.session import run_session
+from sbi_rounds.report.document import REPORT_NAME
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore, Stage
 
 ROOT = Path(__file__).resolve().parent.parent

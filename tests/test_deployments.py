@@ -44,7 +44,7 @@ from prefect_servers import free_port, start_prefect_server, stop_server, wait_u
 from flows.online import online_inference
 from sbi_rounds.campaign import observation_configs
 from sbi_rounds.config import CampaignConfig, RunConfig
-from sbi_rounds.locking import RunLock
+from sbi_rounds.lifecycle.locking import RunLock
 from sbi_rounds.store import RoundCounts, RunStore, Stage
 
 ROOT = Path(__file__).resolve().parent.parent

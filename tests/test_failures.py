@@ -1,7 +1,7 @@
 """Every failure a run can meet is one ``error:`` line, without a traceback (``-v`` shows it).
 
-Most are found before Prefect and Dask start (``sbi_rounds.preflight.preflight``); the others
-are run through ``python -m flows.online`` in a second process, as a user would.
+Most are found before Prefect and Dask start (``sbi_rounds.lifecycle.preflight.preflight``);
+the others are run through ``python -m flows.online`` in a second process, as a user would.
 """
 
 from __future__ import annotations

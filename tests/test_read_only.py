@@ -88,7 +88,7 @@ def test_status_of_a_read_only_run_names_the_process_running_it(
     ready = tmp_path / "ready"
     code = (
         "import pathlib, sys, time\n"
-        "from sbi_rounds.locking import RunLock\n"
+        "from sbi_rounds.lifecycle.locking import RunLock\n"
         f"RunLock({str(finished_run / 'run.lock')!r}).acquire()\n"
         f"pathlib.Path({str(ready)!r}).write_text('')\n"
         "time.sleep(60)\n"

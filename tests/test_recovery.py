@@ -254,7 +254,7 @@ def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
     finished_run, tmp_path, capfd, dataset, named
 ):
     from flows.cli.main import main as sbi_rounds
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
     from sbi_rounds.store import DamagedRunError
 
     run_dir, argv = finished_run
@@ -502,7 +502,7 @@ def test_load_posterior_names_a_lost_simulations_file(three_rounds, tmp_path, ca
     sbi refuses); after ``verify --repair``, one line saying to rerun the run's command
     (round 3's network is rebuilt from round 1's simulations before its weights load)."""
     from flows.cli.main import main as sbi_rounds
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
     from sbi_rounds.store import DamagedRunError, RunFileError
 
     run_dir, _ = three_rounds
@@ -534,7 +534,7 @@ def test_settings_edited_to_name_code_never_run_it(finished_run, tmp_path, capfd
     imported, with or without ``import_code``."""
     from flows.cli.main import main as sbi_rounds
     from sbi_rounds.errors import CodeChangedError
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
     from sbi_rounds.store import DamagedRunError
     from sbi_rounds.store.checksums import stamp_settings
 
@@ -577,7 +577,7 @@ def test_a_prior_factory_is_called_only_when_asked_and_after_its_code_is_checked
 ):
     from flows.cli.main import main as sbi_rounds
     from sbi_rounds.errors import CodeChangedError
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
 
     user_code()
     runs = tmp_path / "runs"

@@ -18,7 +18,7 @@ from test_store_repair import X, _finished_round
 
 from flows.cli.main import main as sbi_rounds
 from sbi_rounds.config import SimulatorConfig
-from sbi_rounds.fingerprint import code_fingerprint, simulator_unavailable
+from sbi_rounds.lifecycle.fingerprint import code_fingerprint, simulator_unavailable
 from sbi_rounds.store import POSTERIOR_SAMPLES, SIMULATIONS, DamagedRunError, RunStore, Stage
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_rounds.environment import is_disk_error
+from sbi_rounds.lifecycle.environment import is_disk_error
 from sbi_rounds.store import (
     POSTERIOR_SAMPLES,
     SIMULATIONS,

@@ -135,8 +135,8 @@ def _settings(
 ) -> tuple[CampaignConfig, dict[str, Any], list[RunConfig]] | int:
     """The settings and every observation's, preflighted; or the status of bad input (2)."""
     from sbi_rounds.errors import ConfigMismatchError
-    from sbi_rounds.locking import RunLockedError
-    from sbi_rounds.preflight import preflight
+    from sbi_rounds.lifecycle.locking import RunLockedError
+    from sbi_rounds.lifecycle.preflight import preflight
     from sbi_rounds.store import RunFileError
 
     try:

@@ -32,7 +32,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from sbi_rounds.progress import STAGE_WORDS, EpochInfo, SimulationInfo
+from sbi_rounds.runtime.progress import STAGE_WORDS, EpochInfo, SimulationInfo
 
 __all__ = [
     "ConsoleHandler",
@@ -239,8 +239,8 @@ def quiet_dask_workers(verbosity: int) -> Iterator[None]:
     """While inside, the Dask processes this run starts log warnings only (their start-up
     and preload lines), unless ``-v`` or the user set ``DASK_LOGGING__DISTRIBUTED``; and,
     unless ``-v``, no ``Compute Failed`` block with a traceback for a failed chunk (the run
-    says it in one line; the run file keeps the traceback; ``sbi_rounds.watchdog``)."""
-    from sbi_rounds.watchdog import QUIET
+    says it in one line; the run file keeps the traceback; ``sbi_rounds.runtime.watchdog``)."""
+    from sbi_rounds.runtime.watchdog import QUIET
 
     if verbosity >= 1:
         yield
@@ -292,7 +292,7 @@ def _loggers() -> list[logging.Logger]:
 
 
 class LiveDisplay:
-    """The terminal's live display (a ``sbi_rounds.progress.ProgressView``): the round and
+    """The terminal's live display (a ``sbi_rounds.runtime.progress.ProgressView``): the round and
     stage, simulations done / total with one rate and the time left, the training epoch with
     the best validation loss and the epochs since it out of the patience.
 

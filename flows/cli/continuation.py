@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sbi_rounds.config import ContinuationConfig
-from sbi_rounds.locking import RunLock, RunLockedError
+from sbi_rounds.lifecycle.locking import RunLock, RunLockedError
 
 __all__ = ["continuations_done", "continue_in_new_job", "wait_for_previous_job"]
 

@@ -29,7 +29,7 @@ def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") -> int:
     """Command-line entry point. Returns the exit status (0 written, 2 no readable run)."""
     from flows.cli.outputs import cannot_write
-    from sbi_rounds.report import REPORT_NAME, write_report
+    from sbi_rounds.report.document import REPORT_NAME, write_report
     from sbi_rounds.store import RunFileError, RunStore
 
     args = parser(prog).parse_args(argv)

@@ -35,7 +35,7 @@ from flows.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_pr
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
-from sbi_rounds.locking import RunLockedError
+from sbi_rounds.lifecycle.locking import RunLockedError
 from sbi_rounds.methods import METHODS
 from sbi_rounds.store import RunFileError
 
@@ -155,7 +155,7 @@ def _resume_command(prog: str, argv: Sequence[str], config: RunConfig) -> str:
 
 def _settings(args: argparse.Namespace) -> RunConfig | int:
     """The run's settings and their preflight, or the exit status of bad input (2)."""
-    from sbi_rounds.preflight import preflight
+    from sbi_rounds.lifecycle.preflight import preflight
 
     try:
         config = build_config(args)
@@ -188,7 +188,7 @@ def print_config(config: RunConfig) -> None:
 
 def _space(config: RunConfig) -> str:
     """``; X MB free, about Y MB needed ...`` for the round a resume continues with."""
-    from sbi_rounds.environment import disk_space_text
+    from sbi_rounds.lifecycle.environment import disk_space_text
 
     try:
         return f"; {disk_space_text(config)}"
@@ -220,8 +220,8 @@ def _failure(
     A full disk names the free and needed space of ``config``'s run directory; a failed
     chunk, the first line of the simulator's error (``verbose``: all of it)."""
     from sbi_rounds.cluster import ClusterError
-    from sbi_rounds.environment import is_disk_error, is_disk_full
     from sbi_rounds.errors import InvalidRoundError, LeakageError
+    from sbi_rounds.lifecycle.environment import is_disk_error, is_disk_full
     from sbi_rounds.simulation import SimulationFailed
 
     if is_disk_error(e):
@@ -309,7 +309,7 @@ def _run(
     )
     from flows.cluster import close_prestarted, prestart_cluster
     from flows.server import check_configured_server, default_server, temporary_server
-    from sbi_rounds.progress import showing
+    from sbi_rounds.runtime.progress import showing
 
     resume = _resume_command(prog, argv, config)
     level = verbosity(args)

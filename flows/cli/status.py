@@ -27,9 +27,9 @@ def find_runs(target: Path) -> list[Path]:
 
 def run_status(path: Path) -> dict[str, Any]:
     """One run's status: id, method, rounds (asked, done), per-round stages, who runs it."""
-    from sbi_rounds.locking import RunLock
+    from sbi_rounds.lifecycle.locking import RunLock
+    from sbi_rounds.report.table import round_table
     from sbi_rounds.store import RunStore, Stage
-    from sbi_rounds.table import round_table
 
     holder = RunLock(path.parent / "run.lock").holder()
     store = RunStore.open(path)
@@ -70,7 +70,7 @@ def _format(status: dict[str, Any]) -> str:
         f"done, {_holder_text(status['holder'])})",
         f"  {status['path']}",
     ]
-    from sbi_rounds.table import ROUND_COLUMNS
+    from sbi_rounds.report.table import ROUND_COLUMNS
 
     # the round table's titles (the console's short ones); "simulated" is the status's own
     titles = {c.key: c.short or c.title for c in ROUND_COLUMNS}

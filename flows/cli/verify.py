@@ -70,7 +70,7 @@ def _simulator_problem(store: RunStore) -> str | None:
     """Why the run's simulator cannot simulate again what it simulated (None: it can, as
     far as can be told without importing or running it)."""
     from sbi_rounds.config import SimulatorConfig
-    from sbi_rounds.fingerprint import simulator_unavailable
+    from sbi_rounds.lifecycle.fingerprint import simulator_unavailable
 
     try:
         simulator = SimulatorConfig(**store.read_config()["simulator"])
@@ -81,8 +81,8 @@ def _simulator_problem(store: RunStore) -> str | None:
 
 def _repair(store: RunStore) -> int:
     """Repair a damaged run file under the run's lock; the exit status."""
-    from sbi_rounds.environment import is_disk_error
-    from sbi_rounds.locking import RunLock, RunLockedError
+    from sbi_rounds.lifecycle.environment import is_disk_error
+    from sbi_rounds.lifecycle.locking import RunLock, RunLockedError
     from sbi_rounds.store import RunFileError
 
     path = store.path

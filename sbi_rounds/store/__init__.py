@@ -94,7 +94,7 @@ class RunStore(RepairRecords, TrainingRecords, RoundRecords):
     :meth:`held_open`, which keeps one for a stream of in-place writes).
 
     Use :meth:`create` for a new run and :meth:`open` for an existing one. Writers must
-    hold the run's lock (:mod:`sbi_rounds.locking`); readers need nothing.
+    hold the run's lock (:mod:`sbi_rounds.lifecycle.locking`); readers need nothing.
 
     Examples:
         >>> store = RunStore.open("runs/snpe-1a2b3c4d5e/run.h5")

@@ -6,8 +6,8 @@ import torch
 from sbi.utils import BoxUniform
 from torch.distributions import Distribution, constraints
 
+from sbi_rounds.builders.imports import import_object
 from sbi_rounds.config import PriorConfig
-from sbi_rounds.imports import import_object
 
 __all__ = ["StoredPrior", "build_prior"]
 

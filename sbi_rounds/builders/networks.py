@@ -13,8 +13,8 @@ from sbi.neural_nets import (
 )
 from torch import Tensor, nn
 
+from sbi_rounds.builders.imports import import_object
 from sbi_rounds.config import RunConfig
-from sbi_rounds.imports import import_object
 from sbi_rounds.methods import get_method
 
 __all__ = ["build_network", "count_parameters", "load_network", "network_settings"]

@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sbi_rounds.run import Run
+from sbi_rounds.lifecycle.run import Run
 
 __all__ = ["CSS", "format_number", "image", "run_figure", "table"]
 

@@ -2,7 +2,7 @@
 
 A run's settings name its simulator and prior (``module:function``, a command); the
 fingerprint records what those names pointed to when the run was created, so a resume
-with changed code under the same name is caught (see ``sbi_rounds.session``):
+with changed code under the same name is caught (see ``sbi_rounds.lifecycle.session``):
 
 * a Python function: SHA-256 of its source, of its module's file, and the installed
   version of the distribution named like its top-level package (if any);
@@ -27,9 +27,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sbi_rounds.builders.imports import import_object
 from sbi_rounds.config import PriorConfig, SimulatorConfig
 from sbi_rounds.errors import CodeChangedError
-from sbi_rounds.imports import import_object
 
 __all__ = ["check_prior_code", "code_changes", "code_fingerprint", "simulator_unavailable"]
 

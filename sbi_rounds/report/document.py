@@ -11,21 +11,21 @@ from typing import Any
 from sbi_rounds.diagnostics.checks import QUANTILES
 from sbi_rounds.diagnostics.plots import loss_curves_png
 from sbi_rounds.diagnostics.summary import stop_reason
-from sbi_rounds.report_html import CSS as _CSS
-from sbi_rounds.report_html import format_number
-from sbi_rounds.report_html import image as _img
-from sbi_rounds.report_html import run_figure as _png
-from sbi_rounds.report_html import table as _table
-from sbi_rounds.report_summary import (
+from sbi_rounds.lifecycle.run import Run, parameter_names
+from sbi_rounds.report.html import CSS as _CSS
+from sbi_rounds.report.html import format_number
+from sbi_rounds.report.html import image as _img
+from sbi_rounds.report.html import run_figure as _png
+from sbi_rounds.report.html import table as _table
+from sbi_rounds.report.results import load_run
+from sbi_rounds.report.summary import (
     environment_facts,
     final_posterior_section,
     warnings_section,
 )
-from sbi_rounds.results import load_run
-from sbi_rounds.run import Run, parameter_names
+from sbi_rounds.report.table import round_table, shown_columns
 from sbi_rounds.store import RoundDiagnostics, Stage
 from sbi_rounds.store.schema import ParameterStatistics, ParameterSummary, PredictiveCheck
-from sbi_rounds.table import round_table, shown_columns
 
 __all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "write_report"]
 

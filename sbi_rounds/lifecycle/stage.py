@@ -19,7 +19,7 @@ from sbi_rounds.errors import RunInterrupted
 from sbi_rounds.store import Stage
 
 if TYPE_CHECKING:
-    from sbi_rounds.run import Run
+    from sbi_rounds.lifecycle.run import Run
 
 __all__ = ["StageResult", "Stopped", "stage"]
 

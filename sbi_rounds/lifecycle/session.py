@@ -8,14 +8,14 @@ from contextlib import contextmanager
 
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, config_differences
 from sbi_rounds.errors import CodeChangedError
-from sbi_rounds.fingerprint import code_changes, code_fingerprint
-from sbi_rounds.locking import RunLock, holder_text
-from sbi_rounds.preflight import (
+from sbi_rounds.lifecycle.fingerprint import code_changes, code_fingerprint
+from sbi_rounds.lifecycle.locking import RunLock, holder_text
+from sbi_rounds.lifecycle.preflight import (
     code_changed_message,
     probe_simulator,
     refuse_identity_changes,
 )
-from sbi_rounds.run import Run, resolve_run
+from sbi_rounds.lifecycle.run import Run, resolve_run
 from sbi_rounds.store import RunStore, Stage
 
 __all__ = ["open_run", "run_session"]
@@ -36,7 +36,7 @@ def open_run(
     Settings in :func:`~sbi_rounds.config.identity_fields` must match the file's unless
     named in ``allow_changes``; other changes (more rounds, training, cluster) are
     accepted and recorded in the file's ``config_history``. The simulator's and prior's
-    code must match the fingerprint recorded (``sbi_rounds.fingerprint``) unless
+    code must match the fingerprint recorded (``sbi_rounds.lifecycle.fingerprint``) unless
     ``accept_changed_code``: then the change is recorded in the history and, for a changed
     simulator, the invalid rows of rounds not trained yet are simulated again, as they are
     with ``resimulate_invalid``. A run recorded before fingerprints existed gets one now.
@@ -184,7 +184,7 @@ def run_session(
         resimulate_invalid: Simulate the invalid rows of rounds not yet trained again.
 
     Yields:
-        The open run, for :func:`sbi_rounds.round.run_round` and the stages.
+        The open run, for :func:`sbi_rounds.stages.round.run_round` and the stages.
 
     Raises:
         RunLockedError: Another process holds the run.

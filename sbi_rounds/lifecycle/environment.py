@@ -1,6 +1,6 @@
 """Checks of the machine a run starts on: the training device, the run directory, free disk.
 
-They run before Prefect and Dask start (``sbi_rounds.preflight.preflight``), so a run that
+They run before Prefect and Dask start (``sbi_rounds.lifecycle.preflight.preflight``), so a run that
 cannot finish fails in a second with one line instead of after a round was simulated.
 """
 
@@ -126,7 +126,8 @@ def disk_space(config: RunConfig, round_: int) -> tuple[int, int, Path]:
 
 def disk_space_text(config: RunConfig, round_: int | None = None) -> str:
     """The free and needed disk space of :func:`disk_space`, for a person; ``round_`` None:
-    the round a resume of the run plans first (as ``sbi_rounds.session.preflight`` checks)."""
+    the round a resume of the run plans first (as
+    ``sbi_rounds.lifecycle.session.preflight`` checks)."""
     if round_ is None:
         from sbi_rounds.store import RunStore
 

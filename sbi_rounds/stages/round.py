@@ -7,10 +7,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sbi_rounds.cancel import CancelToken
-from sbi_rounds.concurrency import DRIVER
-from sbi_rounds.run import Run
-from sbi_rounds.stage import StageResult
+from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.lifecycle.stage import StageResult
+from sbi_rounds.runtime.cancel import CancelToken
+from sbi_rounds.runtime.concurrency import DRIVER
 from sbi_rounds.stages import (
     append_simulations,
     build_posterior,
@@ -73,7 +73,7 @@ def run_round(
     interruption continues the round; a finished round returns at once.
 
     Args:
-        run: The open run (see :func:`sbi_rounds.session.run_session`).
+        run: The open run (see :func:`sbi_rounds.lifecycle.session.run_session`).
         round_: The round, 1-based; the rounds before it must be finished.
         client: A ``distributed.Client``, or a function returning one, called only when
             the round still has simulations to run (so a finished round starts no cluster).

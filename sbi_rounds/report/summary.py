@@ -16,8 +16,8 @@ from typing import Any
 
 from sbi_rounds.diagnostics.alerts import round_alerts
 from sbi_rounds.diagnostics.posterior_plots import marginals_by_round_png, posterior_pairplot_png
-from sbi_rounds.report_html import image
-from sbi_rounds.run import Run, parameter_names
+from sbi_rounds.lifecycle.run import Run, parameter_names
+from sbi_rounds.report.html import image
 from sbi_rounds.store import Stage
 
 __all__ = ["environment_facts", "final_posterior_section", "warnings_section"]

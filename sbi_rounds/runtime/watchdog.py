@@ -5,7 +5,7 @@ Local clusters run as subprocesses of the run. If the run is killed (even by SIG
 their parent disappears and this watchdog closes them within a second or two, so no
 orphaned Dask processes stay behind; what they would print while closing (lost
 connections, cancelled tasks) goes nowhere, since nobody reads it. Used as
-``preload=["sbi_rounds.watchdog"]``.
+``preload=["sbi_rounds.runtime.watchdog"]``.
 
 The run sets :data:`RUN_PID` to its PID for its local cluster (a worker's parent is its
 nanny, not the run) and, below ``-v``, :data:`QUIET` to ``1``: then a worker does not log

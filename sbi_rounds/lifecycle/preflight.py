@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbi_rounds.config import RunConfig, config_differences, identity_fields, identity_of
-from sbi_rounds.environment import check_device, check_run_directory, check_run_writable
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
-from sbi_rounds.fingerprint import code_changes, code_fingerprint
-from sbi_rounds.locking import RunLock
+from sbi_rounds.lifecycle.environment import check_device, check_run_directory, check_run_writable
+from sbi_rounds.lifecycle.fingerprint import code_changes, code_fingerprint
+from sbi_rounds.lifecycle.locking import RunLock
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.simulation import SimulatorError, call_simulator
 from sbi_rounds.store import RunStore
@@ -118,7 +118,7 @@ def preflight(
             if changes:
                 raise CodeChangedError(code_changed_message(store, changes))
         return
-    from sbi_rounds.priors import build_prior  # sbi: only a new run needs it here
+    from sbi_rounds.builders.priors import build_prior  # sbi: only a new run needs it here
 
     probe_simulator(config, build_prior(config.prior))
 

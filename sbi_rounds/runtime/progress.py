@@ -252,7 +252,7 @@ class EpochProgress(Callback):
 
 
 def observed_stages(table: Any, view: ProgressView, round_: int) -> Any:
-    """``table`` (a :class:`~sbi_rounds.round.StageTable`) whose stages tell ``view`` when
+    """``table`` (a :class:`~sbi_rounds.stages.round.StageTable`) whose stages tell ``view`` when
     they start."""
 
     def observe(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

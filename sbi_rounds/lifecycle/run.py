@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from sbi_rounds.builders.networks import load_network
+from sbi_rounds.builders.priors import StoredPrior, build_prior
 from sbi_rounds.config import RunConfig
 from sbi_rounds.methods import Method, get_method
-from sbi_rounds.networks import load_network
-from sbi_rounds.priors import StoredPrior, build_prior
 from sbi_rounds.store import RunFileError, RunStore
 
 __all__ = [

@@ -4,7 +4,7 @@ Opening a run never runs code it names: the prior is built from stored data (a b
 bounds; for a prior that is code, the prior draws the run stored), and user code (a prior
 factory, an embedding network; not this package's own examples) is imported only when the
 caller asks for it with ``import_code=True``, after a prior factory's code is checked
-against the fingerprint the run recorded (``sbi_rounds.fingerprint.check_prior_code``).
+against the fingerprint the run recorded (``sbi_rounds.lifecycle.fingerprint.check_prior_code``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
+from sbi_rounds.builders.priors import StoredPrior, build_prior
 from sbi_rounds.config import RunConfig
 from sbi_rounds.errors import LeakageWarning
-from sbi_rounds.fingerprint import check_prior_code
+from sbi_rounds.lifecycle.fingerprint import check_prior_code
+from sbi_rounds.lifecycle.run import Run, posterior_for_round, resolve_run
 from sbi_rounds.methods.leakage import LEAKY_FRACTION, loading_warning
-from sbi_rounds.priors import StoredPrior, build_prior
-from sbi_rounds.run import Run, posterior_for_round, resolve_run
+from sbi_rounds.report.table import round_table
 from sbi_rounds.store import DamagedRunError, RunStore, Stage
 from sbi_rounds.store.checksums import SETTINGS_PATH
-from sbi_rounds.table import round_table
 
 __all__ = ["load_posterior", "load_run", "table", "trained_rounds"]
 
@@ -35,7 +35,7 @@ def load_run(path: str | Path, *, import_code: bool = False) -> Run:
         path: The run's ``run.h5`` or its directory.
         import_code: Import and call the run's prior factory, if it has one, after
             checking its code against the fingerprint the run recorded. Otherwise such a
-            prior is a :class:`~sbi_rounds.priors.StoredPrior` (the stored prior draws),
+            prior is a :class:`~sbi_rounds.builders.priors.StoredPrior` (the stored prior draws),
             and no code the run names is imported.
 
     Raises:
@@ -157,5 +157,5 @@ def _warn_if_leaking(store: RunStore, round_: int, earlier: list[int]) -> None:
 
 
 def table(path: str | Path) -> list[dict[str, Any]]:
-    """The per-round table of a run (see :func:`sbi_rounds.table.round_table`)."""
+    """The per-round table of a run (see :func:`sbi_rounds.report.table.round_table`)."""
     return round_table(load_run(path).store)
