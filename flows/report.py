@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from prefect import flow, get_run_logger
 
 from tasks.rounds import report_task
 
-__all__ = ["main", "run_report"]
+__all__ = ["run_report"]
 
 
 @flow(name="run_report", log_prints=True)
@@ -28,12 +27,7 @@ def run_report(run: str, output: str | None = None) -> str:
     return str(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``sbi-rounds report`` does the same)."""
-    from flows.cli.report import main as report_main
+if __name__ == "__main__":  # the command line's door (``sbi-rounds report`` does the same)
+    from flows.cli.report import main
 
-    return report_main(argv, prog="python -m flows.report")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m flows.report"))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from flows.artifacts import artifact_key
+from flows.cli.report import main as report_main
 from flows.online import online_inference
-from flows.report import main as report_main
 from flows.report import run_report
 from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import stop_label

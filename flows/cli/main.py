@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from flows.cli.sys_path import working_directory_last
+
 __all__ = ["COMMANDS", "main"]
 
 #: Subcommand -> (module with ``main(argv, prog=...)``, what it does).
@@ -64,11 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flows.cli.signals import starting
 
         starting(rest, prog)  # before the slow imports: Prefect's server boots meanwhile
-    from flows.cli.packages import pin_own_packages
-
-    pin_own_packages()
-    if os.getcwd() not in sys.path:  # user modules (a simulator) import from here, as with
-        sys.path.insert(0, os.getcwd())  # python -m flows.online
+    working_directory_last()  # user modules (a simulator) import from it, after ours
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest, prog=prog))

@@ -32,6 +32,7 @@ from flows.cli.flags import (
     verbosity,
 )
 from flows.cli.signals import TIME_LIMIT, check_time_limit, interrupts, quiet_prefect_client
+from flows.cli.sys_path import working_directory_last
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, resolve
 from sbi_rounds.errors import ConfigMismatchError
@@ -296,9 +297,7 @@ def _run(
     The Dask cluster starts first, from the settings alone, so that its processes come up
     (and import the simulator) while this one imports Prefect, torch and sbi for the flow.
     """
-    from flows.cli.packages import pin_own_packages
-
-    pin_own_packages()
+    working_directory_last()  # before the flow imports tasks
     from flows.cli.console import (
         LiveDisplay,
         adopt_prefect_logging,

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
+from flows.cli.sys_path import working_directory_last
+
 __all__ = ["TIME_LIMIT", "check_time_limit", "interrupts", "quiet_prefect_client", "starting"]
 
 #: Arguments after which a command does nothing slow (no server to start early).
@@ -73,10 +75,8 @@ def starting(argv: Sequence[str], prog: str) -> None:
     signal.signal(signal.SIGTERM, stopped_while_starting)
     signal.signal(TIME_LIMIT_SIGNAL, _time_limit_noted)  # the run stops once it has begun
     quiet_prefect_client()
+    working_directory_last()  # python -m flows.online put it first: tasks.py there is not ours
     if not _QUICK & set(argv):
-        from flows.cli.packages import pin_own_packages
-
-        pin_own_packages()
         from flows.server import start_early  # light: no Prefect import
 
         start_early()
