@@ -12,9 +12,15 @@ others mid-round. It ends with the summary: a table and ``<directory>/summary.ht
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+if __name__ == "__main__":  # the command line's door, before the imports below (they take
+    from flows.cli.main import main  # seconds; ``sbi-rounds campaign`` does the same)
+
+    sys.exit(main(["campaign", *sys.argv[1:]], prog="python -m flows.campaign"))
 
 from prefect import flow, get_run_logger
 
@@ -119,11 +125,3 @@ def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseExceptio
             thread.join(90)
         raise
     return errors
-
-
-if __name__ == "__main__":
-    import sys
-
-    from flows.cli.campaign import main
-
-    sys.exit(main(prog="python -m flows.campaign", flow=campaign_inference))

@@ -19,13 +19,10 @@ import sys
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
 
-if __name__ == "__main__":  # the command line, before the imports below (they take seconds):
-    from flows.cli.signals import starting  # it starts Prefect's server and the Dask
+if __name__ == "__main__":  # the command line's door, before the imports below (they take
+    from flows.cli.main import main  # seconds): it starts Prefect's server and the cluster first
 
-    starting(sys.argv[1:], "python -m flows.online")  # cluster first; see flows.cli.run
-    from flows.cli.run import main
-
-    sys.exit(main(prog="python -m flows.online"))
+    sys.exit(main(["run", *sys.argv[1:]], prog="python -m flows.online"))
 
 from typing import Any, Literal  # noqa: E402
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import sys
 
+if __name__ == "__main__":  # the command line's door (``sbi-rounds report`` does the same)
+    from flows.cli.main import main
+
+    sys.exit(main(["report", *sys.argv[1:]], prog="python -m flows.report"))
+
 from prefect import flow, get_run_logger
 
 from tasks.rounds import report_task
@@ -25,9 +30,3 @@ def run_report(run: str, output: str | None = None) -> str:
     path = report_task(run, output)
     get_run_logger().info("report: %s", path)
     return str(path)
-
-
-if __name__ == "__main__":  # the command line's door (``sbi-rounds report`` does the same)
-    from flows.cli.report import main
-
-    sys.exit(main(prog="python -m flows.report"))

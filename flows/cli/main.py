@@ -46,8 +46,14 @@ def _usage() -> str:
     return USAGE.format(commands="\n".join(lines))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``sbi-rounds COMMAND ...``; returns the command's exit status."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run ``sbi-rounds COMMAND ...``; returns the command's exit status.
+
+    Args:
+        argv: The command and its arguments; default ``sys.argv[1:]``.
+        prog: The program name the command's help and messages show; default
+            ``sbi-rounds COMMAND`` (``python -m flows.online`` is the ``run`` command).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(), end="", file=sys.stdout if argv else sys.stderr)
@@ -61,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"{_usage()}\nerror: unknown command {name!r}", file=sys.stderr)
         return 2
-    prog = f"sbi-rounds {name}"
+    prog = prog or f"sbi-rounds {name}"
     if name in ("run", "campaign"):
         from flows.cli.signals import starting
 
