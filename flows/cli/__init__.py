@@ -1,8 +1,9 @@
-"""The ``sbi-rounds`` command: ``run``, ``report``, ``status`` and ``export`` a run.
+"""The ``sbi-rounds`` command: run, campaign, report, status, export and verify a run.
 
-This package is light at import (the subcommands import what they need), and it is the
-only part of ``sbi_rounds`` that runs the Prefect flow (``flows.online``, imported when a
-run starts): it sits on top of the stack, beside ``flows/``.
+The top layer: the only package that knows the library, the tasks and the flows (it runs
+``flows.online`` and ``flows.campaign``), and that nothing else imports but the flow modules'
+``python -m`` doors, through :func:`flows.cli.main.main`. It is light at import: each
+subcommand imports what it needs.
 """
 
 from flows.cli.main import main

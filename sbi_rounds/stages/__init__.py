@@ -8,6 +8,7 @@ idempotent and usable without Prefect; ``tasks/`` wraps them as Prefect tasks an
 
 The names a run needs around its stages are re-exported here (the session, the resolved
 run, the round table), so ``from sbi_rounds import stages`` is the one import for scripts.
+This is the library's top with ``campaign``: it may import every other package.
 """
 
 from sbi_rounds.diagnostics.stage import diagnose

@@ -40,6 +40,8 @@ run recomputes (``repair``).
 
 ``durable=True`` (default) also ``fsync``s after each commit (the bulk files a write touched
 too), which protects against power loss and OS crashes, not only killed processes.
+
+It imports no other part of the library: everything else reads and writes a run through it.
 """
 
 from sbi_rounds.store.checksums import Damage, DamagedRunError
