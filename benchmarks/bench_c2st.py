@@ -47,7 +47,7 @@ from sbi_rounds.examples import (
     quadratic,
     quadratic_posterior_samples,
 )
-from sbi_rounds.round import run_round
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.training.trackers import NullTracker
 
 warnings.filterwarnings("ignore")

@@ -57,7 +57,7 @@ def run_campaign(args: argparse.Namespace, table: Path, work: Path) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "sbi_rounds.cli.main",
+        "flows.cli.main",
         "campaign",
         "--observations",
         str(table),
@@ -79,7 +79,7 @@ def run_separate(args: argparse.Namespace, rows: np.ndarray, work: Path) -> dict
         cmd = [
             sys.executable,
             "-m",
-            "sbi_rounds.cli.main",
+            "flows.cli.main",
             "run",
             "--xobs",
             *map(str, row),

@@ -41,7 +41,7 @@ import numpy as np
 from sbi_rounds import stages
 from sbi_rounds.cluster import open_client
 from sbi_rounds.config import ClusterConfig, RunConfig
-from sbi_rounds.round import run_round
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import TIMED_STAGES, RunStore
 
 STAGES = TIMED_STAGES[:-1]  # every stage but the commit slot itself

@@ -64,7 +64,7 @@ def run_cli(args: argparse.Namespace, run_dir: Path, seed: int, checks: bool = F
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    from sbi_rounds.results import load_run
+    from sbi_rounds.report.results import load_run
 
     run = load_run(next(run_dir.glob("*/run.h5")))
     stages: dict[str, float] = {}

@@ -534,7 +534,7 @@ def run_ours(
     import torch
 
     from sbi_rounds import load_posterior
-    from sbi_rounds.results import table
+    from sbi_rounds.report.results import table
 
     argv = ours_command(cell, xobs, overrides)
     seconds = _run_child(argv, workdir, timeout)
@@ -594,7 +594,7 @@ def hand_loop(spec: dict[str, Any]) -> None:
     from sbi.inference import NLE, NPE, NRE
     from sbi.utils import BoxUniform, RestrictedPrior, get_density_thresholder
 
-    from sbi_rounds.imports import import_object
+    from sbi_rounds.builders.imports import import_object
 
     problem = PROBLEMS[spec["problem"]]
     method, network = spec["method"], HAND_NETWORKS[spec["peer"]][spec["method"]]

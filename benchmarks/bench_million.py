@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sbi_rounds.builders.priors import build_prior
 from sbi_rounds.cluster import open_client
 from sbi_rounds.config import ClusterConfig, RunConfig
-from sbi_rounds.priors import build_prior
 from sbi_rounds.simulation import choose_chunk_size, simulate_round
 from sbi_rounds.store import RunStore
 

@@ -214,7 +214,7 @@ def make_config(
 def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     """The stages the flow runs, round by round; 10,000 samples of the last round's posterior."""
     from sbi_rounds import stages
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
 
     with stages.run_session(config) as run:
         for r in range(1, config.rounds + 1):
@@ -286,8 +286,8 @@ def run_sbi_loop(config: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     if config.method in OURS_ONLY:
         raise ValueError(f"sbi cannot run {config.method} in rounds: no --peer sbi loop for it")
 
-    from sbi_rounds.imports import import_object
-    from sbi_rounds.priors import build_prior
+    from sbi_rounds.builders.imports import import_object
+    from sbi_rounds.builders.priors import build_prior
     from sbi_rounds.training.config import resolve_batch_size
     from sbi_rounds.training.trackers import NullTracker
 

@@ -77,10 +77,10 @@ def retraining_config(args: argparse.Namespace, config: Any) -> Any:
 
 def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
     """Train, sample at the observation, score; the cell's JSON row."""
+    from sbi_rounds.builders.networks import build_network, network_settings
     from sbi_rounds.methods import get_method
     from sbi_rounds.methods.vector_field import vector_field_posterior
-    from sbi_rounds.networks import build_network, network_settings
-    from sbi_rounds.results import load_run
+    from sbi_rounds.report.results import load_run
     from sbi_rounds.training.runner import run_training
     from sbi_rounds.training.setup import split_train_val
 

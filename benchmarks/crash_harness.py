@@ -51,7 +51,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sbi_rounds.serialize import read_key
+from sbi_rounds.store.serialize import read_key
 
 __all__ = [
     "TOKEN_VAR",

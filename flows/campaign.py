@@ -3,7 +3,7 @@
 ``sbi-rounds campaign --observations table.csv [shared settings]`` runs it, or a deployment
 (``deployments/prefect.yaml``). The runs share this process's Prefect server and one Dask
 cluster; at most ``campaign.max_concurrent`` are in progress at once, each in a thread:
-one trains while the others wait for their simulations (``sbi_rounds.concurrency``), so
+one trains while the others wait for their simulations (``sbi_rounds.runtime.concurrency``), so
 each result is the one a separate run of that observation gives. Each observation has its
 own run file, so running the campaign again skips finished observations and resumes the
 others mid-round. It ends with the summary: a table and ``<directory>/summary.html``.
@@ -12,9 +12,15 @@ others mid-round. It ends with the summary: a table and ``<directory>/summary.ht
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+if __name__ == "__main__":  # the command line's door, before the imports below (they take
+    from flows.cli.main import main  # seconds; ``sbi-rounds campaign`` does the same)
+
+    sys.exit(main(["campaign", *sys.argv[1:]], prog="python -m flows.campaign"))
 
 from prefect import flow, get_run_logger
 
@@ -28,9 +34,9 @@ from sbi_rounds.campaign import (
     summarize,
     write_summary_html,
 )
-from sbi_rounds.cancel import CancelToken
-from sbi_rounds.concurrency import DRIVER
 from sbi_rounds.config import CampaignConfig, RunConfig
+from sbi_rounds.runtime.cancel import CancelToken
+from sbi_rounds.runtime.concurrency import DRIVER
 
 __all__ = ["campaign_inference"]
 
@@ -119,11 +125,3 @@ def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseExceptio
             thread.join(90)
         raise
     return errors
-
-
-if __name__ == "__main__":
-    import sys
-
-    from sbi_rounds.cli.campaign import main
-
-    sys.exit(main(prog="python -m flows.campaign", flow=campaign_inference))

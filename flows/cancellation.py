@@ -10,7 +10,7 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
-from sbi_rounds.cancel import CancelToken
+from sbi_rounds.runtime.cancel import CancelToken
 
 __all__ = ["CancellationWatch"]
 

@@ -22,7 +22,7 @@ from sbi_rounds.config import RunConfig
 from sbi_rounds.store import Stage
 
 if TYPE_CHECKING:
-    from sbi_rounds.run import Run
+    from sbi_rounds.lifecycle.run import Run
 
 __all__ = ["close_prestarted", "prestart_cluster", "run_cluster", "shared_cluster"]
 

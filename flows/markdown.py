@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sbi_rounds.report.table import shown_columns
 from sbi_rounds.store import Calibration, RoundDiagnostics
 from sbi_rounds.store.schema import Movement, ParameterSummary, PredictiveCheck
-from sbi_rounds.table import shown_columns
 
 __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
@@ -47,7 +47,7 @@ def round_table_artifact_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[st
             ``best_val_loss`` and ``<stage>_s`` seconds).
 
     Returns:
-        One dict per round: the columns of ``sbi_rounds.table.shown_columns`` by title;
+        One dict per round: the columns of ``sbi_rounds.report.table.shown_columns`` by title;
         unknown values are None.
     """
     columns = shown_columns([dict(r) for r in rows])

@@ -1,6 +1,6 @@
 """The ``online_inference`` flow: ``python -m flows.online --xobs ...`` or ``sbi-rounds run``.
 
-Each round runs the stage tasks through ``sbi_rounds.round.run_round`` (sample proposal ->
+Each round runs the stage tasks through ``sbi_rounds.stages.round.run_round`` (sample proposal ->
 simulate on Dask -> append -> train -> build posterior -> checkpoint), then the posterior
 checks; with ``diagnostics.stop_when_stable`` the run ends once the posterior stops
 changing, and every run ends with its HTML report. The run file is the source of truth:
@@ -9,7 +9,7 @@ rerunning the same command continues where the last one stopped.
 Stopping: a deployment's runner cancels with SIGTERM (``TerminationSignal`` here); a run
 without a runner (the command line against a server) watches its own state
 (``flows.cancellation``) and cancels the round's token. The command line is
-``sbi_rounds.cli``, the cluster start-up ``flows.cluster``.
+``flows.cli``, the cluster start-up ``flows.cluster``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ import sys
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sbi_rounds")
 
-if __name__ == "__main__":  # the command line, before the imports below (they take seconds):
-    from sbi_rounds.cli.signals import starting  # it starts Prefect's server and the Dask
+if __name__ == "__main__":  # the command line's door, before the imports below (they take
+    from flows.cli.main import main  # seconds): it starts Prefect's server and the cluster first
 
-    starting(sys.argv[1:], "python -m flows.online")  # cluster first; see sbi_rounds.cli.run
-    from sbi_rounds.cli.run import main
-
-    sys.exit(main(prog="python -m flows.online"))
+    sys.exit(main(["run", *sys.argv[1:]], prog="python -m flows.online"))
 
 from typing import Any, Literal  # noqa: E402
 
@@ -46,16 +43,16 @@ from flows.publish import (  # noqa: E402
     stops_early,
     write_report,
 )
-from sbi_rounds.cancel import CancelToken  # noqa: E402
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig  # noqa: E402
 from sbi_rounds.diagnostics import check_inputs, format_checks, round_alerts  # noqa: E402
 from sbi_rounds.errors import RunInterrupted  # noqa: E402
-from sbi_rounds.progress import EpochProgress, ProgressView, observed_stages  # noqa: E402
-from sbi_rounds.round import run_round  # noqa: E402
-from sbi_rounds.run import Run  # noqa: E402
-from sbi_rounds.session import run_session  # noqa: E402
+from sbi_rounds.lifecycle.run import Run  # noqa: E402
+from sbi_rounds.lifecycle.session import run_session  # noqa: E402
+from sbi_rounds.report.table import format_round_table, round_line, round_table  # noqa: E402
+from sbi_rounds.runtime.cancel import CancelToken  # noqa: E402
+from sbi_rounds.runtime.progress import EpochProgress, ProgressView, observed_stages  # noqa: E402
+from sbi_rounds.stages.round import run_round  # noqa: E402
 from sbi_rounds.store import Stage  # noqa: E402
-from sbi_rounds.table import format_round_table, round_line, round_table  # noqa: E402
 from sbi_rounds.training import TrackerCallback  # noqa: E402
 from tasks import STAGE_TASKS  # noqa: E402
 

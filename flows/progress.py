@@ -9,8 +9,8 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows.artifacts import SimulationProgress
-from sbi_rounds.progress import PeriodicLines, ProgressView, SimulationInfo, current_view
-from sbi_rounds.run import Run
+from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.runtime.progress import PeriodicLines, ProgressView, SimulationInfo, current_view
 
 __all__ = ["progress_view", "simulation_progress"]
 

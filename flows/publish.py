@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from flows.artifacts import publish_posterior, publish_report_link, publish_round_table
-from sbi_rounds.cancel import CancelToken
 from sbi_rounds.diagnostics import (
     check_metrics,
     checks_due,
@@ -14,8 +13,9 @@ from sbi_rounds.diagnostics import (
     round_alerts,
     stop_reason,
 )
-from sbi_rounds.run import Run
-from sbi_rounds.table import round_table
+from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.report.table import round_table
+from sbi_rounds.runtime.cancel import CancelToken
 from tasks.rounds import diagnose_task, report_task
 
 __all__ = [

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+
+if __name__ == "__main__":  # the command line's door (``sbi-rounds report`` does the same)
+    from flows.cli.main import main
+
+    sys.exit(main(["report", *sys.argv[1:]], prog="python -m flows.report"))
 
 from prefect import flow, get_run_logger
 
 from tasks.rounds import report_task
 
-__all__ = ["main", "run_report"]
+__all__ = ["run_report"]
 
 
 @flow(name="run_report", log_prints=True)
@@ -26,14 +30,3 @@ def run_report(run: str, output: str | None = None) -> str:
     path = report_task(run, output)
     get_run_logger().info("report: %s", path)
     return str(path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``sbi-rounds report`` does the same)."""
-    from sbi_rounds.cli.report import main as report_main
-
-    return report_main(argv, prog="python -m flows.report")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,16 +31,16 @@ __version__ = "0.1.0"
 # Names resolve on first use, so light submodules (the Dask worker's watchdog and
 # simulation entry point) import without pulling in sbi.
 _LAZY = {
-    "CancelToken": "sbi_rounds.cancel",
+    "CancelToken": "sbi_rounds.runtime.cancel",
     "RunConfig": "sbi_rounds.config",
     "RunStore": "sbi_rounds.store",
     "Stage": "sbi_rounds.store",
     "TrainConfig": "sbi_rounds.training",
     "run_training": "sbi_rounds.training",
-    "load_posterior": "sbi_rounds.results",
-    "load_run": "sbi_rounds.results",
-    "run_round": "sbi_rounds.round",
-    "run_session": "sbi_rounds.session",
+    "load_posterior": "sbi_rounds.report.results",
+    "load_run": "sbi_rounds.report.results",
+    "run_round": "sbi_rounds.stages.round",
+    "run_session": "sbi_rounds.lifecycle.session",
 }
 
 

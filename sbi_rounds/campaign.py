@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from sbi_rounds.config import CampaignConfig, RunConfig
-from sbi_rounds.io import load_array
-from sbi_rounds.report import REPORT_NAME
+from sbi_rounds.config.io import load_array
+from sbi_rounds.report.document import REPORT_NAME
 from sbi_rounds.store import RoundDiagnostics, RunFileError, RunStore, Stage
 
 __all__ = [

@@ -1,4 +1,7 @@
-"""Prefect tasks: thin wrappers over the library's stage functions, one per stage."""
+"""Prefect tasks: thin wrappers over the library's stage functions, one per stage.
+
+They may import Prefect and ``sbi_rounds``; never ``flows``, which composes them.
+"""
 
 from tasks.rounds import (
     STAGE_TASKS,

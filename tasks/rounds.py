@@ -19,9 +19,9 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from sbi_rounds import stages
-from sbi_rounds.round import StageTable
-from sbi_rounds.run import Run
-from sbi_rounds.stage import StageResult
+from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.lifecycle.stage import StageResult
+from sbi_rounds.stages.round import StageTable
 
 __all__ = [
     "STAGE_TASKS",
@@ -154,6 +154,6 @@ def diagnose_task(
 @task(name="report", task_run_name="report", **_NO_CACHE)
 def report_task(run_path: str | Path, output: str | Path | None = None) -> Path:
     """Write the run's self-contained HTML report (``<run dir>/report.html`` by default)."""
-    from sbi_rounds.report import write_report
+    from sbi_rounds.report.document import write_report
 
     return write_report(run_path, output)

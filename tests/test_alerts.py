@@ -5,10 +5,10 @@ from __future__ import annotations
 from example_records import training_summary
 
 from sbi_rounds.diagnostics import diagnose, round_alerts, simulation_alerts, stop_label
-from sbi_rounds.round import run_round
-from sbi_rounds.session import run_session
+from sbi_rounds.lifecycle.session import run_session
+from sbi_rounds.report.table import ROUND_COLUMNS, format_round_table, round_line, round_table
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore
-from sbi_rounds.table import ROUND_COLUMNS, format_round_table, round_line, round_table
 
 
 def test_a_capped_training_that_still_improves_is_named_with_the_way_out(make_config, dask_client):

@@ -21,8 +21,8 @@ from flows.artifacts import (
     round_table_artifact_rows,
 )
 from sbi_rounds.diagnostics import save_pairplot
+from sbi_rounds.report.table import ROUND_COLUMNS
 from sbi_rounds.store.schema import ParameterSummary
-from sbi_rounds.table import ROUND_COLUMNS
 
 ROW = {
     "round": 1,

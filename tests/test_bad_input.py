@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.run import main
+from flows.cli.run import main
 from sbi_rounds.store import FORMAT_VERSION, RunStore
 
 SMALL = [*SMALL_RUN, "--calibration-simulations", "0"]
@@ -210,13 +210,13 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_take
 def test_checking_the_lock_names_a_live_holder_and_takes_nothing(tmp_path):
     """``RunLock.check`` (for a check before a run starts) names the holder, writes nothing,
     and leaves a dead holder's record for the next ``acquire`` to report the takeover."""
-    from sbi_rounds.locking import RunLock, RunLockedError
+    from sbi_rounds.lifecycle.locking import RunLock, RunLockedError
 
     path = tmp_path / "run.lock"
     RunLock(path).check()  # no lock file yet: nothing to say, nothing created
     assert not path.exists()
     code = (
-        f"from sbi_rounds.locking import RunLock; import pathlib, time; "
+        f"from sbi_rounds.lifecycle.locking import RunLock; import pathlib, time; "
         f"RunLock({str(path)!r}).acquire(); pathlib.Path({str(tmp_path / 'ok')!r})"
         ".write_text('1'); time.sleep(60)"
     )
@@ -441,7 +441,7 @@ def test_loading_a_run_unpickles_nothing(finished_run):
     ``pickle.*`` audit event (every unpickling of an object raises ``pickle.find_class``)."""
     code = textwrap.dedent(f"""
         import sys
-        from sbi_rounds.results import load_posterior
+        from sbi_rounds.report.results import load_posterior
         from sbi_rounds.store import RunStore
 
         def load():

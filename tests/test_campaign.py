@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from flows.cli.campaign import main
+from flows.cli.run import build_config, parse_args
 from sbi_rounds.campaign import (
     format_summary,
     load_observations,
@@ -21,12 +23,10 @@ from sbi_rounds.campaign import (
     summarize,
     write_summary_html,
 )
-from sbi_rounds.cli.campaign import main
-from sbi_rounds.cli.run import build_config, parse_args
 from sbi_rounds.config import CampaignConfig
-from sbi_rounds.report import REPORT_NAME
-from sbi_rounds.round import run_round
-from sbi_rounds.session import run_session
+from sbi_rounds.lifecycle.session import run_session
+from sbi_rounds.report.document import REPORT_NAME
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore, Stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +159,7 @@ def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path, da
     command = [
         sys.executable,
         "-m",
-        "sbi_rounds.cli.main",
+        "flows.cli.main",
         "campaign",
         "--observations",
         str(tmp_path / "obs.csv"),

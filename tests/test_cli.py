@@ -13,8 +13,8 @@ import pytest
 import yaml
 from small_run import SMALL
 
-from sbi_rounds.cli.flags import ALIASES, COMBINED, flag_name, setting_values
-from sbi_rounds.cli.run import build_config, main, parse_args, parser
+from flows.cli.flags import ALIASES, COMBINED, flag_name, setting_values
+from flows.cli.run import build_config, main, parse_args, parser
 from sbi_rounds.config import RunConfig
 from sbi_rounds.config.fields import settings_of
 from sbi_rounds.config.sources import env_name, resolve
@@ -67,8 +67,8 @@ def test_the_command_and_package_descriptions_name_every_method():
     # pyproject's are written by hand; this catches a method added without them.
     import tomllib
 
-    from sbi_rounds.cli.main import USAGE
-    from sbi_rounds.cli.run import DESCRIPTION
+    from flows.cli.main import USAGE
+    from flows.cli.run import DESCRIPTION
     from sbi_rounds.methods import METHODS
 
     package = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["description"]
@@ -81,11 +81,11 @@ def test_the_command_and_package_descriptions_name_every_method():
 def test_every_flag_the_readme_and_the_docs_document_is_accepted():
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     readme = "\n".join(p.read_text() for p in pages)
-    from sbi_rounds.cli.campaign import parser as campaign_parser
-    from sbi_rounds.cli.export import parser as export_parser
-    from sbi_rounds.cli.report import parser as report_parser
-    from sbi_rounds.cli.status import parser as status_parser
-    from sbi_rounds.cli.verify import parser as verify_parser
+    from flows.cli.campaign import parser as campaign_parser
+    from flows.cli.export import parser as export_parser
+    from flows.cli.report import parser as report_parser
+    from flows.cli.status import parser as status_parser
+    from flows.cli.verify import parser as verify_parser
 
     parsers = (
         parser(),
@@ -216,7 +216,7 @@ def _store_with_a_round(path: Path) -> RunStore:
 
 
 def test_status_and_export_read_a_run(tmp_path, capsys):
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
 
     store = _store_with_a_round(tmp_path / "runs" / "one" / "run.h5")
     assert sbi_rounds(["status", str(tmp_path / "runs")]) == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbi_rounds.cli.main import main as sbi_rounds
+from flows.cli.main import main as sbi_rounds
 from sbi_rounds.config import RunConfig
 from sbi_rounds.store import RunStore
 
@@ -115,7 +115,7 @@ def simulate(theta):
 def test_accepted_changed_code_names_the_round_that_mixes_old_and_new(
     make_config, tmp_path, monkeypatch, caplog
 ):
-    from sbi_rounds.session import run_session
+    from sbi_rounds.lifecycle.session import run_session
     from sbi_rounds.store import Stage
 
     monkeypatch.syspath_prepend(str(tmp_path))

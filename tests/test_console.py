@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sbi_rounds.cli.console import (
+from flows.cli.console import (
     ConsoleHandler,
     failures_as_one_line,
     install_console,

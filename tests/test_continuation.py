@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from sbi_rounds.cli.continuation import continuations_done, continue_in_new_job
+from flows.cli.continuation import continuations_done, continue_in_new_job
 from sbi_rounds.config import ContinuationConfig
 
 
@@ -40,7 +40,7 @@ def test_the_time_limit_signal_stops_a_run_with_the_resume_command(tmp_path):
         [
             sys.executable,
             "-m",
-            "sbi_rounds.cli.main",
+            "flows.cli.main",
             "run",
             "--xobs",
             "0.5",

@@ -272,7 +272,7 @@ def test_a_signal_to_the_whole_process_group_stops_the_run_promptly(tmp_path, si
 @pytest.mark.slow
 def test_a_sigkill_of_the_main_process_alone_leaves_no_dask_process(tmp_path):
     """The OOM killer's way: only the main process dies. The Dask scheduler, nanny and
-    worker notice their parent is gone (``sbi_rounds.watchdog``) and exit."""
+    worker notice their parent is gone (``sbi_rounds.runtime.watchdog``) and exit."""
     run = _Run(tmp_path)
     proc = run.start()
     try:

@@ -44,7 +44,7 @@ from prefect_servers import free_port, start_prefect_server, stop_server, wait_u
 from flows.online import online_inference
 from sbi_rounds.campaign import observation_configs
 from sbi_rounds.config import CampaignConfig, RunConfig
-from sbi_rounds.locking import RunLock
+from sbi_rounds.lifecycle.locking import RunLock
 from sbi_rounds.store import RoundCounts, RunStore, Stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -479,7 +479,7 @@ def _pending_chunks_read_by_another_process(path: Path) -> int | None:
 def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
     prefect_server, tmp_path, capsys
 ):
-    from sbi_rounds.cli.run import main
+    from flows.cli.run import main
 
     config = _config(
         tmp_path,

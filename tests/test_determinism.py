@@ -9,8 +9,8 @@ import torch
 from sbi_rounds import stages
 from sbi_rounds.cluster import open_client
 from sbi_rounds.config import ClusterConfig
-from sbi_rounds.round import run_round
 from sbi_rounds.stages import RunInterrupted, run_session
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore
 from sbi_rounds.training import Callback
 

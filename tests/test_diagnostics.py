@@ -27,8 +27,8 @@ from sbi_rounds.diagnostics import (
     stop_decision,
     stop_decision_for,
 )
-from sbi_rounds.round import run_round
 from sbi_rounds.stages import RunInterrupted, run_session
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore
 from sbi_rounds.store.schema import Movement
 

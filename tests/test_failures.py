@@ -1,7 +1,7 @@
 """Every failure a run can meet is one ``error:`` line, without a traceback (``-v`` shows it).
 
-Most are found before Prefect and Dask start (``sbi_rounds.preflight.preflight``); the others
-are run through ``python -m flows.online`` in a second process, as a user would.
+Most are found before Prefect and Dask start (``sbi_rounds.lifecycle.preflight.preflight``);
+the others are run through ``python -m flows.online`` in a second process, as a user would.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import torch
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.run import main, parse_args
+from flows.cli.run import main, parse_args
 
 SMALL = [*SMALL_RUN, "--predictive-simulations", "0", "--map-iterations", "0"]
 
@@ -262,7 +262,7 @@ def test_a_commit_that_runs_out_of_space_leaves_no_copy_behind_and_is_one_line(
     tmp_path, capsys, where
 ):
     """A file size limit (``RLIMIT_FSIZE``) fails writes like a full disk, in this process."""
-    from sbi_rounds.cli.run import _failure
+    from flows.cli.run import _failure
     from sbi_rounds.store import RunStore
 
     store = RunStore.create(tmp_path / "run.h5", config={}, fingerprint="f")

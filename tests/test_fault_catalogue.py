@@ -28,7 +28,7 @@ import h5py
 import pytest
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.main import main as sbi_rounds
+from flows.cli.main import main as sbi_rounds
 
 SMALL = [
     *SMALL_RUN,

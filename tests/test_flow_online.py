@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from flows.cli.run import build_config, main, parse_args
 from flows.online import online_inference
-from sbi_rounds.cli.run import build_config, main, parse_args
 from sbi_rounds.store import RunStore, Stage
 
 

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from sbi_rounds.locking import RunLock, RunLockedError
+from sbi_rounds.lifecycle.locking import RunLock, RunLockedError
 
 
 def _hold_lock(path, pid_file):
     code = (
         "import sys, time, pathlib\n"
-        "from sbi_rounds.locking import RunLock\n"
+        "from sbi_rounds.lifecycle.locking import RunLock\n"
         f"RunLock({str(path)!r}).acquire()\n"
         f"pathlib.Path({str(pid_file)!r}).write_text('ok')\n"
         "time.sleep(60)\n"

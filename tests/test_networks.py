@@ -6,8 +6,8 @@ import example_records
 import pytest
 import torch
 
+from sbi_rounds.builders.networks import build_network, load_network, network_settings
 from sbi_rounds.config import CLASSIFIER_MODELS, DENSITY_MODELS, RunConfig
-from sbi_rounds.networks import build_network, load_network, network_settings
 from sbi_rounds.store import RunStore
 
 THETA = torch.randn(300, 2)

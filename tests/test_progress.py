@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sbi_rounds.progress import (
+from sbi_rounds.runtime.progress import (
     EpochInfo,
     EpochProgress,
     PeriodicLines,
@@ -16,7 +16,7 @@ from sbi_rounds.progress import (
     observed_stages,
     showing,
 )
-from sbi_rounds.round import STAGES
+from sbi_rounds.stages.round import STAGES
 
 
 class Clock:

@@ -92,7 +92,7 @@ def test_a_failing_simulator_is_one_line_per_attempt_and_keeps_its_traceback(tmp
 
 
 def test_with_v_a_failed_chunk_prints_the_simulators_whole_error(capsys):
-    from sbi_rounds.cli.run import _failure
+    from flows.cli.run import _failure
     from sbi_rounds.simulation import SimulationFailed
 
     whole = "simulator m:f raised ValueError: bad\nTraceback (most recent call last):\n  ..."
@@ -114,7 +114,7 @@ def _session_alive(pgid):
 @pytest.mark.slow
 def test_a_sigkilled_runs_dask_processes_end_silently(tmp_path):
     """The OOM killer's way: the run dies alone; its scheduler, nannies and workers close
-    (``sbi_rounds.watchdog``) without a word: lost connections and cancelled tasks have
+    (``sbi_rounds.runtime.watchdog``) without a word: lost connections and cancelled tasks have
     nobody to tell."""
     log = tmp_path / "cli.log"
     argv = _argv(tmp_path / "runs", "--simulator", "simulators:sleepy", "--workers", "2")
@@ -140,7 +140,7 @@ def test_a_sigkilled_runs_dask_processes_end_silently(tmp_path):
 
 
 #: The ``sbi-rounds`` command, as its entry point calls it.
-ENTRY_POINT = "import sys; from sbi_rounds.cli.main import main; sys.exit(main())"
+ENTRY_POINT = "import sys; from flows.cli.main import main; sys.exit(main())"
 
 
 def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
@@ -158,14 +158,14 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
 
 
 def test_a_lock_taken_over_is_named_by_pid_host_and_time(make_config, tmp_path, caplog):
-    from sbi_rounds.session import run_session
+    from sbi_rounds.lifecycle.session import run_session
 
     config = make_config(rounds=1)
     lock = config.run_path.parent / "run.lock"
     lock.parent.mkdir(parents=True)
     code = textwrap.dedent(f"""
         import os, signal
-        from sbi_rounds.locking import RunLock
+        from sbi_rounds.lifecycle.locking import RunLock
         RunLock({str(lock)!r}).acquire()
         os.kill(os.getpid(), signal.SIGKILL)
     """)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.main import main as sbi_rounds
-from sbi_rounds.cli.run import main as run_main
+from flows.cli.main import main as sbi_rounds
+from flows.cli.run import main as run_main
 
 SMALL = [*SMALL_RUN, "--calibration-simulations", "0", "--predictive-simulations", "0"]
 
@@ -88,7 +88,7 @@ def test_status_of_a_read_only_run_names_the_process_running_it(
     ready = tmp_path / "ready"
     code = (
         "import pathlib, sys, time\n"
-        "from sbi_rounds.locking import RunLock\n"
+        "from sbi_rounds.lifecycle.locking import RunLock\n"
         f"RunLock({str(finished_run / 'run.lock')!r}).acquire()\n"
         f"pathlib.Path({str(ready)!r}).write_text('')\n"
         "time.sleep(60)\n"

@@ -1,6 +1,6 @@
 """What a run detects and how it recovers, through the command line: changed code, invalid rounds.
 
-Real runs (``sbi_rounds.cli.run.main`` in process, real Dask workers, the session's Prefect
+Real runs (``flows.cli.run.main`` in process, real Dask workers, the session's Prefect
 server) of user code in a module the test rewrites between runs.
 """
 
@@ -16,7 +16,7 @@ import h5py
 import pytest
 from small_run import SMALL as SMALL_RUN
 
-from sbi_rounds.cli.run import main
+from flows.cli.run import main
 from sbi_rounds.store import RoundCounts, RunStore
 
 SMALL = [*SMALL_RUN, "--predictive-simulations", "0", "--map-iterations", "0"]
@@ -253,8 +253,8 @@ def _overwrite(run_file, dataset, data=None):
 def test_damaged_bytes_are_named_by_verify_resume_report_and_load(
     finished_run, tmp_path, capfd, dataset, named
 ):
-    from sbi_rounds.cli.main import main as sbi_rounds
-    from sbi_rounds.results import load_posterior
+    from flows.cli.main import main as sbi_rounds
+    from sbi_rounds.report.results import load_posterior
     from sbi_rounds.store import DamagedRunError
 
     run_dir, argv = finished_run
@@ -324,7 +324,7 @@ def three_rounds(prefect_server, tmp_path_factory):
 
 
 def test_repair_leaves_an_intact_file_untouched(three_rounds, capfd):
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
 
     run_dir, _ = three_rounds
     before = _snapshot(run_dir)
@@ -365,7 +365,7 @@ def test_damage_is_repaired_and_recomputed_bit_for_bit(
     """Damaged, ``verify --repair``, the same command again: the run finishes, equal bit for
     bit to the undamaged one (recomputed from the round's simulations, or simulated again
     from the same seeds)."""
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
     from sbi_rounds.store import Stage
 
     run_dir, argv = three_rounds
@@ -410,7 +410,7 @@ def test_simulations_that_do_not_repeat_after_a_repair_are_refused(
     """A simulator that ignores its seed (an offset from os.urandom): round 1's simulations,
     damaged and simulated again after a repair, differ from those the network was trained
     on, and the run stops with one line instead of mixing them."""
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
     from sbi_rounds.store import Stage
 
     user_code(change="x = x + float(__import__('os').urandom(1)[0]) * 1e-3")
@@ -465,7 +465,7 @@ def test_a_truncated_or_lost_round_file_is_rebuilt_bit_for_bit(three_rounds, tmp
     """``truncate -s`` of round 2's data file, or its simulations file deleted: export and
     status name the round and read the others, ``verify --repair`` and the run's command
     again rebuild it from the seed, equal bit for bit to the undamaged run."""
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
     from sbi_rounds.store import Stage
 
     run_dir, argv = three_rounds
@@ -501,8 +501,8 @@ def test_load_posterior_names_a_lost_simulations_file(three_rounds, tmp_path, ca
     """Round 1's simulations file deleted: ``DamagedRunError`` naming it (not NaN rows that
     sbi refuses); after ``verify --repair``, one line saying to rerun the run's command
     (round 3's network is rebuilt from round 1's simulations before its weights load)."""
-    from sbi_rounds.cli.main import main as sbi_rounds
-    from sbi_rounds.results import load_posterior
+    from flows.cli.main import main as sbi_rounds
+    from sbi_rounds.report.results import load_posterior
     from sbi_rounds.store import DamagedRunError, RunFileError
 
     run_dir, _ = three_rounds
@@ -532,9 +532,9 @@ def test_settings_edited_to_name_code_never_run_it(finished_run, tmp_path, capfd
     imported): verify names the edit; load_posterior, report, status and export refuse it
     or read stored data only; with the settings' checksum forged too, still nothing is
     imported, with or without ``import_code``."""
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
     from sbi_rounds.errors import CodeChangedError
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
     from sbi_rounds.store import DamagedRunError
     from sbi_rounds.store.checksums import stamp_settings
 
@@ -575,9 +575,9 @@ def test_settings_edited_to_name_code_never_run_it(finished_run, tmp_path, capfd
 def test_a_prior_factory_is_called_only_when_asked_and_after_its_code_is_checked(
     prefect_server, user_code, tmp_path, capfd
 ):
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
     from sbi_rounds.errors import CodeChangedError
-    from sbi_rounds.results import load_posterior
+    from sbi_rounds.report.results import load_posterior
 
     user_code()
     runs = tmp_path / "runs"
@@ -603,7 +603,7 @@ def test_a_repair_that_needs_a_changed_simulator_is_refused(
     """Round 1's data file truncated, and the simulator changed since: its simulations
     cannot be reproduced, so ``verify --repair`` refuses, changing nothing; with the
     simulator as it was, it repairs and the run's command rebuilds the round."""
-    from sbi_rounds.cli.main import main as sbi_rounds
+    from flows.cli.main import main as sbi_rounds
 
     user_code()
     runs = tmp_path / "runs"

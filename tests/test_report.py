@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from flows.artifacts import artifact_key
+from flows.cli.report import main as report_main
 from flows.online import online_inference
-from flows.report import main as report_main
 from flows.report import run_report
 from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import stop_label
-from sbi_rounds.report import REPORT_NAME, format_number
+from sbi_rounds.report.document import REPORT_NAME, format_number
+from sbi_rounds.report.table import ROUND_COLUMNS
 from sbi_rounds.store import RunStore, Stage
-from sbi_rounds.table import ROUND_COLUMNS
 
 CHROMIUM_FLAGS = (
     "--headless",

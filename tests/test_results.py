@@ -1,4 +1,4 @@
-"""Opening a run from Python (``sbi_rounds.results``) without running code the run names."""
+"""Opening a run from Python (``sbi_rounds.report.results``) without running code the run names."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from sbi.utils import BoxUniform
 
+from sbi_rounds.builders.priors import StoredPrior
 from sbi_rounds.config import RunConfig
 from sbi_rounds.errors import CodeChangedError
-from sbi_rounds.fingerprint import code_fingerprint
-from sbi_rounds.priors import StoredPrior
-from sbi_rounds.results import load_run
+from sbi_rounds.lifecycle.fingerprint import code_fingerprint
+from sbi_rounds.report.results import load_run
 from sbi_rounds.store import RunStore
 
 FACTORY = """

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sbi_rounds.cancel import CancelToken
 from sbi_rounds.errors import RunInterrupted
-from sbi_rounds.round import STAGES, run_round
-from sbi_rounds.session import run_session
+from sbi_rounds.lifecycle.session import run_session
+from sbi_rounds.report.table import round_table
+from sbi_rounds.runtime.cancel import CancelToken
+from sbi_rounds.stages.round import STAGES, run_round
 from sbi_rounds.store import RunStore, Stage
-from sbi_rounds.table import round_table
 
 
 def test_a_round_runs_every_stage_once_and_then_skips_them(make_config, dask_client):

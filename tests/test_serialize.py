@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_rounds.serialize import read_key, read_nested, write_nested
+from sbi_rounds.store.serialize import read_key, read_nested, write_nested
 
 
 def test_round_trip_of_an_optimizer_and_rng_state(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from sbi_rounds import stages
 from sbi_rounds.errors import LeakageWarning
 from sbi_rounds.methods.leakage import percent
-from sbi_rounds.results import load_posterior
+from sbi_rounds.report.results import load_posterior
 from sbi_rounds.stages import (
     ConfigMismatchError,
     InvalidRoundError,
@@ -249,8 +249,8 @@ def test_the_posterior_stage_records_its_mass_in_the_prior_and_stops_past_the_ti
     10% is a warning and shows in the round table."""
     from sbi_rounds.diagnostics import round_alerts
     from sbi_rounds.errors import LeakageError
+    from sbi_rounds.report.table import format_round_table, round_table
     from sbi_rounds.store import PriorMass
-    from sbi_rounds.table import format_round_table, round_table
 
     config = make_config(rounds=1, run_id="leak", posterior={"max_sampling_seconds": 1e-6})
     with run_session(config) as run:

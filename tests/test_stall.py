@@ -13,7 +13,7 @@ from sbi_rounds.config import NetworkConfig, StallConfig
 from sbi_rounds.diagnostics import round_alerts
 from sbi_rounds.seeding import derive_seed
 from sbi_rounds.stages import RunInterrupted, run_session
-from sbi_rounds.stall import check_stall, gaussian_baseline_losses
+from sbi_rounds.stages.stall import check_stall, gaussian_baseline_losses
 from sbi_rounds.store import RunStore
 from sbi_rounds.training import Callback, TrainConfig
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from test_store_repair import X, _finished_round
 
-from sbi_rounds.cli.main import main as sbi_rounds
+from flows.cli.main import main as sbi_rounds
 from sbi_rounds.config import SimulatorConfig
-from sbi_rounds.fingerprint import code_fingerprint, simulator_unavailable
+from sbi_rounds.lifecycle.fingerprint import code_fingerprint, simulator_unavailable
 from sbi_rounds.store import POSTERIOR_SAMPLES, SIMULATIONS, DamagedRunError, RunStore, Stage
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from sbi_rounds.config import RunConfig
-from sbi_rounds.report import write_report
-from sbi_rounds.results import load_posterior, table
-from sbi_rounds.round import run_round
-from sbi_rounds.session import run_session
+from sbi_rounds.lifecycle.session import run_session
+from sbi_rounds.report.document import write_report
+from sbi_rounds.report.results import load_posterior, table
+from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import FORMAT_VERSION, RunStore, Stage
 
 FORMAT1_RUN = Path(__file__).parent / "data" / "format1-run"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_rounds.environment import is_disk_error
+from sbi_rounds.lifecycle.environment import is_disk_error
 from sbi_rounds.store import (
     POSTERIOR_SAMPLES,
     SIMULATIONS,
@@ -194,7 +194,7 @@ def test_a_repair_that_fails_leaves_the_damaged_file_as_it_was(store, monkeypatc
     import resource
     import signal
 
-    from sbi_rounds.cli.verify import main as verify
+    from flows.cli.verify import main as verify
 
     _overwrite(store.path, "rounds/0002/network/w")
     before = store.path.read_bytes()

@@ -1,8 +1,12 @@
-"""The layout rules: no import cycle, no private name imported across modules, small modules."""
+"""The layout rules: the layers hold, no import cycle, no private name imported across
+modules, small modules."""
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,75 @@ def test_functions_are_short():
                 if length > 80:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {length}")
     assert long == []
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that imports this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_layer_contracts_hold():
+    """import-linter's contracts (pyproject.toml): command line > flows > tasks > library,
+    and the library never imports Prefect, also inside a function."""
+    out = _python(
+        "import sys; from importlinter.cli import lint_imports; "
+        "sys.exit(lint_imports(no_cache=True, no_logo=True))"
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "BROKEN" not in out.stdout and "0 broken" in out.stdout
+
+
+CORE_WITHOUT_PREFECT = """
+import importlib, pkgutil, sys
+for name in ("prefect", "flows", "tasks"):
+    sys.modules[name] = None  # any import of them raises ImportError
+import sbi_rounds
+names = [m.name for m in pkgutil.walk_packages(sbi_rounds.__path__, "sbi_rounds.")]
+for name in names:
+    if not name.endswith(".__main__"):
+        importlib.import_module(name)
+import sbi_rounds.lifecycle, sbi_rounds.report, sbi_rounds.runtime
+print(len(names))
+"""
+
+
+def test_every_library_module_imports_without_prefect_flows_or_tasks():
+    out = _python(CORE_WITHOUT_PREFECT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.split()[-1]) > 80  # every module was found, not a few
+
+
+USER_CODE = (
+    "from flows.cli.sys_path import working_directory_last; working_directory_last(); "
+    "import flows.online, tasks, mysim; print(tasks.__file__, mysim.__file__)"
+)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [["-P"], []],
+    ids=["installed command (no working directory on the path)", "python -m (it first)"],
+)
+def test_a_user_directory_with_tasks_and_flows_does_not_shadow_ours(tmp_path, start):
+    """The command line puts the working directory last on sys.path: the user's simulator
+    imports from it, their ``tasks.py`` (and ``flows/``) do not stand in for ours."""
+    (tmp_path / "tasks.py").write_text("raise ImportError('the project tasks.py')\n")
+    (tmp_path / "mysim.py").write_text("def simulate(theta):\n    return theta\n")
+    if start:  # python -m flows.online itself would find a flows/ here: only the command can
+        (tmp_path / "flows").mkdir()
+        (tmp_path / "flows" / "__init__.py").write_text("raise ImportError('the project')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, *start, "-c", USER_CODE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ours, theirs = out.stdout.split()
+    assert Path(ours).is_relative_to(ROOT / "tasks") and Path(theirs) == tmp_path / "mysim.py"

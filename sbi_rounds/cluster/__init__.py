@@ -2,6 +2,8 @@
 
 ``python -m sbi_rounds.cluster RUN.yaml`` prints the batch script of a run config's worker
 jobs (see :func:`sbi_rounds.cluster.jobqueue.main`).
+
+It may import ``config`` and ``runtime`` (the watchdog); ``simulation`` builds on it.
 """
 
 from sbi_rounds.cluster.connect import (

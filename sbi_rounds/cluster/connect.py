@@ -223,10 +223,10 @@ def _local_cluster(config: ClusterConfig) -> Iterator[Any]:
     # not daemonic, so simulators may start processes of their own (multiprocessing).
     # The nannies read that setting from their environment, which they inherit here, as
     # every process reads the run's PID (a worker's parent is its nanny).
-    preload = ["sbi_rounds.watchdog"]
+    preload = ["sbi_rounds.runtime.watchdog"]
     remove_stale_scheduler_files()
     scheduler_file = scheduler_file_path()
-    from sbi_rounds.watchdog import RUN_PID
+    from sbi_rounds.runtime.watchdog import RUN_PID
 
     environ = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", RUN_PID: str(os.getpid())}
     with _temporary_environ(**environ):

@@ -1,7 +1,7 @@
 """The run configuration: one typed, validated model for the CLI, config files and Prefect.
 
 Each setting is declared once, as a field of :class:`RunConfig` or of one of its sections;
-the command line (``sbi_rounds.cli``), the environment variables and the Prefect form are
+the command line (``flows.cli``), the environment variables and the Prefect form are
 generated from the fields.
 """
 

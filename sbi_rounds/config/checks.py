@@ -16,7 +16,7 @@ class StallConfig(BaseModel):
     """Catching a network that failed to train, and training it again.
 
     After each round's training, the network's per-sample validation losses are compared
-    with a reference on the same rows (see ``sbi_rounds.stall``): in round 1 the best
+    with a reference on the same rows (see ``sbi_rounds.stages.stall``): in round 1 the best
     linear-Gaussian conditional density (or, for SNRE, a classifier at chance level), later
     the previous round's network. A training whose mean excess loss is above ``margin`` nats
     per modelled dimension and ``significance`` standard errors has stalled: the round is

@@ -17,9 +17,9 @@ from sbi_rounds.config.checks import (
 from sbi_rounds.config.cluster import ClusterConfig
 from sbi_rounds.config.console import ConsoleConfig
 from sbi_rounds.config.continuation import ContinuationConfig
+from sbi_rounds.config.io import load_vector
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
-from sbi_rounds.io import load_vector
 from sbi_rounds.methods import (
     METHODS,
     FlowMatchingConfig,

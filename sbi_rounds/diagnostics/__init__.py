@@ -1,4 +1,9 @@
-"""Posterior checks: summaries, predictive checks, movement, C2ST, calibration and figures."""
+"""Posterior checks: summaries, predictive checks, movement, C2ST, calibration and figures.
+
+It may import ``lifecycle`` (the resolved run), ``simulation`` (the checks' simulations),
+``methods``, ``config``, ``store``, ``seeding`` and ``errors``; never ``stages`` or
+``report``, which build on it.
+"""
 
 from sbi_rounds.diagnostics import alerts, calibration, checks, plots, simulations, stage, summary
 from sbi_rounds.diagnostics.alerts import *  # noqa: F403

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_rounds.config.io import load_array
 from sbi_rounds.diagnostics.calibration import calibrate
 from sbi_rounds.diagnostics.checks import (
     c2st_sbibm,
@@ -27,10 +28,9 @@ from sbi_rounds.diagnostics.checks import (
 from sbi_rounds.diagnostics.plots import save_calibration_plots, save_predictive_plot
 from sbi_rounds.diagnostics.simulations import CALIBRATION_SET, CheckSimulations
 from sbi_rounds.errors import RunInterrupted
-from sbi_rounds.io import load_array
-from sbi_rounds.run import Run, parameter_names, posterior_for_round
+from sbi_rounds.lifecycle.run import Run, parameter_names, posterior_for_round
+from sbi_rounds.lifecycle.stage import StageResult
 from sbi_rounds.seeding import derive_seed, seeded
-from sbi_rounds.stage import StageResult
 from sbi_rounds.store import Calibration, RoundDiagnostics, Stage
 
 __all__ = [

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from sbi_rounds.diagnostics.checks import StopDecision, stop_decision
-from sbi_rounds.run import Run
+from sbi_rounds.lifecycle.run import Run
 from sbi_rounds.store import RoundDiagnostics, Stage
 
 __all__ = [

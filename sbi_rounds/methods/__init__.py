@@ -1,4 +1,9 @@
-"""Sequential inference methods: SNPE, TSNPE, TFMPE, TNPSE, SNLE and SNRE, and their registry."""
+"""Sequential inference methods: SNPE, TSNPE, TFMPE, TNPSE, SNLE and SNRE, and their registry.
+
+Each method is a class that owns what differs by method (network role, loss, proposal,
+sampler, typed settings). It may import ``store`` (its records), ``training``, ``runtime``,
+``strict`` and ``errors``; never ``config``, which builds on it.
+"""
 
 from sbi_rounds.methods.base import (
     CLASSIFIER_MODELS,

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from sbi_rounds.errors import LeakageError
-from sbi_rounds.progress import duration
+from sbi_rounds.runtime.progress import duration
 from sbi_rounds.store.schema import PriorMass
 
 __all__ = [

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbi_rounds.builders.imports import import_object
 from sbi_rounds.config import SimulatorConfig
-from sbi_rounds.imports import import_object
 from sbi_rounds.seeding import seeded
 
 __all__ = ["START_TOPIC", "SimulatorError", "call_simulator", "run_chunk"]

@@ -1,26 +1,27 @@
 """The per-round stages. Each reads the store, skips what is done and commits its result.
 
 A round runs ``sample_proposal -> simulate -> append_simulations -> train ->
-build_posterior -> checkpoint`` (:func:`sbi_rounds.round.run_round` chains them), then
+build_posterior -> checkpoint`` (:func:`sbi_rounds.stages.round.run_round` chains them), then
 ``diagnose`` checks the finished round (see ``sbi_rounds.diagnostics``). Every stage is
 idempotent and usable without Prefect; ``tasks/`` wraps them as Prefect tasks and
 ``flows/online.py`` runs the rounds.
 
 The names a run needs around its stages are re-exported here (the session, the resolved
 run, the round table), so ``from sbi_rounds import stages`` is the one import for scripts.
+This is the library's top with ``campaign``: it may import every other package.
 """
 
 from sbi_rounds.diagnostics.stage import diagnose
 from sbi_rounds.errors import ConfigMismatchError, InvalidRoundError, RunInterrupted
-from sbi_rounds.preflight import preflight
-from sbi_rounds.run import Run, network_for_round, parameter_names, posterior_for_round
-from sbi_rounds.session import open_run, run_session
-from sbi_rounds.stage import StageResult
+from sbi_rounds.lifecycle.preflight import preflight
+from sbi_rounds.lifecycle.run import Run, network_for_round, parameter_names, posterior_for_round
+from sbi_rounds.lifecycle.session import open_run, run_session
+from sbi_rounds.lifecycle.stage import StageResult
+from sbi_rounds.report.table import format_round_table, round_table
 from sbi_rounds.stages.finish import checkpoint, posterior_summary
 from sbi_rounds.stages.sampling import build_posterior, sample_proposal
 from sbi_rounds.stages.simulate import append_simulations, simulate
 from sbi_rounds.stages.train import train
-from sbi_rounds.table import format_round_table, round_table
 
 __all__ = [
     "ConfigMismatchError",

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from sbi_rounds.diagnostics.plots import save_pairplot
-from sbi_rounds.run import Run, parameter_names
-from sbi_rounds.stage import stage
+from sbi_rounds.lifecycle.run import Run, parameter_names
+from sbi_rounds.lifecycle.stage import stage
 from sbi_rounds.store import POSTERIOR_SAMPLES, PosteriorSummary, Stage
 from sbi_rounds.store.schema import ParameterSummary
 

@@ -15,7 +15,7 @@ because it is the cheaper one (a third to a half of NSF's time per step on a CPU
 
 Both rules compare per-row validation losses on the same rows by the mean of their paired
 differences and its standard error, the same statistics as the stall check
-(``sbi_rounds.stall``).
+(``sbi_rounds.stages.stall``).
 """
 
 from __future__ import annotations

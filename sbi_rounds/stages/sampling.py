@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from sbi_rounds.errors import LeakageError
+from sbi_rounds.lifecycle.run import Run, posterior_for_round
+from sbi_rounds.lifecycle.stage import stage
 from sbi_rounds.methods.base import Proposal
 from sbi_rounds.methods.leakage import (
     check_sampling_time,
@@ -23,10 +25,8 @@ from sbi_rounds.methods.leakage import (
     rejection_batches,
     truncation_stop,
 )
-from sbi_rounds.run import Run, posterior_for_round
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.simulation import choose_chunk_size, measure_seconds_per_simulation
-from sbi_rounds.stage import stage
 from sbi_rounds.store import PriorMass, Stage
 
 __all__ = ["SLOW_SAMPLING", "build_posterior", "draw", "sample_proposal"]

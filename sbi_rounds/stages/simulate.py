@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from sbi_rounds.errors import InvalidRoundError
-from sbi_rounds.run import Run
+from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.lifecycle.stage import Stopped, stage
 from sbi_rounds.simulation import simulate_round
-from sbi_rounds.stage import Stopped, stage
 from sbi_rounds.store import SIMULATIONS, Stage
 
 __all__ = ["MIN_VALID_ROWS", "append_simulations", "simulate", "valid_rows_needed"]

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from sbi_rounds.builders.networks import build_network, load_network, network_settings
+from sbi_rounds.lifecycle.run import Run, network_for_round
+from sbi_rounds.lifecycle.stage import stage
 from sbi_rounds.methods import training_tensors
-from sbi_rounds.networks import build_network, load_network, network_settings
-from sbi_rounds.run import Run, network_for_round
 from sbi_rounds.seeding import derive_seed, seeded
-from sbi_rounds.stage import stage
 from sbi_rounds.stages.network_choice import gaussian_like, simple_wins
-from sbi_rounds.stall import (
+from sbi_rounds.stages.stall import (
     StallCheck,
     chance_losses,
     check_stall,
@@ -60,7 +60,7 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
     ``training.checkpoint_every`` epochs (at most once per ``checkpoint_min_seconds``), and
     an interrupted training resumes from them.
 
-    A training that stalled (see ``sbi_rounds.stall``) is repeated from fresh weights with
+    A training that stalled (see ``sbi_rounds.stages.stall``) is repeated from fresh weights with
     a new seed, up to ``stall.max_retrains`` times. In round 1, when ``network.model`` is
     not set, a method with a ``simple_network`` (SNPE, TSNPE: MAF) trains it first and its
     default network (NSF) too unless the posterior is Gaussian-like, then keeps one
@@ -333,7 +333,8 @@ def _stall_check(
     val_rows: tuple[torch.Tensor, ...],
     seed: int,
 ) -> StallCheck:
-    """Compare ``net``'s validation losses with the reference ``sbi_rounds.stall`` names."""
+    """Compare ``net``'s validation losses with the reference
+    ``sbi_rounds.stages.stall`` names."""
     losses = validation_losses(net, loss_fn, val_rows, seed)
     if round_ > 1:
         previous = network_for_round(run, round_ - 1)

@@ -40,6 +40,8 @@ run recomputes (``repair``).
 
 ``durable=True`` (default) also ``fsync``s after each commit (the bulk files a write touched
 too), which protects against power loss and OS crashes, not only killed processes.
+
+It imports no other part of the library: everything else reads and writes a run through it.
 """
 
 from sbi_rounds.store.checksums import Damage, DamagedRunError
@@ -94,7 +96,7 @@ class RunStore(RepairRecords, TrainingRecords, RoundRecords):
     :meth:`held_open`, which keeps one for a stream of in-place writes).
 
     Use :meth:`create` for a new run and :meth:`open` for an existing one. Writers must
-    hold the run's lock (:mod:`sbi_rounds.locking`); readers need nothing.
+    hold the run's lock (:mod:`sbi_rounds.lifecycle.locking`); readers need nothing.
 
     Examples:
         >>> store = RunStore.open("runs/snpe-1a2b3c4d5e/run.h5")

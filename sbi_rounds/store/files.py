@@ -78,7 +78,7 @@ class StoreFile:
         """Create a new run file (atomically: it appears complete or not at all).
 
         ``code`` is the fingerprint of the simulator and prior as code
-        (``sbi_rounds.fingerprint``).
+        (``sbi_rounds.lifecycle.fingerprint``).
         """
         store = cls(path, durable=durable)
         if store.path.exists():

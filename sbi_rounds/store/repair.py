@@ -102,7 +102,7 @@ class RepairRecords(StoreFile):
         Args:
             simulator_problem: Called when the repair needs simulations simulated again:
                 why the run's simulator cannot reproduce them (changed, or no longer
-                installed; ``sbi_rounds.fingerprint.simulator_unavailable``), or None.
+                installed; ``sbi_rounds.lifecycle.fingerprint.simulator_unavailable``), or None.
 
         Returns:
             One line per repaired round (empty: the file is intact, and left untouched).

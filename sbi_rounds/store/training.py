@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import torch
 
-from sbi_rounds.serialize import read_nested, write_nested
 from sbi_rounds.store.checksums import stamp, stamp_tree
 from sbi_rounds.store.files import StoreFile
 from sbi_rounds.store.format import round_group
@@ -22,6 +21,7 @@ from sbi_rounds.store.schema import (
     read_attr,
     write_attr,
 )
+from sbi_rounds.store.serialize import read_nested, write_nested
 
 __all__ = ["RoundCheckpointSink", "TrainingRecords"]
 
@@ -67,7 +67,7 @@ class TrainingRecords(StoreFile):
 
     def training_attempts(self, round_: int) -> list[TrainingAttempt]:
         """Records of the round's finished training attempts, first to last (see
-        ``sbi_rounds.stall``); empty before the first finished."""
+        ``sbi_rounds.stages.stall``); empty before the first finished."""
         with self._read() as f:
             return read_attr(f[round_group(round_)], TRAINING_ATTEMPTS, list[TrainingAttempt]) or []
 

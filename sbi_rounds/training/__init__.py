@@ -1,4 +1,8 @@
-"""The unified training runner: one loop for NPE, NLE and NRE losses."""
+"""The unified training runner: one loop for NPE, NLE and NRE losses.
+
+Owns the loop, its callbacks (early stopping, checkpoints, trackers) and its settings; it
+imports no other part of the library, so it trains any network with any loss.
+"""
 
 from sbi_rounds.training.callbacks import (
     EVENTS,

@@ -20,8 +20,8 @@ def main() -> None:
     from sbi_rounds.cluster import open_client
     from sbi_rounds.config import ClusterConfig, RunConfig
     from sbi_rounds.diagnostics import diagnose
-    from sbi_rounds.round import run_round
-    from sbi_rounds.session import run_session
+    from sbi_rounds.lifecycle.session import run_session
+    from sbi_rounds.stages.round import run_round
 
     work = HERE / "format1-work"
     shutil.rmtree(work, ignore_errors=True)

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from sbi_rounds.examples import gaussian_posterior
-from sbi_rounds.round import run_round
-from sbi_rounds.session import run_session
+from sbi_rounds.lifecycle.session import run_session
+from sbi_rounds.stages.round import run_round
 
 pytestmark = pytest.mark.slow
 

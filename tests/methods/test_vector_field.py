@@ -8,13 +8,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from sbi_rounds.builders.networks import build_network, load_network, network_settings
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.errors import ConfigMismatchError
+from sbi_rounds.lifecycle.session import open_run
 from sbi_rounds.methods import fitted_threshold, get_method, power_times, vector_field_loss
 from sbi_rounds.methods.tfmpe import FlowMatchingConfig
-from sbi_rounds.networks import build_network, load_network, network_settings
-from sbi_rounds.session import open_run
-from sbi_rounds.stall import validation_losses, zero_field_losses
+from sbi_rounds.stages.stall import validation_losses, zero_field_losses
 from sbi_rounds.store import RunStore
 
 THETA = torch.randn(300, 2)

@@ -27,10 +27,10 @@ from sbi.inference import FMPE, NPSE
 from sbi.utils import BoxUniform
 from sbi.utils.metrics import c2st
 
+from sbi_rounds.builders.networks import build_network, network_settings
 from sbi_rounds.config import RunConfig
 from sbi_rounds.methods import get_method, vector_field_posterior
-from sbi_rounds.networks import build_network, network_settings
-from sbi_rounds.stall import validation_losses
+from sbi_rounds.stages.stall import validation_losses
 from sbi_rounds.training import TrainConfig, run_training
 from sbi_rounds.training.trackers import NullTracker
 

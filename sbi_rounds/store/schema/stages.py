@@ -21,7 +21,7 @@ __all__ = [
 
 
 class StallCheckRecord(Record):
-    """A trained network's validation loss against a reference's (``sbi_rounds.stall``).
+    """A trained network's validation loss against a reference's (``sbi_rounds.stages.stall``).
 
     Attributes:
         stalled: Whether the training counts as failed.

@@ -1,0 +1,86 @@
+"""What every round stage shares: its result, and the decorator that skips, times and commits.
+
+A stage body does the work of one stage of one round and returns what it did (a dict of
+details); :func:`stage` wraps it: the stage is skipped when the run file shows the round
+past it, its wall time and the time its commits took are recorded in the round's timings,
+and the round's stage mark is committed last, so a round marked at a stage has its
+timings too.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
+
+from sbi_rounds.errors import RunInterrupted
+from sbi_rounds.store import Stage
+
+if TYPE_CHECKING:
+    from sbi_rounds.lifecycle.run import Run
+
+__all__ = ["StageResult", "Stopped", "stage"]
+
+P = ParamSpec("P")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageResult:
+    """What a stage did."""
+
+    round: int
+    stage: str
+    skipped: bool
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A stage body's answer when it stopped at a safe point, its work so far committed.
+
+    The stage's time is recorded, the round keeps its stage mark, and
+    :class:`~sbi_rounds.errors.RunInterrupted` is raised with ``reason``.
+    """
+
+    reason: str
+
+
+StageBody = Callable[Concatenate["Run", int, P], "dict[str, Any] | Stopped"]
+
+
+def stage(
+    name: str, reaches: Stage
+) -> Callable[[StageBody[P]], Callable[Concatenate[Run, int, P], StageResult]]:
+    """Make ``body(run, round_, ...)`` a round stage called ``name`` that reaches ``reaches``.
+
+    The stage is skipped (``StageResult.skipped``) when the round reached ``reaches``
+    before. Otherwise the body runs; then its seconds and the seconds its commits took are
+    added to the round's timings (``name`` and ``commit``), and ``reaches`` is committed.
+    A body that returns :class:`Stopped` has its time recorded but reaches nothing.
+    """
+
+    def wrap(body: StageBody[P]) -> Callable[Concatenate[Run, int, P], StageResult]:
+        @functools.wraps(body)
+        def run_stage(run: Run, round_: int, *args: P.args, **kwargs: P.kwargs) -> StageResult:
+            store = run.store
+            reached = store.stage(round_)
+            if reached is not None and reached >= reaches:
+                return StageResult(round=round_, stage=name, skipped=True, seconds=0.0)
+            t0, c0 = time.perf_counter(), store.commit_seconds
+            outcome = body(run, round_, *args, **kwargs)
+            seconds = time.perf_counter() - t0
+            store.record_timing(round_, name, seconds)
+            store.record_timing(round_, "commit", store.commit_seconds - c0)
+            if isinstance(outcome, Stopped):
+                raise RunInterrupted(outcome.reason)
+            store.set_stage(round_, reaches)
+            return StageResult(
+                round=round_, stage=name, skipped=False, seconds=seconds, details=outcome
+            )
+
+        return run_stage
+
+    return wrap
