@@ -112,8 +112,7 @@ class ChunkEntry:
 
     Attributes:
         chunk: Its index.
-        start: Its first row.
-        stop: The row after its last.
+        start: Its first row (``stop``: the row after its last).
         seed: The seed it is simulated with.
         state: Where it is.
         attempts: Tasks of its own it was sent in (tasks of several chunks do not count).
@@ -244,11 +243,9 @@ def simulate_round(
     should_stop: Callable[[], bool] | None = None,
 ) -> SimulationReport:
     """Simulate every chunk of ``round_`` not yet committed, committing them as they finish
-    (the story in this module's docstring: steps 2 to 6).
-
-    A chunk whose worker dies is redone elsewhere by Dask itself (and counts as a failure
-    only once Dask gives up on it, see ``distributed.scheduler.allowed-failures``). On return
-    or exception, what finished is committed and chunks still in flight are cancelled.
+    (steps 2 to 6 of this module's story). A chunk whose worker dies is redone elsewhere by
+    Dask itself (a failure only once Dask gives up, ``distributed.scheduler.allowed-failures``).
+    On return or exception, what finished is committed and what is in flight cancelled.
 
     Args:
         store: The run's ``RunStore``; the round's parameters must be sampled.
@@ -257,10 +254,9 @@ def simulate_round(
         cluster: Chunking, in-flight limit, retries, commit interval and timeout settings.
         client: A ``distributed.Client`` connected to the cluster.
         run_seed: The run's seed, from which each chunk's is derived.
-        progress: Called after each commit as ``progress(done, total,
-            simulations_per_second)``, the rate over this call's simulations.
-        should_stop: Polled four times a second; True stops the call (``stopped`` is set in
-            the report).
+        progress: ``progress(done, total, simulations_per_second)`` after each commit, the
+            rate over this call's simulations.
+        should_stop: Polled four times a second; True stops the call (``report.stopped``).
 
     Raises:
         SimulationFailed: A chunk failed more than ``cluster.retries`` times.
