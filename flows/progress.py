@@ -11,6 +11,7 @@ from prefect import get_run_logger
 from flows.artifacts import SimulationProgress
 from sbi_rounds.lifecycle.run import Run
 from sbi_rounds.runtime.progress import PeriodicLines, ProgressView, SimulationInfo, current_view
+from sbi_rounds.simulation import committed_rows
 
 __all__ = ["progress_view", "simulation_progress"]
 
@@ -32,9 +33,7 @@ def simulation_progress(view: ProgressView) -> Callable[[Run, int], Any]:
     @contextmanager
     def progress(run: Run, round_: int) -> Iterator[ProgressFn]:
         info = run.store.round_info(round_)
-        pending = run.store.pending_chunks(round_)
-        missing = sum(b - a for a, b in map(info.chunk_bounds, pending))
-        done = info.num_simulations - missing
+        done = committed_rows(run.store, round_)
         artifact = SimulationProgress(
             get_run_logger(),
             run.config.resolved_run_id,

@@ -29,6 +29,7 @@ def run_status(path: Path) -> dict[str, Any]:
     """One run's status: id, method, rounds (asked, done), per-round stages, who runs it."""
     from sbi_rounds.lifecycle.locking import RunLock
     from sbi_rounds.report.table import round_table
+    from sbi_rounds.simulation.ledger import committed_rows
     from sbi_rounds.store import RunStore, Stage
 
     holder = RunLock(path.parent / "run.lock").holder()
@@ -41,9 +42,7 @@ def run_status(path: Path) -> dict[str, Any]:
             row.update(stage="damaged", simulated="-")
             continue
         info = store.round_info(row["round"])
-        pending = store.pending_chunks(row["round"])
-        missing = sum(b - a for a, b in map(info.chunk_bounds, pending))
-        row["simulated"] = f"{info.num_simulations - missing}/{info.num_simulations}"
+        row["simulated"] = f"{committed_rows(store, row['round'])}/{info.num_simulations}"
     return {
         "run": path.parent.name,
         "path": str(path),

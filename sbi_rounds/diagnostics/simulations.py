@@ -1,7 +1,7 @@
 """Simulations made for the checks, on Dask through ``simulate_round``, kept resumable.
 
 Posterior predictive and calibration simulations go through exactly the path a round's
-own simulations take (``simulation.simulate_round``: chunks on Dask, seeds per chunk,
+own simulations take (``simulation.ledger``: planned, then chunks on Dask, seeds per chunk,
 retries, timeouts, failures saved, a stop request honoured), into a second file in the
 run's directory, ``diagnostics.h5``. It has the run file's format (it is a ``RunStore``):
 each set of check simulations is one planned "round" there, its chunks committed as they
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from sbi_rounds.config import RunConfig
-from sbi_rounds.simulation import choose_chunk_size, simulate_round
+from sbi_rounds.simulation import plan_round, simulate_round
 from sbi_rounds.store import RunStore, Stage
 
 __all__ = ["CALIBRATION_SET", "FILE_NAME", "CheckSimulations", "SimulatedSet"]
@@ -106,15 +106,14 @@ class CheckSimulations:
     ) -> None:
         """Plan set ``number`` in ``store``: ``len(theta)`` simulations of ``theta`` with shape
         ``(N, D)``, and their chunk size."""
-        cluster = self.config.cluster
-        if cluster.chunk_size == "measure" and seconds_per_simulation is None:
-            cluster = cluster.model_copy(update={"chunk_size": "auto"})
-        store.plan_round(
+        plan_round(
+            store,
             number,
+            cluster=self.config.cluster,
+            seconds_per_simulation=seconds_per_simulation,
             num_simulations=len(theta),
             theta_dim=theta.shape[1],
             x_dim=x_dim,
-            chunk_size=choose_chunk_size(cluster, len(theta), seconds_per_simulation),
             num_posterior_samples=1,
             proposal=dict(description),
             x_dtype=self.config.x_dtype,

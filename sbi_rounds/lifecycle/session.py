@@ -16,7 +16,8 @@ from sbi_rounds.lifecycle.preflight import (
     refuse_identity_changes,
 )
 from sbi_rounds.lifecycle.run import Run, resolve_run
-from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.simulation.ledger import committed_rows, reopen_invalid
+from sbi_rounds.store import RunStore
 
 __all__ = ["open_run", "run_session"]
 
@@ -79,7 +80,7 @@ def open_run(
             ", ".join(str(store.round_info(r).num_simulations) for r in planned),
         )
     if resimulate_invalid or any(c.startswith("simulator.") for c in code_changes):
-        _reopen_invalid_rows(store)
+        reopen_invalid(store)
     return resolve_run(config, store)
 
 
@@ -99,7 +100,7 @@ def _check_code(config: RunConfig, store: RunStore, accept: bool) -> list[str]:
     if not accept:
         raise CodeChangedError(code_changed_message(store, changes))
     if any(c.startswith("simulator.") for c in changes):
-        _reopen_invalid_rows(store)  # before saying which rounds mix the two codes
+        reopen_invalid(store)  # before saying which rounds mix the two codes
     mixed = mixed_code_rounds(store, changes)
     log.warning("accepted changed code: %s; %s", "; ".join(changes), mixed)
     store.record_code_fingerprint(code, [*(f"code: {c}" for c in changes), mixed])
@@ -120,7 +121,7 @@ def mixed_code_rounds(store: RunStore, changes: Sequence[str]) -> str:
         partial, fresh = None, None
         for r in rounds:
             info = store.round_info(r)
-            todo = sum(b - a for a, b in map(info.chunk_bounds, store.pending_chunks(r)))
+            todo = info.num_simulations - committed_rows(store, r)
             if 0 < todo < info.num_simulations and partial is None:
                 partial = (r, info.num_simulations - todo, todo)
             elif todo == info.num_simulations and fresh is None:
@@ -150,17 +151,6 @@ def mixed_code_rounds(store: RunStore, changes: Sequence[str]) -> str:
 def _rounds(first: int, last: int) -> str:
     """``round 1 was`` or ``rounds 1-3 were``."""
     return f"round {first} was" if first == last else f"rounds {first}-{last} were"
-
-
-def _reopen_invalid_rows(store: RunStore) -> None:
-    """Simulate again the invalid rows of every round not yet appended for training (the
-    round that stopped for too few valid simulations)."""
-    for r in store.rounds():
-        stage = store.stage(r)
-        if stage is not None and Stage.SAMPLED <= stage < Stage.APPENDED:
-            rows = store.reopen_invalid_chunks(r)
-            if rows:
-                log.warning("round %d: %d invalid rows will be simulated again", r, rows)
 
 
 @contextmanager

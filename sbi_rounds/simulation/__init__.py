@@ -1,5 +1,11 @@
 """Running simulations: calling user simulators, and sending a round's chunks to Dask.
 
+A chunk's life (plan, dispatch, retry, commit, validity, resume) is told in one module,
+``ledger``; ``calls`` runs a simulator on a worker, ``dispatch`` sends tasks to Dask,
+``chunks`` sizes chunks, ``stragglers`` warns about slow ones, ``outcome`` holds the report
+and the failure of a call. This package imports ``config``, ``store`` and ``seeding``, never
+Prefect or ``flows``.
+
 Simulators come in three kinds (``SimulatorConfig.kind``):
 
 * ``batched``: ``f(theta) -> x`` with ``theta`` a float32 torch tensor of shape ``(N, D)``
@@ -44,18 +50,35 @@ from sbi_rounds.simulation.chunks import (
     choose_chunk_size,
     measure_seconds_per_simulation,
 )
-from sbi_rounds.simulation.dispatch import SimulationFailed, SimulationReport, simulate_round
+from sbi_rounds.simulation.ledger import (
+    ChunkEntry,
+    ChunkState,
+    Ledger,
+    committed_rows,
+    count_valid,
+    plan_round,
+    reopen_invalid,
+    simulate_round,
+)
+from sbi_rounds.simulation.outcome import SimulationFailed, SimulationReport
 
 __all__ = [
     "AUTO_CHUNKS",
     "MAX_AUTO_CHUNK_SIZE",
     "START_TOPIC",
+    "ChunkEntry",
+    "ChunkState",
+    "Ledger",
     "SimulationFailed",
     "SimulationReport",
     "SimulatorError",
     "call_simulator",
     "choose_chunk_size",
+    "committed_rows",
+    "count_valid",
     "measure_seconds_per_simulation",
+    "plan_round",
+    "reopen_invalid",
     "run_chunk",
     "simulate_round",
 ]

@@ -26,7 +26,8 @@ from sbi_rounds.methods.leakage import (
     truncation_stop,
 )
 from sbi_rounds.seeding import derive_seed, seeded
-from sbi_rounds.simulation import choose_chunk_size, measure_seconds_per_simulation
+from sbi_rounds.simulation import measure_seconds_per_simulation, plan_round
+from sbi_rounds.simulation.ledger import measured_speed
 from sbi_rounds.store import PriorMass, Stage
 
 __all__ = ["SLOW_SAMPLING", "build_posterior", "draw", "sample_proposal"]
@@ -112,29 +113,30 @@ def _proposal(run: Run, round_: int) -> Proposal:
 
 
 def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
-    """Allocate the round in the run file, with its chunk size (timed on a probe if asked)."""
-    cfg, store = run.config, run.store
-    measured = None
-    if cfg.cluster.chunk_size == "measure":
-        if round_ > 1:
-            measured = store.seconds_per_simulation(round_ - 1)
-        if measured is None:  # round 1: time the simulator on a few prior draws, here
-            probe_seed = derive_seed(cfg.seed, round_, "probe")
-            with seeded(probe_seed):
-                probe = draw(run.prior, 64).numpy()
-            measured = measure_seconds_per_simulation(
-                cfg.simulator,
-                probe,
-                x_dim=len(cfg.xobs),
-                seed=probe_seed,
-                budget=min(2.0, cfg.cluster.chunk_seconds),
-            )
-    store.plan_round(
+    """Allocate the round in the run file, with its chunk size (``simulation.plan_round``;
+    ``measure`` in round 1 times the simulator here on a few prior draws)."""
+    cfg = run.config
+
+    def time_probe() -> float:
+        probe_seed = derive_seed(cfg.seed, round_, "probe")
+        with seeded(probe_seed):
+            probe = draw(run.prior, 64).numpy()
+        return measure_seconds_per_simulation(
+            cfg.simulator,
+            probe,
+            x_dim=len(cfg.xobs),
+            seed=probe_seed,
+            budget=min(2.0, cfg.cluster.chunk_seconds),
+        )
+
+    plan_round(
+        run.store,
         round_,
+        cluster=cfg.cluster,
+        seconds_per_simulation=measured_speed(run.store, round_, cfg.cluster, time_probe),
         num_simulations=n,
         theta_dim=run.theta_dim,
         x_dim=len(cfg.xobs),
-        chunk_size=choose_chunk_size(cfg.cluster, n, measured),
         num_posterior_samples=cfg.posterior_samples_for_round(round_),
         proposal=description,
         x_dtype=cfg.x_dtype,

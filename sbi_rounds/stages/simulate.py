@@ -1,23 +1,22 @@
-"""Simulating a round on Dask, and adding its valid simulations to the training data."""
+"""Simulating a round on Dask, and adding its valid simulations to the training data.
+
+Both stages tell a chunk's story through ``simulation.ledger`` (dispatch, retry, commit,
+validity); they add only what makes them stages (a stop, the stored speed).
+"""
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from sbi_rounds.errors import InvalidRoundError
 from sbi_rounds.lifecycle.run import Run
 from sbi_rounds.lifecycle.stage import Stopped, stage
-from sbi_rounds.simulation import simulate_round
+from sbi_rounds.simulation import count_valid, simulate_round
 from sbi_rounds.store import SIMULATIONS, Stage
 
-__all__ = ["MIN_VALID_ROWS", "append_simulations", "simulate", "valid_rows_needed"]
-
-log = logging.getLogger(__name__)
+__all__ = ["append_simulations", "simulate"]
 
 
 @stage("simulate", Stage.SIMULATED)
@@ -60,16 +59,6 @@ def simulate(
     }
 
 
-#: Valid rows a round needs whatever ``min_valid_fraction`` says: training splits off at
-#: least one validation row, and a round without rows breaks sbi's proposal weighting.
-MIN_VALID_ROWS = 2
-
-
-def valid_rows_needed(n: int, min_valid_fraction: float) -> int:
-    """Valid rows of ``n`` a round needs to be trained on (at least ``MIN_VALID_ROWS``)."""
-    return max(MIN_VALID_ROWS, math.ceil(n * min_valid_fraction - 1e-9))
-
-
 @stage("append", Stage.APPENDED)
 def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     """Count valid simulations, enforce ``min_valid_fraction`` and add the round to training.
@@ -78,26 +67,7 @@ def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     training.
     """
     store, cfg = run.store, run.config
-    _, _, valid = store.read_simulations(round_)
-    n, n_valid = len(valid), int(valid.sum())
-    store.set_counts(round_, n, n_valid)
-    needed = valid_rows_needed(n, cfg.cluster.min_valid_fraction)
-    if n_valid < needed:
-        raise InvalidRoundError(
-            f"round {round_}: only {n_valid} of {n} simulations are valid (finite); at least "
-            f"{needed} are needed (cluster.min_valid_fraction={cfg.cluster.min_valid_fraction}"
-            f", and never fewer than {MIN_VALID_ROWS}). The invalid rows are kept in "
-            f"{store.path} (rounds/{round_:04d}/valid). Fix the simulator or the prior, then "
-            "rerun the same command with --resimulate-invalid to simulate the invalid rows "
-            "again (or lower --min-valid-fraction to train on the valid ones)."
-        )
-    if n_valid < n:
-        log.warning(
-            "round %d: %d of %d simulations are invalid and left out of training",
-            round_,
-            n - n_valid,
-            n,
-        )
+    n, n_valid = count_valid(store, round_, cfg.cluster.min_valid_fraction)
     chunk_seconds = store.chunk_seconds(round_)
     info = store.round_info(round_)
     per_sim = float(np.nansum(chunk_seconds) / info.num_simulations)
