@@ -10,21 +10,17 @@ named with a ``-served`` suffix (``online_inference/on-demand-served``,
 so that they never replace the work-pool deployments of ``prefect deploy`` on the same
 server. They are served from this process instead of a work pool: flow runs start as its
 subprocesses, in the repository root.
-Ctrl-C stops serving, and the server when this command started it. Cancelling a run from the
+Ctrl-C stops serving, and the server when this command started it (``flows.server.ui_server``,
+the launcher the command line's temporary server comes from too). Cancelling a run from the
 UI stops it; running the deployment again with the same parameters resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +33,6 @@ __all__ = [
     "SUFFIX",
     "deployment_specs",
     "main",
-    "prefect_server",
     "to_deployments",
 ]
 
@@ -101,50 +96,6 @@ def to_deployments(specs: Sequence[dict[str, Any]], suffix: str = SUFFIX) -> lis
     return deployments
 
 
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@contextlib.contextmanager
-def prefect_server(host: str, port: int, timeout: float = 120) -> Iterator[str]:
-    """Run ``prefect server start`` (with its UI) for the duration; yields the API URL.
-
-    Raises:
-        RuntimeError: The server exited or did not answer within ``timeout`` seconds.
-    """
-    api_url = f"http://{host}:{port}/api"
-    if _healthy(api_url):
-        raise RuntimeError(
-            f"a server answers at {api_url} already; use it with "
-            f"PREFECT_API_URL={api_url} python deployments/serve.py, or pick another --port"
-        )
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(api_url):
-            if process.poll() is not None:
-                raise RuntimeError(f"prefect server start exited with status {process.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not answer at {api_url} in {timeout} s")
-            time.sleep(0.5)
-        yield api_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _serve(deployment_specs_: Sequence[dict[str, Any]]) -> None:
     from prefect import serve
 
@@ -169,17 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(ROOT)  # the entrypoint and relative run directories are taken from the root
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from flows.server import ServerStartError, ui_server
+
     try:
         if os.environ.get("PREFECT_API_URL"):
             _serve(specs)
             return 0
-        with prefect_server(args.host, args.port) as api_url:
+        with ui_server(args.host, args.port) as api_url:
             os.environ["PREFECT_API_URL"] = api_url
             print(f"Prefect UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
             _serve(specs)
     except KeyboardInterrupt:
         return 130
-    except RuntimeError as e:
+    except ServerStartError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

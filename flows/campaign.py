@@ -35,6 +35,7 @@ from sbi_rounds.campaign import (
     write_summary_html,
 )
 from sbi_rounds.config import CampaignConfig, RunConfig
+from sbi_rounds.lifecycle.preflight import Preflight
 from sbi_rounds.runtime.cancel import CancelToken
 from sbi_rounds.runtime.concurrency import DRIVER
 
@@ -42,13 +43,20 @@ __all__ = ["campaign_inference"]
 
 
 @flow(name="campaign", log_prints=True)
-def campaign_inference(campaign: CampaignConfig, settings: dict[str, Any]) -> dict[str, Any]:
+def campaign_inference(
+    campaign: CampaignConfig,
+    settings: dict[str, Any],
+    preflights: list[Preflight] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) one online inference per observation, then summarize them.
 
     Args:
         campaign: The observations table, the campaign directory, the runs at once.
         settings: The settings every run shares (``RunConfig``'s, without ``xobs``,
             ``run_dir`` and ``run_id``, which the campaign sets per observation).
+        preflights: What the command line's checks found for each run to do
+            (``sbi_rounds.lifecycle.preflight.preflight``); their sessions then do not probe the
+            simulator again. None (a deployment): each run's session checks.
 
     Returns:
         ``{"directory", "summary": the HTML page, "observations": [summary rows],
@@ -68,7 +76,7 @@ def campaign_inference(campaign: CampaignConfig, settings: dict[str, Any]) -> di
     failed: dict[str, str] = {}
     if todo:
         with shared_cluster(todo):
-            errors = _run_all(todo, campaign.max_concurrent)
+            errors = _run_all(todo, campaign.max_concurrent, preflights or [])
         for name, error in errors.items():
             logger.error("observation %s failed: %s: %s", name, type(error).__name__, error)
             # one line on the console (a failed chunk's summary); -v logs all of it above
@@ -85,7 +93,9 @@ def campaign_inference(campaign: CampaignConfig, settings: dict[str, Any]) -> di
     }
 
 
-def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseException]:
+def _run_all(
+    configs: Sequence[RunConfig], limit: int, preflights: Sequence[Preflight]
+) -> dict[str, BaseException]:
     """Run the subflows, at most ``limit`` at once; their errors by observation.
 
     A stop (a signal in this, the main thread) cancels every run, waits for them to commit
@@ -96,9 +106,10 @@ def _run_all(configs: Sequence[RunConfig], limit: int) -> dict[str, BaseExceptio
     threads: list[threading.Thread] = []
 
     def one(config: RunConfig, context: contextvars.Context) -> None:
+        checked = next((p for p in preflights if p.covers(config)), None)
         try:
             with DRIVER.held():  # released while it waits for simulations
-                context.run(online_inference, config)
+                context.run(online_inference, config, preflight=checked)
         except BaseException as e:  # noqa: BLE001 - reported per observation
             errors[config.resolved_run_id] = e
         finally:

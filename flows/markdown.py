@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sbi_rounds.missing import is_missing
 from sbi_rounds.report.table import shown_columns
 from sbi_rounds.store import Calibration, RoundDiagnostics
 from sbi_rounds.store.schema import Movement, ParameterSummary, PredictiveCheck
@@ -28,7 +29,7 @@ MAX_EMBEDDED_IMAGE_BYTES = 4_000_000
 
 def _clean(value: Any, digits: int = 4) -> Any:
     """JSON-friendly cell: None for missing (NaN, -1 counts), floats rounded."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return None
     if isinstance(value, bool):
         return value

@@ -46,6 +46,7 @@ from flows.publish import (  # noqa: E402
 from sbi_rounds.config import ALL_IDENTITY_FIELDS, RunConfig  # noqa: E402
 from sbi_rounds.diagnostics import check_inputs, format_checks, round_alerts  # noqa: E402
 from sbi_rounds.errors import RunInterrupted  # noqa: E402
+from sbi_rounds.lifecycle.preflight import Preflight  # noqa: E402
 from sbi_rounds.lifecycle.run import Run  # noqa: E402
 from sbi_rounds.lifecycle.session import run_session  # noqa: E402
 from sbi_rounds.report.table import format_round_table, round_line, round_table  # noqa: E402
@@ -78,6 +79,7 @@ def online_inference(
     allow_changes: list[Literal[ALL_IDENTITY_FIELDS]] | None = None,  # type: ignore[valid-type]
     accept_changed_code: bool = False,
     resimulate_invalid: bool = False,
+    preflight: Preflight | None = None,
 ) -> dict[str, Any] | State:
     """Run (or resume, or extend) a multi-round SBI run described by ``config``.
 
@@ -94,6 +96,9 @@ def online_inference(
         accept_changed_code: Resume although the simulator's or prior's code changed (it is
             recorded in the run's history; invalid rows of an untrained round are redone).
         resimulate_invalid: Simulate again the invalid rows of a round not trained yet.
+        preflight: What the command line's checks found before the flow started
+            (``sbi_rounds.lifecycle.preflight.preflight``); the session then does not probe the
+            simulator again. None (a deployment): the session checks.
 
     Returns:
         ``{"flow_run_id", "run_file", "run_dir", "rounds": [per-round rows], "pairplots":
@@ -110,6 +115,7 @@ def online_inference(
             allow_changes=allow_changes or (),
             accept_changed_code=accept_changed_code,
             resimulate_invalid=resimulate_invalid,
+            preflight=preflight,
         ) as run,
         run_cluster(run) as client,
     ):

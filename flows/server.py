@@ -1,21 +1,21 @@
-"""Prefect's temporary server for the command line, in a process group of its own."""
+"""The one launcher of Prefect servers: the command line's temporary server, in a process
+group of its own, and ``prefect server start`` with its UI for ``deployments/serve.py``."""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+from flows.server_app import PARENT, create_app
 
 __all__ = [
     "ServerStartError",
@@ -24,77 +24,14 @@ __all__ = [
     "start_early",
     "stop_early",
     "temporary_server",
+    "ui_server",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Environment variable naming the process whose death stops the server.
-_PARENT = "SBI_ROUNDS_SERVER_PARENT"
-
 
 class ServerStartError(RuntimeError):
     """The temporary Prefect server did not start (the message says what to do)."""
-
-
-def create_app() -> Any:
-    """Prefect's API app (a uvicorn factory) that stops its server when the run dies.
-
-    The watchdog thread sends this process SIGTERM (uvicorn's graceful stop) once its
-    parent, the run's process, is gone, even if that was killed by SIGKILL.
-    """
-    from prefect.server.api.server import create_app as prefect_app
-
-    parent = int(os.environ.get(_PARENT, "0"))
-    if parent:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=watch, name="sbi-rounds-parent-watchdog", daemon=True).start()
-    return _one_startup_at_a_time(prefect_app())
-
-
-def _one_startup_at_a_time(app: Any) -> Any:
-    """Wrap an ASGI app so that its startup (Prefect migrates its database there) holds an
-    exclusive lock beside that database, released once startup has completed or failed.
-
-    Runs started together on a fresh machine (an array of batch jobs, a test suite) each
-    start a temporary server on the same SQLite file; their migrations interleave and fail
-    (``duplicate column name``, exit status 3). The lock makes them take turns. It is an
-    ``flock`` on ``<PREFECT_HOME>/sbi-rounds-server-start.lock``, so a server that dies
-    while holding it frees it.
-    """
-    import fcntl
-
-    from prefect.settings import get_current_settings
-
-    home = Path(get_current_settings().home)
-    home.mkdir(parents=True, exist_ok=True)
-    lock = open(home / "sbi-rounds-server-start.lock", "a")  # noqa: SIM115 (held until startup ends)
-
-    def release() -> None:
-        if not lock.closed:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            lock.close()
-
-    async def locked(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            return await app(scope, receive, send)
-
-        async def send_releasing(message: dict[str, Any]) -> None:
-            if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
-                release()
-            await send(message)
-
-        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this server only, before it serves anything
-        try:
-            return await app(scope, receive, send_releasing)
-        finally:
-            release()
-
-    return locked
 
 
 def _free_port() -> int:
@@ -127,7 +64,7 @@ def _spawn(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             "-m",
             "uvicorn",
             "--factory",
-            "flows.server:create_app",
+            "flows.server_app:create_app",
             "--app-dir",  # our flows, not a flows/ of the working directory
             str(Path(__file__).resolve().parent.parent),
             "--host",
@@ -152,7 +89,7 @@ def _server_env() -> dict[str, str]:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # a temporary server sends no telemetry
-        _PARENT: str(os.getpid()),
+        PARENT: str(os.getpid()),
     }
 
 
@@ -168,11 +105,16 @@ def default_server() -> str | None:
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     url = f"http://{host}:{os.environ.get('PREFECT_SERVER_API_PORT', '4200')}/api"
+    return url if _answers(url) else None
+
+
+def _answers(url: str) -> bool:
+    """Whether a Prefect server's API at ``url`` answers its health check."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
-            return url if answer.status == 200 else None
+            return bool(answer.status == 200)
     except (OSError, ValueError):
-        return None
+        return False
 
 
 def start_early() -> None:
@@ -220,10 +162,10 @@ def _take_early() -> tuple[subprocess.Popen[bytes], int] | None:
     return early
 
 
-def _stop(server: subprocess.Popen[bytes]) -> None:
+def _stop(server: subprocess.Popen[bytes], timeout: float = 10) -> None:
     server.terminate()
     try:
-        server.wait(timeout=10)
+        server.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
@@ -302,47 +244,79 @@ def temporary_server(timeout: float = 120.0) -> Iterator[str | None]:
         port = _free_port()
         server = _spawn(port, env)
     servers = [server]
+    log.info("Starting a temporary Prefect server on %s", _api(port))
     try:
-        url = _wait_until_up(servers, port, env, timeout)
+        url = _wait_until_up(servers, port, timeout, lambda port: _spawn(port, env))
         with _api_url(url):
             yield url
     finally:
         _stop(servers[-1])
 
 
-def _wait_until_up(
-    servers: list[subprocess.Popen[bytes]], port: int, env: dict[str, str], timeout: float
-) -> str:
-    """Wait until the server ``servers[-1]`` (on ``port``) answers; return its API URL.
+@contextmanager
+def ui_server(host: str = "127.0.0.1", port: int = 4200, timeout: float = 120.0) -> Iterator[str]:
+    """Run ``prefect server start`` (Prefect's own server, with its UI and its services, the
+    scheduler among them) on ``host:port`` while inside; yield its API URL.
 
-    A server that exited because another process bound its port meanwhile (a Dask worker
-    starting in the same seconds, another run) is started again on another port, appended
-    to ``servers``, up to :data:`_RESPAWNS` times.
+    Args:
+        host: The address it listens on.
+        port: Its port (not changed when taken: the UI's address is the user's choice).
+        timeout: Seconds to wait for the server to answer.
+
+    Raises:
+        ServerStartError: A server answers there already, or the one started exited or did
+            not answer within ``timeout`` seconds.
+    """
+    url = f"http://{host}:{port}/api"
+    if _answers(url):
+        raise ServerStartError(
+            f"a server answers at {url} already; use it with PREFECT_API_URL={url}, or pick "
+            "another --port"
+        )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host]
+    servers = [subprocess.Popen([*command, "--port", str(port)], env=env)]
+    try:
+        yield _wait_until_up(servers, port, timeout, host=host)
+    finally:
+        _stop(servers[-1], timeout=30)
+
+
+def _api(port: int, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{port}/api"
+
+
+def _wait_until_up(
+    servers: list[subprocess.Popen[bytes]],
+    port: int,
+    timeout: float,
+    respawn: Callable[[int], subprocess.Popen[bytes]] | None = None,
+    host: str = "127.0.0.1",
+) -> str:
+    """Wait until the server ``servers[-1]`` (on ``host:port``) answers; return its API URL.
+
+    With ``respawn``, a server that exited because another process bound its port meanwhile
+    (a Dask worker starting in the same seconds, another run) is started again on another
+    port, appended to ``servers``, up to :data:`_RESPAWNS` times.
 
     Raises:
         ServerStartError: The server exited otherwise, or did not answer in ``timeout`` s.
     """
     import httpx
 
-    url = f"http://127.0.0.1:{port}/api"
-    log.info("Starting a temporary Prefect server on %s", url)
+    url = _api(port, host)
     deadline = time.monotonic() + timeout
     while True:
         server = servers[-1]
-        if server.poll() is not None and len(servers) <= _RESPAWNS and _port_taken(port):
+        exited = server.poll() is not None
+        if exited and respawn and len(servers) <= _RESPAWNS and _port_taken(port):
             port = _free_port()
-            servers.append(_spawn(port, env))
-            url = f"http://127.0.0.1:{port}/api"
+            servers.append(respawn(port))
+            url = _api(port, host)
             log.info("Port taken meanwhile: starting the Prefect server on %s", url)
             continue
-        if server.poll() is not None:
-            raise ServerStartError(
-                f"the temporary Prefect server exited with status {server.returncode} "
-                f"at start (its log is above). Its database is {_database()}: if the log "
-                "says a migration failed ('Can't locate revision': the file was written "
-                "by another Prefect version), move that file away or set PREFECT_HOME to "
-                "a new folder; or set PREFECT_API_URL to a running server"
-            )
+        if exited:
+            raise ServerStartError(_exit_message(server.returncode, url, respawn is not None))
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return url
@@ -352,8 +326,25 @@ def _wait_until_up(
             raise ServerStartError(
                 f"the temporary Prefect server did not start in {timeout} s; set "
                 "PREFECT_API_URL to a running server instead"
+                if respawn is not None
+                else f"the Prefect server did not answer at {url} in {timeout} s"
             )
         time.sleep(0.1)
+
+
+def _exit_message(status: int | None, url: str, temporary: bool) -> str:
+    """Why a server that exited at start did, and what to do."""
+    if not temporary:
+        return (
+            f"prefect server start exited with status {status} at start (its log is above); "
+            f"if {url} is taken, pick another --port"
+        )
+    return (
+        f"the temporary Prefect server exited with status {status} at start (its log is "
+        f"above). Its database is {_database()}: if the log says a migration failed ('Can't "
+        "locate revision': the file was written by another Prefect version), move that file "
+        "away or set PREFECT_HOME to a new folder; or set PREFECT_API_URL to a running server"
+    )
 
 
 def _reuse(url: str, early: tuple[subprocess.Popen[bytes], int] | None) -> Iterator[str]:

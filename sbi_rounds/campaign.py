@@ -10,7 +10,6 @@ console text (:func:`format_summary`) and an HTML page (:func:`write_summary_htm
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from sbi_rounds.config import CampaignConfig, RunConfig
 from sbi_rounds.config.io import load_array
+from sbi_rounds.missing import is_missing, valid_rows
 from sbi_rounds.report.document import REPORT_NAME
 from sbi_rounds.store import RoundDiagnostics, RunFileError, RunStore, Stage
 
@@ -58,7 +58,7 @@ def load_observations(spec: str) -> np.ndarray:
         raise ValueError(
             f"{spec!r} must hold a table (N, K), one observation per row; got shape {table.shape}"
         )
-    bad = sorted({int(i) for i in np.argwhere(~np.isfinite(table))[:, 0]})
+    bad = [int(i) for i in np.flatnonzero(~valid_rows(table))]
     if bad:
         raise ValueError(f"{spec!r}: rows {bad[:10]} hold NaN or infinite values")
     return table
@@ -173,7 +173,7 @@ def _numbers(values: Sequence[float] | None) -> str:
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "-"
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"

@@ -104,13 +104,14 @@ def test_serve_builds_the_yaml_deployments_under_their_own_names():
 
 
 def test_serve_refuses_to_start_a_second_server_on_a_busy_port():
-    serve = _load_serve()
+    from flows.server import ServerStartError, ui_server
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(RuntimeError, match="exited|did not answer"):
-            with serve.prefect_server("127.0.0.1", port, timeout=60):
+        with pytest.raises(ServerStartError, match="exited|did not answer"):
+            with ui_server("127.0.0.1", port, timeout=60):
                 pass
 
 

@@ -1,10 +1,10 @@
-"""The documentation: the site builds without a warning, and the public API's examples run.
+"""The documentation: the site builds without a warning, and every docstring example runs.
 
 The site (``mkdocs.yml``, ``docs/``, the API reference from the docstrings) is built with
 ``mkdocs build --strict``, so a broken link, a missing page or an API name that no longer
-resolves fails here. The ``>>>`` examples in the docstrings of the modules that define
-``sbi_rounds.__all__`` run as doctests, seeded (``conftest._seed``), in a directory that
-holds the small finished run they name (``runs/snpe-1a2b3c4d5e``).
+resolves fails here. Every ``>>>`` example in the docstrings of ``sbi_rounds/``, ``flows/``
+and ``tasks/`` runs as a doctest, seeded (``conftest._seed``), in a directory that holds the
+small finished run they name (``runs/snpe-1a2b3c4d5e``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,19 @@ import pytest
 import sbi_rounds
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The modules whose examples run: the package and every module that defines a public name.
-PUBLIC_MODULES = sorted(
-    {"sbi_rounds", "sbi_rounds.stages"}
-    | {getattr(sbi_rounds, name).__module__ for name in sbi_rounds.__all__}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+#: The modules whose examples run: every one of the packages' with a ``>>>`` in its source.
+DOCTEST_MODULES = sorted(
+    _module_name(path)
+    for package in ("sbi_rounds", "flows", "tasks")
+    for path in (ROOT / package).rglob("*.py")
+    if ">>>" in path.read_text()
 )
 
 
@@ -111,10 +120,18 @@ def in_small_run_dir(
     yield
 
 
-@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_the_public_modules_examples_are_among_those_run():
+    public = {getattr(sbi_rounds, name).__module__ for name in sbi_rounds.__all__}
+    with_examples = {m for m in public if ">>>" in Path(sys.modules[m].__file__).read_text()}
+    assert {"sbi_rounds", "sbi_rounds.store"} <= set(DOCTEST_MODULES)
+    assert with_examples <= set(DOCTEST_MODULES)
+
+
+@pytest.mark.parametrize("name", DOCTEST_MODULES)
 def test_the_docstring_examples_run(name, request):
     module = importlib.import_module(name)
     tests = [t for t in doctest.DocTestFinder().find(module, name) if t.examples]
+    assert tests, f"{name} has a >>> that is not in a docstring the doctests find"
     if any("runs/" in e.source for t in tests for e in t.examples):
         request.getfixturevalue("in_small_run_dir")
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -10,6 +10,7 @@ import torch
 
 from sbi_rounds import stages
 from sbi_rounds.errors import LeakageWarning
+from sbi_rounds.lifecycle.preflight import Preflight, preflight
 from sbi_rounds.methods.leakage import percent
 from sbi_rounds.report.results import load_posterior
 from sbi_rounds.stages import (
@@ -112,6 +113,24 @@ def test_safe_changes_are_accepted_and_recorded(make_config):
     run = open_run(more)
     history = run.store.config_history()
     assert any("rounds: 2 -> 5" in c for c in history[-1]["changes"])
+
+
+def test_the_preflight_probes_the_simulator_once_and_the_session_keeps_its_dtype(
+    make_config, tmp_path, monkeypatch
+):
+    count = tmp_path / "count.txt"
+    monkeypatch.setenv("SBI_ROUNDS_COUNT_FILE", str(count))
+    config = make_config(simulator={"path": "simulators:counting"})
+    checked = preflight(config)
+    assert count.read_text().split() == ["2"] and checked.simulated_dtype == "<f4"
+    run = open_run(config, preflight=checked)  # the command line hands it to the flow
+    assert count.read_text().split() == ["2"]  # not probed again
+    assert run.store._known_x_dtype(1) == np.dtype("<f4")
+    assert preflight(config) == Preflight(str(config.run_path))  # an existing run: no probe
+    assert count.read_text().split() == ["2"]
+    other = make_config(simulator={"path": "simulators:counting"}, run_id="other")
+    open_run(other, preflight=checked)  # another run's result: the session probes its own
+    assert count.read_text().split() == ["2", "2"]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -43,6 +43,9 @@ from sbi_rounds.config import CampaignConfig, RunConfig, format_validation_error
 from sbi_rounds.config.fields import settings_of
 from sbi_rounds.config.files import load_config_file
 from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, env_settings, merge, set_path
+
+if TYPE_CHECKING:
+    from sbi_rounds.lifecycle.preflight import Preflight
 
 __all__ = ["build_settings", "main", "parser"]
 
@@ -132,8 +135,9 @@ def build_settings(
 
 def _settings(
     args: argparse.Namespace,
-) -> tuple[CampaignConfig, dict[str, Any], list[RunConfig]] | int:
-    """The settings and every observation's, preflighted; or the status of bad input (2)."""
+) -> tuple[CampaignConfig, dict[str, Any], list[RunConfig], list[Preflight]] | int:
+    """The settings, every observation's, and the preflight of each not finished; or the
+    status of bad input (2)."""
     from sbi_rounds.errors import ConfigMismatchError
     from sbi_rounds.lifecycle.locking import RunLockedError
     from sbi_rounds.lifecycle.preflight import preflight
@@ -142,18 +146,17 @@ def _settings(
     try:
         campaign, shared = build_settings(args)
         configs = observation_configs(campaign, shared)
+        checked = []
         if not getattr(args, "print_config", False):
             wait_for_previous_job([c.run_path for c in configs])  # a requeued batch job
-            for config in configs:
-                if not is_finished(config):
-                    preflight(config)
+            checked = [preflight(c) for c in configs if not is_finished(c)]
     except ValidationError as e:
         print(f"error: {format_validation_error(e)}", file=sys.stderr)
         return 2
     except (ValueError, RunFileError, ConfigMismatchError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return campaign, shared, configs
+    return campaign, shared, configs, checked
 
 
 def main(
@@ -170,13 +173,13 @@ def main(
     resolved = _settings(args)
     if isinstance(resolved, int):
         return resolved
-    campaign, shared, configs = resolved
+    campaign, shared, configs, checked = resolved
     if getattr(args, "print_config", False):
         set_path(shared, "campaign", campaign.model_dump(mode="json"))
         print(yaml.safe_dump(shared, sort_keys=False), end="")
         return 0
     resume = f"{prog} " + shlex.join(argv)
-    status = _run(campaign, shared, resume, flow, verbosity(args))
+    status = _run(campaign, shared, checked, resume, flow, verbosity(args))
     if TIME_LIMIT.reached:  # every run is closed, their locks free for the job that continues
         continue_in_new_job(configs[0].continuation, resume)
     return status
@@ -185,6 +188,7 @@ def main(
 def _run(
     campaign: CampaignConfig,
     shared: dict[str, Any],
+    checked: list[Preflight],
     resume: str,
     flow: Callable[..., Any] | None,
     level: int = 0,
@@ -211,7 +215,7 @@ def _run(
                 from flows.campaign import campaign_inference as flow
             adopt_prefect_logging()
             with temporary_server():
-                result = flow(campaign, shared)
+                result = flow(campaign, shared, preflights=checked)
         except KeyboardInterrupt:
             why = " at the batch job's time limit (SIGUSR1)" if TIME_LIMIT.reached else ""
             print(

@@ -18,7 +18,7 @@ import textwrap
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -39,6 +39,9 @@ from sbi_rounds.errors import ConfigMismatchError
 from sbi_rounds.lifecycle.locking import RunLockedError
 from sbi_rounds.methods import METHODS
 from sbi_rounds.store import RunFileError
+
+if TYPE_CHECKING:
+    from sbi_rounds.lifecycle.preflight import Preflight
 
 __all__ = ["build_config", "main", "parse_args", "parser"]
 
@@ -155,22 +158,24 @@ def _resume_command(prog: str, argv: Sequence[str], config: RunConfig) -> str:
 
 
 def _settings(args: argparse.Namespace) -> RunConfig | int:
-    """The run's settings and their preflight, or the exit status of bad input (2)."""
-    from sbi_rounds.lifecycle.preflight import preflight
-
+    """The run's settings, or the exit status of bad input (2)."""
     try:
-        config = build_config(args)
+        return build_config(args)
     except ValidationError as e:
         print(f"error: {format_validation_error(e)}", file=sys.stderr)
         return 2
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if getattr(args, "print_config", False):
-        return config
+
+
+def _preflight(config: RunConfig, args: argparse.Namespace) -> Preflight | int:
+    """The run's preflight (handed to the flow), or the exit status of bad input (2)."""
+    from sbi_rounds.lifecycle.preflight import preflight
+
     wait_for_previous_job([config.run_path])  # a continuation of a requeued batch job
     try:  # bad input fails here, in a second, before Prefect and Dask start
-        preflight(
+        return preflight(
             config,
             allow_changes=getattr(args, "allow_change", None) or (),
             accept_changed_code=getattr(args, "accept_changed_code", False),
@@ -178,7 +183,6 @@ def _settings(args: argparse.Namespace) -> RunConfig | int:
     except (RunFileError, ConfigMismatchError, RunLockedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return config
 
 
 def print_config(config: RunConfig) -> None:
@@ -279,7 +283,10 @@ def main(
     if getattr(args, "print_config", False):
         print_config(config)
         return 0
-    status = _run(config, args, prog, argv, flow)
+    checked = _preflight(config, args)
+    if isinstance(checked, int):
+        return checked
+    status = _run(config, checked, args, prog, argv, flow)
     if TIME_LIMIT.reached:  # the run is closed, its lock free for the job that continues it
         continue_in_new_job(config.continuation, _resume_command(prog, argv, config))
     return status
@@ -287,6 +294,7 @@ def main(
 
 def _run(
     config: RunConfig,
+    checked: Preflight,
     args: argparse.Namespace,
     prog: str,
     argv: Sequence[str],
@@ -335,6 +343,7 @@ def _run(
                     allow_changes=getattr(args, "allow_change", None),
                     accept_changed_code=getattr(args, "accept_changed_code", False),
                     resimulate_invalid=getattr(args, "resimulate_invalid", False),
+                    preflight=checked,
                 )
         except KeyboardInterrupt:
             stopped(config, resume)

@@ -102,9 +102,13 @@ class BackgroundClient:
     started, waiting for a start still in progress.
 
     Example:
-        >>> background = BackgroundClient(config.cluster, warm_up=["mysims"])
-        >>> ...  # other work
+        >>> from sbi_rounds.config import ClusterConfig
+        >>> background = BackgroundClient(ClusterConfig(workers=1), warm_up=["numpy"])
+        >>> # ... other work, while the cluster starts and its worker imports numpy
         >>> client = background.get()
+        >>> len(client.scheduler_info()["workers"])
+        1
+        >>> background.close()
     """
 
     def __init__(self, config: ClusterConfig, warm_up: list[str] | tuple[str, ...] = ()) -> None:

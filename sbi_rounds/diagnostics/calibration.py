@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbi_rounds.missing import valid_rows
 from sbi_rounds.seeding import seeded
 
 __all__ = ["COVERAGE_LEVELS", "calibrate", "coverage_curve"]
@@ -144,7 +145,7 @@ def calibrate(
 
     theta_t = torch.as_tensor(np.asarray(theta), dtype=torch.float32)
     x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    valid = torch.isfinite(x_t).all(dim=1)
+    valid = torch.from_numpy(valid_rows(x_t.numpy()))
     theta_t, x_t = theta_t[valid], x_t[valid]
     n, dim = theta_t.shape
     if n < 2:

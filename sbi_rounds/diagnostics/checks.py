@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.missing import valid_rows
 from sbi_rounds.store.schema import Movement
 
 __all__ = [
@@ -117,7 +118,7 @@ def predictive_check(
             f"predictive simulations must have shape (N, {len(xobs)}) with {len(xobs)} names, "
             f"got {x.shape} and {len(names)} names"
         )
-    valid = np.isfinite(x).all(axis=1)
+    valid = valid_rows(x)
     xv = x[valid]
     n = len(xv)
     result: dict[str, Any] = {

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from sbi_rounds.missing import valid_rows
+
 __all__ = [
     "loss_curves_png",
     "save_calibration_plots",
@@ -110,7 +112,7 @@ def save_predictive_plot(
     """
     plt = _pyplot()
     x = np.asarray(x_predictive, dtype=np.float64)
-    x = x[np.isfinite(x).all(axis=1)]
+    x = x[valid_rows(x)]
     xobs = np.asarray(xobs, dtype=np.float64).reshape(-1)
     names = list(check["statistics"]) or [f"x_{k + 1}" for k in range(len(xobs))]
     flagged = set(check.get("flagged", ()))

@@ -7,6 +7,7 @@ from typing import Any
 
 from sbi_rounds.diagnostics.checks import StopDecision, stop_decision
 from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.missing import is_missing
 from sbi_rounds.store import RoundDiagnostics, Stage
 
 __all__ = [
@@ -120,7 +121,7 @@ def check_metrics(run: Run, round_: int) -> dict[str, float]:
 
 
 def _cell(value: Any, fmt: str = ".3g") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "-"
     return format(value, fmt)
 

@@ -3,15 +3,19 @@
 :func:`preflight` is what the command line runs before Prefect and Dask start (bad input fails
 within a second, with one line); :func:`probe_simulator` simulates two prior draws. Light to
 import (no sbi) so that the command line can run it, and start the Dask cluster, before the
-flow's heavy imports.
+flow's heavy imports. What it found (:class:`Preflight`) goes to the flow, whose session
+then does not probe the simulator again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from sbi_rounds.config import RunConfig, config_differences, identity_fields, identity_of
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
@@ -25,7 +29,31 @@ from sbi_rounds.store import RunStore
 if TYPE_CHECKING:
     from torch.distributions import Distribution
 
-__all__ = ["code_changed_message", "preflight", "probe_simulator", "refuse_identity_changes"]
+__all__ = [
+    "Preflight",
+    "code_changed_message",
+    "preflight",
+    "probe_simulator",
+    "refuse_identity_changes",
+]
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` found, for the run's session (so it probes nothing again).
+
+    Attributes:
+        run_file: The run file checked (``config.run_path``).
+        simulated_dtype: For a new run, the dtype the simulator returned on two prior
+            draws (numpy's ``dtype.str``, e.g. ``"<f4"``); None for an existing run.
+    """
+
+    run_file: str
+    simulated_dtype: str | None = None
+
+    def covers(self, config: RunConfig) -> bool:
+        """Whether this is ``config``'s run file's result."""
+        return self.run_file == str(config.run_path)
 
 
 def probe_simulator(config: RunConfig, prior: Distribution) -> Any:
@@ -81,14 +109,19 @@ def probe_simulator(config: RunConfig, prior: Distribution) -> Any:
 
 def preflight(
     config: RunConfig, *, allow_changes: Sequence[str] = (), accept_changed_code: bool = False
-) -> None:
+) -> Preflight:
     """Find, writing nothing, what would stop :func:`run_session` as the run starts.
 
     Checks the training device, the run directory (writable, with free disk for the next
     round), the lock's holder, the run file (readable, an sbi-rounds run, a format version
     this code reads), its identity settings and the code's fingerprint; for a new run, the
     prior and the simulator on two prior draws. The command line calls it before Prefect
-    and Dask start, so bad input fails within a second, with one line.
+    and Dask start, so bad input fails within a second, with one line, and hands the result
+    to the flow (``online_inference(preflight=...)``): the session then does not build the
+    prior and probe the simulator a second time.
+
+    Returns:
+        What it found: for a new run, the dtype the simulator returned.
 
     Raises:
         RunLockedError: Another live process holds the run.
@@ -117,10 +150,11 @@ def preflight(
             changes = code_changes(old, code_fingerprint(config.simulator, config.prior))
             if changes:
                 raise CodeChangedError(code_changed_message(store, changes))
-        return
+        return Preflight(str(path))
     from sbi_rounds.builders.priors import build_prior  # sbi: only a new run needs it here
 
-    probe_simulator(config, build_prior(config.prior))
+    dtype = probe_simulator(config, build_prior(config.prior))
+    return Preflight(str(path), np.dtype(dtype).str)
 
 
 def refuse_identity_changes(

@@ -11,6 +11,7 @@ from sbi_rounds.errors import CodeChangedError
 from sbi_rounds.lifecycle.fingerprint import code_changes, code_fingerprint
 from sbi_rounds.lifecycle.locking import RunLock, holder_text
 from sbi_rounds.lifecycle.preflight import (
+    Preflight,
     code_changed_message,
     probe_simulator,
     refuse_identity_changes,
@@ -31,6 +32,7 @@ def open_run(
     check_simulator: bool = True,
     accept_changed_code: bool = False,
     resimulate_invalid: bool = False,
+    preflight: Preflight | None = None,
 ) -> Run:
     """Create the run file, or open it and check the settings and the code still match.
 
@@ -41,6 +43,8 @@ def open_run(
     ``accept_changed_code``: then the change is recorded in the history and, for a changed
     simulator, the invalid rows of rounds not trained yet are simulated again, as they are
     with ``resimulate_invalid``. A run recorded before fingerprints existed gets one now.
+    A new run's simulator is probed on two prior draws (``check_simulator``) unless
+    ``preflight`` (the command line's :func:`~sbi_rounds.preflight.preflight`) did it.
 
     Raises:
         ConfigMismatchError: Identity settings differ; nothing in the file was touched.
@@ -56,8 +60,11 @@ def open_run(
         store = RunStore.create(path, config=new, fingerprint=config.fingerprint(), code=code)
         try:
             run = resolve_run(config, store)
-            if check_simulator:  # its dtype: the first round's simulations are allocated in it
-                store.note_simulated_dtype(probe_simulator(config, run.prior))
+            dtype = preflight.simulated_dtype if preflight and preflight.covers(config) else None
+            if dtype is None and check_simulator:
+                dtype = probe_simulator(config, run.prior)
+            if dtype is not None:  # the first round's simulations are allocated in it
+                store.note_simulated_dtype(dtype)
         except ValueError:
             path.unlink(missing_ok=True)  # a bad prior or simulator leaves no run behind
             raise
@@ -161,6 +168,7 @@ def run_session(
     check_simulator: bool = True,
     accept_changed_code: bool = False,
     resimulate_invalid: bool = False,
+    preflight: Preflight | None = None,
 ) -> Iterator[Run]:
     """Lock the run, clean up after killed commits, open it (:func:`open_run`), and release
     the lock at exit.
@@ -172,6 +180,8 @@ def run_session(
         check_simulator: Run a new run's simulator on its first inputs (the start-up check).
         accept_changed_code: Resume although the simulator's or prior's code changed.
         resimulate_invalid: Simulate the invalid rows of rounds not yet trained again.
+        preflight: What the command line's preflight found (a new run's simulator is then
+            not probed again).
 
     Yields:
         The open run, for :func:`sbi_rounds.stages.round.run_round` and the stages.
@@ -202,4 +212,5 @@ def run_session(
             check_simulator=check_simulator,
             accept_changed_code=accept_changed_code,
             resimulate_invalid=resimulate_invalid,
+            preflight=preflight,
         )

@@ -19,7 +19,8 @@ __all__ = ["TSNPE", "TruncationConfig", "density_threshold", "truncated_prior"]
 
 
 class TruncationConfig(BaseModel):
-    """TSNPE: the prior truncated to the posterior's highest-density region."""
+    """TSNPE's settings, and every truncated method's (``VectorFieldSettings`` extends it):
+    the prior truncated to the posterior's highest-density region."""
 
     model_config = STRICT
 

@@ -26,7 +26,7 @@ from sbi_rounds.methods.leakage import (
     measure_truncation,
 )
 from sbi_rounds.methods.mcmc import PosteriorConfig
-from sbi_rounds.methods.tsnpe import density_threshold, truncated_prior
+from sbi_rounds.methods.tsnpe import TruncationConfig, density_threshold, truncated_prior
 from sbi_rounds.strict import STRICT
 from sbi_rounds.training.state import LossFn
 
@@ -47,9 +47,10 @@ ODE_TRUNCATION_DRAWS = 1_000
 TimeSampler = Any
 
 
-class VectorFieldSettings(BaseModel):
+class VectorFieldSettings(TruncationConfig):
     """Settings TFMPE and TNPSE share: network depth and time embedding, validation times,
-    the ODE/SDE sampler, and the truncation of the proposals.
+    the ODE/SDE sampler, and the truncation of the proposals (``quantile`` and
+    ``num_samples_to_estimate``, declared once in :class:`TruncationConfig`).
 
     The network's width, its model (mlp, ada_mlp, transformer) and the standardisation of
     theta and x are ``network.hidden_features``, ``network.model`` and ``network.z_score_*``.
@@ -103,19 +104,6 @@ class VectorFieldSettings(BaseModel):
     )
     ode_rtol: float = Field(
         1e-5, gt=0, le=1, title="ODE relative tolerance", description="See ode_atol."
-    )
-    quantile: float = Field(
-        1e-4,
-        gt=0,
-        lt=1,
-        title="Truncation quantile",
-        description="Mass of the posterior left outside the truncated region.",
-    )
-    num_samples_to_estimate: int = Field(
-        10_000,
-        ge=100,
-        title="Samples to set the threshold",
-        description="Posterior samples that set the truncation threshold.",
     )
     threshold_density: Literal["log_prob", "kde"] = Field(
         "log_prob",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sbi_rounds.lifecycle.run import Run
+from sbi_rounds.missing import is_missing
 
 __all__ = ["CSS", "format_number", "image", "run_figure", "table"]
 
@@ -31,7 +31,7 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 def format_number(value: Any, decimals: int | None = None) -> str:
     """How the report shows a value: ``-`` for missing, floats with 4 significant digits or
     with ``decimals`` decimals."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"

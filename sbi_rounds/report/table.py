@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sbi_rounds.diagnostics.alerts import stop_label
+from sbi_rounds.missing import is_missing
 from sbi_rounds.store import RunStore, TrainingAttempt
 
 __all__ = [
@@ -124,7 +125,7 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
     cols = [c for c in shown_columns(rows) if c.short is not None]
 
     def fmt(v: Any, column: Column) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v == -1:
+        if is_missing(v) or v == -1:
             return "-"
         return column.format(v) if isinstance(v, float) else str(v)
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
+from sbi_rounds.missing import valid_rows
 from sbi_rounds.store.bulk import linked_file
 from sbi_rounds.store.checksums import (
     Damage,
@@ -106,7 +107,7 @@ class RoundRecords(RoundPlans):
                 x = np.asarray(x, dtype=dtype)  # validity of the values as stored
                 start = first * size
                 xs[start : start + len(x)] = x
-                valid[start : start + len(x)] = np.isfinite(x).all(axis=1).astype(np.uint8)
+                valid[start : start + len(x)] = valid_rows(x).astype(np.uint8)
                 g["chunk_seconds"][first : first + len(run)] = [s for _, _, s in run]
             del xs, valid  # closed: their files flushed before the done marks
             f.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from types import ModuleType, TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -152,11 +153,12 @@ def require_extra(module: str, backend: str, what: str) -> ModuleType:
         ) from error
 
 
-class BaseTracker:
+class BaseTracker(ABC):
     """Validation, parameter bookkeeping and the context manager shared by all adapters.
 
-    Subclasses implement ``_write_metrics``, ``_write_params``, ``_write_figure`` and
-    optionally ``_flush`` and ``_close``; they receive validated, flattened input.
+    Subclasses implement the abstract ``_write_metrics``, ``_write_params`` and
+    ``_write_figure``, and optionally ``_flush`` and ``_close``; they receive validated,
+    flattened input.
     A parameter keeps the value it was first logged with (MLflow and W&B refuse a change);
     logging it again with the same value is a no-op, with another value a ``ValueError``.
     """
@@ -280,16 +282,19 @@ class BaseTracker:
                 "to log more"
             )
 
+    @abstractmethod
     def _write_metrics(self, metrics: dict[str, float], step: int | None) -> None:
-        raise NotImplementedError
+        """Write validated scalars (names flattened) at ``step`` to the backend."""
 
+    @abstractmethod
     def _write_params(self, params: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Write parameters logged for the first time (flattened, as text) to the backend."""
 
+    @abstractmethod
     def _write_figure(self, name: str, figure: Any, step: int | None) -> None:
-        raise NotImplementedError
+        """Write a matplotlib figure under ``name`` at ``step`` to the backend."""
 
-    def _flush(self) -> None:
+    def _flush(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Nothing is buffered unless a subclass says otherwise."""
 
     def _close(self, failed: bool) -> None:
