@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,6 +29,7 @@ from flows.markdown import (
     posterior_markdown,
     round_table_artifact_rows,
 )
+from sbi_rounds.table import RoundRow
 
 __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
@@ -73,7 +74,7 @@ def _safely(
 def publish_round_table(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     run_id: str,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[RoundRow],
 ) -> UUID | None:
     """Create (a new version of) the run's round-table artifact, key ``<run>-rounds``."""
     table = round_table_artifact_rows(rows)

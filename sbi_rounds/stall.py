@@ -29,13 +29,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from sbi_rounds.config import StallConfig
 from sbi_rounds.store.schema import StallCheckRecord
 from sbi_rounds.training.runner import VALIDATION_BATCH, LossFn
+
+if TYPE_CHECKING:  # the settings import the methods, which import these references
+    from sbi_rounds.config import StallConfig
 
 __all__ = [
     "StallCheck",

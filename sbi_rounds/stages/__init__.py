@@ -10,24 +10,36 @@ The names a run needs around its stages are re-exported here (the session, the r
 run, the round table), so ``from sbi_rounds import stages`` is the one import for scripts.
 """
 
-from sbi_rounds.diagnostics.stage import diagnose
+from sbi_rounds.diagnostics.stage import Diagnosed, diagnose
 from sbi_rounds.errors import ConfigMismatchError, InvalidRoundError, RunInterrupted
 from sbi_rounds.preflight import preflight
 from sbi_rounds.run import Run, network_for_round, parameter_names, posterior_for_round
 from sbi_rounds.session import open_run, run_session
 from sbi_rounds.stage import StageResult
-from sbi_rounds.stages.finish import checkpoint, posterior_summary
-from sbi_rounds.stages.sampling import build_posterior, sample_proposal
-from sbi_rounds.stages.simulate import append_simulations, simulate
-from sbi_rounds.stages.train import train
+from sbi_rounds.stages.finish import Checkpointed, checkpoint, posterior_summary
+from sbi_rounds.stages.sampling import (
+    PosteriorSampled,
+    ProposalSampled,
+    build_posterior,
+    sample_proposal,
+)
+from sbi_rounds.stages.simulate import Appended, Simulated, append_simulations, simulate
+from sbi_rounds.stages.train import Trained, train
 from sbi_rounds.table import format_round_table, round_table
 
 __all__ = [
+    "Appended",
+    "Checkpointed",
     "ConfigMismatchError",
+    "Diagnosed",
     "InvalidRoundError",
+    "PosteriorSampled",
+    "ProposalSampled",
     "Run",
     "RunInterrupted",
+    "Simulated",
     "StageResult",
+    "Trained",
     "append_simulations",
     "build_posterior",
     "checkpoint",
