@@ -543,7 +543,7 @@ def run_ours(
     torch.manual_seed(cell.seed)
     t0 = time.perf_counter()
     samples = _draw(posterior, NUM_SAMPLES)
-    rows = table(run_file)
+    rows = [r.model_dump() for r in table(run_file)]
     stage_s = {k: round(sum(r.get(f"{k}_s") or 0 for r in rows), 3) for k in STAGES}
     keep = ("round", "network", "epochs", "stop", "retrains", *(f"{k}_s" for k in STAGES))
     details = {

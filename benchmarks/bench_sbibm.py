@@ -232,13 +232,13 @@ def run_ours(config: Any, client: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     samples = _sample(posterior, NUM_SAMPLES)
     details = {
         "final_sampling_s": time.perf_counter() - t0,
-        "epochs": [row["epochs"] for row in rows],
+        "epochs": [row.epochs for row in rows],
         "stop_reasons": [None if s is None else s.stop_reason for s in summaries],
-        "retrains": [row.get("retrains", 0) for row in rows],
-        "networks": [row.get("network") for row in rows],
-        "in_prior_percent": [row.get("in_prior") for row in rows],
+        "retrains": [row.retrains or 0 for row in rows],
+        "networks": [row.network for row in rows],
+        "in_prior_percent": [row.in_prior for row in rows],
         "stage_s": {
-            k: round(sum(row.get(f"{k}_s") or 0 for row in rows), 2)
+            k: round(sum(getattr(row, f"{k}_s") or 0 for row in rows), 2)
             for k in ("sample", "simulate", "train", "posterior", "checkpoint", "checks")
         },
     }

@@ -77,7 +77,7 @@ def retraining_config(args: argparse.Namespace, config: Any) -> Any:
 
 def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
     """Train, sample at the observation, score; the cell's JSON row."""
-    from sbi_rounds.builders.networks import build_network, network_settings
+    from sbi_rounds.builders.networks import build_network, network_architecture
     from sbi_rounds.methods import get_method
     from sbi_rounds.methods.vector_field import vector_field_posterior
     from sbi_rounds.report.results import load_run
@@ -89,9 +89,9 @@ def run_cell(args: argparse.Namespace, run_file: Path) -> dict[str, Any]:
         raise SystemExit(f"{run_file}: a {run.config.method} run; this benchmark takes tfmpe runs")
     config = retraining_config(args, run.config)
     theta, x = simulations(run)
-    settings = network_settings(config)
+    settings = network_architecture(config)
     torch.manual_seed(args.seed)
-    network = build_network(settings, theta, x)
+    network = build_network(get_method(config.method), settings, theta, x)
     vf = config.method_settings
     loss = get_method(config.method).loss_fn(vf, run.prior, config.rounds)
     tcfg = config.training.model_copy(update={"seed": args.seed})

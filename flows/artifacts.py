@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,6 +21,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from sbi_rounds.report.table import RoundRow
 
 from flows.markdown import (
     MAX_EMBEDDED_IMAGE_BYTES,
@@ -73,7 +74,7 @@ def _safely(
 def publish_round_table(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     run_id: str,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[RoundRow],
 ) -> UUID | None:
     """Create (a new version of) the run's round-table artifact, key ``<run>-rounds``."""
     table = round_table_artifact_rows(rows)

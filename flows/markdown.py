@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sbi_rounds.missing import is_missing
-from sbi_rounds.report.table import shown_columns
+from sbi_rounds.report.table import RoundRow, shown_columns
 from sbi_rounds.store import Calibration, RoundDiagnostics
 from sbi_rounds.store.schema import Movement, ParameterSummary, PredictiveCheck
 
@@ -23,8 +23,6 @@ __all__ = [
 
 #: Largest PNG embedded in a markdown artifact (its base64 text is a third larger).
 MAX_EMBEDDED_IMAGE_BYTES = 4_000_000
-
-#: Round-table columns: (key in ``round_table`` rows, column title).
 
 
 def _clean(value: Any, digits: int = 4) -> Any:
@@ -40,19 +38,18 @@ def _clean(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def round_table_artifact_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def round_table_artifact_rows(rows: Sequence[RoundRow]) -> list[dict[str, Any]]:
     """The rows of ``stages.round_table`` with readable column names and clean values.
 
     Args:
-        rows: One mapping per round (``round``, ``simulations``, ``valid``, ``epochs``,
-            ``best_val_loss`` and ``<stage>_s`` seconds).
+        rows: One row per round.
 
     Returns:
         One dict per round: the columns of ``sbi_rounds.report.table.shown_columns`` by title;
         unknown values are None.
     """
-    columns = shown_columns([dict(r) for r in rows])
-    return [{c.title: _clean(row.get(c.key)) for c in columns} for row in rows]
+    columns = shown_columns(list(rows))
+    return [{c.title: _clean(c.value(row)) for c in columns} for row in rows]
 
 
 def png_data_uri(path: str | Path, max_bytes: int = MAX_EMBEDDED_IMAGE_BYTES) -> str | None:
@@ -191,7 +188,7 @@ def posterior_markdown(
     rounds: int,
     summary: Mapping[str, ParameterSummary],
     xobs: Sequence[float],
-    row: Mapping[str, Any],
+    row: RoundRow,
     pairplot: str | Path | None,
     run_file: str | Path,
     max_image_bytes: int = MAX_EMBEDDED_IMAGE_BYTES,
@@ -220,13 +217,13 @@ def posterior_markdown(
     Returns:
         Markdown text.
     """
-    loss, stop = row.get("best_val_loss"), f" (stopped by {row['stop']})" if row.get("stop") else ""
+    loss, stop = row.best_val_loss, f" (stopped by {row.stop})" if row.stop else ""
     lines = [
         f"# Posterior after round {round_} of {rounds}",
         "",
         f"Run `{run_id}` at x_o = [{', '.join(_number(v) for v in xobs)}]: "
-        f"{_clean(row.get('valid'))} valid of {_clean(row.get('simulations'))} simulations, "
-        f"{_clean(row.get('epochs'))} epochs{stop}, best validation loss "
+        f"{_clean(row.valid)} valid of {_clean(row.simulations)} simulations, "
+        f"{_clean(row.epochs)} epochs{stop}, best validation loss "
         f"{'-' if loss is None or loss != loss else _number(loss)}.",
         "",
         *[f"> **Warning:** {w}\n" for w in warnings],

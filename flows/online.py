@@ -186,7 +186,7 @@ def _rounds(
             view.stage(r, "checks")
             diagnose_round(logger, tracker, run, r, client, token)
             row = log_round(tracker, run, r)
-            epochs_before += int(row["epochs"] or 0)
+            epochs_before += int(row.epochs or 0)
             logger.info("%s", round_line(row, run.config.rounds))
             for alert in round_alerts(run, r):
                 logger.warning("%s", alert)
@@ -237,7 +237,7 @@ def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, A
         "flow_run_id": flow_run.id,
         "run_file": str(run.store.path),
         "run_dir": str(run.directory),
-        "rounds": rows,
+        "rounds": [row.model_dump() for row in rows],  # the flow's result is plain data
         "pairplots": sorted(str(p) for p in run.directory.glob("round_*_pairplot.png")),
         "report": write_report(logger, run),
         "stopped_early": stopped_early,

@@ -14,8 +14,10 @@ from sbi_rounds.diagnostics import (
     stop_reason,
 )
 from sbi_rounds.lifecycle.run import Run
-from sbi_rounds.report.table import round_table
+from sbi_rounds.lifecycle.stage import StageResult
+from sbi_rounds.report.table import RoundRow, round_table
 from sbi_rounds.runtime.cancel import CancelToken
+from sbi_rounds.stages.simulate import Simulated
 from tasks.rounds import diagnose_task, report_task
 
 __all__ = [
@@ -36,21 +38,21 @@ def make_run_tracker(run: Run) -> Any:
     return make_tracker(run.config.logger, run.directory, run.directory.name)
 
 
-def log_round(tracker: Any, run: Run, round_: int) -> dict[str, Any]:
+def log_round(tracker: Any, run: Run, round_: int) -> RoundRow:
     """Send the round's row of the round table to the tracker; returns the row."""
-    row = next(r for r in round_table(run.store) if r["round"] == round_)
+    row = next(r for r in round_table(run.store) if r.round == round_)
     metrics = {
-        "round/simulations": row["simulations"],
-        "round/valid": row["valid"],
-        "round/epochs": row["epochs"],
-        "round/best_val_loss": row["best_val_loss"],
-        **{f"round/{k}": v for k, v in row.items() if k.endswith("_s")},
+        "round/simulations": row.simulations,
+        "round/valid": row.valid,
+        "round/epochs": row.epochs,
+        "round/best_val_loss": row.best_val_loss,
+        **{f"round/{k}": v for k, v in row.model_dump().items() if k.endswith("_s")},
     }
     tracker.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=round_)
     return row
 
 
-def publish_round(logger: Any, run: Run, round_: int, row: dict[str, Any]) -> None:
+def publish_round(logger: Any, run: Run, round_: int, row: RoundRow) -> None:
     """The round's table and posterior artifacts, read back from the run file."""
     run_id = run.config.resolved_run_id
     publish_round_table(logger, run_id, round_table(run.store))
@@ -120,19 +122,19 @@ def write_report(logger: Any, run: Run) -> str | None:
     return str(path)
 
 
-def log_simulated(logger: Any, result: Any, round_: int) -> None:
+def log_simulated(logger: Any, result: StageResult[Simulated] | None, round_: int) -> None:
     """Log what the simulate stage of ``round_`` did (nothing when it was skipped): at INFO
     when it resumed or retried chunks, else at DEBUG (the round's line says the rest)."""
-    if result is not None and not result.skipped:
-        d = result.details
-        level = logging.INFO if d["chunks_skipped"] or d["retries"] else logging.DEBUG
+    d = None if result is None else result.details
+    if d is not None:
+        level = logging.INFO if d.chunks_skipped or d.retries else logging.DEBUG
         logger.log(
             level,
             "round %d simulated: %d chunk(s) run (%d simulations), %d chunk(s) committed "
             "before and skipped, %d chunk retries",
             round_,
-            d["chunks_run"],
-            d["simulations_run"],
-            d["chunks_skipped"],
-            d["retries"],
+            d.chunks_run,
+            d.simulations_run,
+            d.chunks_skipped,
+            d.retries,
         )

@@ -6,13 +6,21 @@ from typing import Any
 
 from sbi_rounds.store.schema import (
     Calibration,
+    NetworkArchitecture,
     PosteriorSummary,
     RoundDiagnostics,
     TrainingAttempt,
     TrainingSummaryRecord,
 )
 
-__all__ = ["attempt", "calibration", "diagnostics", "posterior_summary", "training_summary"]
+__all__ = [
+    "architecture",
+    "attempt",
+    "calibration",
+    "diagnostics",
+    "posterior_summary",
+    "training_summary",
+]
 
 STALL_CHECK = {
     "stalled": False,
@@ -22,6 +30,22 @@ STALL_CHECK = {
     "excess": -0.5,
     "stderr": 0.1,
 }
+
+
+def architecture(**fields: Any) -> NetworkArchitecture:
+    """A small MAF posterior network; ``fields`` replace its values."""
+    values = {
+        "role": "posterior",
+        "model": "maf",
+        "hidden_features": 8,
+        "num_transforms": 1,
+        "num_bins": 10,
+        "num_components": 10,
+        "z_score_theta": "independent",
+        "z_score_x": "independent",
+        "embedding_net": None,
+    }
+    return NetworkArchitecture.model_validate({**values, **fields})
 
 
 def attempt(**fields: Any) -> TrainingAttempt:

@@ -6,7 +6,13 @@ from example_records import training_summary
 
 from sbi_rounds.diagnostics import diagnose, round_alerts, simulation_alerts, stop_label
 from sbi_rounds.lifecycle.session import run_session
-from sbi_rounds.report.table import ROUND_COLUMNS, format_round_table, round_line, round_table
+from sbi_rounds.report.table import (
+    ROUND_COLUMNS,
+    RoundRow,
+    format_round_table,
+    round_line,
+    round_table,
+)
 from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore
 
@@ -25,7 +31,7 @@ def test_a_capped_training_that_still_improves_is_named_with_the_way_out(make_co
         and "raise training.max_epochs" in a
         for a in alerts
     ), alerts
-    assert row["stop"] == "max_epochs"
+    assert row.stop == "max_epochs"
     line = round_line(row, 1)
     assert line.startswith(
         "round 1/1 done: 300 simulations (300 valid), 3 epochs (stopped by "
@@ -67,8 +73,9 @@ def test_stop_labels_and_the_shared_round_columns():
     lr = "learning rate fell below min_lr"
     assert stop_label(training_summary(limit_reached=None, stop_reason=lr)) == "min_lr"
     keys = [c.key for c in ROUND_COLUMNS]
-    assert len(keys) == len(set(keys)) and "stop" in keys and "network" in keys
-    text = format_round_table([{"round": 1, "simulations": 10, "valid": 9, "stop": "patience"}])
+    assert keys == list(RoundRow.model_fields)  # a column per field, in the same order
+    row = RoundRow(round=1, stage="done", simulations=10, valid=9, stop="patience")
+    text = format_round_table([row])
     assert text.splitlines()[0].split()[:4] == ["round", "sims", "valid", "network"]
     assert "patience" in text.splitlines()[1]
 
@@ -103,10 +110,14 @@ def test_a_valid_fraction_that_fell_is_named(tmp_path):
 
 
 def test_the_in_prior_column_shows_only_where_a_round_measured_it():
-    row = {"round": 1, "stage": "done", "simulations": 10, "valid": 10}
+    row = RoundRow(round=1, stage="done", simulations=10, valid=10)
     assert "in prior" not in format_round_table([row])  # SNLE, SNRE, TFMPE, TNPSE
     text = format_round_table(
-        [row, {**row, "round": 2, "in_prior": 0.0312}, {**row, "in_prior": 55.0}]
+        [
+            row,
+            row.model_copy(update={"round": 2, "in_prior": 0.0312}),
+            row.model_copy(update={"in_prior": 55.0}),
+        ]
     )
     assert "in prior" in text.splitlines()[0]
     assert [line.split()[8] for line in text.splitlines()[1:]] == ["-", "0.031%", "55%"]

@@ -21,24 +21,24 @@ from flows.artifacts import (
     round_table_artifact_rows,
 )
 from sbi_rounds.diagnostics import save_pairplot
-from sbi_rounds.report.table import ROUND_COLUMNS
+from sbi_rounds.report.table import ROUND_COLUMNS, RoundRow
 from sbi_rounds.store.schema import ParameterSummary
 
-ROW = {
-    "round": 1,
-    "stage": "done",
-    "simulations": 200,
-    "valid": 198,
-    "epochs": 5,
-    "best_val_loss": 2.345678,
-    "sample_s": 0.0123456,
-    "simulate_s": 1.5,
-    "append_s": 0.01,
-    "train_s": 3.0,
-    "posterior_s": math.nan,
-    "checkpoint_s": 0.2,
-    "commit_s": 0.05,
-}
+ROW = RoundRow(
+    round=1,
+    stage="done",
+    simulations=200,
+    valid=198,
+    epochs=5,
+    best_val_loss=2.345678,
+    sample_s=0.0123456,
+    simulate_s=1.5,
+    append_s=0.01,
+    train_s=3.0,
+    posterior_s=math.nan,
+    checkpoint_s=0.2,
+    commit_s=0.05,
+)
 SUMMARY = {
     "theta_1": ParameterSummary(mean=0.5, std=0.1, q05=0.33, median=0.5, q95=0.66),
     "theta_2": ParameterSummary(mean=-0.3, std=0.1, q05=-0.46, median=-0.3, q95=-0.13),
@@ -64,11 +64,11 @@ def test_artifact_keys_are_lowercase_letters_digits_and_dashes(run_id, what, key
 
 
 def test_round_table_rows_have_readable_columns_and_no_nan():
-    missing = {**ROW, "round": 2, "stage": "simulated", "valid": -1, "epochs": None}
+    missing = ROW.model_copy(update={"round": 2, "stage": "simulated", "valid": -1, "epochs": None})
     rows = round_table_artifact_rows([ROW, missing])
     # the console's and report's columns; "in prior" only where a round measured it
     assert list(rows[0]) == [c.title for c in ROUND_COLUMNS if c.key != "in_prior"]
-    leaky = round_table_artifact_rows([{**ROW, "in_prior": 3.04}, missing])
+    leaky = round_table_artifact_rows([ROW.model_copy(update={"in_prior": 3.04}), missing])
     assert list(leaky[0]) == [c.title for c in ROUND_COLUMNS]
     assert leaky[0]["in prior (%)"] == 3.04 and leaky[1]["in prior (%)"] is None
     assert {"round", "stage", "network", "stopped by", "best validation loss"} <= set(rows[0])

@@ -118,7 +118,7 @@ def test_a_round_runs_on_slurm_jobs(slurm, make_config, tmp_path):
         appended = stages.append_simulations(run, 1)
         in_jobs = client.run(lambda: (os.environ.get("SLURM_JOB_ID"), "prefect" in sys.modules))
         assert len(_jobs()) >= 1
-    assert result.details["chunks_run"] == 20 and appended.details["valid"] == 200
+    assert result.details.chunks_run == 20 and appended.details.valid == 200
     assert in_jobs and all(job is not None and not prefect for job, prefect in in_jobs.values())
     store = RunStore.open(config.run_path)
     assert store.stage(1) == Stage.APPENDED and store.pending_chunks(1) == []
@@ -150,7 +150,7 @@ def test_jobs_reaching_their_walltime_lifetime_are_replaced(slurm, make_config, 
         stages.sample_proposal(run, 1)
         result = stages.simulate(run, 1, client)
     store = RunStore.open(config.run_path)
-    assert store.pending_chunks(1) == [] and result.details["chunks_run"] == 80
+    assert store.pending_chunks(1) == [] and result.details.chunks_run == 80
     assert store.read_simulations(1)[2].all()
     logs = sorted(tmp_path.glob("worker-*.out"))
     assert len(logs) >= 2, "the retired job was not replaced by a new one"

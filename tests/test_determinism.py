@@ -117,13 +117,13 @@ def test_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(
             assert 0 < len(run.store.pending_chunks(r)) < total
         with run_session(config) as run:
             result = stages.simulate(run, r, dask_client)
-            assert result.details["chunks_skipped"] >= 2
+            assert result.details.chunks_skipped >= 2
             stages.append_simulations(run, r)
             with pytest.raises(RunInterrupted):
                 stages.train(run, r, callbacks=[_InterruptAt(7)])
             assert run.store.checkpoint_sink(r).load()["epoch"] == 6
         with run_session(config) as run:
-            assert stages.train(run, r).details["resumed_from_epoch"] == 6
+            assert stages.train(run, r).details.resumed_from_epoch == 6
             stages.build_posterior(run, r)
             stages.checkpoint(run, r, pairplot=False)
     _assert_same(RunStore.open(config.run_path), reference)

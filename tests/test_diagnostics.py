@@ -190,8 +190,8 @@ def checked_run(tmp_path_factory, dask_client):
 
 def test_every_check_is_committed_to_the_run_file(checked_run):
     config, results, _ = checked_run
-    assert results[1].details["parts"] == ["posterior", "map", "predictive", "c2st", "calibration"]
-    assert results[2].details["parts"] == ["posterior", "map", "predictive", "movement", "c2st"]
+    assert results[1].details.parts == ("posterior", "map", "predictive", "c2st", "calibration")
+    assert results[2].details.parts == ("posterior", "map", "predictive", "movement", "c2st")
     store = RunStore.open(config.run_path)
     for r in (1, 2):
         diag = store.diagnostics(r)

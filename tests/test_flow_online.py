@@ -242,7 +242,7 @@ def test_the_command_line_runs_a_vector_field_method_and_extends_it(
     proposal = store.round_info(2).proposal
     assert proposal["kind"] == "truncated_prior" and proposal["density"] == "log_prob"
     assert 0 < proposal["kept"] <= 1  # counted on prior draws, an ODE solve each
-    assert store.read_network(2)[1]["role"] == "vector_field"
+    assert store.read_network(2)[1].role == "vector_field"
     assert store.diagnostics(2).map is not None  # map_iterations auto: 20 steps
     assert main([*argv, "--rounds", "3"]) == 0
     assert store.stage(3) == Stage.DONE and store.round_info(3).proposal["round"] == 2

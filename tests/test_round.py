@@ -35,7 +35,7 @@ def test_a_round_runs_every_stage_once_and_then_skips_them(make_config, dask_cli
     assert "simulate" not in again.stages and all(r.skipped for r in again.stages.values())
     assert calls == [1]  # the cluster is asked for only while simulations are due
     store = RunStore.open(config.run_path)
-    assert store.stage(1) == Stage.DONE and round_table(store)[0]["simulations"] == 300
+    assert store.stage(1) == Stage.DONE and round_table(store)[0].simulations == 300
     timings = store.timings(1).by_stage()
     assert all(
         timings[k] > 0

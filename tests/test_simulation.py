@@ -29,7 +29,7 @@ from sbi_rounds.simulation import (
     measure_seconds_per_simulation,
     simulate_round,
 )
-from sbi_rounds.stages import InvalidRoundError, run_session
+from sbi_rounds.stages import Appended, InvalidRoundError, run_session
 from sbi_rounds.store import RoundCounts, RunStore
 
 EXAMPLES = Path(__file__).parents[1] / "sbi_rounds" / "examples_command"
@@ -505,7 +505,7 @@ def test_nan_and_inf_outputs_are_kept_marked_and_counted(make_config, dask_clien
     expected_invalid = (theta[:, 0] > 1.0) | (theta[:, 0] < -1.9)
     np.testing.assert_array_equal(~valid, expected_invalid)
     assert np.isnan(x[theta[:, 0] > 1.0]).all() and np.isinf(x[theta[:, 0] < -1.9, 0]).all()
-    assert result.details == {"simulations": 200, "valid": int(valid.sum())}
+    assert result.details == Appended(simulations=200, valid=int(valid.sum()))
     assert RunStore.open(config.run_path).counts(1).invalid == int(expected_invalid.sum())
     strict = make_config(
         rounds=1,

@@ -50,7 +50,7 @@ def test_a_round_commits_every_stage_and_a_rerun_skips_them(make_config, dask_cl
     timings = store.timings(1).by_stage()
     assert all(timings[k] > 0 for k in ("sample", "simulate", "train", "posterior"))
     row = stages.round_table(store)[0]
-    assert row["epochs"] == 15 and row["valid"] == 300
+    assert row.epochs == 15 and row.valid == 300
 
 
 def test_an_interrupted_round_resumes_without_redoing_chunks_and_gives_the_same_answer(
@@ -71,8 +71,8 @@ def test_an_interrupted_round_resumes_without_redoing_chunks_and_gives_the_same_
         assert 0 < len(pending) < 6 or len(pending) == 6  # stopped before finishing
         done_before = 6 - len(pending)
         result = stages.simulate(run, 1, dask_client)
-        assert result.details["chunks_skipped"] == done_before
-        assert result.details["chunks_run"] == len(pending)
+        assert result.details.chunks_skipped == done_before
+        assert result.details.chunks_run == len(pending)
         for fn in (stages.append_simulations, stages.train, stages.build_posterior):
             fn(run, 1)
     reference = make_config(rounds=1, run_dir=str(tmp_path / "reference"))
@@ -167,7 +167,7 @@ def test_a_round_with_too_few_valid_simulations_stops_and_keeps_them(make_config
     with run_session(relaxed) as run:
         assert stages.simulate(run, 1, dask_client).skipped
         result = stages.append_simulations(run, 1)
-        assert 0 < result.details["valid"] < 150
+        assert 0 < result.details.valid < 150
 
 
 def test_invalid_rows_are_excluded_from_training(make_config, dask_client):
@@ -176,9 +176,9 @@ def test_invalid_rows_are_excluded_from_training(make_config, dask_client):
         stages.sample_proposal(run, 1)
         stages.simulate(run, 1, dask_client)
         counts = stages.append_simulations(run, 1).details
-        assert counts["valid"] < 300
+        assert counts.valid < 300
         stages.train(run, 1)
-        assert run.store.training_summary(1).training_samples == counts["valid"]
+        assert run.store.training_summary(1).training_samples == counts.valid
 
 
 def test_load_posterior_gives_an_sbi_posterior_of_any_round(make_config, dask_client):
@@ -278,7 +278,7 @@ def test_the_posterior_stage_records_its_mass_in_the_prior_and_stops_past_the_ti
         mass = run.store.prior_mass(1)
         assert run.store.stage(1) == Stage.TRAINED
         assert 0.1 < mass.fraction <= 1 and mass.draws == 10_000
-        assert round_table(run.store)[0]["in_prior"] == pytest.approx(100 * mass.fraction)
+        assert round_table(run.store)[0].in_prior == pytest.approx(100 * mass.fraction)
         assert not any("inside the prior" in a for a in round_alerts(run, 1))
 
     config = make_config(rounds=1, run_id="leak", posterior={"max_sampling_seconds": 600})

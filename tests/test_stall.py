@@ -106,9 +106,9 @@ def test_a_stalled_round_is_detected_retrained_and_recorded(make_config, dask_cl
     assert first.stalled and first.reference == "gaussian" and first.epochs == 1
     assert first.excess > 2 * 0.5 and not first.capped
     assert not second.stalled and second.kept and second.epochs > 10
-    assert result.details["retrains"] == 1 and not result.details["stalled"]
+    assert result.details.retrains == 1 and not result.details.stalled
     assert store.training_summary(1).attempt == 1
-    assert stages.round_table(store)[0]["retrains"] == 1
+    assert stages.round_table(store)[0].retrains == 1
     assert "retrained" in stages.format_round_table(stages.round_table(store))
     assert "training again from fresh weights" in caplog.text
     # the kept network is the retrained one: its posterior is near the truth N(xobs, 0.1^2)
@@ -168,7 +168,7 @@ def test_a_training_cut_by_a_limit_is_flagged_but_not_retrained(make_config, das
         result = _round_one(run, dask_client)
         (attempt,) = run.store.training_attempts(1)
         alerts = round_alerts(run, 1)
-    assert attempt.stalled and attempt.capped and result.details["retrains"] == 0
+    assert attempt.stalled and attempt.capped and result.details.retrains == 0
     (alert,) = [a for a in alerts if "cap" in a]  # one warning, with the stall and the way out
     assert "reached max_epochs=1" in alert and "raise training.max_epochs" in alert
     assert "(a stall, not retrained: it would stop at the same cap)" in alert
@@ -180,7 +180,7 @@ def test_max_retrains_zero_keeps_the_first_training(make_config, dask_client, ca
     with caplog.at_level(logging.WARNING), run_session(config) as run:
         result = _round_one(run, dask_client, [CutShort(_train_seed(config, 1, 0))])
         (attempt,) = run.store.training_attempts(1)
-    assert attempt.stalled and result.details["stalled"]
+    assert attempt.stalled and result.details.stalled
     assert "every one of 1 trainings stalled" in caplog.text
 
 
@@ -203,8 +203,8 @@ def test_round_one_keeps_maf_alone_where_the_posterior_is_gaussian_like(
         row = stages.round_table(run.store)[0]
     assert attempt.network == "maf" and attempt.kept and not attempt.fallback
     assert attempt.reference == "gaussian" and not attempt.stalled
-    assert architecture["model"] == "maf" and result.details["network"] == "maf"
-    assert row["retrains"] == 0 and row["network"] == "maf"
+    assert architecture.model == "maf" and result.details.network == "maf"
+    assert row.retrains == 0 and row.network == "maf"
     assert "the posterior is Gaussian-like, keeping maf without training nsf" in caplog.text
     np.testing.assert_array_less(np.abs(samples.std(0) / 0.1 - 1), 0.2)  # the truth: N(xobs, 0.1^2)
 
@@ -229,10 +229,10 @@ def test_round_one_trains_nsf_too_where_maf_beats_the_linear_gaussian_model(
     assert first.network == "maf" and not first.fallback and first.excess < 0
     assert second.network == "nsf" and second.fallback
     kept = "nsf" if second.kept else "maf"
-    assert architecture["model"] == kept == result.details["network"]
+    assert architecture.model == kept == result.details.network
     assert "training nsf too, on the same rows" in caplog.text
     assert f"on the same rows: keeping {kept}" in caplog.text
-    assert result.details["retrains"] == 0
+    assert result.details.retrains == 0
 
 
 def test_a_network_the_user_chose_is_kept_without_fallback(make_config, dask_client):

@@ -106,12 +106,12 @@ def test_network_and_history_round_trip(store):
     store.write_network(
         1,
         weights=net.state_dict(),
-        architecture={"model": "lin"},
+        architecture=example_records.architecture(model="lin"),
         history={"val_loss": [3.0, 2.0]},
         summary=example_records.training_summary(),
     )
     weights, arch = store.read_network(1)
-    assert arch == {"model": "lin"}
+    assert arch == example_records.architecture(model="lin")
     assert store.training_summary(1) == example_records.training_summary()
     assert torch.equal(weights["weight"], net.weight.detach())
     assert store.read_history(1)["val_loss"].tolist() == [3.0, 2.0]

@@ -37,7 +37,7 @@ def test_a_format1_run_opens_verifies_reports_and_loads_its_posterior(old_run):
     theta, x, valid = store.read_simulations(2)
     assert theta.shape == (50, 2) and x.shape == (50, 2) and valid.all()
     rows = table(old_run)
-    assert [row["simulations"] for row in rows] == [50, 50]
+    assert [row.simulations for row in rows] == [50, 50]
     report = write_report(old_run).read_text()
     assert "Round 2" in report or "round 2" in report
     posterior = load_posterior(old_run)

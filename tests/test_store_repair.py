@@ -48,7 +48,7 @@ def _finished_round(store, round_):
         example_records.attempt(),
         {
             "weights": {"w": torch.arange(64.0).reshape(8, 8)},
-            "architecture": {"model": "maf"},
+            "architecture": example_records.architecture(),
             "history": {"loss": [1.0, 0.5]},
             "summary": example_records.training_summary(),
         },
@@ -144,7 +144,7 @@ def _finished_round_from_appended(store, round_):
         example_records.attempt(),
         {
             "weights": {"w": torch.arange(64.0).reshape(8, 8)},
-            "architecture": {"model": "maf"},
+            "architecture": example_records.architecture(),
             "history": {"loss": [1.0, 0.5]},
             "summary": example_records.training_summary(),
         },

@@ -119,7 +119,7 @@ def test_training_records_round_trip_and_attempts_are_appended(store):
     )
     network = {
         "weights": {},
-        "architecture": {"model": "maf"},
+        "architecture": example_records.architecture(),
         "history": {"val_loss": [2.0, 1.0]},
         "summary": summary,
     }
@@ -249,7 +249,12 @@ def test_the_records_of_a_format1_run_are_read_into_the_models_and_written_back_
         new.write_seconds_per_simulation(r, store.seconds_per_simulation(r))
         new.write_posterior_summary(r, summary)
         new.write_diagnostics(r, diag)
-        network = {"weights": {}, "architecture": {}, "history": {}, "summary": training}
+        network = {
+            "weights": {},
+            "architecture": example_records.architecture(),
+            "history": {},
+            "summary": training,
+        }
         new.finish_training_attempt(r, attempt, network)
         old, written = _attrs(old_run, r), _attrs(new.path, r)
         for name in RECORDS:

@@ -37,12 +37,13 @@ def run_status(path: Path) -> dict[str, Any]:
     config = store.read_config()
     rows = round_table(store)
     damaged = store.damaged_rounds()  # named; the other rounds are read
-    for row in rows:  # simulations committed so far, of the round's planned number
-        if row["round"] in damaged:
-            row.update(stage="damaged", simulated="-")
+    simulated: dict[int, str] = {}  # simulations committed so far, of the round's planned number
+    for i, row in enumerate(rows):
+        if row.round in damaged:
+            rows[i], simulated[row.round] = row.model_copy(update={"stage": "damaged"}), "-"
             continue
-        info = store.round_info(row["round"])
-        row["simulated"] = f"{committed_rows(store, row['round'])}/{info.num_simulations}"
+        info = store.round_info(row.round)
+        simulated[row.round] = f"{committed_rows(store, row.round)}/{info.num_simulations}"
     return {
         "run": path.parent.name,
         "path": str(path),
@@ -50,6 +51,7 @@ def run_status(path: Path) -> dict[str, Any]:
         "rounds": config.get("rounds"),
         "done": sum(1 for r in store.rounds() if store.stage(r) == Stage.DONE),
         "rows": rows,
+        "simulated": simulated,
         "holder": holder,
         "damaged": damaged,
     }
@@ -77,12 +79,12 @@ def _format(status: dict[str, Any]) -> str:
     header = tuple(titles.get(key, key) for key in keys)
     table = [header] + [
         (
-            str(row["round"]),
-            row["stage"],
-            row["simulated"],
-            str(row["valid"]) if row["valid"] >= 0 else "-",
-            "-" if row["epochs"] is None else str(row["epochs"]),
-            "-" if row["best_val_loss"] is None else f"{row['best_val_loss']:.4f}",
+            str(row.round),
+            row.stage,
+            status["simulated"][row.round],
+            str(row.valid) if row.valid >= 0 else "-",
+            "-" if row.epochs is None else str(row.epochs),
+            "-" if row.best_val_loss is None else f"{row.best_val_loss:.4f}",
         )
         for row in status["rows"]
     ]

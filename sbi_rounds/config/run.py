@@ -23,6 +23,7 @@ from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
 from sbi_rounds.methods import (
     METHODS,
     FlowMatchingConfig,
+    Method,
     NPELossConfig,
     NRELossConfig,
     PosteriorConfig,
@@ -54,8 +55,6 @@ ALL_IDENTITY_FIELDS = IDENTITY_FIELDS + METHOD_IDENTITY_FIELDS
 #: at that value they are left out of a run's identity (:func:`identity_of`), so the run ids
 #: of runs recorded without them stay the same and those runs resume.
 LATER_IDENTITY_SETTINGS: dict[str, Any] = {"tfmpe.time_power": 3.0}
-#: ``network`` settings a vector-field network does not have (its depth: ``<method>.num_layers``).
-_NOT_VECTOR_FIELD = ("num_transforms", "num_bins", "num_components")
 
 
 def identity_fields(method: str) -> tuple[str, ...]:
@@ -276,7 +275,7 @@ class RunConfig(BaseModel):
         method = get_method(self.method)
         if self.network.model is not None:
             method.check_network(self.network.model)
-        self._check_applicable(method.settings_field, method.role)
+        self._check_applicable(method)
         method.sampler(self.posterior)  # raises for a sampler the method cannot use
         if self.prior.low is not None and self.parameter_names is not None:
             if len(self.parameter_names) != len(self.prior.low):
@@ -292,10 +291,11 @@ class RunConfig(BaseModel):
             )
         return self
 
-    def _check_applicable(self, own: str | None, role: str) -> None:
+    def _check_applicable(self, method: Method) -> None:
         """Settings changed from their defaults that the method would ignore are errors:
-        another method's (:data:`METHOD_IDENTITY_FIELDS`) and, for a vector-field network,
-        the flow-only ``network`` settings."""
+        another method's (:data:`METHOD_IDENTITY_FIELDS`) and the ``network`` settings its
+        network does not use (``Method.check_network_settings``)."""
+        own = method.settings_field
         for name in METHOD_IDENTITY_FIELDS:
             if name != own and getattr(self, name) != type(self).model_fields[name].get_default(
                 call_default_factory=True
@@ -304,15 +304,7 @@ class RunConfig(BaseModel):
                     f"{name} settings apply only to method={name!r} (method is {self.method!r}); "
                     f"remove them or set method: {name}"
                 )
-        if role == "vector_field":
-            defaults = NetworkConfig.model_fields
-            for name in _NOT_VECTOR_FIELD:
-                if getattr(self.network, name) != defaults[name].default:
-                    raise ValueError(
-                        f"network.{name}={getattr(self.network, name)} does not apply to "
-                        f"{self.method}'s vector-field network (its depth is "
-                        f"{own}.num_layers); remove it"
-                    )
+        method.check_network_settings(self.network)
 
     # --- derived values -------------------------------------------------------------------
     def simulations_for_round(self, round_: int) -> int:

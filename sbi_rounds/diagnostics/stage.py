@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from sbi_rounds.store import Calibration, RoundDiagnostics, Stage
 
 __all__ = [
     "CALIBRATION_NOTE",
+    "Diagnosed",
     "check_inputs",
     "checks_due",
     "diagnose",
@@ -43,6 +45,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Diagnosed:
+    """What the checks computed: ``parts`` (``posterior``, ``map``, ``predictive``,
+    ``movement``, ``c2st``, ``calibration``), in that order."""
+
+    parts: tuple[str, ...]
+
 
 #: Why calibration checks round 1's estimator only.
 CALIBRATION_NOTE = (
@@ -313,7 +324,7 @@ def diagnose(
     *,
     should_stop: Callable[[], bool] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
-) -> StageResult:
+) -> StageResult[Diagnosed]:
     """Check a finished round's posterior and commit the results in one write.
 
     Computes what is missing of: the posterior summary at x_o with the MAP estimate
@@ -360,5 +371,5 @@ def diagnose(
         stage="diagnose",
         skipped=False,
         seconds=elapsed,
-        details={"parts": missing + (["calibration"] if calibration_due else [])},
+        details=Diagnosed(parts=(*missing, *(["calibration"] if calibration_due else []))),
     )

@@ -84,9 +84,9 @@ def _reference_data(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
 
 def network_for_round(run: Run, round_: int) -> nn.Module:
     """Rebuild the network trained in ``round_`` from the run file (no pickle)."""
-    weights, settings = run.store.read_network(round_)
+    weights, architecture = run.store.read_network(round_)
     theta, x = _reference_data(run)
-    return load_network(settings, weights, theta, x)
+    return load_network(run.method, architecture, weights, theta, x)
 
 
 def posterior_for_round(run: Run, round_: int) -> Any:

@@ -44,7 +44,7 @@ def open_run(
     simulator, the invalid rows of rounds not trained yet are simulated again, as they are
     with ``resimulate_invalid``. A run recorded before fingerprints existed gets one now.
     A new run's simulator is probed on two prior draws (``check_simulator``) unless
-    ``preflight`` (the command line's :func:`~sbi_rounds.preflight.preflight`) did it.
+    ``preflight`` (the command line's :func:`~sbi_rounds.lifecycle.preflight.preflight`) did it.
 
     Raises:
         ConfigMismatchError: Identity settings differ; nothing in the file was touched.

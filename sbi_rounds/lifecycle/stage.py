@@ -1,10 +1,10 @@
 """What every round stage shares: its result, and the decorator that skips, times and commits.
 
-A stage body does the work of one stage of one round and returns what it did (a dict of
-details); :func:`stage` wraps it: the stage is skipped when the run file shows the round
-past it, its wall time and the time its commits took are recorded in the round's timings,
-and the round's stage mark is committed last, so a round marked at a stage has its
-timings too.
+A stage body does the work of one stage of one round and returns what it did (a frozen
+record its module defines: ``Simulated``, ``Trained``, ...); :func:`stage` wraps it: the
+stage is skipped when the run file shows the round past it, its wall time and the time its
+commits took are recorded in the round's timings, and the round's stage mark is committed
+last, so a round marked at a stage has its timings too.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Concatenate, Generic, ParamSpec, TypeVar
 
 from sbi_rounds.errors import RunInterrupted
 from sbi_rounds.store import Stage
@@ -24,17 +24,28 @@ if TYPE_CHECKING:
 __all__ = ["StageResult", "Stopped", "stage"]
 
 P = ParamSpec("P")
+#: What a stage reports it did (its module's record).
+D = TypeVar("D")
 
 
 @dataclass(frozen=True, kw_only=True)
-class StageResult:
-    """What a stage did."""
+class StageResult(Generic[D]):
+    """What a stage did.
+
+    Attributes:
+        round: The round, 1-based.
+        stage: The stage's name.
+        skipped: Whether the run file showed the round past the stage (nothing done).
+        seconds: The stage's wall time (0 when skipped).
+        details: The stage's own record of what it did (e.g. ``stages.Simulated``); None
+            when skipped.
+    """
 
     round: int
     stage: str
     skipped: bool
     seconds: float
-    details: dict[str, Any] = field(default_factory=dict)
+    details: D | None = None
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,12 @@ class Stopped:
     reason: str
 
 
-StageBody = Callable[Concatenate["Run", int, P], "dict[str, Any] | Stopped"]
+StageBody = Callable[Concatenate["Run", int, P], "D | Stopped"]
 
 
 def stage(
     name: str, reaches: Stage
-) -> Callable[[StageBody[P]], Callable[Concatenate[Run, int, P], StageResult]]:
+) -> Callable[[StageBody[P, D]], Callable[Concatenate[Run, int, P], StageResult[D]]]:
     """Make ``body(run, round_, ...)`` a round stage called ``name`` that reaches ``reaches``.
 
     The stage is skipped (``StageResult.skipped``) when the round reached ``reaches``
@@ -62,9 +73,9 @@ def stage(
     A body that returns :class:`Stopped` has its time recorded but reaches nothing.
     """
 
-    def wrap(body: StageBody[P]) -> Callable[Concatenate[Run, int, P], StageResult]:
+    def wrap(body: StageBody[P, D]) -> Callable[Concatenate[Run, int, P], StageResult[D]]:
         @functools.wraps(body)
-        def run_stage(run: Run, round_: int, *args: P.args, **kwargs: P.kwargs) -> StageResult:
+        def run_stage(run: Run, round_: int, *args: P.args, **kwargs: P.kwargs) -> StageResult[D]:
             store = run.store
             reached = store.stage(round_)
             if reached is not None and reached >= reaches:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.store.schema import PriorMass
+from sbi_rounds.store.schema import NetworkArchitecture, PriorMass, Role
+from sbi_rounds.training.references import gaussian_baseline_losses
 from sbi_rounds.training.state import LossFn
 
 if TYPE_CHECKING:
@@ -21,18 +23,20 @@ __all__ = [
     "CLASSIFIER_MODELS",
     "DENSITY_MODELS",
     "ROLE_MODELS",
+    "Builder",
     "VECTOR_FIELD_MODELS",
     "DirectMethod",
     "Method",
     "Proposal",
     "Role",
     "TrainingData",
+    "density_builder",
     "training_tensors",
 ]
 
-#: What a method's network estimates: the posterior, the likelihood, a ratio (classifier), or
-#: the posterior's vector field (flow matching velocity or diffusion score).
-Role = Literal["posterior", "likelihood", "classifier", "vector_field"]
+#: sbi's network builder, called with ``theta (N, D)`` and ``x (N, K)`` (shapes and
+#: z-scoring statistics): returns the network.
+Builder = Callable[[Tensor, Tensor], nn.Module]
 
 #: sbi's density estimators (posterior and likelihood networks).
 DENSITY_MODELS = (
@@ -134,6 +138,7 @@ class Method(ABC):
         measures_leakage: Whether its posterior is a network sampled by rejecting draws
             outside the prior, cheap to draw from, whose fraction inside the prior the
             posterior stage measures (``sbi_rounds.methods.leakage``).
+        loss_note: What the report adds about its training losses (empty: nothing).
     """
 
     name: ClassVar[str]
@@ -147,6 +152,7 @@ class Method(ABC):
     calibrates_by_default: ClassVar[bool] = True
     map_iterations: ClassVar[int] = 200
     measures_leakage: ClassVar[bool] = False
+    loss_note: ClassVar[str] = ""
 
     def check_network(self, model: str) -> None:
         """Raise ``ValueError`` when ``model`` cannot serve as this method's network."""
@@ -158,10 +164,44 @@ class Method(ABC):
                 f"{_KINDS[self.role]}: one of {list(allowed)}"
             )
 
+    def check_network_settings(self, network: BaseModel) -> None:  # noqa: B027 - a hook
+        """Raise ``ValueError`` for a ``network`` setting changed from its default that this
+        method's network does not use (none but for vector-field methods)."""
+
     def network_extras(self, settings: BaseModel | None) -> dict[str, Any]:
         """Architecture settings beyond ``network.*`` that the stored network description
         needs to rebuild the network (none but for vector-field methods)."""
         return {}
+
+    @abstractmethod
+    def network_builder(self, architecture: NetworkArchitecture, embedding: nn.Module) -> Builder:
+        """sbi's builder of the network ``architecture`` describes (its ``role`` is this
+        method's), with ``embedding`` as the embedding of x."""
+
+    @abstractmethod
+    def stall_reference(
+        self,
+        network: nn.Module,
+        loss_fn: LossFn,
+        train_rows: Sequence[Tensor],
+        val_rows: Sequence[Tensor],
+        seed: int,
+    ) -> tuple[Tensor, str]:
+        """Round 1's reference for the stall check (``sbi_rounds.stages.stall``): per-row
+        validation losses ``(N_val,)`` of a model that learnt nothing useful, and its name.
+
+        Args:
+            network: The trained network.
+            loss_fn: The round's loss.
+            train_rows: The training rows ``(theta (N, D), x (N, K), ...)``.
+            val_rows: The validation rows, in the same layout.
+            seed: Seeds the losses' randomness (atoms, times).
+        """
+
+    def stall_dimensions(self, theta_dim: int, x_dim: int) -> int:
+        """The dimensions the stall margin scales with (``stall.margin`` per dimension of
+        the estimated density): 1 but for density networks."""
+        return 1
 
     def sampler(self, sampling: PosteriorConfig) -> str:
         """The posterior sampler, with ``auto`` resolved to :attr:`default_sampler`.
@@ -229,6 +269,46 @@ class DirectMethod(Method):
         from sbi.inference import DirectPosterior
 
         return DirectPosterior(network, prior).set_default_x(xobs)
+
+    def network_builder(self, architecture: NetworkArchitecture, embedding: nn.Module) -> Builder:
+        """sbi's ``posterior_nn``: a density of theta given x."""
+        from sbi.neural_nets import posterior_nn
+
+        return density_builder(posterior_nn, architecture, embedding)
+
+    def stall_reference(
+        self,
+        network: nn.Module,
+        loss_fn: LossFn,
+        train_rows: Sequence[Tensor],
+        val_rows: Sequence[Tensor],
+        seed: int,
+    ) -> tuple[Tensor, str]:
+        """The best linear-Gaussian model of theta given x (``gaussian``)."""
+        reference = gaussian_baseline_losses(train_rows[0], train_rows[1], val_rows[0], val_rows[1])
+        return reference, "gaussian"
+
+    def stall_dimensions(self, theta_dim: int, x_dim: int) -> int:
+        """The posterior's: ``theta_dim``."""
+        return theta_dim
+
+
+def density_builder(
+    factory: Callable[..., Builder], architecture: NetworkArchitecture, embedding: nn.Module
+) -> Builder:
+    """sbi's density-estimator builder ``factory`` (``posterior_nn``, ``likelihood_nn``)
+    with ``architecture``'s arguments."""
+    a = architecture
+    return factory(
+        model=a.model,
+        hidden_features=a.hidden_features,
+        num_transforms=a.num_transforms,
+        num_bins=a.num_bins,
+        num_components=a.num_components,
+        embedding_net=embedding,
+        z_score_theta=a.z_score_theta,
+        z_score_x=a.z_score_x,
+    )
 
 
 def training_tensors(theta: list[Tensor], x: list[Tensor], rounds: list[int]) -> TrainingData:

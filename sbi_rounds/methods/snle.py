@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.methods.base import Role
+from sbi_rounds.methods.base import Builder, Role, density_builder
 from sbi_rounds.methods.mcmc import PotentialMethod
+from sbi_rounds.store.schema import NetworkArchitecture
+from sbi_rounds.training.references import gaussian_baseline_losses
 from sbi_rounds.training.state import LossFn
 
 __all__ = ["SNLE", "nle_loss"]
@@ -30,6 +33,28 @@ class SNLE(PotentialMethod):
     def loss_fn(self, settings: BaseModel | None, prior: Distribution, round_: int) -> LossFn:
         """The likelihood loss in every round."""
         return nle_loss
+
+    def network_builder(self, architecture: NetworkArchitecture, embedding: nn.Module) -> Builder:
+        """sbi's ``likelihood_nn``: a density of x given theta."""
+        from sbi.neural_nets import likelihood_nn
+
+        return density_builder(likelihood_nn, architecture, embedding)
+
+    def stall_reference(
+        self,
+        network: nn.Module,
+        loss_fn: LossFn,
+        train_rows: Sequence[Tensor],
+        val_rows: Sequence[Tensor],
+        seed: int,
+    ) -> tuple[Tensor, str]:
+        """The best linear-Gaussian model of x given theta (``gaussian``)."""
+        reference = gaussian_baseline_losses(train_rows[1], train_rows[0], val_rows[1], val_rows[0])
+        return reference, "gaussian"
+
+    def stall_dimensions(self, theta_dim: int, x_dim: int) -> int:
+        """The likelihood's: ``x_dim``."""
+        return x_dim
 
     def potential(self, network: nn.Module, prior: Distribution, xobs: Tensor) -> tuple[Any, Any]:
         """Prior times the learned likelihood at xobs."""

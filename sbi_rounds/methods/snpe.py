@@ -96,6 +96,11 @@ class SNPE(DirectMethod):
     #: posterior is not Gaussian-like (``sbi_rounds.stages.network_choice``).
     simple_network: ClassVar[str | None] = "maf"
     settings_field: ClassVar[str | None] = "npe"
+    loss_note: ClassVar[str] = (
+        "For SNPE the loss itself changes: round 1 minimises the NPE loss (-log q(theta|x) "
+        "on prior simulations), later rounds the atomic (APT) loss over contrasting "
+        "parameter sets, whose values are on another scale."
+    )
 
     def loss_fn(self, settings: NPELossConfig, prior: Distribution, round_: int) -> LossFn:
         """NPE loss in round 1; APT's atomic loss after."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -10,10 +11,12 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.methods.base import Role
+from sbi_rounds.methods.base import Builder, Role
 from sbi_rounds.methods.mcmc import PotentialMethod
 from sbi_rounds.methods.snpe import sample_atoms
+from sbi_rounds.store.schema import NetworkArchitecture
 from sbi_rounds.strict import STRICT
+from sbi_rounds.training.references import chance_losses
 from sbi_rounds.training.state import LossFn
 
 __all__ = ["SNRE", "NRELossConfig", "nre_b_loss", "nre_c_loss"]
@@ -90,6 +93,30 @@ class SNRE(PotentialMethod):
         """NRE-B or NRE-C, as ``settings.variant`` says."""
         n = settings
         return nre_b_loss(n.num_atoms) if n.variant == "b" else nre_c_loss(n.num_classes, n.gamma)
+
+    def network_builder(self, architecture: NetworkArchitecture, embedding: nn.Module) -> Builder:
+        """sbi's ``classifier_nn``: the logit of a (theta, x) pair being joint."""
+        from sbi.neural_nets import classifier_nn
+
+        a = architecture
+        return classifier_nn(
+            model=a.model,
+            hidden_features=a.hidden_features,
+            embedding_net_x=embedding,
+            z_score_theta=a.z_score_theta,
+            z_score_x=a.z_score_x,
+        )
+
+    def stall_reference(
+        self,
+        network: nn.Module,
+        loss_fn: LossFn,
+        train_rows: Sequence[Tensor],
+        val_rows: Sequence[Tensor],
+        seed: int,
+    ) -> tuple[Tensor, str]:
+        """A classifier at chance level, every logit 0 (``chance``)."""
+        return chance_losses(loss_fn, val_rows, seed), "chance"
 
     def potential(self, network: nn.Module, prior: Distribution, xobs: Tensor) -> tuple[Any, Any]:
         """Prior times the learned ratio at xobs."""

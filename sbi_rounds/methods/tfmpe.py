@@ -7,7 +7,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, model_validator
 
+from sbi_rounds.methods.base import Builder
 from sbi_rounds.methods.vector_field import TimeSampler, VectorFieldMethod, VectorFieldSettings
+from sbi_rounds.store.schema import NetworkArchitecture
 
 __all__ = ["TFMPE", "FlowMatchingConfig", "logit_normal_times", "power_times"]
 
@@ -80,6 +82,12 @@ class TFMPE(VectorFieldMethod):
     def network_extras(self, settings: FlowMatchingConfig) -> dict[str, Any]:  # type: ignore[override]
         """The shared settings and ``gaussian_baseline``."""
         return {**super().network_extras(settings), "gaussian_baseline": settings.gaussian_baseline}
+
+    def field_builder(self, architecture: NetworkArchitecture, **common: Any) -> Builder:
+        """sbi's ``posterior_flow_nn``, with or without its Gaussian baseline."""
+        from sbi.neural_nets import posterior_flow_nn
+
+        return posterior_flow_nn(gaussian_baseline=architecture.gaussian_baseline, **common)
 
     def time_sampler(self, settings: FlowMatchingConfig) -> TimeSampler | None:  # type: ignore[override]
         """None (sbi's uniform times), :func:`logit_normal_times` or :func:`power_times`."""

@@ -6,7 +6,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from sbi_rounds.methods.base import Builder
 from sbi_rounds.methods.vector_field import VectorFieldMethod, VectorFieldSettings
+from sbi_rounds.store.schema import NetworkArchitecture
 
 __all__ = ["TNPSE", "ScoreMatchingConfig"]
 
@@ -57,3 +59,11 @@ class TNPSE(VectorFieldMethod):
         if settings.sde_type == "ve":
             extras["train_schedule"] = settings.train_schedule
         return extras
+
+    def field_builder(self, architecture: NetworkArchitecture, **common: Any) -> Builder:
+        """sbi's ``posterior_score_nn`` for the architecture's SDE (and, VE, its schedule)."""
+        from sbi.neural_nets import posterior_score_nn
+
+        a = architecture
+        schedule = {} if a.train_schedule is None else {"train_schedule": a.train_schedule}
+        return posterior_score_nn(sde_type=a.sde_type, **common, **schedule)

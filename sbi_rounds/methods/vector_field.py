@@ -12,13 +12,15 @@ sbi's ``VectorFieldPosterior``.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from sbi_rounds.methods.base import Method, Proposal, Role
+from sbi_rounds.methods.base import Builder, Method, Proposal, Role
 from sbi_rounds.methods.fitted_density import fitted_threshold
 from sbi_rounds.methods.leakage import (
     MAX_PRIOR_MASS_DRAWS,
@@ -27,7 +29,9 @@ from sbi_rounds.methods.leakage import (
 )
 from sbi_rounds.methods.mcmc import PosteriorConfig
 from sbi_rounds.methods.tsnpe import TruncationConfig, density_threshold, truncated_prior
+from sbi_rounds.store.schema import NetworkArchitecture
 from sbi_rounds.strict import STRICT
+from sbi_rounds.training.references import zero_field_losses
 from sbi_rounds.training.state import LossFn
 
 __all__ = [
@@ -225,6 +229,9 @@ class VectorFieldMethod(Method):
     map_iterations: ClassVar[int] = 20
     #: ``flow`` (flow matching) or ``score`` (score matching).
     estimator: ClassVar[str]
+    #: ``network`` settings a vector-field network does not have (its depth:
+    #: ``<method>.num_layers``).
+    NOT_VECTOR_FIELD: ClassVar[tuple[str, ...]] = ("num_transforms", "num_bins", "num_components")
 
     def network_extras(self, settings: VectorFieldSettings) -> dict[str, Any]:
         """``estimator``, ``num_layers`` and the time embedding (subclasses add theirs)."""
@@ -234,6 +241,50 @@ class VectorFieldMethod(Method):
             "time_embedding": settings.time_embedding,
             "time_embedding_dim": settings.time_embedding_dim,
         }
+
+    def check_network_settings(self, network: BaseModel) -> None:
+        """The flow-only settings (:attr:`NOT_VECTOR_FIELD`) left at their defaults."""
+        defaults = type(network).model_fields
+        for name in self.NOT_VECTOR_FIELD:
+            if getattr(network, name) != defaults[name].default:
+                raise ValueError(
+                    f"network.{name}={getattr(network, name)} does not apply to {self.name}'s "
+                    f"vector-field network (its depth is {self.settings_field}.num_layers); "
+                    "remove it"
+                )
+
+    def network_builder(self, architecture: NetworkArchitecture, embedding: nn.Module) -> Builder:
+        """sbi's vector-field builder (:meth:`field_builder`) with the arguments every
+        vector-field network takes."""
+        a = architecture
+        return self.field_builder(
+            architecture,
+            model=a.model,
+            hidden_features=a.hidden_features,
+            num_layers=a.num_layers,
+            embedding_net=embedding,
+            time_emb_type=a.time_embedding,
+            t_embedding_dim=a.time_embedding_dim,
+            z_score_theta=a.z_score_theta,
+            z_score_x=a.z_score_x,
+        )
+
+    @abstractmethod
+    def field_builder(self, architecture: NetworkArchitecture, **common: Any) -> Builder:
+        """sbi's ``posterior_flow_nn`` or ``posterior_score_nn`` with the ``common``
+        arguments and the estimator's own from ``architecture``."""
+
+    def stall_reference(
+        self,
+        network: nn.Module,
+        loss_fn: LossFn,
+        train_rows: Sequence[Tensor],
+        val_rows: Sequence[Tensor],
+        seed: int,
+    ) -> tuple[Tensor, str]:
+        """The trained estimator with its network replaced by zeros (``zero_field``): the
+        Gaussian field its standardisation implies, blind to x."""
+        return zero_field_losses(network, loss_fn, val_rows, seed), "zero_field"
 
     def time_sampler(self, settings: VectorFieldSettings) -> TimeSampler | None:
         """How training draws times; None: the estimator's own schedule."""

@@ -45,7 +45,7 @@ def stopped_early(run: Run) -> str | None:
 def _rounds_section(run: Run) -> str:
     table = round_table(run.store)
     columns = shown_columns(table)
-    rows = [[row.get(c.key) for c in columns] for row in table]
+    rows = [[c.value(row) for c in columns] for row in table]
     histories = {r: run.store.read_history(r) for r in run.store.rounds()}
     curves = loss_curves_png({r: {k: list(v) for k, v in h.items()} for r, h in histories.items()})
     return (
@@ -71,13 +71,8 @@ def _loss_note(run: Run) -> str:
         "Losses of different rounds are not comparable: each round trains and validates on "
         "all simulations so far, drawn from a different proposal."
     )
-    if run.config.method == "snpe":
-        note += (
-            " For SNPE the loss itself changes: round 1 minimises the NPE loss (-log q(theta|x) "
-            "on prior simulations), later rounds the atomic (APT) loss over contrasting "
-            "parameter sets, whose values are on another scale."
-        )
-    return note
+    extra = run.method.loss_note
+    return f"{note} {extra}" if extra else note
 
 
 def _posterior_summary(
@@ -297,7 +292,7 @@ def render_report(run: Run) -> str:
     run_id = run.directory.name
     early = stopped_early(run)
     rows = round_table(run.store)
-    total = sum(max(row["simulations"], 0) for row in rows)
+    total = sum(max(row.simulations, 0) for row in rows)
     facts = [
         ("run", run_id),
         ("run file", str(run.store.path)),

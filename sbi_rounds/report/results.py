@@ -21,7 +21,7 @@ from sbi_rounds.errors import LeakageWarning
 from sbi_rounds.lifecycle.fingerprint import check_prior_code
 from sbi_rounds.lifecycle.run import Run, posterior_for_round, resolve_run
 from sbi_rounds.methods.leakage import LEAKY_FRACTION, loading_warning
-from sbi_rounds.report.table import round_table
+from sbi_rounds.report.table import RoundRow, round_table
 from sbi_rounds.store import DamagedRunError, RunStore, Stage
 from sbi_rounds.store.checksums import SETTINGS_PATH
 
@@ -126,7 +126,7 @@ def load_posterior(path: str | Path, round: int = -1, *, import_code: bool = Fal
         run.store.check_intact(f"/rounds/0001/{name}")
     if isinstance(run.prior, StoredPrior):
         raise run.prior.needs_code()
-    embedding = run.store.read_network(round)[1].get("embedding_net")
+    embedding = run.store.read_network(round)[1].embedding_net
     if embedding is not None and not import_code and not _ours(embedding):
         raise ValueError(
             f"round {round}'s network has an embedding network that is code ({embedding}), "
@@ -156,6 +156,7 @@ def _warn_if_leaking(store: RunStore, round_: int, earlier: list[int]) -> None:
     warnings.warn(message, LeakageWarning, stacklevel=3)
 
 
-def table(path: str | Path) -> list[dict[str, Any]]:
-    """The per-round table of a run (see :func:`sbi_rounds.report.table.round_table`)."""
+def table(path: str | Path) -> list[RoundRow]:
+    """The per-round table of a run, one typed row per round (see
+    :class:`sbi_rounds.report.table.RoundRow`; ``row.model_dump()`` gives a dict)."""
     return round_table(load_run(path).store)

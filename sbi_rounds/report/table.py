@@ -1,10 +1,12 @@
-"""The per-round table: one row per round, read from the run file, and its text form."""
+"""The per-round table: one typed row per round, read from the run file, and its text form."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from sbi_rounds.diagnostics.alerts import stop_label
 from sbi_rounds.missing import is_missing
@@ -13,6 +15,7 @@ from sbi_rounds.store import RunStore, TrainingAttempt
 __all__ = [
     "ROUND_COLUMNS",
     "Column",
+    "RoundRow",
     "format_round_table",
     "round_line",
     "round_table",
@@ -22,8 +25,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Column:
-    """A column of the round table: its key in :func:`round_table` rows, its name, its short
-    title in the console (None: not shown there), its unit (``"s"``: seconds, ``"%"``:
+    """A column of the round table: its key (the :class:`RoundRow` field), its name, its
+    short title in the console (None: not shown there), its unit (``"s"``: seconds, ``"%"``:
     percent), and whether it is left out where no round has a value (a column of some
     methods only)."""
 
@@ -32,6 +35,10 @@ class Column:
     short: str | None
     unit: str | None = None
     optional: bool = False
+
+    def value(self, row: RoundRow) -> Any:
+        """The column's value in ``row`` (None: unknown)."""
+        return getattr(row, self.key)
 
     @property
     def decimals(self) -> int | None:
@@ -75,15 +82,52 @@ ROUND_COLUMNS = (
 )
 
 
-def shown_columns(rows: list[dict[str, Any]]) -> list[Column]:
+class RoundRow(BaseModel):
+    """One round of the round table; each field is the column of :data:`ROUND_COLUMNS`
+    with its name as key. None: not known yet (not trained, not checked) or not measured
+    (``in_prior``: methods that measure leakage only); NaN seconds: the stage did not run.
+
+    Attributes:
+        round: The round, 1-based.
+        stage: The last stage it reached, lower case (``planned`` ... ``done``).
+        simulations: Its simulations; valid: those valid (-1: not counted yet).
+        network: The kept network's model; epochs, stop, best_val_loss: its training's
+            epochs, why it stopped (``sbi_rounds.diagnostics.alerts.stop_label``) and best
+            validation loss; retrains: trainings again after a stall.
+        in_prior: Percent of the posterior inside the prior.
+        sample_s ... commit_s: Seconds per stage (``RunStore.timings``); checks_s: of the
+            posterior checks.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    round: int
+    stage: str
+    simulations: int
+    valid: int
+    network: str | None = None
+    epochs: int | None = None
+    stop: str | None = None
+    best_val_loss: float | None = None
+    retrains: int | None = None
+    in_prior: float | None = None
+    sample_s: float | None = None
+    simulate_s: float | None = None
+    append_s: float | None = None
+    train_s: float | None = None
+    posterior_s: float | None = None
+    checkpoint_s: float | None = None
+    commit_s: float | None = None
+    checks_s: float | None = None
+
+
+def shown_columns(rows: list[RoundRow]) -> list[Column]:
     """The columns of :data:`ROUND_COLUMNS` to show for ``rows``: all but the optional ones
     no row has a value for."""
-    return [
-        c for c in ROUND_COLUMNS if not c.optional or any(r.get(c.key) is not None for r in rows)
-    ]
+    return [c for c in ROUND_COLUMNS if not c.optional or any(c.value(r) is not None for r in rows)]
 
 
-def round_table(store: RunStore) -> list[dict[str, Any]]:
+def round_table(store: RunStore) -> list[RoundRow]:
     """One row per round: simulations, valid, the kept network, epochs, why training stopped,
     best validation loss, retrains, the posterior's percent inside the prior (methods that
     measure leakage), seconds per stage and of the posterior checks."""
@@ -94,19 +138,19 @@ def round_table(store: RunStore) -> list[dict[str, Any]]:
         diagnostics = store.diagnostics(r)
         mass = store.prior_mass(r)
         rows.append(
-            {
-                "round": r,
-                "stage": store.stage(r).name.lower(),
-                "simulations": counts.simulations,
-                "valid": counts.valid,
-                "epochs": None if summary is None else summary.epochs,
-                "best_val_loss": None if summary is None else summary.best_val_loss,
-                "stop": stop_label(summary),
+            RoundRow(
+                round=r,
+                stage=store.stage(r).name.lower(),
+                simulations=counts.simulations,
+                valid=counts.valid,
+                epochs=None if summary is None else summary.epochs,
+                best_val_loss=None if summary is None else summary.best_val_loss,
+                stop=stop_label(summary),
                 **(_training(store.training_attempts(r)) if summary else {}),
-                "in_prior": None if mass is None else 100 * mass.fraction,
+                in_prior=None if mass is None else 100 * mass.fraction,
                 **{f"{k}_s": v for k, v in store.timings(r).by_stage().items()},
-                "checks_s": None if diagnostics is None else diagnostics.seconds.total,
-            }
+                checks_s=None if diagnostics is None else diagnostics.seconds.total,
+            )
         )
     return rows
 
@@ -120,7 +164,7 @@ def _training(attempts: list[TrainingAttempt]) -> dict[str, Any]:
     }
 
 
-def format_round_table(rows: list[dict[str, Any]]) -> str:
+def format_round_table(rows: list[RoundRow]) -> str:
     """The round table as aligned text."""
     cols = [c for c in shown_columns(rows) if c.short is not None]
 
@@ -129,7 +173,7 @@ def format_round_table(rows: list[dict[str, Any]]) -> str:
             return "-"
         return column.format(v) if isinstance(v, float) else str(v)
 
-    table = [[c.short for c in cols]] + [[fmt(row.get(c.key), c) for c in cols] for row in rows]
+    table = [[c.short for c in cols]] + [[fmt(c.value(row), c) for c in cols] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table)
 
@@ -143,19 +187,19 @@ _LINE_STAGES = (
 )
 
 
-def round_line(row: dict[str, Any], rounds: int) -> str:
+def round_line(row: RoundRow, rounds: int) -> str:
     """One line about a finished round, e.g. ``round 1/3 done: 1000 simulations (1000 valid),
     57 epochs (stopped by patience), best validation loss -1.82; seconds: simulate 3.7,
     train 12.1, posterior 0.4``."""
-    text = f"round {row['round']}/{rounds} done: {row['simulations']} simulations"
-    text += f" ({row['valid']} valid)"
-    if row.get("epochs") is not None:
-        text += f", {row['epochs']} epochs"
-        if row.get("stop"):
-            text += f" (stopped by {row['stop']})"
-    loss = row.get("best_val_loss")
+    text = f"round {row.round}/{rounds} done: {row.simulations} simulations"
+    text += f" ({row.valid} valid)"
+    if row.epochs is not None:
+        text += f", {row.epochs} epochs"
+        if row.stop:
+            text += f" (stopped by {row.stop})"
+    loss = row.best_val_loss
     if isinstance(loss, float) and math.isfinite(loss):
         text += f", best validation loss {loss:.4g}"
-    seconds = [(w, row.get(k)) for k, w in _LINE_STAGES]
+    seconds = [(w, getattr(row, k)) for k, w in _LINE_STAGES]
     seconds = [f"{w} {v:.1f}" for w, v in seconds if isinstance(v, (int, float)) and v >= 0]
     return text + (f"; seconds: {', '.join(seconds)}" if seconds else "")

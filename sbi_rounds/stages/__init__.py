@@ -11,24 +11,36 @@ run, the round table), so ``from sbi_rounds import stages`` is the one import fo
 This is the library's top with ``campaign``: it may import every other package.
 """
 
-from sbi_rounds.diagnostics.stage import diagnose
+from sbi_rounds.diagnostics.stage import Diagnosed, diagnose
 from sbi_rounds.errors import ConfigMismatchError, InvalidRoundError, RunInterrupted
 from sbi_rounds.lifecycle.preflight import preflight
 from sbi_rounds.lifecycle.run import Run, network_for_round, parameter_names, posterior_for_round
 from sbi_rounds.lifecycle.session import open_run, run_session
 from sbi_rounds.lifecycle.stage import StageResult
 from sbi_rounds.report.table import format_round_table, round_table
-from sbi_rounds.stages.finish import checkpoint, posterior_summary
-from sbi_rounds.stages.sampling import build_posterior, sample_proposal
-from sbi_rounds.stages.simulate import append_simulations, simulate
-from sbi_rounds.stages.train import train
+from sbi_rounds.stages.finish import Checkpointed, checkpoint, posterior_summary
+from sbi_rounds.stages.sampling import (
+    PosteriorSampled,
+    ProposalSampled,
+    build_posterior,
+    sample_proposal,
+)
+from sbi_rounds.stages.simulate import Appended, Simulated, append_simulations, simulate
+from sbi_rounds.stages.train import Trained, train
 
 __all__ = [
+    "Appended",
+    "Checkpointed",
     "ConfigMismatchError",
+    "Diagnosed",
     "InvalidRoundError",
+    "PosteriorSampled",
+    "ProposalSampled",
     "Run",
     "RunInterrupted",
+    "Simulated",
     "StageResult",
+    "Trained",
     "append_simulations",
     "build_posterior",
     "checkpoint",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -13,7 +14,16 @@ from sbi_rounds.lifecycle.stage import stage
 from sbi_rounds.store import POSTERIOR_SAMPLES, PosteriorSummary, Stage
 from sbi_rounds.store.schema import ParameterSummary
 
-__all__ = ["checkpoint", "posterior_summary"]
+__all__ = ["Checkpointed", "checkpoint", "posterior_summary"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpointed:
+    """What the checkpoint stage wrote: the posterior ``summary`` per parameter and the
+    ``pairplot`` PNG (None: not drawn)."""
+
+    summary: Mapping[str, ParameterSummary]
+    pairplot: Path | None
 
 
 def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, ParameterSummary]:
@@ -32,7 +42,7 @@ def posterior_summary(samples: np.ndarray, names: Sequence[str]) -> dict[str, Pa
 
 
 @stage("checkpoint", Stage.DONE)
-def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> dict[str, Any]:
+def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> Checkpointed:
     """Finish the round: posterior summary, pairplot PNG, timings, and the DONE mark."""
     store = run.store
     samples = store.read_samples(round_)
@@ -53,10 +63,7 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> dict[str, Any
         PosteriorSummary(parameters=summary, pairplot=None if figure is None else figure.name),
         seal_datasets=POSTERIOR_SAMPLES,
     )
-    return {
-        "summary": {name: s.model_dump() for name, s in summary.items()},
-        "pairplot": None if figure is None else str(figure),
-    }
+    return Checkpointed(summary=summary, pairplot=figure)
 
 
 def _prior_limits(run: Run) -> list[tuple[float, float]] | None:

@@ -12,6 +12,12 @@ from sbi_rounds.lifecycle.stage import StageResult
 from sbi_rounds.runtime.cancel import CancelToken
 from sbi_rounds.runtime.concurrency import DRIVER
 from sbi_rounds.stages import (
+    Appended,
+    Checkpointed,
+    PosteriorSampled,
+    ProposalSampled,
+    Simulated,
+    Trained,
     append_simulations,
     build_posterior,
     checkpoint,
@@ -35,12 +41,12 @@ class StageTable:
     """The six stages of a round, in order, as functions with the signatures of
     :mod:`sbi_rounds.stages` (``tasks.STAGE_TASKS`` holds them as Prefect tasks)."""
 
-    sample: Callable[..., StageResult] = sample_proposal
-    simulate: Callable[..., StageResult] = simulate
-    append: Callable[..., StageResult] = append_simulations
-    train: Callable[..., StageResult] = train
-    posterior: Callable[..., StageResult] = build_posterior
-    checkpoint: Callable[..., StageResult] = checkpoint
+    sample: Callable[..., StageResult[ProposalSampled]] = sample_proposal
+    simulate: Callable[..., StageResult[Simulated]] = simulate
+    append: Callable[..., StageResult[Appended]] = append_simulations
+    train: Callable[..., StageResult[Trained]] = train
+    posterior: Callable[..., StageResult[PosteriorSampled]] = build_posterior
+    checkpoint: Callable[..., StageResult[Checkpointed]] = checkpoint
 
 
 #: The library's stages, called directly.
@@ -53,7 +59,7 @@ class RoundResult:
     its work was committed before is absent or ``skipped``)."""
 
     round: int
-    stages: dict[str, StageResult]
+    stages: dict[str, StageResult[Any]]
 
 
 def run_round(
@@ -95,7 +101,7 @@ def run_round(
         ```
     """
     token = token or CancelToken()
-    done: dict[str, StageResult] = {}
+    done: dict[str, StageResult[Any]] = {}
     token.check(f"sampling the proposal of round {round_}")
     done["sample"] = table.sample(run, round_)
     if run.store.stage(round_) < Stage.SIMULATED:

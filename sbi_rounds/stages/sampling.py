@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,31 @@ from sbi_rounds.simulation import measure_seconds_per_simulation, plan_round
 from sbi_rounds.simulation.ledger import measured_speed
 from sbi_rounds.store import PriorMass, Stage
 
-__all__ = ["SLOW_SAMPLING", "build_posterior", "draw", "sample_proposal"]
+__all__ = [
+    "SLOW_SAMPLING",
+    "ProposalSampled",
+    "PosteriorSampled",
+    "build_posterior",
+    "draw",
+    "sample_proposal",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalSampled:
+    """What the sample stage did: drew the round's ``simulations`` parameters from the
+    proposal the run file describes as ``proposal`` (``Proposal.description``)."""
+
+    proposal: dict[str, Any]
+    simulations: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PosteriorSampled:
+    """What the posterior stage did: committed ``samples`` posterior samples at xobs."""
+
+    samples: int
+
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +191,7 @@ def _rejection(
 
 
 @stage("sample", Stage.SAMPLED)
-def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
+def sample_proposal(run: Run, round_: int) -> ProposalSampled:
     """Draw the round's parameters from its proposal and commit them in batches.
 
     Round 1 draws from the prior; later rounds from the method's proposal built from the
@@ -206,11 +231,11 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
         with seeded(derive_seed(cfg.seed, round_, "sample", b + 1)):
             theta = _draw_limited(run, distribution, count, mass, stop)
         store.write_theta(round_, start, theta.numpy())
-    return {"proposal": description, "simulations": n}
+    return ProposalSampled(proposal=description, simulations=n)
 
 
 @stage("posterior", Stage.POSTERIOR)
-def build_posterior(run: Run, round_: int) -> dict[str, Any]:
+def build_posterior(run: Run, round_: int) -> PosteriorSampled:
     """Build the round's posterior at xobs and commit its samples batch by batch.
 
     Methods that measure leakage first count the share of the network's draws inside the
@@ -239,4 +264,4 @@ def build_posterior(run: Run, round_: int) -> dict[str, Any]:
         with seeded(derive_seed(cfg.seed, round_, "posterior", b)):
             samples = _draw_limited(run, posterior, count, mass, stop)
         store.write_samples(round_, start, samples.numpy())
-    return {"samples": s}
+    return PosteriorSampled(samples=s)

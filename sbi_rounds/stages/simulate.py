@@ -7,6 +7,7 @@ validity); they add only what makes them stages (a stop, the stored speed).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,32 @@ from sbi_rounds.lifecycle.stage import Stopped, stage
 from sbi_rounds.simulation import count_valid, simulate_round
 from sbi_rounds.store import SIMULATIONS, Stage
 
-__all__ = ["append_simulations", "simulate"]
+__all__ = ["Appended", "Simulated", "append_simulations", "simulate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Simulated:
+    """What the simulate stage did.
+
+    Attributes:
+        chunks_run: Chunks simulated now.
+        chunks_skipped: Chunks committed before (a resumed round), not run again.
+        simulations_run: Simulations of the chunks run now.
+        retries: Chunk retries after a failure.
+    """
+
+    chunks_run: int
+    chunks_skipped: int
+    simulations_run: int
+    retries: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Appended:
+    """What the append stage counted: the round's ``simulations`` and the ``valid`` ones."""
+
+    simulations: int
+    valid: int
 
 
 @stage("simulate", Stage.SIMULATED)
@@ -26,7 +52,7 @@ def simulate(
     client: Any,
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any] | Stopped:
+) -> Simulated | Stopped:
     """Simulate the round's uncommitted chunks on Dask (see ``simulate_round``).
 
     Args:
@@ -51,16 +77,16 @@ def simulate(
         )
     if report.stopped:
         return Stopped(f"stopped while simulating round {round_}")
-    return {
-        "chunks_run": report.chunks_run,
-        "chunks_skipped": report.chunks_skipped,
-        "simulations_run": report.simulations_run,
-        "retries": report.retries,
-    }
+    return Simulated(
+        chunks_run=report.chunks_run,
+        chunks_skipped=report.chunks_skipped,
+        simulations_run=report.simulations_run,
+        retries=report.retries,
+    )
 
 
 @stage("append", Stage.APPENDED)
-def append_simulations(run: Run, round_: int) -> dict[str, Any]:
+def append_simulations(run: Run, round_: int) -> Appended:
     """Count valid simulations, enforce ``min_valid_fraction`` and add the round to training.
 
     Invalid rows (NaN or infinite summaries) stay in the file, marked, and are left out of
@@ -72,4 +98,4 @@ def append_simulations(run: Run, round_: int) -> dict[str, Any]:
     info = store.round_info(round_)
     per_sim = float(np.nansum(chunk_seconds) / info.num_simulations)
     store.write_seconds_per_simulation(round_, per_sim, seal_datasets=SIMULATIONS)
-    return {"simulations": n, "valid": n_valid}
+    return Appended(simulations=n, valid=n_valid)

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from sbi_rounds.builders.networks import build_network, load_network, network_settings
+from sbi_rounds.builders.networks import (
+    build_network,
+    load_network,
+    network_architecture,
+)
 from sbi_rounds.lifecycle.run import Run, network_for_round
 from sbi_rounds.lifecycle.stage import stage
 from sbi_rounds.methods import training_tensors
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.stages.network_choice import gaussian_like, simple_wins
-from sbi_rounds.stages.stall import (
-    StallCheck,
-    chance_losses,
-    check_stall,
-    gaussian_baseline_losses,
-    validation_losses,
-    zero_field_losses,
-)
+from sbi_rounds.stages.stall import StallCheck, check_stall, validation_losses
 from sbi_rounds.store import Stage, TrainingAttempt, TrainingSummaryRecord
-from sbi_rounds.store.schema import StallCheckRecord
+from sbi_rounds.store.schema import NetworkArchitecture, StallCheckRecord
 from sbi_rounds.training import (
     Callback,
     CheckpointCallback,
@@ -34,9 +32,31 @@ from sbi_rounds.training import (
 )
 from sbi_rounds.training.config import resolve_retrain_from_scratch
 
-__all__ = ["train"]
+__all__ = ["Trained", "train"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trained:
+    """What the train stage did, of the network it kept.
+
+    Attributes:
+        epochs: Its epochs; best_val_loss: its best validation loss; stop_reason: why its
+            training stopped; resumed_from_epoch: the checkpoint's epoch it resumed from
+            (0: started afresh).
+        retrains: Trainings again after a stall (``sbi_rounds.stages.stall``).
+        network: Its model (``maf``, ``nsf``, ...).
+        stalled: Whether it stalled (every attempt did).
+    """
+
+    epochs: int
+    best_val_loss: float
+    stop_reason: str
+    resumed_from_epoch: int
+    retrains: int
+    network: str | None
+    stalled: bool
 
 
 def _training_data(run: Run, round_: int) -> tuple[torch.Tensor, ...]:
@@ -50,7 +70,7 @@ def _training_data(run: Run, round_: int) -> tuple[torch.Tensor, ...]:
 
 
 @stage("train", Stage.TRAINED)
-def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> Trained:
     """Train the round's network on every round's valid data through ``run_training``.
 
     Round 1 builds a fresh network; later rounds continue from the previous round's
@@ -101,15 +121,15 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> dict[str
         )
     summary = store.training_summary(round_)
     assert summary is not None  # committed with the kept attempt's network
-    return {
-        "epochs": summary.epochs,
-        "best_val_loss": summary.best_val_loss,
-        "stop_reason": summary.stop_reason,
-        "resumed_from_epoch": summary.resumed_from_epoch,
-        "retrains": sum(not a.fallback for a in attempts) - 1,
-        "network": kept.network,
-        "stalled": kept.stalled,
-    }
+    return Trained(
+        epochs=summary.epochs,
+        best_val_loss=summary.best_val_loss,
+        stop_reason=summary.stop_reason,
+        resumed_from_epoch=summary.resumed_from_epoch,
+        retrains=sum(not a.fallback for a in attempts) - 1,
+        network=kept.network,
+        stalled=kept.stalled,
+    )
 
 
 def _stall_text(record: TrainingAttempt) -> str:
@@ -120,19 +140,19 @@ def _stall_text(record: TrainingAttempt) -> str:
     )
 
 
-def _architecture(run: Run) -> dict[str, Any]:
-    """The run's network settings: round 1's stored ones once it trained (so a run keeps
-    the architecture it started with, whatever the defaults of a later version), else the
-    config's."""
+def _architecture(run: Run) -> NetworkArchitecture:
+    """The run's network architecture: round 1's stored one once it trained (so a run
+    keeps the architecture it started with, whatever the defaults of a later version),
+    else the config's."""
     if run.store.rounds() and run.store.has_network(1):
         return run.store.read_network(1)[1]
-    return network_settings(run.config)
+    return network_architecture(run.config)
 
 
 def _next_architecture(
     run: Run, round_: int, attempts: list[TrainingAttempt]
-) -> tuple[dict[str, Any], bool] | None:
-    """``(network settings, fallback)`` of the round's next training attempt, where
+) -> tuple[NetworkArchitecture, bool] | None:
+    """``(network architecture, fallback)`` of the round's next training attempt, where
     ``fallback`` tells a training of a second network; None when the round is done.
 
     The first attempt trains the run's network, or in round 1 the method's simple network
@@ -144,8 +164,10 @@ def _next_architecture(
     simple = run.method.simple_network
     choosing = round_ == 1 and simple is not None and cfg.network.model is None
     if not attempts:
-        settings = _architecture(run)
-        return ({**settings, "model": simple} if choosing else settings), False
+        architecture = _architecture(run)
+        if choosing:
+            architecture = architecture.model_copy(update={"model": simple})
+        return architecture, False
     last = attempts[-1]
     if (
         last.stalled
@@ -187,7 +209,7 @@ def _next_architecture(
         "loss %.3f vs %.3f) or too few rows tell: training %s too, on the same rows",
         round_, kept.network, kept.loss, kept.reference_loss, default,
     )  # fmt: skip
-    return {**_architecture(run), "model": default}, True
+    return _architecture(run).model_copy(update={"model": default}), True
 
 
 def _simple_wins(
@@ -206,11 +228,12 @@ def _simple_wins(
         data, run.config.training.validation_fraction, _split_seed(run.config.seed, round_)
     )
     seed = derive_seed(run.config.seed, round_, "selection")
-    network = load_network(default["architecture"], default["weights"], data[0], data[1])
+    architecture = default["architecture"]
+    network = load_network(run.method, architecture, default["weights"], data[0], data[1])
     ours = validation_losses(network_for_round(run, round_), loss_fn, val_rows, seed)
     theirs = validation_losses(network, loss_fn, val_rows, seed)
     wins = simple_wins(ours, theirs)
-    model = default["architecture"]["model"]
+    model = architecture.model
     log.info(
         "round %d: validation loss %s %.3f, %s %.3f on the same rows: keeping %s",
         round_, kept.network, float(ours.mean()), model, float(theirs.mean()),
@@ -232,11 +255,11 @@ def _train_attempt(
     data: tuple[torch.Tensor, ...],
     loss_fn: Any,
     callbacks: Sequence[Callback],
-    settings: dict[str, Any],
+    architecture: NetworkArchitecture,
     fallback: bool,
 ) -> tuple[TrainingAttempt, dict[str, Any]]:
-    """Train attempt ``attempt`` (0: the usual training) of the network ``settings``
-    describe, and check it for a stall.
+    """Train attempt ``attempt`` (0: the usual training) of the network ``architecture``
+    describes, and check it for a stall.
 
     Returns:
         ``(record, network)``: the attempt's record (stall check, seed, epochs) and the
@@ -252,7 +275,7 @@ def _train_attempt(
     fresh = round_ == 1 or scratch or attempt > 0
     with seeded(train_seed):
         net = (
-            build_network(settings, data[0], data[1])
+            build_network(run.method, architecture, data[0], data[1])
             if fresh
             else network_for_round(run, round_ - 1)
         )
@@ -274,30 +297,22 @@ def _train_attempt(
         tcfg, net, loss_fn, train_rows, val_rows, callbacks=all_callbacks, round=round_
     )
     net.cpu()
-    check = _stall_check(
-        run,
-        round_,
-        net,
-        loss_fn,
-        settings["role"],
-        train_rows,
-        val_rows,
-        derive_seed(cfg.seed, round_, "split", attempt),
-    )
+    seed = derive_seed(cfg.seed, round_, "split", attempt)
+    check = _stall_check(run, round_, net, loss_fn, train_rows, val_rows, seed)
     record = TrainingAttempt(
         attempt=attempt,
         seed=train_seed,
         epochs=summary.epochs,
         stop_reason=summary.stop_reason,
         capped=summary.limit_reached is not None,
-        network=settings["model"],
+        network=architecture.model,
         fallback=fallback,
         fresh=fresh,
         **check.record(),
     )
     return record, {
         "weights": net.state_dict(),
-        "architecture": settings,
+        "architecture": architecture,
         "history": summary.history,
         "summary": _summary_record(summary, int(data[0].shape[0]), attempt, check),
     }
@@ -328,28 +343,17 @@ def _stall_check(
     round_: int,
     net: nn.Module,
     loss_fn: Any,
-    role: str,
     train_rows: tuple[torch.Tensor, ...],
     val_rows: tuple[torch.Tensor, ...],
     seed: int,
 ) -> StallCheck:
-    """Compare ``net``'s validation losses with the reference
-    ``sbi_rounds.stages.stall`` names."""
+    """Compare ``net``'s validation losses with the reference ``sbi_rounds.stages.stall`` names:
+    the previous round's network, in round 1 the method's (``Method.stall_reference``)."""
     losses = validation_losses(net, loss_fn, val_rows, seed)
     if round_ > 1:
         previous = network_for_round(run, round_ - 1)
         reference, kind = validation_losses(previous, loss_fn, val_rows, seed), "previous_round"
-    elif role == "classifier":
-        reference, kind = chance_losses(loss_fn, val_rows, seed), "chance"
-    elif role == "vector_field":
-        reference, kind = zero_field_losses(net, loss_fn, val_rows, seed), "zero_field"
     else:
-        theta, x = train_rows[0], train_rows[1]
-        target, cond = (theta, x) if role == "posterior" else (x, theta)
-        val_target, val_cond = (
-            (val_rows[0], val_rows[1]) if role == "posterior" else (val_rows[1], val_rows[0])
-        )
-        reference = gaussian_baseline_losses(target, cond, val_target, val_cond)
-        kind = "gaussian"
-    dims = {"posterior": train_rows[0].shape[1], "likelihood": train_rows[1].shape[1]}
-    return check_stall(losses, reference, kind, run.config.stall, dims.get(role, 1))
+        reference, kind = run.method.stall_reference(net, loss_fn, train_rows, val_rows, seed)
+    dims = run.method.stall_dimensions(train_rows[0].shape[1], train_rows[1].shape[1])
+    return check_stall(losses, reference, kind, run.config.stall, dims)

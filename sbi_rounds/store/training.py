@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ from sbi_rounds.store.format import round_group
 from sbi_rounds.store.schema import (
     TRAINING_ATTEMPTS,
     TRAINING_SUMMARY,
+    NetworkArchitecture,
     TrainingAttempt,
     TrainingSummaryRecord,
     read_attr,
@@ -35,7 +35,7 @@ class TrainingRecords(StoreFile):
         round_: int,
         *,
         weights: Mapping[str, torch.Tensor],
-        architecture: Mapping[str, Any],
+        architecture: NetworkArchitecture,
         history: Mapping[str, list[float]],
         summary: TrainingSummaryRecord,
     ) -> None:
@@ -76,15 +76,15 @@ class TrainingRecords(StoreFile):
         with self._read() as f:
             return f"{round_group(round_)}/network" in f
 
-    def read_network(self, round_: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(weights, architecture settings)`` of the round's trained network."""
+    def read_network(self, round_: int) -> tuple[dict[str, torch.Tensor], NetworkArchitecture]:
+        """``(weights, architecture)`` of the round's trained network."""
         with self._read() as f:
             path = f"{round_group(round_)}/network"
             if path not in f:
                 raise KeyError(f"round {round_} has no trained network in {self.path}")
             net = f[path]
             weights = {k: torch.from_numpy(np.array(v[()])) for k, v in net.items()}
-            return weights, json.loads(net.attrs["architecture"])
+            return weights, NetworkArchitecture.from_json(net.attrs["architecture"])
 
     def read_history(self, round_: int) -> dict[str, np.ndarray]:
         """Per-epoch training history of a trained round."""
@@ -135,7 +135,7 @@ class RoundCheckpointSink:
 def write_network_group(
     g: h5py.Group,
     weights: Mapping[str, torch.Tensor],
-    architecture: Mapping[str, Any],
+    architecture: NetworkArchitecture,
     history: Mapping[str, list[float]],
     summary: TrainingSummaryRecord,
 ) -> None:
@@ -144,7 +144,7 @@ def write_network_group(
         if key in g:
             del g[key]
     net = g.create_group("network")
-    net.attrs["architecture"] = json.dumps(dict(architecture), sort_keys=True)
+    net.attrs["architecture"] = architecture.to_json()
     for key, value in weights.items():
         stamp(net.create_dataset(key, data=value.detach().cpu().numpy()))
     hist = g.create_group("history")

@@ -8,7 +8,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from sbi_rounds.builders.networks import build_network, load_network, network_settings
+from sbi_rounds.builders.networks import (
+    build_network,
+    load_network,
+    network_architecture,
+)
 from sbi_rounds.config import IDENTITY_FIELDS, RunConfig, format_validation_error
 from sbi_rounds.errors import ConfigMismatchError
 from sbi_rounds.lifecycle.session import open_run
@@ -135,7 +139,7 @@ def test_a_tfmpe_run_recorded_before_time_power_keeps_its_run_id_and_resumes(tmp
 
 def _settings(method, **kw):
     network = {"hidden_features": 16, **kw.pop("network", {})}
-    return network_settings(RunConfig(xobs=[0.0, 0.0], method=method, network=network, **kw))
+    return network_architecture(RunConfig(xobs=[0.0, 0.0], method=method, network=network, **kw))
 
 
 @pytest.mark.parametrize(
@@ -151,16 +155,18 @@ def _settings(method, **kw):
 )
 def test_vector_field_networks_rebuild_exactly_from_their_settings(method, extra):
     settings = _settings(method, **extra)
-    net = build_network(settings, THETA, X)
+    net = build_network(get_method(method), settings, THETA, X)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    rebuilt = load_network(settings, net.state_dict(), 3 * torch.randn(50, 2), torch.randn(50, 2))
+    rebuilt = load_network(
+        get_method(method), settings, net.state_dict(), 3 * torch.randn(50, 2), torch.randn(50, 2)
+    )
     net.eval()
     t = torch.linspace(0.1, 0.9, 7)
     assert torch.equal(net(THETA[:7], X[:7], t), rebuilt(THETA[:7], X[:7], t))
-    assert settings["role"] == "vector_field"
-    assert settings["estimator"] == ("flow" if method == "tfmpe" else "score")
+    assert settings.role == "vector_field"
+    assert settings.estimator == ("flow" if method == "tfmpe" else "score")
 
 
 # --- loss -------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ def test_the_validation_loss_is_the_mean_over_fixed_times(method):
     per row ``(B,)``; training mode: random times, one loss per row."""
     config = RunConfig(xobs=[0.0, 0.0], method=method)
     settings = config.method_settings
-    net = build_network(network_settings(config), THETA, X)
+    net = build_network(get_method(method), network_architecture(config), THETA, X)
     loss = get_method(method).loss_fn(settings, None, 1)
     batch = (THETA[:20], X[:20])
     net.eval()
@@ -195,7 +201,7 @@ def test_the_validation_loss_is_the_mean_over_fixed_times(method):
 )
 def test_chosen_training_times_reach_the_estimator(tfmpe):
     config = RunConfig(xobs=[0.0, 0.0], method="tfmpe", tfmpe=tfmpe)
-    net = build_network(network_settings(config), THETA, X)
+    net = build_network(get_method("tfmpe"), network_architecture(config), THETA, X)
     seen = []
     original = net.loss
 
@@ -227,7 +233,7 @@ def test_the_zero_field_reference_is_what_an_untrained_estimator_loses_to(method
     """Round 1's stall reference: the same estimator with a network that outputs zero. A
     few hundred steps of training beat it clearly; the reference leaves the model as it was."""
     config = RunConfig(xobs=[0.0, 0.0], method=method)
-    net = build_network(network_settings(config), THETA, X)
+    net = build_network(get_method(method), network_architecture(config), THETA, X)
     loss = vector_field_loss(10, 0.05)
     val = (THETA[200:], X[200:])
     before = {k: v.clone() for k, v in net.state_dict().items()}

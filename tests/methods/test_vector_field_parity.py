@@ -27,7 +27,7 @@ from sbi.inference import FMPE, NPSE
 from sbi.utils import BoxUniform
 from sbi.utils.metrics import c2st
 
-from sbi_rounds.builders.networks import build_network, network_settings
+from sbi_rounds.builders.networks import build_network, network_architecture
 from sbi_rounds.config import RunConfig
 from sbi_rounds.methods import get_method, vector_field_posterior
 from sbi_rounds.stages.stall import validation_losses
@@ -63,7 +63,7 @@ def _sbi(method, settings, config, theta, x, seed):
     kwargs = {} if method == "tfmpe" else {"sde_type": config.tnpse.sde_type}
     trainer = trainer_cls(
         PRIOR,
-        vf_estimator=lambda t, xx: build_network(settings, t, xx),
+        vf_estimator=lambda t, xx: build_network(get_method(method), settings, t, xx),
         show_progress_bars=False,
         tracker=NullTracker(),
         **kwargs,
@@ -79,9 +79,9 @@ def _sbi(method, settings, config, theta, x, seed):
     )
 
 
-def _ours(settings, loss, theta, x, seed):
+def _ours(method, settings, loss, theta, x, seed):
     tr, va = _split(seed)
-    net = build_network(settings, theta[tr], x[tr])
+    net = build_network(get_method(method), settings, theta[tr], x[tr])
     # A patience never reached: no early stop, but the best epoch's weights are kept at the
     # end, as sbi's train() keeps them when it reaches max_num_epochs.
     config = TrainConfig(batch_size=BATCH, patience=10 * EPOCHS, max_epochs=EPOCHS, seed=seed)
@@ -93,11 +93,11 @@ def _ours(settings, loss, theta, x, seed):
 @pytest.mark.parametrize("method", ["tfmpe", "tnpse"])
 def test_one_round_matches_sbi_single_round_training(method):
     config = RunConfig(xobs=XO.tolist(), method=method, prior={"low": [-2, -2], "high": [2, 2]})
-    settings = network_settings(config)
+    settings = network_architecture(config)
     loss = get_method(method).loss_fn(config.method_settings, PRIOR, 1)
     theta, x = _data()
     theirs = [_sbi(method, settings, config, theta, x, seed) for seed in SEEDS]
-    ours = [_ours(settings, loss, theta, x, seed) for seed in SEEDS]
+    ours = [_ours(method, settings, loss, theta, x, seed) for seed in SEEDS]
     _, va = _split(1)
     val = (theta[va], x[va])
 

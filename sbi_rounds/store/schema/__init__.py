@@ -8,7 +8,9 @@ the file format, unchanged since format 1), written and read by exactly one meth
   ``write_seconds_per_simulation`` / ``seconds_per_simulation``.
 - ``training_attempts`` (``list[TrainingAttempt]``) and ``training_summary``
   (:class:`TrainingSummaryRecord`): the train stage; ``finish_training_attempt`` (and
-  ``write_network``) / ``training_attempts``, ``training_summary``.
+  ``write_network``) / ``training_attempts``, ``training_summary``. The network's
+  :class:`NetworkArchitecture` is the ``architecture`` attribute of its ``network`` group
+  (``write_network`` / ``read_network``).
 - ``posterior_summary`` and ``pairplot`` (together a :class:`PosteriorSummary`): the
   checkpoint stage; ``write_posterior_summary`` / ``posterior_summary``.
 - ``prior_mass`` (:class:`PriorMass`): the posterior stage of methods whose sampler rejects
@@ -61,6 +63,7 @@ from sbi_rounds.store.schema.checks import (
     StatisticCheck,
     Tarp,
 )
+from sbi_rounds.store.schema.network import NetworkArchitecture, Role, ZScore
 from sbi_rounds.store.schema.stages import (
     ParameterSummary,
     PosteriorSummary,
@@ -86,6 +89,7 @@ __all__ = [
     "CheckSeconds",
     "Coverage",
     "JointCheck",
+    "NetworkArchitecture",
     "Movement",
     "ParameterCalibration",
     "Tarp",
@@ -96,6 +100,7 @@ __all__ = [
     "PriorMass",
     "PredictiveCheck",
     "Record",
+    "Role",
     "RoundCounts",
     "RoundDiagnostics",
     "StallCheckRecord",
@@ -103,6 +108,7 @@ __all__ = [
     "Timings",
     "TrainingAttempt",
     "TrainingSummaryRecord",
+    "ZScore",
     "read_attr",
     "write_attr",
 ]
