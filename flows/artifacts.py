@@ -21,7 +21,6 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from sbi_rounds.report.table import RoundRow
 
 from flows.markdown import (
     MAX_EMBEDDED_IMAGE_BYTES,
@@ -30,6 +29,7 @@ from flows.markdown import (
     posterior_markdown,
     round_table_artifact_rows,
 )
+from sbi_rounds.report.table import RoundRow
 
 __all__ = [
     "MAX_EMBEDDED_IMAGE_BYTES",
