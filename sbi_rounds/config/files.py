@@ -38,29 +38,33 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return lines
 
 
-class _Yaml(YamlConfigSettingsSource):
-    """pydantic-settings' YAML source, its errors naming the file."""
+class _OneLineErrors:
+    """A pydantic-settings file source whose errors are one line naming the file."""
 
     def _read_file(self, file_path: Path) -> dict[str, Any]:
         try:
-            return _mapping(super()._read_file(file_path), file_path)
-        except yaml.YAMLError as e:  # one line: what and where, without the file again
-            mark = getattr(e, "problem_mark", None)
+            data = super()._read_file(file_path)  # type: ignore[misc]
+        except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+            mark = getattr(e, "problem_mark", None)  # YAML's: what and where, once
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             what = getattr(e, "problem", None) or " ".join(str(e).split())
+            kind = "TOML" if file_path.suffix == ".toml" else "YAML"
             raise ValueError(
-                f"config file {str(file_path)!r} is not valid YAML: {what}{where}"
+                f"config file {str(file_path)!r} is not valid {kind}: {what}{where}"
             ) from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"config file {str(file_path)!r} must hold a mapping of settings at the top"
+            )
+        return data
 
 
-class _Toml(TomlConfigSettingsSource):
-    """pydantic-settings' TOML source, its errors naming the file."""
+class _Yaml(_OneLineErrors, YamlConfigSettingsSource):
+    """pydantic-settings' YAML source."""
 
-    def _read_file(self, file_path: Path) -> dict[str, Any]:
-        try:
-            return _mapping(super()._read_file(file_path), file_path)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config file {str(file_path)!r} is not valid TOML: {e}") from None
+
+class _Toml(_OneLineErrors, TomlConfigSettingsSource):
+    """pydantic-settings' TOML source."""
 
 
 #: The settings source of each config file suffix.
@@ -69,12 +73,6 @@ FILE_SOURCES: dict[str, Callable[[type[BaseModel], Path], PydanticBaseSettingsSo
     ".yml": lambda model, path: _Yaml(model, yaml_file=path),  # type: ignore[arg-type]
     ".toml": lambda model, path: _Toml(model, toml_file=path),  # type: ignore[arg-type]
 }
-
-
-def _mapping(data: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of settings at the top")
-    return data
 
 
 def config_file_source(path: str | Path, model: type[BaseModel]) -> PydanticBaseSettingsSource:

@@ -162,13 +162,19 @@ class EnvironmentSource(EnvSettingsSource):
         self.env_vars = {name.lower(): value for name, value in environ.items()}
 
     def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
-        """A whole section's value is YAML (``SBI_ROUNDS_TRAINING='{batch_size: 10}'``);
-        a list or mapping setting's stays text for :func:`parse_env_value`."""
+        """A whole section's value is YAML (``SBI_ROUNDS_TRAINING='{batch_size: 10}'``; else
+        the validation names it); a list or mapping setting's stays text for
+        :func:`parse_env_value`."""
         nested = field is not None and any(
             isinstance(t, type) and issubclass(t, BaseModel)
             for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
         )
-        return yaml.safe_load(value) if nested and isinstance(value, str) else value
+        if not nested or not isinstance(value, str):
+            return value
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
