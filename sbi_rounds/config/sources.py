@@ -12,8 +12,7 @@ Environment variables are ``SBI_ROUNDS_`` and the setting's path, with ``__`` be
 sections: ``SBI_ROUNDS_ROUNDS=5``, ``SBI_ROUNDS_TRAINING__BATCH_SIZE=100``,
 ``SBI_ROUNDS_XOBS="0.5 -0.3"``. ``SBI_ROUNDS_CONFIG`` names a config file when no
 ``--config`` is given. The command line's flags are argparse's, generated from the same
-fields (``sbi_rounds.cli.flags``: why not pydantic-settings' ``CliSettingsSource`` is
-written there).
+fields; its ``flags`` module says, measured, why not pydantic-settings' ``CliSettingsSource``.
 """
 
 from __future__ import annotations
@@ -228,22 +227,17 @@ def merge(*sources: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def sources(
-    flags: Mapping[str, Any] | None,
-    environ: Mapping[str, str],
-    config_file: str | Path | None,
-    model: type[BaseModel] = RunConfig,
+    flags: Mapping[str, Any] | None, environ: Mapping[str, str], config_file: str | Path | None
 ) -> tuple[PydanticBaseSettingsSource, ...]:
-    """The settings sources of ``model``, highest first: flags, environment, config file.
-
-    ``config_file`` None: the file ``SBI_ROUNDS_CONFIG`` names, if any.
-    """
+    """The sources of ``RunConfig``, highest first: flags, environment, config file
+    (``config_file``, else the one ``SBI_ROUNDS_CONFIG`` names, if any)."""
     path = config_file if config_file is not None else environ.get(ENV_CONFIG)
     found: list[PydanticBaseSettingsSource] = [
-        InitSettingsSource(model, dict(flags or {})),  # type: ignore[arg-type]
-        EnvironmentSource(model, environ),
+        InitSettingsSource(RunConfig, dict(flags or {})),  # type: ignore[arg-type]
+        EnvironmentSource(RunConfig, environ),
     ]
     if path:
-        found.append(config_file_source(path, model))
+        found.append(config_file_source(path, RunConfig))
     return tuple(found)
 
 
