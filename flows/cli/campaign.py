@@ -41,8 +41,15 @@ from sbi_rounds.campaign import (
 )
 from sbi_rounds.config import CampaignConfig, RunConfig, format_validation_error
 from sbi_rounds.config.fields import settings_of
-from sbi_rounds.config.files import load_config_file
-from sbi_rounds.config.sources import ENV_CONFIG, ENV_PREFIX, env_settings, merge, set_path
+from sbi_rounds.config.files import config_file_source
+from sbi_rounds.config.sources import (
+    ENV_CONFIG,
+    ENV_PREFIX,
+    EnvironmentSource,
+    env_settings,
+    merge,
+    set_path,
+)
 
 if TYPE_CHECKING:
     from sbi_rounds.lifecycle.preflight import Preflight
@@ -107,30 +114,27 @@ def build_settings(
     """
     environ = os.environ if environ is None else environ
     path = getattr(args, "config", None) or environ.get(ENV_CONFIG)
-    from_file = load_config_file(path) if path else {}
+    from_file = config_file_source(path, RunConfig)() if path else {}
     campaign_file = from_file.pop("campaign", None) or {}
-    campaign_env = {
-        s.dotted: environ[f"{ENV_PREFIX}CAMPAIGN__{s.dotted.upper()}"]
-        for s in settings_of(CampaignConfig)
-        if f"{ENV_PREFIX}CAMPAIGN__{s.dotted.upper()}" in environ
-    }
+    campaign_env = EnvironmentSource(CampaignConfig, environ, f"{ENV_PREFIX}CAMPAIGN__")()
     campaign_flags = {
         k.removeprefix(_DEST): v for k, v in vars(args).items() if k.startswith(_DEST)
     }
     campaign = CampaignConfig.model_validate({**campaign_file, **campaign_env, **campaign_flags})
     flags = setting_values(args)
-    for sources, where in (
+    from_env = env_settings(environ)
+    for source, where in (
         (flags, "a flag"),
-        (env_settings(environ), "the environment"),
+        (from_env, "the environment"),
         (from_file, "the config file"),
     ):
-        given = [k for k in SET_BY_CAMPAIGN if k in sources]
+        given = [k for k in SET_BY_CAMPAIGN if k in source]
         if given:
             raise ValueError(
                 f"{', '.join(given)} given by {where}: a campaign sets them for each run (xobs "
                 "from a row of --observations, the run files under --campaign-dir)"
             )
-    return campaign, merge(from_file, env_settings(environ), flags)
+    return campaign, merge(from_file, from_env, flags)
 
 
 def _settings(

@@ -1,35 +1,49 @@
 """Where settings come from, resolved in one place: flag > environment > config file > default.
 
-Each source gives a nested dict of the settings it sets (``{"training": {"batch_size":
-100}}``); :func:`resolve` merges them, highest first, and validates the result as a
-:class:`~sbi_rounds.config.RunConfig`. Environment variables are ``SBI_ROUNDS_`` and the
-setting's path in capitals, with ``__`` between sections: ``SBI_ROUNDS_ROUNDS=5``,
-``SBI_ROUNDS_TRAINING__BATCH_SIZE=100``, ``SBI_ROUNDS_XOBS="0.5 -0.3"``. ``SBI_ROUNDS_CONFIG``
-names a config file when no ``--config`` is given.
+The sources are pydantic-settings' own, highest first as its ``settings_customise_sources``
+orders them: the flags given (an ``InitSettingsSource``), the environment
+(:class:`EnvironmentSource`, an ``EnvSettingsSource``) and the config file
+(``YamlConfigSettingsSource`` or ``TomlConfigSettingsSource``, see
+``sbi_rounds.config.files``). Each gives a nested dict of the settings it sets
+(``{"training": {"batch_size": 100}}``); :func:`merge` merges them section by section and
+:func:`resolve` validates the result as a :class:`~sbi_rounds.config.RunConfig`.
+
+Environment variables are ``SBI_ROUNDS_`` and the setting's path, with ``__`` between
+sections: ``SBI_ROUNDS_ROUNDS=5``, ``SBI_ROUNDS_TRAINING__BATCH_SIZE=100``,
+``SBI_ROUNDS_XOBS="0.5 -0.3"``. ``SBI_ROUNDS_CONFIG`` names a config file when no
+``--config`` is given. The command line's flags are argparse's, generated from the same
+fields; its ``flags`` module says, measured, why not pydantic-settings' ``CliSettingsSource``.
 """
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_settings import EnvSettingsSource, InitSettingsSource, PydanticBaseSettingsSource
 
 from sbi_rounds.config.fields import Setting, settings_of
-from sbi_rounds.config.files import load_config_file
+from sbi_rounds.config.files import config_file_source
 from sbi_rounds.config.run import RunConfig
 
 __all__ = [
     "ENV_CONFIG",
     "ENV_PREFIX",
+    "IMPLIED",
+    "EnvironmentSource",
     "env_name",
     "env_settings",
     "merge",
-    "resolve",
     "parse_env_value",
+    "resolve",
     "set_path",
+    "sources",
     "xobs_value",
 ]
 
@@ -38,17 +52,15 @@ ENV_PREFIX = "SBI_ROUNDS_"
 ENV_CONFIG = f"{ENV_PREFIX}CONFIG"
 
 #: Settings that, given in a source, imply others in the same source unless it sets them too:
-#: an address means that kind of cluster; a command means a command simulator.
+#: an address means that kind of cluster; a command means a command simulator; a prior
+#: given as ``module:function`` replaces box bounds from a lower source, and bounds a path.
 IMPLIED: dict[str, dict[str, Any]] = {
     "cluster.address": {"cluster.kind": "address"},
     "cluster.scheduler_file": {"cluster.kind": "scheduler_file"},
     "simulator.command": {"simulator.kind": "command", "simulator.path": None},
-}
-#: Sections holding one of two kinds of settings: a source that sets one kind replaces the
-#: section of the sources below it instead of merging into it (a prior given as
-#: ``module:function`` on the command line replaces box bounds from the config file).
-EXCLUSIVE: dict[str, tuple[frozenset[str], ...]] = {
-    "prior": (frozenset({"path"}), frozenset({"low", "high"})),
+    "prior.path": {"prior.low": None, "prior.high": None},
+    "prior.low": {"prior.path": None},
+    "prior.high": {"prior.path": None},
 }
 
 
@@ -71,9 +83,9 @@ def set_path(data: dict[str, Any], path: tuple[str, ...] | str, value: Any) -> N
     node[leaf] = value
 
 
-def _get_path(data: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+def _get_path(data: Mapping[str, Any], path: tuple[str, ...] | str) -> tuple[bool, Any]:
     node: Any = data
-    for key in dotted.split("."):
+    for key in path.split(".") if isinstance(path, str) else path:
         if not isinstance(node, Mapping) or key not in node:
             return False, None
         node = node[key]
@@ -117,56 +129,116 @@ def parse_env_value(setting: Setting, text: str) -> Any:
     return stripped
 
 
-def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings that ``SBI_ROUNDS_*`` variables in ``environ`` set, as a nested dict.
+@functools.cache
+def _settings(model: type[BaseModel]) -> tuple[Setting, ...]:
+    return tuple(settings_of(model))
 
-    Variables that name no setting (``SBI_ROUNDS_INPUT`` of an external simulator's
-    protocol, say) are left alone.
+
+class EnvironmentSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping: ``SBI_ROUNDS_`` and a
+    setting's path with ``__`` between sections (any case), values read as a user types them
+    (:func:`parse_env_value`: ``0.5 -0.3``, ``none``, a shell line) rather than as JSON.
+
+    Variables that name no field (``SBI_ROUNDS_INPUT`` of an external simulator's protocol)
+    are left alone; a misspelled setting inside a section (``SBI_ROUNDS_TRAINING__BACH_SIZE``)
+    is an unknown setting, named by the validation.
+
+    Args:
+        model: The settings model (``RunConfig``, ``CampaignConfig``).
+        environ: The environment, e.g. ``os.environ``.
+        prefix: The variables' prefix.
     """
-    data: dict[str, Any] = {}
-    for setting in settings_of(RunConfig):
-        name = env_name(setting)
-        if name in environ:
-            set_path(data, setting.path, parse_env_value(setting, environ[name]))
-    return data
+
+    def __init__(
+        self, model: type[BaseModel], environ: Mapping[str, str], prefix: str = ENV_PREFIX
+    ) -> None:
+        super().__init__(
+            model,  # type: ignore[arg-type] - a plain model: only its fields are read
+            case_sensitive=False,
+            env_prefix=prefix,
+            env_nested_delimiter="__",
+        )
+        self.env_vars = {name.lower(): value for name, value in environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        """A whole section's value is YAML (``SBI_ROUNDS_TRAINING='{batch_size: 10}'``; else
+        the validation names it); a list or mapping setting's stays text for
+        :func:`parse_env_value`."""
+        nested = field is not None and any(
+            isinstance(t, type) and issubclass(t, BaseModel)
+            for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
+        )
+        if not nested or not isinstance(value, str):
+            return value
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for setting in _settings(self.settings_cls) if data else ():
+            found, value = _get_path(data, setting.path)
+            if found and isinstance(value, str):
+                set_path(data, setting.path, parse_env_value(setting, value))
+            elif found and isinstance(value, dict) and setting.kind().mapping:  # ...__KWARGS__K=v
+                typed = {
+                    k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in value.items()
+                }
+                set_path(data, setting.path, typed)
+        return data
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings that ``SBI_ROUNDS_*`` variables in ``environ`` set, as a nested dict."""
+    return EnvironmentSource(RunConfig, environ)()
 
 
 def _with_implied(source: dict[str, Any]) -> dict[str, Any]:
-    for given, implied in IMPLIED.items():
-        if _get_path(source, given)[0]:
-            for dotted, value in implied.items():
-                if not _get_path(source, dotted)[0]:
-                    set_path(source, dotted, value)
+    given = {dotted for dotted in IMPLIED if _get_path(source, dotted)[0]}
+    for dotted in given:
+        for other, value in IMPLIED[dotted].items():
+            if not _get_path(source, other)[0]:
+                set_path(source, other, value)
     return source
 
 
-def _merge_into(base: dict[str, Any], top: Mapping[str, Any], prefix: str = "") -> None:
+def _merge_into(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in top.items():
-        path = f"{prefix}{key}"
         below = base.get(key)
-        if isinstance(value, dict) and isinstance(below, dict) and not value:
-            continue
-        if isinstance(value, dict) and isinstance(below, dict):
-            kinds = EXCLUSIVE.get(path)
-            if kinds and any(set(value) & kind for kind in kinds):
-                given = next(kind for kind in kinds if set(value) & kind)
-                below = {k: v for k, v in below.items() if k in given}
-                base[key] = below
-            _merge_into(below, value, f"{path}.")
+        if isinstance(value, Mapping) and isinstance(below, dict):
+            _merge_into(below, value)
         else:
-            base[key] = value
-
-
-def merge(*sources: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge nested settings dicts; later sources win, section by section."""
-    merged: dict[str, Any] = {}
-    for source in sources:
-        _merge_into(merged, _with_implied(dict(_copy(source))))
-    return merged
+            base[key] = _copy(value) if isinstance(value, Mapping) else value
+    return base
 
 
 def _copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def merge(*sources: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested settings dicts, lowest first: later sources win, section by section, each
+    with the settings its own imply (:data:`IMPLIED`)."""
+    merged: dict[str, Any] = {}
+    for source in sources:
+        _merge_into(merged, _with_implied(_copy(source)))
+    return merged
+
+
+def sources(
+    flags: Mapping[str, Any] | None, environ: Mapping[str, str], config_file: str | Path | None
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The sources of ``RunConfig``, highest first: flags, environment, config file
+    (``config_file``, else the one ``SBI_ROUNDS_CONFIG`` names, if any)."""
+    path = config_file if config_file is not None else environ.get(ENV_CONFIG)
+    found: list[PydanticBaseSettingsSource] = [
+        InitSettingsSource(RunConfig, dict(flags or {})),  # type: ignore[arg-type]
+        EnvironmentSource(RunConfig, environ),
+    ]
+    if path:
+        found.append(config_file_source(path, RunConfig))
+    return tuple(found)
 
 
 def resolve(
@@ -186,10 +258,7 @@ def resolve(
         ValueError: A config file that cannot be read, or no observation at all.
         pydantic.ValidationError: A setting with a wrong value; its message names it.
     """
-    environ = environ or {}
-    path = config_file if config_file is not None else environ.get(ENV_CONFIG)
-    from_file = load_config_file(path) if path else {}
-    data = merge(from_file, env_settings(environ), flags or {})
+    data = merge(*(source() for source in reversed(sources(flags, environ or {}, config_file))))
     if "xobs" not in data:
         raise ValueError(
             "give the observation: --xobs 0.5 -0.3 (or xobs: in the --config file, or "
