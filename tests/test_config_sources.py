@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sbi_rounds.cli.campaign import build_settings
-from sbi_rounds.cli.campaign import parser as campaign_parser
+from flows.cli.campaign import build_settings
+from flows.cli.campaign import parser as campaign_parser
 from sbi_rounds.config import RunConfig, format_validation_error, load_config_file
 from sbi_rounds.config.fields import settings_of
 from sbi_rounds.config.sources import env_name, env_settings, resolve
