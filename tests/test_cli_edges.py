@@ -94,6 +94,23 @@ def test_a_scheduler_address_without_a_port_is_refused_before_the_run_file(tmp_p
     assert not runs.exists()
 
 
+def test_a_shortened_flag_is_refused_not_guessed(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    table = tmp_path / "x.csv"
+    table.write_text("0.5,-0.3\n")
+    for argv in (
+        ["run", "--xobs", "0.5", "-0.3", "--round", "3", "--run-dir", str(runs)],
+        ["campaign", "--observations", str(table), "--round", "3", "--campaign-dir", str(runs)],
+    ):
+        try:
+            code = sbi_rounds(argv)
+        except SystemExit as e:  # argparse's own exit
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and "unrecognized arguments: --round 3" in err, err
+    assert not runs.exists()
+
+
 def test_campaign_takes_no_progress_as_run_does(tmp_path, capsys):
     (tmp_path / "obs.csv").write_text("0.5,-0.3\n0.4,-0.2\n")
     argv = ["--observations", str(tmp_path / "obs.csv"), "--no-progress", "--print-config"]

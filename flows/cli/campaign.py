@@ -74,6 +74,7 @@ DESCRIPTION = (
 def parser(prog: str = "sbi-rounds campaign") -> argparse.ArgumentParser:
     """The command line: campaign settings, run options, then one flag per shared setting."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # a shortened flag (--round for --rounds) is an error, not a guess
         prog=prog,
         description=textwrap.fill(DESCRIPTION, 88),
         usage="%(prog)s --observations TABLE [--campaign-dir DIR] [--config FILE] [SETTING ...]",

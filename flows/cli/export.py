@@ -83,6 +83,7 @@ def export_run(run: Path, output: Path, rounds: Sequence[int] | None = None) -> 
 def parser(prog: str = "sbi-rounds export") -> argparse.ArgumentParser:
     """The export command line."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # a shortened flag (--round for --rounds) is an error, not a guess
         prog=prog,
         description="Export a run's parameters, simulations, validity and posterior samples "
         "per round (and x_o, parameter names and settings) to one .npz file that numpy "

@@ -13,6 +13,7 @@ __all__ = ["main", "parser"]
 def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
     """The report's command line."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # a shortened flag (--round for --rounds) is an error, not a guess
         prog=prog,
         description="Write the self-contained HTML report of a run (finished or not): "
         "settings, per-round table with seconds per stage, loss curves, posterior summaries "

@@ -65,6 +65,7 @@ the resolved settings as YAML, ready to save and use with --config.
 def parser(prog: str = "sbi-rounds run") -> argparse.ArgumentParser:
     """The command line of a run: run options, then one flag per setting."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # a shortened flag (--round for --rounds) is an error, not a guess
         prog=prog,
         description=textwrap.fill(DESCRIPTION, 88),
         epilog=EPILOG,

@@ -103,6 +103,7 @@ def _format(status: dict[str, Any]) -> str:
 def parser(prog: str = "sbi-rounds status") -> argparse.ArgumentParser:
     """The status command line."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # a shortened flag (--round for --rounds) is an error, not a guess
         prog=prog,
         description="Show the runs of a run directory (or one run): each round's stage, "
         "simulations, epochs and best validation loss, and whether a process is running "

@@ -19,6 +19,7 @@ __all__ = ["main", "parser"]
 def parser(prog: str = "sbi-rounds verify") -> argparse.ArgumentParser:
     """The command line of ``verify``."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # a shortened flag (--round for --rounds) is an error, not a guess
         prog=prog,
         description="Read every group and dataset of a run file and check the datasets' "
         "checksums: exit status 0 when all is intact, 1 naming what is damaged (round 2's "
