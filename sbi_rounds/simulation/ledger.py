@@ -28,8 +28,7 @@ committed; the :class:`Ledger` holds, for one call of :func:`simulate_round`, a 
    only chunks not committed yet, which the next session's ledger queues again.
 7. **Validity** (:func:`count_valid`): a row is valid when its summaries are all finite (marked
    when it is committed); the append stage needs ``min_valid_fraction`` of the round valid,
-   never fewer than :data:`MIN_VALID_ROWS`; :func:`reopen_invalid` reopens chunks with invalid
-   rows (``--resimulate-invalid``, a simulator whose code changed).
+   never fewer than :data:`MIN_VALID_ROWS`; :func:`reopen_invalid` reopens invalid chunks.
 """
 
 from __future__ import annotations
