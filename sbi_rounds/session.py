@@ -17,6 +17,7 @@ from sbi_rounds.preflight import (
 )
 from sbi_rounds.run import Run, resolve_run
 from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.store.layout import RunLayout
 
 __all__ = ["open_run", "run_session"]
 
@@ -52,7 +53,13 @@ def open_run(
     new = config.model_dump(mode="json")
     if not path.exists():
         code = code_fingerprint(config.simulator, config.prior)
-        store = RunStore.create(path, config=new, fingerprint=config.fingerprint(), code=code)
+        store = RunStore.create(
+            path,
+            config=new,
+            fingerprint=config.fingerprint(),
+            code=code,
+            bulk_folder=RunLayout.of(path.parent).bulk_folder,
+        )
         try:
             run = resolve_run(config, store)
             if check_simulator:  # its dtype: the first round's simulations are allocated in it
