@@ -238,7 +238,7 @@ def _finish(run: Run, published: bool, stopped_early: str | None) -> dict[str, A
         "run_file": str(run.store.path),
         "run_dir": str(run.directory),
         "rounds": [row.model_dump() for row in rows],  # the flow's result is plain data
-        "pairplots": sorted(str(p) for p in run.directory.glob("round_*_pairplot.png")),
+        "pairplots": sorted(str(p) for p in run.layout.figures.glob("round_*_pairplot.png")),
         "report": write_report(logger, run),
         "stopped_early": stopped_early,
     }

@@ -19,8 +19,8 @@ import numpy as np
 from sbi_rounds.config import CampaignConfig, RunConfig
 from sbi_rounds.config.io import load_array
 from sbi_rounds.missing import is_missing, valid_rows
-from sbi_rounds.report.document import REPORT_NAME
 from sbi_rounds.store import RoundDiagnostics, RunFileError, RunStore, Stage
+from sbi_rounds.store.layout import RunLayout
 
 __all__ = [
     "RUN_THREAD_PREFIX",
@@ -101,6 +101,12 @@ def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> 
     ]
 
 
+def _report_link(config: RunConfig) -> str:
+    """The observation's report, relative to the campaign's directory (the summary's link)."""
+    directory = config.run_path.parent
+    return RunLayout.of(directory).report.relative_to(directory.parent).as_posix()
+
+
 def _open(config: RunConfig) -> RunStore | None:
     if not config.run_path.exists():
         return None
@@ -120,7 +126,7 @@ def is_finished(config: RunConfig) -> bool:
     A run that stopped early once its posterior was stable counts as complete too.
     """
     store = _open(config)
-    if store is None or not (config.run_path.parent / REPORT_NAME).exists():
+    if store is None or not RunLayout.of(config.run_path.parent).report.exists():
         return False
     rounds = store.rounds()
     if not rounds or len(_done_rounds(store)) != len(rounds):
@@ -150,7 +156,7 @@ def summarize(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
             "predictive_flags": None,
             "max_mean_shift": None,
             "c2st": None,
-            "report": str(Path(config.resolved_run_id) / REPORT_NAME),
+            "report": _report_link(config),
         }
         if done:
             last = done[-1]

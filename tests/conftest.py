@@ -185,7 +185,7 @@ def read_only() -> Iterator[Callable[[Path], Path]]:
                 if args == ["--bind"]:
                     mounted.append(directory)
         else:
-            for path in [directory, *directory.iterdir()]:
+            for path in [directory, *sorted(directory.rglob("*"))]:
                 modes[path] = path.stat().st_mode
                 path.chmod(modes[path] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
         if _writable(directory):

@@ -97,7 +97,11 @@ def run_copy(finished_run, tmp_path):
 
 
 def _snapshot(directory):
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _fails(capfd, argv, *messages, status=2):

@@ -25,9 +25,9 @@ from sbi_rounds.campaign import (
 )
 from sbi_rounds.config import CampaignConfig
 from sbi_rounds.lifecycle.session import run_session
-from sbi_rounds.report.document import REPORT_NAME
 from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.store.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = np.array([[0.5, -0.3], [0.1, 0.2], [-0.4, 0.6]])
@@ -181,7 +181,7 @@ def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path, da
     while True:  # kill once one observation is finished and another is under way
         assert first.poll() is None and time.monotonic() < deadline, "the campaign ended first"
         state = _state(directory)
-        finished = [o for o in state if (directory / o / REPORT_NAME).exists()]
+        finished = [o for o in state if RunLayout.of(directory / o).report.exists()]
         if finished and len(state) >= 2:
             os.killpg(first.pid, signal.SIGKILL)
             break
@@ -222,5 +222,5 @@ def test_a_campaign_killed_midway_resumes_and_matches_separate_runs(tmp_path, da
             assert np.array_equal(ours.read_samples(r), alone.read_samples(r)), (i, r)
             assert np.array_equal(ours.read_simulations(r)[1], alone.read_simulations(r)[1])
     page = (directory / "summary.html").read_text()
-    assert all(f'href="obs-000{i}/{REPORT_NAME}"' in page for i in range(3))
+    assert all(f'href="obs-000{i}/report/report.html"' in page for i in range(3))
     assert "3 observations, 3 finished" in page

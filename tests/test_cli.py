@@ -309,4 +309,4 @@ def test_a_run_from_a_directory_with_its_own_tasks_and_flows(tmp_path):
         )
         assert out.returncode == 0, out.stderr
     assert (work / "runs" / "here" / "here.npz").is_file()
-    assert (work / "runs" / "here" / "report.html").is_file()
+    assert (work / "runs" / "here" / "report" / "report.html").is_file()

@@ -382,7 +382,7 @@ def test_a_deployed_run_fills_the_run_file_and_publishes_artifacts(stack, tmp_pa
         r"!\[[^]]*\]\(data:image/png;base64,[A-Za-z0-9+/=]{1000,}\)", posteriors[-1].data
     )
     # The HTML report, linked; each round's stop reason in its posterior artifact.
-    report = tmp_path / "runs" / "deployed" / "report.html"
+    report = tmp_path / "runs" / "deployed" / "report" / "report.html"
     assert report.resolve().as_uri() in by_key["deployed-report"][-1].data
     assert "epochs (stopped by max_epochs)" in posteriors[-1].data
     # The Dask dashboard: its link in the logs and as a link artifact.

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import (
     COVERAGE_LEVELS,
-    FILE_NAME,
     c2st_sbibm,
     check_inputs,
     check_metrics,
@@ -238,7 +237,7 @@ def test_round_one_is_calibrated_with_sbc_ranks_and_expected_coverage(checked_ru
 def test_checks_are_skipped_once_committed_and_the_stopping_rule_reads_them(checked_run):
     config, _, again = checked_run
     assert [r.skipped for r in again] == [True, True]  # no client needed to skip
-    assert (config.run_path.parent / FILE_NAME).is_file()
+    assert (config.run_path.parent / "checks" / "diagnostics.h5").is_file()
     with run_session(config) as run:
         assert checks_due(run, 1) == checks_due(run, 2) == []
         assert not stop_decision_for(run, 1).stop
@@ -295,7 +294,7 @@ def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_chec
         with pytest.raises(RunInterrupted, match="predictive check of round 1"):
             diagnose(run, 1, dask_client, should_stop=stop_soon)
         assert run.store.diagnostics(1) is None  # nothing half-committed
-        side = RunStore.open(config.run_path.parent / FILE_NAME)
+        side = RunStore.open(config.run_path.parent / "checks" / "diagnostics.h5")
         committed = 200 - sum(50 for _ in side.pending_chunks(1))
         diagnose(run, 1, dask_client)
         check = run.store.diagnostics(1).predictive
@@ -308,8 +307,8 @@ def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_chec
     with run_session(fresh) as run:
         _finish_round(run, 1, dask_client)
         diagnose(run, 1, dask_client)
-    a = RunStore.open(config.run_path.parent / FILE_NAME).read_simulations(1)[1]
-    b = RunStore.open(fresh.run_path.parent / FILE_NAME).read_simulations(1)[1]
+    a = RunStore.open(config.run_path.parent / "checks" / "diagnostics.h5").read_simulations(1)[1]
+    b = RunStore.open(fresh.run_path.parent / "checks" / "diagnostics.h5").read_simulations(1)[1]
     np.testing.assert_array_equal(a, b)
 
 

@@ -94,7 +94,7 @@ def _remove(name: str) -> Callable[[Path], None]:
     return damage
 
 
-def _flip(dataset: str | None, name: str = "run.round-0002.h5") -> Callable[[Path], None]:
+def _flip(dataset: str | None, name: str = "rounds/run.round-0002.h5") -> Callable[[Path], None]:
     """Overwrite a few bytes in the middle of ``dataset``'s stored data (a bad sector);
     None: the largest of round 2's network weights in run.h5."""
 
@@ -231,22 +231,26 @@ CASES: dict[str, Case] = {
     ),
     # damage: named, never "repaired" silently; only verify --repair writes
     "truncated round file, verify": Case(
-        _on_run(_truncate("run.round-0002.h5"), "verify", "{run}"), 1, "run.round-0002.h5"
+        _on_run(_truncate("rounds/run.round-0002.h5"), "verify", "{run}"),
+        1,
+        "rounds/run.round-0002.h5",
     ),
     "truncated round file, export": Case(
-        _on_run(_truncate("run.round-0002.h5"), "export", "{run}", "-o", "{tmp}/out.npz"),
+        _on_run(_truncate("rounds/run.round-0002.h5"), "export", "{run}", "-o", "{tmp}/out.npz"),
         1,
-        "run.round-0002.h5",
+        "rounds/run.round-0002.h5",
     ),
     "missing round file, status": Case(
-        _on_run(_remove("run.round-0002.h5"), "status", "{run}"), 0, ""
+        _on_run(_remove("rounds/run.round-0002.h5"), "status", "{run}"), 0, ""
     ),
     "missing simulations file, verify": Case(
-        _on_run(_remove("run.round-0001.x.h5"), "verify", "{run}"), 1, "run.round-0001.x.h5"
+        _on_run(_remove("rounds/run.round-0001.x.h5"), "verify", "{run}"),
+        1,
+        "rounds/run.round-0001.x.h5",
     ),
     "damaged parameters, verify": Case(_on_run(_flip("theta"), "verify", "{run}"), 1, "round 2"),
     "damaged simulations, verify": Case(
-        _on_run(_flip("x", "run.round-0002.x.h5"), "verify", "{run}"), 1, "round 2"
+        _on_run(_flip("x", "rounds/run.round-0002.x.h5"), "verify", "{run}"), 1, "round 2"
     ),
     "damaged posterior samples, verify": Case(
         _on_run(_flip("posterior_samples"), "verify", "{run}"), 1, "round 2"
@@ -254,7 +258,9 @@ CASES: dict[str, Case] = {
     "damaged network weights, verify": Case(
         _on_run(_flip(None, "run.h5"), "verify", "{run}"), 1, "round 2"
     ),
-    "truncated round file, resume": Case(_resume(_truncate("run.round-0002.h5")), 2, "repair"),
+    "truncated round file, resume": Case(
+        _resume(_truncate("rounds/run.round-0002.h5")), 2, "repair"
+    ),
     # hostile settings: an edit is named, and the code it names never runs
     "settings edited to name code, verify": Case(
         _on_run(_edit_settings(_hostile), "verify", "{run}"), 1, "settings"

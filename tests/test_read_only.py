@@ -36,7 +36,11 @@ def finished_run(prefect_server, tmp_path_factory):
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _one_error(capfd, code: int, status: int = 2) -> str:
@@ -64,7 +68,7 @@ def test_a_read_only_run_is_read_in_full(finished_run, read_only, tmp_path, capf
     capfd.readouterr()
     # to their default place in the run's directory: one line naming -o
     error = _one_error(capfd, sbi_rounds(["report", str(run)]))
-    assert f"cannot write the report to {run / 'report.html'} (a" in error
+    assert f"cannot write the report to {run / 'report' / 'report.html'} (a" in error
     assert "-o FILE.html" in error
     error = _one_error(capfd, sbi_rounds(["export", str(run)]))
     assert f"cannot write {run / 'r.npz'} (a" in error and "-o FILE.npz" in error

@@ -85,8 +85,8 @@ def _argv(run_dir, *extra):
 
 def _snapshot(directory):
     return {
-        p.name: (p.read_bytes(), p.stat().st_mtime_ns)
-        for p in sorted(directory.iterdir())
+        p.relative_to(directory).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
 
@@ -298,7 +298,7 @@ def test_damage_the_start_up_check_cannot_see_is_found_before_it_is_used(
     run_dir, argv = finished_run
     copy = tmp_path / "runs" / "r"
     shutil.copytree(run_dir, copy)
-    x_file = copy / "run.round-0001.x.h5"
+    x_file = copy / "rounds" / "run.round-0001.x.h5"
     sealed = x_file.stat()
     _overwrite(copy / "run.h5", "rounds/0001/x")
     os.utime(x_file, ns=(sealed.st_atime_ns, sealed.st_mtime_ns))
@@ -472,10 +472,10 @@ def test_a_truncated_or_lost_round_file_is_rebuilt_bit_for_bit(three_rounds, tmp
     copy = tmp_path / "runs" / "r"
     shutil.copytree(run_dir, copy)
     if how == "truncated":
-        name = "run.round-0002.h5"
+        name = "rounds/run.round-0002.h5"
         os.truncate(copy / name, (copy / name).stat().st_size // 2)
     else:
-        name = "run.round-0002.x.h5"
+        name = "rounds/run.round-0002.x.h5"
         (copy / name).unlink()
     problem = "cannot be read" if how == "truncated" else "is missing"
     assert sbi_rounds(["export", str(copy), "-o", str(tmp_path / "e.npz")]) == 1
@@ -508,8 +508,8 @@ def test_load_posterior_names_a_lost_simulations_file(three_rounds, tmp_path, ca
     run_dir, _ = three_rounds
     copy = tmp_path / "r"
     shutil.copytree(run_dir, copy)
-    (copy / "run.round-0001.x.h5").unlink()
-    with pytest.raises(DamagedRunError, match="its file run.round-0001.x.h5 is missing"):
+    (copy / "rounds" / "run.round-0001.x.h5").unlink()
+    with pytest.raises(DamagedRunError, match="its file rounds/run.round-0001.x.h5 is missing"):
         load_posterior(copy)
     assert sbi_rounds(["verify", str(copy), "--repair"]) == 0
     with pytest.raises(RunFileError, match="rerun the run's command to recompute them"):
@@ -608,7 +608,7 @@ def test_a_repair_that_needs_a_changed_simulator_is_refused(
     user_code()
     runs = tmp_path / "runs"
     assert main(_argv(runs)) == 0
-    data = runs / "r" / "run.round-0001.h5"
+    data = runs / "r" / "rounds" / "run.round-0001.h5"
     os.truncate(data, data.stat().st_size // 2)
     user_code(change="x = x + 5.0  # shifted")
     capfd.readouterr()

@@ -21,7 +21,7 @@ from flows.online import online_inference
 from flows.report import run_report
 from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import stop_label
-from sbi_rounds.report.document import REPORT_NAME, format_number
+from sbi_rounds.report.document import format_number
 from sbi_rounds.report.table import ROUND_COLUMNS
 from sbi_rounds.store import RunStore, Stage
 
@@ -80,7 +80,10 @@ def test_the_flow_checks_every_round_stops_when_stable_and_writes_the_report(fin
     assert store.calibration(1).valid == 40
     assert store.diagnostics(2).movement.max_mean_shift is not None
     report = Path(result["report"])
-    assert report == config.run_path.parent / REPORT_NAME and report.stat().st_size > 10_000
+    assert (
+        report == config.run_path.parent / "report" / "report.html"
+        and report.stat().st_size > 10_000
+    )
     # The same command again stops at the same round, without a third one or new checks.
     checks = [store.diagnostics(r) for r in (1, 2)]
     again = online_inference(config)

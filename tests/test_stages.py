@@ -46,7 +46,9 @@ def test_a_round_commits_every_stage_and_a_rerun_skips_them(make_config, dask_cl
     assert store.stage(1) == Stage.DONE
     assert store.counts(1) == RoundCounts(simulations=300, valid=300, invalid=0)
     assert store.read_samples(1).shape == (200, 2)
-    assert (config.run_path.parent / "round_001_pairplot.png").stat().st_size > 1000
+    assert (
+        config.run_path.parent / "report" / "figures" / "round_001_pairplot.png"
+    ).stat().st_size > 1000
     timings = store.timings(1).by_stage()
     assert all(timings[k] > 0 for k in ("sample", "simulate", "train", "posterior"))
     row = stages.round_table(store)[0]

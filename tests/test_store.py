@@ -158,7 +158,7 @@ def _offsets(path):
 
 def _layout(path):
     """``{file name: (size, {dataset: offset})}`` of the run file and its bulk files."""
-    return {p.name: (p.stat().st_size, _offsets(p)) for p in sorted(path.parent.glob("*.h5"))}
+    return {p.name: (p.stat().st_size, _offsets(p)) for p in sorted(path.parent.rglob("*.h5"))}
 
 
 def test_in_place_commits_change_no_hdf5_metadata(store):

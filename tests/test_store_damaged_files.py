@@ -36,12 +36,12 @@ def store(tmp_path):
 
 def _damage(store, how):
     """Round 2's data file truncated (as ``truncate -s``) or deleted."""
-    data = store.path.parent / "run.round-0002.h5"
+    data = store.path.parent / "rounds" / "run.round-0002.h5"
     if how == "truncated":
         os.truncate(data, data.stat().st_size // 2)
     else:
         data.unlink()
-    return data.name
+    return data.relative_to(store.path.parent).as_posix()
 
 
 def _recomputed(store, round_):
@@ -98,9 +98,9 @@ def test_parameters_that_differ_from_the_lost_ones_are_refused(store):
 
 
 def test_a_missing_simulations_file_is_damage_not_rows_to_simulate(store):
-    (store.path.parent / "run.round-0001.x.h5").unlink()
+    (store.path.parent / "rounds" / "run.round-0001.x.h5").unlink()
     for checked in (True, False):
-        with pytest.raises(DamagedRunError, match="its file run.round-0001.x.h5 is missing"):
+        with pytest.raises(DamagedRunError, match="its file rounds/run.round-0001.x.h5 is missing"):
             store.read_simulations(1, checked=checked)
     assert [d.path for d in store.verify()] == ["/rounds/0001/x"]
     store.repair()  # left out, to be simulated again: rows not committed yet, not damage
@@ -113,7 +113,7 @@ def test_the_shape_of_lost_parameters_comes_from_another_round(tmp_path):
     store = RunStore.create(tmp_path / "run.h5", config={"xobs": [0, 0, 0]}, fingerprint="a")
     _finished_round(store, 1)
     _finished_round(store, 2)
-    (tmp_path / "run.round-0001.h5").unlink()
+    (tmp_path / "rounds" / "run.round-0001.h5").unlink()
     store.repair()
     assert store.round_info(1).theta_dim == 2
     _recomputed(store, 1)
@@ -148,7 +148,7 @@ def test_export_and_status_read_the_intact_rounds_and_name_the_damaged_one(store
 
 def test_sealed_arrays_damaged_in_place_are_left_out_of_an_export(store, tmp_path, capsys):
     """Bytes changed with the file's size and time kept: found when export reads them."""
-    x_file = store.path.parent / "run.round-0003.x.h5"
+    x_file = store.path.parent / "rounds" / "run.round-0003.x.h5"
     sealed = x_file.stat()
     with h5py.File(store.path, "r") as f:
         offset = f["rounds/0003/x"].id.get_offset()
@@ -200,22 +200,22 @@ def test_a_run_file_from_before_settings_checksums_is_not_refused(store):
 
 def test_a_repair_that_needs_a_simulator_that_cannot_reproduce_is_refused(store, capsys):
     _damage(store, "truncated")
-    before = {p.name: p.read_bytes() for p in store.path.parent.iterdir()}
+    before = {p: p.read_bytes() for p in store.path.parent.rglob("*") if p.is_file()}
     reason = "the simulator changed (simulator.module: sha256:1 -> sha256:2)"
     with pytest.raises(DamagedRunError) as raised:
         store.repair(simulator_problem=lambda: reason)
     message = str(raised.value)
-    assert "its file run.round-0002.h5 cannot be read" in message
+    assert "its file rounds/run.round-0002.h5 cannot be read" in message
     assert f"needs round(s) 2's simulations simulated again, but {reason}" in message
     assert "Nothing was changed" in message and "--repair" not in message
-    assert {p.name: p.read_bytes() for p in store.path.parent.iterdir()} == before
+    assert {p: p.read_bytes() for p in store.path.parent.rglob("*") if p.is_file()} == before
     assert store.repair(simulator_problem=lambda: None)  # a simulator that can
 
 
 def test_a_repair_that_simulates_nothing_does_not_ask_about_the_simulator(store):
     with h5py.File(store.path, "r") as f:
         offset = f["rounds/0002/posterior_samples"].id.get_offset()
-    with open(store.path.parent / "run.round-0002.h5", "r+b") as f:
+    with open(store.path.parent / "rounds" / "run.round-0002.h5", "r+b") as f:
         f.seek(offset)
         f.write(b"\xff" * 8)
 

@@ -23,15 +23,18 @@ def parser(prog: str = "sbi-rounds report") -> argparse.ArgumentParser:
         "Prefect server).",
     )
     p.add_argument("run", help="the run's directory or its run.h5")
-    p.add_argument("-o", "--output", help="where the report goes (default: <run dir>/report.html)")
+    p.add_argument(
+        "-o", "--output", help="where the report goes (default: <run dir>/report/report.html)"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") -> int:
     """Command-line entry point. Returns the exit status (0 written, 2 no readable run)."""
     from flows.cli.outputs import cannot_write
-    from sbi_rounds.report.document import REPORT_NAME, write_report
+    from sbi_rounds.report.document import write_report
     from sbi_rounds.store import RunFileError, RunStore
+    from sbi_rounds.store.layout import RunLayout
 
     args = parser(prog).parse_args(argv)
     target = Path(args.run)
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "sbi-rounds report") 
         )
         return 2
     directory = target if target.is_dir() else target.parent
-    output = Path(args.output) if args.output else directory / REPORT_NAME
+    output = Path(args.output) if args.output else RunLayout.of(directory).report
     why = cannot_write(output)
     if why is not None:
         print(

@@ -3,11 +3,12 @@
 Posterior predictive and calibration simulations go through exactly the path a round's
 own simulations take (``simulation.ledger``: planned, then chunks on Dask, seeds per chunk,
 retries, timeouts, failures saved, a stop request honoured), into a second file in the
-run's directory, ``diagnostics.h5``. It has the run file's format (it is a ``RunStore``):
-each set of check simulations is one planned "round" there, its chunks committed as they
-finish, so an interrupted check resumes without redoing a finished chunk. The results of
-the checks go into the run file; ``diagnostics.h5`` holds only their raw simulations and
-can be deleted (the next session simulates them again, with the same seeds).
+run's directory, ``checks/diagnostics.h5`` (``RunLayout.checks_file``). It has the run
+file's format (it is a ``RunStore``): each set of check simulations is one planned "round"
+there, its chunks committed as they finish, so an interrupted check resumes without redoing
+a finished chunk. The results of the checks go into the run file; ``diagnostics.h5`` holds
+only their raw simulations and can be deleted (the next session simulates them again, with
+the same seeds).
 
 Sets: the predictive check of round ``r`` is set ``r``; calibration is set
 :data:`CALIBRATION_SET`.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +26,12 @@ import numpy as np
 from sbi_rounds.config import RunConfig
 from sbi_rounds.simulation import plan_round, simulate_round
 from sbi_rounds.store import RunStore, Stage
+from sbi_rounds.store.layout import RunLayout
 
-__all__ = ["CALIBRATION_SET", "FILE_NAME", "CheckSimulations", "SimulatedSet"]
+__all__ = ["CALIBRATION_SET", "CheckSimulations", "SimulatedSet"]
 
 log = logging.getLogger(__name__)
 
-#: The file next to ``run.h5`` that holds the checks' simulations.
-FILE_NAME = "diagnostics.h5"
 #: The set number of the calibration simulations (predictive sets are the round numbers).
 CALIBRATION_SET = 0
 
@@ -53,18 +52,19 @@ class SimulatedSet:
 
 
 class CheckSimulations:
-    """The checks' simulation sets of one run, in ``<run dir>/diagnostics.h5``.
+    """The checks' simulation sets of one run, in ``<run dir>/checks/diagnostics.h5``
+    (``diagnostics.h5`` in a run of the flat layout), its round files beside it.
 
     Writers must hold the run's lock (the stages run inside ``run_session``).
 
     Args:
-        directory: The run's directory.
+        layout: The run directory's layout.
         config: The run's settings (simulator, cluster, seed).
         fingerprint: The run file's fingerprint, stored for reference.
     """
 
-    def __init__(self, directory: str | Path, config: RunConfig, fingerprint: str) -> None:
-        self.path = Path(directory) / FILE_NAME
+    def __init__(self, layout: RunLayout, config: RunConfig, fingerprint: str) -> None:
+        self.path = layout.checks_file
         self.config = config
         self.fingerprint = fingerprint
         self._store: RunStore | None = None
@@ -84,6 +84,7 @@ class CheckSimulations:
                         "run_fingerprint": self.fingerprint,
                     },
                     fingerprint=self.fingerprint,
+                    bulk_folder="",  # its round files beside it, in its own folder
                 )
             self._store = store
         return self._store

@@ -180,7 +180,7 @@ def _predictive(
             n,
             d.predictive_simulations,
         )
-    sims = CheckSimulations(run.directory, cfg, run.store.fingerprint()).simulate(
+    sims = CheckSimulations(run.layout, cfg, run.store.fingerprint()).simulate(
         round_,
         samples[:n],
         x_dim=len(cfg.xobs),
@@ -199,10 +199,10 @@ def _predictive(
         sims.x,
         xobs,
         check,
-        run.directory / f"round_{round_:03d}_predictive.png",
+        run.layout.figure(f"round_{round_:03d}_predictive.png"),
         title=f"Posterior predictive check, round {round_}",
     )
-    check["figure"] = figure.name
+    check["figure"] = run.layout.relative(figure)
     check["simulated_now"] = sims.simulated_now
     return check
 
@@ -212,7 +212,7 @@ def _calibration(run: Run, client: Any, should_stop: Callable[[], bool] | None) 
     n = cfg.calibration_simulations
     with seeded(derive_seed(cfg.seed, 1, "calibration", 0)):
         theta = run.prior.sample((n,)).reshape(n, -1).float().numpy()
-    sims = CheckSimulations(run.directory, cfg, run.store.fingerprint()).simulate(
+    sims = CheckSimulations(run.layout, cfg, run.store.fingerprint()).simulate(
         CALIBRATION_SET,
         theta,
         x_dim=len(cfg.xobs),
@@ -233,8 +233,9 @@ def _calibration(run: Run, client: Any, should_stop: Callable[[], bool] | None) 
         num_posterior_samples=d.calibration_posterior_samples,
         seed=derive_seed(cfg.seed, 1, "calibration", 2),
     )
-    figures = save_calibration_plots(ranks, d.calibration_posterior_samples, names, run.directory)
-    result["figures"] = {key: path.name for key, path in figures.items()}
+    layout = run.layout
+    figures = save_calibration_plots(ranks, d.calibration_posterior_samples, names, layout.figures)
+    result["figures"] = {key: layout.relative(path) for key, path in figures.items()}
     result["estimator"] = f"round 1 ({cfg.method}), amortized"
     result["note"] = CALIBRATION_NOTE
     for w in result["warnings"]:
@@ -331,8 +332,8 @@ def diagnose(
     (``posterior``, ``map``), the posterior predictive check (``predictive``: simulated
     on Dask), the movement from the previous round (``movement``), C2ST against the
     reference samples (``c2st``); on round 1, calibration (the ``calibration`` attribute).
-    Figures go next to the run file: ``round_NNN_predictive.png``,
-    ``calibration_ranks.png`` and ``calibration_coverage.png``.
+    Figures go into the run's figures folder (``report/figures``, see ``RunLayout``):
+    ``round_NNN_predictive.png``, ``calibration_ranks.png`` and ``calibration_coverage.png``.
 
     Args:
         run: The open run.

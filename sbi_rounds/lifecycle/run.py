@@ -15,6 +15,7 @@ from sbi_rounds.builders.priors import StoredPrior, build_prior
 from sbi_rounds.config import RunConfig
 from sbi_rounds.methods import Method, get_method
 from sbi_rounds.store import RunFileError, RunStore
+from sbi_rounds.store.layout import RunLayout
 
 __all__ = [
     "Run",
@@ -38,8 +39,13 @@ class Run:
 
     @property
     def directory(self) -> Path:
-        """The run's directory (holds run.h5, the lock and the figures)."""
+        """The run's directory (holds run.h5, the lock, and the folders of ``layout``)."""
         return self.store.path.parent
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where the run's files go: its round files, checks, report and figures."""
+        return RunLayout.of(self.directory)
 
 
 def resolve_run(config: RunConfig, store: RunStore, prior: Distribution | None = None) -> Run:

@@ -19,6 +19,7 @@ from sbi_rounds.lifecycle.preflight import (
 from sbi_rounds.lifecycle.run import Run, resolve_run
 from sbi_rounds.simulation.ledger import committed_rows, reopen_invalid
 from sbi_rounds.store import RunStore
+from sbi_rounds.store.layout import RunLayout
 
 __all__ = ["open_run", "run_session"]
 
@@ -57,7 +58,13 @@ def open_run(
     new = config.model_dump(mode="json")
     if not path.exists():
         code = code_fingerprint(config.simulator, config.prior)
-        store = RunStore.create(path, config=new, fingerprint=config.fingerprint(), code=code)
+        store = RunStore.create(
+            path,
+            config=new,
+            fingerprint=config.fingerprint(),
+            code=code,
+            bulk_folder=RunLayout.of(path.parent).bulk_folder,
+        )
         try:
             run = resolve_run(config, store)
             dtype = preflight.simulated_dtype if preflight and preflight.covers(config) else None

@@ -27,10 +27,7 @@ from sbi_rounds.report.table import round_table, shown_columns
 from sbi_rounds.store import RoundDiagnostics, Stage
 from sbi_rounds.store.schema import ParameterStatistics, ParameterSummary, PredictiveCheck
 
-__all__ = ["REPORT_NAME", "format_number", "render_report", "stopped_early", "write_report"]
-
-#: The report's file name in the run directory.
-REPORT_NAME = "report.html"
+__all__ = ["format_number", "render_report", "stopped_early", "write_report"]
 
 #: Units of the round table whose columns the report groups, with the group's title.
 _UNIT_GROUPS = {"s": "seconds"}
@@ -343,13 +340,14 @@ def write_report(path: str | Path, output: str | Path | None = None) -> Path:
 
     Args:
         path: The run's ``run.h5`` or its directory.
-        output: Where the report goes; default ``<run dir>/report.html``.
+        output: Where the report goes; default ``<run dir>/report/report.html``
+            (``RunLayout.report``).
 
     Returns:
         The report's path.
     """
     run = load_run(path)
-    out = Path(output) if output is not None else run.directory / REPORT_NAME
+    out = Path(output) if output is not None else run.layout.report
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(render_report(run), encoding="utf-8")

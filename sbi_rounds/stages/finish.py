@@ -53,14 +53,16 @@ def checkpoint(run: Run, round_: int, *, pairplot: bool = True) -> Checkpointed:
         figure = save_pairplot(
             samples,
             names,
-            run.directory / f"round_{round_:03d}_pairplot.png",
+            run.layout.figure(f"round_{round_:03d}_pairplot.png"),
             limits=_prior_limits(run),
             points=run.config.diagnostics.true_parameters,
             title=f"round {round_}",
         )
     store.write_posterior_summary(
         round_,
-        PosteriorSummary(parameters=summary, pairplot=None if figure is None else figure.name),
+        PosteriorSummary(
+            parameters=summary, pairplot=None if figure is None else run.layout.relative(figure)
+        ),
         seal_datasets=POSTERIOR_SAMPLES,
     )
     return Checkpointed(summary=summary, pairplot=figure)

@@ -3,8 +3,10 @@
 Layout (format 2, see ``format``): the run file ``run.h5`` holds the settings, every round's
 stage, timings, counts, records, networks, training checkpoints and checksums; each round's
 bulk arrays (parameters, simulations, validity and chunk marks, posterior samples) are in
-files of their own beside it (``run.round-NNNN.h5``, ``run.round-NNNN.x.h5``), reached from
-the round's group through HDF5 external links, so readers see one file. Format-1 run files
+files of their own in ``rounds/`` beside it (``rounds/run.round-NNNN.h5``,
+``rounds/run.round-NNNN.x.h5``; beside it in run files made before the folder), reached from
+the round's group through HDF5 external links, so readers see one file. Where the rest of
+the run directory goes (checks, report, figures, lock): ``layout``. Format-1 run files
 (everything inside ``run.h5``) are read as they are; rounds planned in them from now on get
 the new layout, and the file is marked format 2.
 

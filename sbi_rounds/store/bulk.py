@@ -6,6 +6,11 @@ rename and that commit leaves a file nothing links to: an orphan, removed (with 
 by :func:`stale_files` at the next open under the lock, and overwritten if the round is
 planned again first. After it is created, a bulk file is only written in place (its data
 bytes): it is never copied and never gets new HDF5 metadata.
+
+Where: in the folder the run file names in its attribute :data:`BULK_FOLDER_ATTR`
+(``rounds/`` beside it, see ``layout``); a run file without it (made before the folder) keeps
+its bulk files beside it. A link names its file by its path relative to the run file's
+directory, so readers follow it wherever the file lies.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from typing import Any
 import h5py
 
 from sbi_rounds.store.format import allocate, fsync_path
+from sbi_rounds.store.layout import BULK_FOLDER
 
 __all__ = [
+    "BULK_FOLDER_ATTR",
+    "bulk_candidates",
+    "bulk_folder",
     "create_bulk_file",
     "linked_file",
     "linked_files",
@@ -27,6 +36,22 @@ __all__ = [
     "stale_files",
     "sync_files",
 ]
+
+#: The run file's attribute that names the folder of its bulk files, relative to it.
+BULK_FOLDER_ATTR = "bulk_folder"
+
+
+def bulk_folder(f: h5py.File) -> str:
+    """The folder, relative to the run file ``f``'s directory, of the bulk files of rounds
+    planned from now on (``""``: beside it, as in run files made before the folder)."""
+    return str(f.attrs.get(BULK_FOLDER_ATTR, ""))
+
+
+def bulk_candidates(run_file: Path) -> list[Path]:
+    """The files named like bulk files of ``run_file`` (``<stem>.round-*``) beside it and in
+    the folder :data:`~sbi_rounds.store.layout.BULK_FOLDER` beside it, linked or not."""
+    pattern = f"{run_file.stem}.round-*"
+    return sorted([*run_file.parent.glob(pattern), *(run_file.parent / BULK_FOLDER).glob(pattern)])
 
 
 def create_bulk_file(
@@ -40,6 +65,10 @@ def create_bulk_file(
     ``values`` written into them; it appears complete or not at all (an older file of the
     name, which nothing links to, is replaced)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if not path.parent.is_dir():  # the run's first round file: its folder, made durable
+        path.parent.mkdir(parents=True)
+        if durable:
+            fsync_path(path.parent.parent, directory=True)
     try:
         with h5py.File(tmp, "w", locking=False) as f:
             for name, (shape, dtype, fill) in datasets.items():
@@ -81,9 +110,11 @@ def linked_files(f: h5py.File) -> set[str]:
 
 
 def stale_files(run_file: Path, linked: set[str]) -> list[Path]:
-    """Bulk files beside ``run_file`` that nothing links to, and temporaries of bulk files."""
-    pattern = f"{run_file.stem}.round-*"
-    return sorted(p for p in run_file.parent.glob(pattern) if p.name not in linked)
+    """Bulk files of ``run_file`` (see :func:`bulk_candidates`) that nothing links to, and
+    temporaries of bulk files; ``linked`` names files by their paths relative to the run
+    file's directory, as the links do."""
+    top = run_file.parent
+    return [p for p in bulk_candidates(run_file) if p.relative_to(top).as_posix() not in linked]
 
 
 def sync_files(directory: Path, names: list[str]) -> None:

@@ -15,6 +15,8 @@ from typing import Any, Self
 import h5py
 
 from sbi_rounds.store.bulk import (
+    BULK_FOLDER_ATTR,
+    bulk_candidates,
     create_bulk_file,
     linked_files,
     round_files,
@@ -32,6 +34,7 @@ from sbi_rounds.store.format import (
     round_group,
     versions,
 )
+from sbi_rounds.store.layout import BULK_FOLDER
 
 __all__ = ["StoreFile"]
 
@@ -44,7 +47,7 @@ def _file_state(path: Path) -> tuple[tuple[str, int, int, int], ...] | None:
     """The name, inode, size and modification time of ``path`` and of the bulk files beside
     it (None: cannot be read)."""
     try:
-        paths = [path, *sorted(path.parent.glob(f"{path.stem}.round-*"))]
+        paths = [path, *bulk_candidates(path)]
         stats = [(p.name, os.stat(p)) for p in paths]
     except OSError:
         return None
@@ -74,11 +77,14 @@ class StoreFile:
         fingerprint: str,
         code: dict[str, Any] | None = None,
         durable: bool = True,
+        bulk_folder: str = BULK_FOLDER,
     ) -> Self:
         """Create a new run file (atomically: it appears complete or not at all).
 
         ``code`` is the fingerprint of the simulator and prior as code
-        (``sbi_rounds.lifecycle.fingerprint``).
+        (``sbi_rounds.lifecycle.fingerprint``); ``bulk_folder`` the folder beside it, by its path
+        relative to it, of its rounds' files (``""``: beside it, as every run file made
+        before the folder has them).
         """
         store = cls(path, durable=durable)
         if store.path.exists():
@@ -96,6 +102,7 @@ class StoreFile:
             f.attrs["created_on"] = socket.gethostname()
             f.attrs["config_history"] = json.dumps([])
             f.attrs["versions"] = json.dumps(versions())
+            f.attrs[BULK_FOLDER_ATTR] = bulk_folder
             f.create_group("rounds")
             stamp_settings(f)
         store._publish(tmp)
@@ -245,8 +252,8 @@ class StoreFile:
             os.fsync(f.id.get_vfd_handle())
 
     def _new_bulk_file(self, name: str, datasets: Mapping[str, Any], **values: Any) -> None:
-        """Create the bulk file ``name`` beside the run file (see ``bulk``), timed as a
-        commit."""
+        """Create the bulk file ``name`` (a path relative to the run file's directory, see
+        ``bulk``), timed as a commit."""
         t0 = time.perf_counter()
         try:
             create_bulk_file(self.path.parent / name, datasets, durable=self.durable, values=values)

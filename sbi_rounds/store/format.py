@@ -1,8 +1,9 @@
 """The run file's layout: format version, round stages, timings, and how a round is stored.
 
-Format 2 (this version writes it): a round's bulk arrays live in files of their own next to
-the run file, reached from its round group through HDF5 external links, so the run file
-stays small and its copy-on-write commits cost what they change:
+Format 2 (this version writes it): a round's bulk arrays live in files of their own in the
+folder the run file names (``rounds/`` beside it; beside it in run files made before),
+reached from its round group through HDF5 external links, so the run file stays small and
+its copy-on-write commits cost what they change:
 
 * ``<stem>.round-NNNN.h5`` (:func:`data_file_name`): parameters and their mark, validity,
   chunk marks and seconds, posterior samples and their mark (:data:`DATA_FILE_DATASETS`),
@@ -149,18 +150,22 @@ def round_group(round_: int) -> str:
     return f"rounds/{round_:04d}"
 
 
-def data_file_name(run_file: Path, round_: int, generation: int = 0) -> str:
-    """The name of a round's data file beside ``run_file`` (a repair writes generation 1, 2,
-    ... of it)."""
+def data_file_name(run_file: Path, round_: int, generation: int = 0, folder: str = "") -> str:
+    """The path, relative to ``run_file``'s directory, of a round's data file in ``folder``
+    (``""``: beside it; a repair writes generation 1, 2, ... of it)."""
     suffix = f".{generation}" if generation else ""
-    return f"{run_file.stem}.round-{round_:04d}{suffix}.h5"
+    return _in_folder(folder, f"{run_file.stem}.round-{round_:04d}{suffix}.h5")
 
 
-def x_file_name(run_file: Path, round_: int, generation: int = 0) -> str:
-    """The name of the file beside ``run_file`` that holds a round's simulations (a repair
-    links generation 1, 2, ... of it)."""
+def x_file_name(run_file: Path, round_: int, generation: int = 0, folder: str = "") -> str:
+    """The path, relative to ``run_file``'s directory, of the file in ``folder`` that holds a
+    round's simulations (a repair links generation 1, 2, ... of it)."""
     suffix = f".{generation}" if generation else ""
-    return f"{run_file.stem}.round-{round_:04d}.x{suffix}.h5"
+    return _in_folder(folder, f"{run_file.stem}.round-{round_:04d}.x{suffix}.h5")
+
+
+def _in_folder(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
 
 
 def storage_dtype(simulated: np.dtype, requested: str = "auto") -> np.dtype:

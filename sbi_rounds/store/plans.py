@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sbi_rounds.store.bulk import linked_file
+from sbi_rounds.store.bulk import bulk_folder, linked_file
 from sbi_rounds.store.files import StoreFile
 from sbi_rounds.store.format import (
     FORMAT_VERSION,
@@ -91,14 +91,17 @@ class RoundPlans(StoreFile):
         num_chunks = math.ceil(num_simulations / chunk_size)
         if self.stage(round_) is not None:
             raise RunFileError(f"round {round_} is planned already")
-        data_file = data_file_name(self.path, round_)
+        with self._read_or_held() as f:
+            folder = bulk_folder(f)
+        data_file = data_file_name(self.path, round_, folder=folder)
+        x_name = x_file_name(self.path, round_, folder=folder)
         layout = data_layout(num_simulations, theta_dim, num_chunks, num_posterior_samples)
         self._new_bulk_file(data_file, layout)
         known = self._known_x_dtype(round_) if x_dtype == "auto" else np.dtype(x_dtype)
         if known is not None:  # allocated now: simulations never wait for disk space
             dtype = storage_dtype(known, x_dtype)
             x_file = {"x": ((num_simulations, x_dim), dtype, np.nan)}
-            self._new_bulk_file(x_file_name(self.path, round_), x_file)
+            self._new_bulk_file(x_name, x_file)
         with self._structural() as f:
             if int(f.attrs["format_version"]) < FORMAT_VERSION:
                 f.attrs["format_version"] = FORMAT_VERSION  # a format-1 run gets new rounds
@@ -112,7 +115,7 @@ class RoundPlans(StoreFile):
             g.attrs["planned"] = time.time()
             for name in layout:
                 g[name] = h5py.ExternalLink(data_file, f"/{name}")
-            g["x"] = h5py.ExternalLink(x_file_name(self.path, round_), "/x")  # made later
+            g["x"] = h5py.ExternalLink(x_name, "/x")  # made later
             allocate(g, "timings", (len(TIMED_STAGES),), np.float64, np.nan)
             allocate(g, "counts", (3,), np.int64, -1)  # simulations, valid, invalid
             allocate(g, "stage", (), np.uint8, int(Stage.PLANNED))

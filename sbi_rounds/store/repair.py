@@ -44,6 +44,7 @@ history (``RunStore.config_history``).
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -224,7 +225,10 @@ def _relink(
     if links.get("x") is not None:
         x_file = links["x"]
         if "x" in children:
-            x_file = _next_name(store, [links["x"]], lambda g: x_file_name(store.path, round_, g))
+            folder = posixpath.dirname(x_file)  # the next generation beside the old one
+            x_file = _next_name(
+                store, [x_file], lambda g: x_file_name(store.path, round_, g, folder)
+            )
         dst["x"] = h5py.ExternalLink(x_file, "/x")
     data = {name for name, file in links.items() if file is not None and name != "x"}
     if not data & children:
@@ -238,7 +242,10 @@ def _relink(
         values["theta_done"] = 0
     if "posterior_samples" in children:
         values["samples_done"] = 0
-    name = _next_name(store, links.values(), lambda g: data_file_name(store.path, round_, g))
+    folder = posixpath.dirname(str(links[min(data)]))  # the next generation beside the old
+    name = _next_name(
+        store, links.values(), lambda g: data_file_name(store.path, round_, g, folder)
+    )
     create_bulk_file(Path(store.path.parent / name), layout, durable=store.durable, values=values)
     for member in layout:
         dst[member] = h5py.ExternalLink(name, f"/{member}")
