@@ -289,6 +289,12 @@ def _calibration_section(run: Run) -> str:
     )
 
 
+def _named_values(names: list[str] | None, values: list[float]) -> list[str]:
+    """``["flux=0.5", ...]`` where x has names, else ``["0.5", ...]``."""
+    text = [f"{v:.6g}" for v in values]
+    return text if names is None else [f"{n}={t}" for n, t in zip(names, text, strict=True)]
+
+
 def render_report(run: Run) -> str:
     """The report of ``run`` as one HTML document (figures as ``data:`` URIs)."""
     cfg = run.config
@@ -304,7 +310,7 @@ def render_report(run: Run) -> str:
         ("method", cfg.method),
         ("rounds finished", f"{len(done)} of {cfg.rounds}"),
         ("simulations", str(total)),
-        ("x_o", ", ".join(f"{v:.6g}" for v in cfg.xobs)),
+        ("x_o", ", ".join(_named_values(cfg.x_names, cfg.xobs))),
         ("parameters", ", ".join(parameter_names(run))),
         *environment_facts(run),
     ]

@@ -163,6 +163,12 @@ class RunConfig(BaseModel):
     parameter_names: list[str] | None = Field(
         None, title="Parameter names", description="Labels of the summaries and pairplots."
     )
+    x_names: list[str] | None = Field(
+        None,
+        title="Observation names",
+        description="Labels of x's entries in the checks and reports (none: x_1 .. x_K); a "
+        "campaign takes them from its table's header row.",
+    )
     network: NetworkConfig = Field(
         default_factory=NetworkConfig, title="Network", description="sbi's density estimators."
     )
@@ -284,6 +290,10 @@ class RunConfig(BaseModel):
                     f"parameter_names has {len(self.parameter_names)} names but the prior has "
                     f"{len(self.prior.low)} parameters"
                 )
+        if self.x_names is not None and len(self.x_names) != len(self.xobs):
+            raise ValueError(
+                f"x_names has {len(self.x_names)} names but xobs has {len(self.xobs)} values"
+            )
         truth = self.diagnostics.true_parameters
         if self.prior.low is not None and truth is not None and len(truth) != len(self.prior.low):
             raise ValueError(
