@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbi_rounds.config import RunConfig, config_differences, identity_fields, identity_of
+from sbi_rounds.config.run import OPTIONAL_IDENTITY_FIELDS
 from sbi_rounds.environment import check_device, check_run_directory, check_run_writable
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
 from sbi_rounds.fingerprint import code_changes, code_fingerprint
@@ -120,7 +121,12 @@ def preflight(
         return
     from sbi_rounds.priors import build_prior  # sbi: only a new run needs it here
 
-    probe_simulator(config, build_prior(config.prior))
+    prior = build_prior(config.prior)
+    if config.start_from is not None:  # refused in a second, not after the cluster started
+        from sbi_rounds.stages.start import read_start
+
+        read_start(config, prior, int(prior.sample((1,)).shape[-1]))
+    probe_simulator(config, prior)
 
 
 def refuse_identity_changes(
@@ -130,9 +136,9 @@ def refuse_identity_changes(
     before, after = identity_of(old, new["method"]), identity_of(new)
     identity_changes = [
         line
-        for k in identity_fields(new["method"])
+        for k in (*identity_fields(new["method"]), *OPTIONAL_IDENTITY_FIELDS)
         if k not in allow_changes
-        for line in config_differences({k: before.get(k)}, {k: after[k]})
+        for line in config_differences({k: before.get(k)}, {k: after.get(k)})
     ]
     if identity_changes:
         raise ConfigMismatchError(

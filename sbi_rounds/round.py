@@ -19,6 +19,7 @@ from sbi_rounds.stages import (
     simulate,
     train,
 )
+from sbi_rounds.stages.start import is_imported
 from sbi_rounds.store import Stage
 from sbi_rounds.training import Callback
 
@@ -100,8 +101,9 @@ def run_round(
     done["sample"] = table.sample(run, round_)
     if run.store.stage(round_) < Stage.SIMULATED:
         token.check(f"simulating of round {round_}")
+        imported = is_imported(run.store.round_info(round_).proposal)  # no cluster needed
         with DRIVER.released():  # other runs of a campaign train meanwhile
-            dask = client() if callable(client) else client
+            dask = client() if callable(client) and not imported else client
         with (
             progress(run, round_) if progress is not None else nullcontext() as report,
             DRIVER.released(),

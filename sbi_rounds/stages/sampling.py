@@ -27,6 +27,7 @@ from sbi_rounds.run import Run, posterior_for_round
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.simulation import choose_chunk_size, measure_seconds_per_simulation
 from sbi_rounds.stage import stage
+from sbi_rounds.stages.start import plan_imported
 from sbi_rounds.store import PriorMass, Stage
 
 __all__ = ["SLOW_SAMPLING", "build_posterior", "draw", "sample_proposal"]
@@ -118,7 +119,7 @@ def _plan(run: Run, round_: int, n: int, description: dict[str, Any]) -> None:
     if cfg.cluster.chunk_size == "measure":
         if round_ > 1:
             measured = store.seconds_per_simulation(round_ - 1)
-        if measured is None:  # round 1: time the simulator on a few prior draws, here
+        if not measured:  # round 1 (or imported): time the simulator on a few prior draws
             probe_seed = derive_seed(cfg.seed, round_, "probe")
             with seeded(probe_seed):
                 probe = draw(run.prior, 64).numpy()
@@ -167,7 +168,8 @@ def _rejection(
 def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
     """Draw the round's parameters from its proposal and commit them in batches.
 
-    Round 1 draws from the prior; later rounds from the method's proposal built from the
+    Round 1 draws from the prior (or takes the pairs of ``start_from``: see
+    :mod:`sbi_rounds.stages.start`); later rounds from the method's proposal built from the
     previous round's posterior at xobs. Where the proposal is that posterior (SNPE, SNLE,
     SNRE), the posterior samples the previous round stored are used first and only the rest
     is drawn. Batches are committed as they come, so an interrupted (MCMC) sampling resumes
@@ -176,6 +178,8 @@ def sample_proposal(run: Run, round_: int) -> dict[str, Any]:
     store, cfg = run.store, run.config
     if round_ > 1 and store.stage(round_ - 1) != Stage.DONE:
         raise RuntimeError(f"round {round_ - 1} is not finished; finish it before round {round_}")
+    if round_ == 1 and cfg.start_from is not None:  # simulations you have: nothing to draw
+        return plan_imported(run, round_)
     with seeded(derive_seed(cfg.seed, round_, "sample", 0)):
         proposal = _proposal(run, round_)
     distribution, description = proposal.distribution, proposal.description

@@ -13,6 +13,7 @@ from sbi_rounds.errors import InvalidRoundError
 from sbi_rounds.run import Run
 from sbi_rounds.simulation import simulate_round
 from sbi_rounds.stage import Stopped, stage
+from sbi_rounds.stages.start import commit_imported, is_imported
 from sbi_rounds.store import SIMULATIONS, Stage
 
 __all__ = ["MIN_VALID_ROWS", "append_simulations", "simulate", "valid_rows_needed"]
@@ -39,6 +40,8 @@ def simulate(
             and raises ``RunInterrupted``.
     """
     store, cfg = run.store, run.config
+    if is_imported(store.round_info(round_).proposal):  # simulations you have: committed
+        return commit_imported(run, round_)
     with store.held_open():  # one open file for the round's many chunk commits
         report = simulate_round(
             store,
