@@ -32,6 +32,7 @@ __all__ = [
     "load_observations",
     "observation_configs",
     "observation_id",
+    "shared_round_config",
     "summarize",
     "write_summary_html",
 ]
@@ -41,6 +42,8 @@ SET_BY_CAMPAIGN = ("xobs", "run_dir", "run_id")
 #: Settings each observation's run gets from the table's header where it has one.
 SET_BY_HEADER = "x_names"
 SUMMARY_NAME = "summary.html"
+#: The run id of the shared first round's run (``campaign.shared_first_round``).
+SHARED_ROUND_ID = "shared-round"
 
 #: The name of the thread of an observation's run is this and the run's id (a console
 #: labels the lines of concurrent runs by it).
@@ -65,6 +68,9 @@ def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> 
         shared: The settings of every run (``RunConfig``'s, without ``xobs``, ``run_dir``
             and ``run_id``, which the campaign sets).
 
+    With ``campaign.shared_first_round``, each run starts from round 1 of the shared run
+    (:func:`shared_round_config`).
+
     Raises:
         ValueError: Shared settings that the campaign sets, or a table that cannot be read.
         pydantic.ValidationError: A wrong shared setting; the message names it.
@@ -85,6 +91,14 @@ def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> 
                 f"({', '.join(table.names)}); leave x_names out, the header names the columns"
             )
         named = {SET_BY_HEADER: table.names}
+    if campaign.shared_first_round:
+        if shared.get("start_from") is not None:
+            raise ValueError(
+                "campaign.shared_first_round starts every run from the shared round; it "
+                "cannot also start them from start_from (turn one of them off)"
+            )
+        path = shared_round_config(campaign, shared).run_path
+        named["start_from"] = {"simulations": str(path), "round": 1, "drawn_from": "file"}
     return [
         RunConfig.model_validate(
             {
@@ -97,6 +111,28 @@ def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> 
         )
         for id_, row in zip(table.ids, table.values, strict=True)
     ]
+
+
+def shared_round_config(campaign: CampaignConfig, shared: Mapping[str, Any]) -> RunConfig:
+    """The run whose round 1 every observation starts from (``shared_first_round``).
+
+    It has the shared settings and seed, so its prior draws and simulations are those each
+    observation's own round 1 would have; one round, at the first observation (its
+    posterior is a by-product), without predictive or calibration simulations.
+    """
+    table = read_observations(campaign.observations, campaign.id_column)
+    checks = {**shared.get("diagnostics", {}), "predictive_simulations": 0}
+    checks["calibration_simulations"] = 0
+    return RunConfig.model_validate(
+        {
+            **shared,
+            "xobs": table.values[0].tolist(),
+            "rounds": 1,
+            "diagnostics": checks,
+            "run_dir": campaign.directory,
+            "run_id": SHARED_ROUND_ID,
+        }
+    )
 
 
 def _open(config: RunConfig) -> RunStore | None:

@@ -81,15 +81,20 @@ def probe_simulator(config: RunConfig, prior: Distribution) -> Any:
 
 
 def preflight(
-    config: RunConfig, *, allow_changes: Sequence[str] = (), accept_changed_code: bool = False
+    config: RunConfig,
+    *,
+    allow_changes: Sequence[str] = (),
+    accept_changed_code: bool = False,
+    check_start: bool = True,
 ) -> None:
     """Find, writing nothing, what would stop :func:`run_session` as the run starts.
 
     Checks the training device, the run directory (writable, with free disk for the next
     round), the lock's holder, the run file (readable, an sbi-rounds run, a format version
     this code reads), its identity settings and the code's fingerprint; for a new run, the
-    prior and the simulator on two prior draws. The command line calls it before Prefect
-    and Dask start, so bad input fails within a second, with one line.
+    prior, the simulator on two prior draws and the pairs of ``start_from`` (unless
+    ``check_start`` is False: a campaign's shared round is made later). The command line
+    calls it before Prefect and Dask start, so bad input fails within a second, in one line.
 
     Raises:
         RunLockedError: Another live process holds the run.
@@ -122,7 +127,7 @@ def preflight(
     from sbi_rounds.priors import build_prior  # sbi: only a new run needs it here
 
     prior = build_prior(config.prior)
-    if config.start_from is not None:  # refused in a second, not after the cluster started
+    if config.start_from is not None and check_start:  # refused now, not after Dask starts
         from sbi_rounds.stages.start import read_start
 
         read_start(config, prior, int(prior.sample((1,)).shape[-1]))

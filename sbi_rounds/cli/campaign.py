@@ -28,6 +28,7 @@ from sbi_rounds.campaign import (
     SET_BY_CAMPAIGN,
     is_finished,
     observation_configs,
+    shared_round_config,
 )
 from sbi_rounds.cli.continuation import continue_in_new_job, wait_for_previous_job
 from sbi_rounds.cli.flags import (
@@ -144,9 +145,12 @@ def _settings(
         configs = observation_configs(campaign, shared)
         if not getattr(args, "print_config", False):
             wait_for_previous_job([c.run_path for c in configs])  # a requeued batch job
+            shared_round = campaign.shared_first_round
+            if shared_round and not all(is_finished(c) for c in configs):
+                preflight(shared_round_config(campaign, shared))
             for config in configs:
                 if not is_finished(config):
-                    preflight(config)
+                    preflight(config, check_start=not shared_round)
     except ValidationError as e:
         print(f"error: {format_validation_error(e)}", file=sys.stderr)
         return 2

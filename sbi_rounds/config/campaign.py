@@ -42,6 +42,13 @@ class CampaignConfig(BaseModel):
         "observation's directory instead of obs-000i (letters, digits, '.', '_', '-').",
         examples=["galaxy"],
     )
+    shared_first_round: bool = Field(
+        False,
+        title="Shared first round",
+        description="Simulate round 1 (prior draws) once, in <directory>/shared-round, and "
+        "start every observation's run from it (start_from) instead of simulating it per "
+        "observation. Off: each observation gets exactly what a separate run gives.",
+    )
     max_concurrent: int = Field(
         2,
         ge=1,
