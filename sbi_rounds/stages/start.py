@@ -198,4 +198,11 @@ def commit_imported(run: Any, round_: int) -> dict[str, Any]:
                 "from it; restore it, or start a new run"
             )
         store.write_chunks(round_, [(0, data.x, 0.0)])
-    return {"imported": stored["rows"], "simulations_run": 0}
+    # the keys of a simulated round's result (``simulate``), nothing run
+    return {
+        "imported": stored["rows"],
+        "chunks_run": 0,
+        "chunks_skipped": 0,
+        "simulations_run": 0,
+        "retries": 0,
+    }
