@@ -62,3 +62,65 @@ def test_a_shared_first_round_gives_each_observation_a_separate_runs_result(
             assert np.array_equal(a.read_samples(r), b.read_samples(r)), (ours.run_id, r)
         assert a.round_info(1).proposal["imported"]["source"].endswith("shared-round/run.h5")
     assert simulated == 2 * 100 + 2 * 200  # round 2 of each shared run, all of each separate
+
+
+SHARED = [
+    "--rounds", "2", "--simulations-per-round", "100", "--seed", "3",
+    "--simulator", "test_simulation_helpers:sleepy", "--simulator.kwargs",
+    "seconds_per_simulation=0.02", "--network", "maf", "--hidden-features", "20",
+    "--num-transforms", "2", "--max-epochs", "8", "--batch-size", "50", "--num-samples", "100",
+    "--map-iterations", "0", "--predictive-simulations", "10", "--logger", "none",
+    "--calibration-simulations", "0", "--workers", "2", "--chunk-size", "20", "--no-dashboard",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # 18 minutes on a busy shared machine
+def test_a_campaign_killed_in_its_shared_round_resumes_without_simulating_it_again(
+    tmp_path, dask_client
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sbi_rounds.cli.run import build_config, parse_args
+    from sbi_rounds.store import Stage
+
+    np.savetxt(tmp_path / "obs.csv", ROWS, delimiter=",")
+    directory = tmp_path / "campaign"
+    command = [sys.executable, "-m", "sbi_rounds.cli.main", "campaign", "--observations",
+               str(tmp_path / "obs.csv"), "--campaign-dir", str(directory),
+               "--campaign.shared-first-round", *SHARED]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(tmp_path / "p")}
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    path, deadline = directory / "shared-round" / "run.h5", time.monotonic() + 300
+    while True:  # killed once the shared round's simulations are committed, before it ends
+        assert first.poll() is None and time.monotonic() < deadline, "the campaign ended first"
+        try:
+            if path.exists() and (RunStore.open(path).stage(1) or 0) >= Stage.SIMULATED:
+                os.killpg(first.pid, signal.SIGKILL)
+                break
+        except OSError:  # being written: look again
+            pass
+        time.sleep(0.1)
+    first.wait()
+    before = RunStore.open(path).timings(1).by_stage()["simulate"]
+    assert not (directory / "obs-0000" / "run.h5").exists()  # none started before it
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert RunStore.open(path).timings(1).by_stage()["simulate"] == before  # not redone
+    for i, row in enumerate(ROWS):  # the same as a separate run of that observation
+        args = parse_args(["--xobs", *map(str, row), "--run-dir", str(tmp_path / "alone"),
+                           "--run-id", f"r{i}", *SHARED])  # fmt: skip
+        with run_session(build_config(args)) as run:
+            for r in (1, 2):
+                run_round(run, r, dask_client, pairplot=False)
+        ours = RunStore.open(directory / f"obs-000{i}" / "run.h5")
+        alone = RunStore.open(tmp_path / "alone" / f"r{i}" / "run.h5")
+        assert ours.round_info(1).proposal["imported"]["rows"] == 100
+        for r in (1, 2):
+            assert np.array_equal(ours.read_samples(r), alone.read_samples(r)), (i, r)
