@@ -4,9 +4,11 @@
 (``deployments/prefect.yaml``). The runs share this process's Prefect server and one Dask
 cluster; at most ``campaign.max_concurrent`` are in progress at once, each in a thread:
 one trains while the others wait for their simulations (``sbi_rounds.runtime.concurrency``), so
-each result is the one a separate run of that observation gives. Each observation has its
-own run file, so running the campaign again skips finished observations and resumes the
-others mid-round. It ends with the summary: a table and ``<directory>/summary.html``.
+each result is the one a separate run of that observation gives. With
+``campaign.shared_first_round`` one run simulates round 1 first and every observation's run
+starts from it (``start_from``). Each observation has its own run file, so running the
+campaign again skips finished observations and resumes the others mid-round. It ends with
+the summary: a table and ``<directory>/summary.html``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sbi_rounds.campaign import (
     format_summary,
     is_finished,
     observation_configs,
+    shared_round_config,
     summarize,
     write_summary_html,
 )
@@ -75,7 +78,11 @@ def campaign_inference(
     )
     failed: dict[str, str] = {}
     if todo:
-        with shared_cluster(todo):
+        first = shared_round_config(campaign, settings) if campaign.shared_first_round else None
+        with shared_cluster([first, *todo] if first else todo):
+            if first is not None and not is_finished(first):
+                logger.info("the shared first round: %s", first.run_path)
+                online_inference(first)  # a failure here stops the campaign: all need it
             errors = _run_all(todo, campaign.max_concurrent, preflights or [])
         for name, error in errors.items():
             logger.error("observation %s failed: %s: %s", name, type(error).__name__, error)

@@ -1,10 +1,12 @@
 """Campaigns: one run per observation of a table; their settings, state and summary.
 
-Observation ``i`` (from 0) of the table is the run ``obs-000i`` in the campaign directory,
-with the shared settings and ``xobs`` set to row ``i``: the same settings and seed as a
-separate ``sbi-rounds run --xobs ROW``, so the same results. The summary lists each
-observation's posterior mean and sd of its last finished round, its rounds and checks, as
-console text (:func:`format_summary`) and an HTML page (:func:`write_summary_html`).
+Observation ``i`` (from 0) of the table is the run ``obs-000i`` (or the id in its row's
+``campaign.id_column``) in the campaign directory, with the shared settings, ``xobs`` set to
+row ``i`` and ``x_names`` to the table's header (:mod:`sbi_rounds.observations`): the same
+settings and seed as a separate ``sbi-rounds run --xobs ROW``, so the same results. The
+summary lists each observation's posterior mean and sd of its last finished round, its
+rounds and checks, as console text (:func:`format_summary`) and an HTML page
+(:func:`write_summary_html`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from sbi_rounds.config import CampaignConfig, RunConfig
-from sbi_rounds.config.io import load_array
-from sbi_rounds.missing import is_missing, valid_rows
+from sbi_rounds.missing import is_missing
+from sbi_rounds.observations import observation_id, read_observations
 from sbi_rounds.store import RoundDiagnostics, RunFileError, RunStore, Stage
 from sbi_rounds.store.layout import RunLayout
 
@@ -30,13 +32,18 @@ __all__ = [
     "load_observations",
     "observation_configs",
     "observation_id",
+    "shared_round_config",
     "summarize",
     "write_summary_html",
 ]
 
 #: Settings each observation's run gets from the campaign, not from the shared settings.
 SET_BY_CAMPAIGN = ("xobs", "run_dir", "run_id")
+#: Settings each observation's run gets from the table's header where it has one.
+SET_BY_HEADER = "x_names"
 SUMMARY_NAME = "summary.html"
+#: The run id of the shared first round's run (``campaign.shared_first_round``).
+SHARED_ROUND_ID = "shared-round"
 
 #: The name of the thread of an observation's run is this and the run's id (a console
 #: labels the lines of concurrent runs by it).
@@ -44,29 +51,13 @@ RUN_THREAD_PREFIX = "campaign-"
 
 
 def load_observations(spec: str) -> np.ndarray:
-    """The observations, one per row ``(N, K)``, from ``.csv``, ``.npy`` or ``file.h5:dataset``.
-
-    A one-dimensional table holds N observations of one number each.
+    """The observations, one per row ``(N, K)``, from ``.csv`` (a header row allowed),
+    ``.npy`` or ``file.h5:dataset`` (see :func:`~sbi_rounds.observations.read_observations`).
 
     Raises:
         ValueError: An unreadable file, an empty table or non-finite values (named by row).
     """
-    table = load_array(spec)
-    if table.ndim == 1:
-        table = table[:, None]
-    if table.ndim != 2 or table.shape[0] == 0:
-        raise ValueError(
-            f"{spec!r} must hold a table (N, K), one observation per row; got shape {table.shape}"
-        )
-    bad = [int(i) for i in np.flatnonzero(~valid_rows(table))]
-    if bad:
-        raise ValueError(f"{spec!r}: rows {bad[:10]} hold NaN or infinite values")
-    return table
-
-
-def observation_id(index: int) -> str:
-    """The run id of observation ``index`` (from 0): ``obs-0003``."""
-    return f"obs-{index:04d}"
+    return read_observations(spec).values
 
 
 def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> list[RunConfig]:
@@ -76,6 +67,9 @@ def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> 
         campaign: The campaign's settings.
         shared: The settings of every run (``RunConfig``'s, without ``xobs``, ``run_dir``
             and ``run_id``, which the campaign sets).
+
+    With ``campaign.shared_first_round``, each run starts from round 1 of the shared run
+    (:func:`shared_round_config`).
 
     Raises:
         ValueError: Shared settings that the campaign sets, or a table that cannot be read.
@@ -87,17 +81,35 @@ def observation_configs(campaign: CampaignConfig, shared: Mapping[str, Any]) -> 
             f"a campaign sets {', '.join(given)} of each run itself (from "
             "observations and directory); leave them out of the shared settings"
         )
-    table = load_observations(campaign.observations)
+    table = read_observations(campaign.observations, campaign.id_column)
+    named = {}
+    if table.names is not None:
+        given = shared.get(SET_BY_HEADER)
+        if given is not None and list(given) != table.names:
+            raise ValueError(
+                f"x_names {list(given)} differ from the header of {campaign.observations!r} "
+                f"({', '.join(table.names)}); leave x_names out, the header names the columns"
+            )
+        named = {SET_BY_HEADER: table.names}
+    if campaign.shared_first_round:
+        if shared.get("start_from") is not None:
+            raise ValueError(
+                "campaign.shared_first_round starts every run from the shared round; it "
+                "cannot also start them from start_from (turn one of them off)"
+            )
+        path = shared_round_config(campaign, shared).run_path
+        named["start_from"] = {"simulations": str(path), "round": 1, "drawn_from": "file"}
     return [
         RunConfig.model_validate(
             {
                 **shared,
+                **named,
                 "xobs": row.tolist(),
                 "run_dir": campaign.directory,
-                "run_id": observation_id(i),
+                "run_id": id_,
             }
         )
-        for i, row in enumerate(table)
+        for id_, row in zip(table.ids, table.values, strict=True)
     ]
 
 
@@ -105,6 +117,28 @@ def _report_link(config: RunConfig) -> str:
     """The observation's report, relative to the campaign's directory (the summary's link)."""
     directory = config.run_path.parent
     return RunLayout.of(directory).report.relative_to(directory.parent).as_posix()
+
+
+def shared_round_config(campaign: CampaignConfig, shared: Mapping[str, Any]) -> RunConfig:
+    """The run whose round 1 every observation starts from (``shared_first_round``).
+
+    It has the shared settings and seed, so its prior draws and simulations are those each
+    observation's own round 1 would have; one round, at the first observation (its
+    posterior is a by-product), without predictive or calibration simulations.
+    """
+    table = read_observations(campaign.observations, campaign.id_column)
+    checks = {**shared.get("diagnostics", {}), "predictive_simulations": 0}
+    checks["calibration_simulations"] = 0
+    return RunConfig.model_validate(
+        {
+            **shared,
+            "xobs": table.values[0].tolist(),
+            "rounds": 1,
+            "diagnostics": checks,
+            "run_dir": campaign.directory,
+            "run_id": SHARED_ROUND_ID,
+        }
+    )
 
 
 def _open(config: RunConfig) -> RunStore | None:
@@ -137,7 +171,8 @@ def is_finished(config: RunConfig) -> bool:
 def summarize(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
     """One row per observation: id, status, rounds done, posterior mean and sd, checks.
 
-    The posterior is that of the last finished round (``mean``, ``sd``: one value per
+    Each row also has the observation ``xobs`` and its ``x_names`` (None: unnamed). The
+    posterior is that of the last finished round (``mean``, ``sd``: one value per
     parameter, None before any round finished); the checks are its predictive check's
     flagged statistics, the largest mean shift from the round before (in sd) and C2ST.
     """
@@ -148,6 +183,7 @@ def summarize(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "observation": config.resolved_run_id,
             "xobs": list(config.xobs),
+            "x_names": config.x_names,
             "status": "finished" if is_finished(config) else ("started" if store else "waiting"),
             "rounds_done": len(done),
             "rounds": config.rounds,
@@ -195,6 +231,7 @@ _COLUMNS = (
     "predictive flags",
     "max |dmean| (sd)",
     "C2ST",
+    "x_o",
 )
 
 
@@ -208,7 +245,15 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         _cell(row["predictive_flags"]),
         _cell(row["max_mean_shift"]),
         _cell(row["c2st"]),
+        _observed(row["x_names"], row["xobs"]),
     ]
+
+
+def _observed(names: Sequence[str] | None, values: Sequence[float]) -> str:
+    """``flux=0.5 colour=-0.3`` where x has names, else ``0.5 -0.3``."""
+    if names is None:
+        return _numbers(values)
+    return " ".join(f"{n}={v:.4g}" for n, v in zip(names, values, strict=True))
 
 
 def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -38,6 +38,7 @@ from sbi_rounds.campaign import (
     SET_BY_CAMPAIGN,
     is_finished,
     observation_configs,
+    shared_round_config,
 )
 from sbi_rounds.config import CampaignConfig, RunConfig, format_validation_error
 from sbi_rounds.config.fields import settings_of
@@ -154,7 +155,12 @@ def _settings(
         checked = []
         if not getattr(args, "print_config", False):
             wait_for_previous_job([c.run_path for c in configs])  # a requeued batch job
-            checked = [preflight(c) for c in configs if not is_finished(c)]
+            shared_round = campaign.shared_first_round
+            if shared_round and not all(is_finished(c) for c in configs):
+                preflight(shared_round_config(campaign, shared))
+            checked = [
+                preflight(c, check_start=not shared_round) for c in configs if not is_finished(c)
+            ]
     except ValidationError as e:
         print(f"error: {format_validation_error(e)}", file=sys.stderr)
         return 2

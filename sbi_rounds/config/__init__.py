@@ -21,6 +21,7 @@ from sbi_rounds.config.run import (
     identity_fields,
     identity_of,
 )
+from sbi_rounds.config.start import StartConfig
 from sbi_rounds.methods import (
     CLASSIFIER_MODELS,
     DENSITY_MODELS,
@@ -58,6 +59,7 @@ __all__ = [
     "ScoreMatchingConfig",
     "SimulatorConfig",
     "StallConfig",
+    "StartConfig",
     "TrackerConfig",
     "TrainConfig",
     "TruncationConfig",

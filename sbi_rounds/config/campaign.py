@@ -22,16 +22,32 @@ class CampaignConfig(BaseModel):
         ...,
         min_length=1,
         title="Observations",
-        description="A table with one observation per row: .csv, .npy or file.h5:dataset "
-        "(relative paths: from the working directory).",
+        description="A table with one observation per row: .csv (a header row of column "
+        "names allowed: they name x's entries), .npy or file.h5:dataset (relative paths: "
+        "from the working directory).",
         examples=["data/xobs.csv"],
     )
     directory: str = Field(
         "campaign",
         min_length=1,
         title="Campaign directory",
-        description="Observation i (from 0) runs in <directory>/obs-000i/run.h5; the summary "
-        "is <directory>/summary.html.",
+        description="Observation i (from 0) runs in <directory>/obs-000i/run.h5 (or the "
+        "id column's name); the summary is <directory>/summary.html.",
+    )
+    id_column: str | None = Field(
+        None,
+        min_length=1,
+        title="Observation id column",
+        description="The .csv header's column of observation ids: each names its "
+        "observation's directory instead of obs-000i (letters, digits, '.', '_', '-').",
+        examples=["galaxy"],
+    )
+    shared_first_round: bool = Field(
+        False,
+        title="Shared first round",
+        description="Simulate round 1 (prior draws) once, in <directory>/shared-round, and "
+        "start every observation's run from it (start_from) instead of simulating it per "
+        "observation. Off: each observation gets exactly what a separate run gives.",
     )
     max_concurrent: int = Field(
         2,

@@ -20,6 +20,7 @@ from sbi_rounds.config.continuation import ContinuationConfig
 from sbi_rounds.config.io import load_vector
 from sbi_rounds.config.network import NetworkConfig
 from sbi_rounds.config.problem import PriorConfig, SimulatorConfig
+from sbi_rounds.config.start import StartConfig, check_start
 from sbi_rounds.methods import (
     METHODS,
     FlowMatchingConfig,
@@ -51,6 +52,9 @@ IDENTITY_FIELDS = ("xobs", "simulator", "prior", "method", "network", "seed", "n
 METHOD_IDENTITY_FIELDS = ("tfmpe", "tnpse")
 #: Every setting that is an identity setting of some method's runs (``--allow-change`` names).
 ALL_IDENTITY_FIELDS = IDENTITY_FIELDS + METHOD_IDENTITY_FIELDS
+#: Identity settings that are part of a run's identity only when set (runs without them keep
+#: their ids).
+OPTIONAL_IDENTITY_FIELDS = ("start_from",)
 #: Identity settings added after runs existed, with the value they implicitly had before:
 #: at that value they are left out of a run's identity (:func:`identity_of`), so the run ids
 #: of runs recorded without them stay the same and those runs resume.
@@ -69,6 +73,9 @@ def identity_of(settings: dict[str, Any], method: str | None = None) -> dict[str
     :func:`identity_fields` names for ``method`` (default: the settings' own), without the
     :data:`LATER_IDENTITY_SETTINGS` that are absent or at their former value."""
     identity = {k: settings.get(k) for k in identity_fields(method or settings["method"])}
+    for name in OPTIONAL_IDENTITY_FIELDS:  # in a run's identity only when set
+        if settings.get(name) is not None:
+            identity[name] = settings[name]
     for dotted, former in LATER_IDENTITY_SETTINGS.items():
         section, name = dotted.split(".")
         part = identity.get(section)
@@ -161,6 +168,18 @@ class RunConfig(BaseModel):
     )
     parameter_names: list[str] | None = Field(
         None, title="Parameter names", description="Labels of the summaries and pairplots."
+    )
+    start_from: StartConfig | None = Field(
+        None,
+        title="Start from simulations",
+        description="Parameter/simulation pairs you have, taken as round 1 instead of "
+        "simulating it (see docs/reuse.md).",
+    )
+    x_names: list[str] | None = Field(
+        None,
+        title="Observation names",
+        description="Labels of x's entries in the checks and reports (none: x_1 .. x_K); a "
+        "campaign takes them from its table's header row.",
     )
     network: NetworkConfig = Field(
         default_factory=NetworkConfig, title="Network", description="sbi's density estimators."
@@ -283,6 +302,12 @@ class RunConfig(BaseModel):
                     f"parameter_names has {len(self.parameter_names)} names but the prior has "
                     f"{len(self.prior.low)} parameters"
                 )
+        if self.start_from is not None:
+            check_start(self.start_from, self.method, method.trains_on_any_proposal)
+        if self.x_names is not None and len(self.x_names) != len(self.xobs):
+            raise ValueError(
+                f"x_names has {len(self.x_names)} names but xobs has {len(self.xobs)} values"
+            )
         truth = self.diagnostics.true_parameters
         if self.prior.low is not None and truth is not None and len(truth) != len(self.prior.low):
             raise ValueError(

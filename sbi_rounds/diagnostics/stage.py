@@ -69,8 +69,8 @@ CALIBRATION_NOTE = (
 
 
 def statistic_names(run: Run) -> list[str]:
-    """Names of the summary statistics: ``x_1 .. x_K``."""
-    return [f"x_{k + 1}" for k in range(len(run.config.xobs))]
+    """Names of the summary statistics: ``x_names``, or ``x_1 .. x_K``."""
+    return run.config.x_names or [f"x_{k + 1}" for k in range(len(run.config.xobs))]
 
 
 def load_reference(run: Run) -> np.ndarray | None:

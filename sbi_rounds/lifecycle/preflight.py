@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sbi_rounds.config import RunConfig, config_differences, identity_fields, identity_of
+from sbi_rounds.config.run import OPTIONAL_IDENTITY_FIELDS
 from sbi_rounds.errors import CodeChangedError, ConfigMismatchError
 from sbi_rounds.lifecycle.environment import check_device, check_run_directory, check_run_writable
 from sbi_rounds.lifecycle.fingerprint import code_changes, code_fingerprint
@@ -108,17 +109,22 @@ def probe_simulator(config: RunConfig, prior: Distribution) -> Any:
 
 
 def preflight(
-    config: RunConfig, *, allow_changes: Sequence[str] = (), accept_changed_code: bool = False
+    config: RunConfig,
+    *,
+    allow_changes: Sequence[str] = (),
+    accept_changed_code: bool = False,
+    check_start: bool = True,
 ) -> Preflight:
     """Find, writing nothing, what would stop :func:`run_session` as the run starts.
 
     Checks the training device, the run directory (writable, with free disk for the next
     round), the lock's holder, the run file (readable, an sbi-rounds run, a format version
     this code reads), its identity settings and the code's fingerprint; for a new run, the
-    prior and the simulator on two prior draws. The command line calls it before Prefect
-    and Dask start, so bad input fails within a second, with one line, and hands the result
-    to the flow (``online_inference(preflight=...)``): the session then does not build the
-    prior and probe the simulator a second time.
+    prior, the simulator on two prior draws and the pairs of ``start_from`` (unless
+    ``check_start`` is False: a campaign's shared round is made later). The command line
+    calls it before Prefect and Dask start, so bad input fails within a second, in one line.
+    After the checks it hands what it found to the flow (``online_inference(preflight=...)``):
+    the session then does not build the prior and probe the simulator a second time.
 
     Returns:
         What it found: for a new run, the dtype the simulator returned.
@@ -153,7 +159,12 @@ def preflight(
         return Preflight(str(path))
     from sbi_rounds.builders.priors import build_prior  # sbi: only a new run needs it here
 
-    dtype = probe_simulator(config, build_prior(config.prior))
+    prior = build_prior(config.prior)
+    if config.start_from is not None and check_start:  # refused now, not after Dask starts
+        from sbi_rounds.simulation.imported import read_start
+
+        read_start(config, prior, int(prior.sample((1,)).shape[-1]))
+    dtype = probe_simulator(config, prior)
     return Preflight(str(path), np.dtype(dtype).str)
 
 
@@ -164,9 +175,9 @@ def refuse_identity_changes(
     before, after = identity_of(old, new["method"]), identity_of(new)
     identity_changes = [
         line
-        for k in identity_fields(new["method"])
+        for k in (*identity_fields(new["method"]), *OPTIONAL_IDENTITY_FIELDS)
         if k not in allow_changes
-        for line in config_differences({k: before.get(k)}, {k: after[k]})
+        for line in config_differences({k: before.get(k)}, {k: after.get(k)})
     ]
     if identity_changes:
         raise ConfigMismatchError(

@@ -135,6 +135,9 @@ class Method(ABC):
             normalizing flow, an ODE solve per density for a vector field).
         map_iterations: The MAP's gradient steps when ``diagnostics.map_iterations`` is
             ``auto``.
+        trains_on_any_proposal: Whether its loss is correct for parameters drawn from any
+            proposal, round 1's too (a likelihood or ratio), so that simulations drawn from
+            elsewhere than the prior can start a run (``start_from.drawn_from``).
         measures_leakage: Whether its posterior is a network sampled by rejecting draws
             outside the prior, cheap to draw from, whose fraction inside the prior the
             posterior stage measures (``sbi_rounds.methods.leakage``).
@@ -153,6 +156,7 @@ class Method(ABC):
     map_iterations: ClassVar[int] = 200
     measures_leakage: ClassVar[bool] = False
     loss_note: ClassVar[str] = ""
+    trains_on_any_proposal: ClassVar[bool] = False
 
     def check_network(self, model: str) -> None:
         """Raise ``ValueError`` when ``model`` cannot serve as this method's network."""

@@ -27,6 +27,8 @@ class SNLE(PotentialMethod):
     """Sequential neural likelihood estimation."""
 
     name: ClassVar[str] = "snle"
+    #: Its loss estimates the same likelihood (ratio) whatever the proposal was.
+    trains_on_any_proposal: ClassVar[bool] = True
     role: ClassVar[Role] = "likelihood"
     default_network: ClassVar[str] = "maf"
 

@@ -85,6 +85,8 @@ class SNRE(PotentialMethod):
     """Sequential neural ratio estimation."""
 
     name: ClassVar[str] = "snre"
+    #: Its loss estimates the same likelihood (ratio) whatever the proposal was.
+    trains_on_any_proposal: ClassVar[bool] = True
     role: ClassVar[Role] = "classifier"
     default_network: ClassVar[str] = "resnet"
     settings_field: ClassVar[str | None] = "nre"

@@ -281,6 +281,22 @@ def _calibration_section(run: Run) -> str:
     )
 
 
+def _imported_facts(run: Run) -> list[tuple[str, str]]:
+    """Where round 1's simulations came from, when the run started from simulations it had."""
+    if 1 not in run.store.rounds():
+        return []
+    imported = run.store.round_info(1).proposal.get("imported")
+    if imported is None:
+        return []
+    return [("round 1 imported", f"{imported['rows']} pairs from {imported['source']}")]
+
+
+def _named_values(names: list[str] | None, values: list[float]) -> list[str]:
+    """``["flux=0.5", ...]`` where x has names, else ``["0.5", ...]``."""
+    text = [f"{v:.6g}" for v in values]
+    return text if names is None else [f"{n}={t}" for n, t in zip(names, text, strict=True)]
+
+
 def render_report(run: Run) -> str:
     """The report of ``run`` as one HTML document (figures as ``data:`` URIs)."""
     cfg = run.config
@@ -296,7 +312,8 @@ def render_report(run: Run) -> str:
         ("method", cfg.method),
         ("rounds finished", f"{len(done)} of {cfg.rounds}"),
         ("simulations", str(total)),
-        ("x_o", ", ".join(f"{v:.6g}" for v in cfg.xobs)),
+        *_imported_facts(run),
+        ("x_o", ", ".join(_named_values(cfg.x_names, cfg.xobs))),
         ("parameters", ", ".join(parameter_names(run))),
         *environment_facts(run),
     ]

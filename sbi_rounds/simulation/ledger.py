@@ -74,7 +74,7 @@ def measured_speed(
     if cluster.chunk_size != "measure":
         return None
     measured = store.seconds_per_simulation(round_ - 1) if round_ > 1 else None
-    return time_probe() if measured is None else measured
+    return measured if measured else time_probe()  # none stored: round 1, or imported
 
 
 def plan_round(

@@ -11,6 +11,7 @@ from sbi_rounds.lifecycle.run import Run
 from sbi_rounds.lifecycle.stage import StageResult
 from sbi_rounds.runtime.cancel import CancelToken
 from sbi_rounds.runtime.concurrency import DRIVER
+from sbi_rounds.simulation.imported import is_imported
 from sbi_rounds.stages import (
     Appended,
     Checkpointed,
@@ -106,8 +107,9 @@ def run_round(
     done["sample"] = table.sample(run, round_)
     if run.store.stage(round_) < Stage.SIMULATED:
         token.check(f"simulating of round {round_}")
+        imported = is_imported(run.store.round_info(round_).proposal)  # no cluster needed
         with DRIVER.released():  # other runs of a campaign train meanwhile
-            dask = client() if callable(client) else client
+            dask = client() if callable(client) and not imported else client
         with (
             progress(run, round_) if progress is not None else nullcontext() as report,
             DRIVER.released(),

@@ -28,6 +28,7 @@ from sbi_rounds.methods.leakage import (
 )
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.simulation import measure_seconds_per_simulation, plan_round
+from sbi_rounds.simulation.imported import plan_imported
 from sbi_rounds.simulation.ledger import measured_speed
 from sbi_rounds.store import PriorMass, Stage
 
@@ -194,7 +195,8 @@ def _rejection(
 def sample_proposal(run: Run, round_: int) -> ProposalSampled:
     """Draw the round's parameters from its proposal and commit them in batches.
 
-    Round 1 draws from the prior; later rounds from the method's proposal built from the
+    Round 1 draws from the prior (or takes the pairs of ``start_from``: see
+    :mod:`sbi_rounds.simulation.imported`); later rounds from the method's proposal built from the
     previous round's posterior at xobs. Where the proposal is that posterior (SNPE, SNLE,
     SNRE), the posterior samples the previous round stored are used first and only the rest
     is drawn. Batches are committed as they come, so an interrupted (MCMC) sampling resumes
@@ -203,6 +205,8 @@ def sample_proposal(run: Run, round_: int) -> ProposalSampled:
     store, cfg = run.store, run.config
     if round_ > 1 and store.stage(round_ - 1) != Stage.DONE:
         raise RuntimeError(f"round {round_ - 1} is not finished; finish it before round {round_}")
+    if round_ == 1 and cfg.start_from is not None:  # simulations you have: nothing to draw
+        return plan_imported(run, round_)
     with seeded(derive_seed(cfg.seed, round_, "sample", 0)):
         proposal = _proposal(run, round_)
     distribution, description = proposal.distribution, proposal.description

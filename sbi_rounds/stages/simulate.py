@@ -15,6 +15,7 @@ import numpy as np
 from sbi_rounds.lifecycle.run import Run
 from sbi_rounds.lifecycle.stage import Stopped, stage
 from sbi_rounds.simulation import count_valid, simulate_round
+from sbi_rounds.simulation.imported import commit_imported, is_imported
 from sbi_rounds.store import SIMULATIONS, Stage
 
 __all__ = ["Appended", "Simulated", "append_simulations", "simulate"]
@@ -64,6 +65,8 @@ def simulate(
             and raises ``RunInterrupted``.
     """
     store, cfg = run.store, run.config
+    if is_imported(store.round_info(round_).proposal):  # simulations you have: committed
+        return commit_imported(run, round_)
     with store.held_open():  # one open file for the round's many chunk commits
         report = simulate_round(
             store,
