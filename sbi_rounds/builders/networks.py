@@ -9,7 +9,7 @@ from sbi_rounds.config import RunConfig
 from sbi_rounds.methods import Method, get_method
 from sbi_rounds.store.schema import NetworkArchitecture
 
-__all__ = ["build_network", "count_parameters", "load_network", "network_architecture"]
+__all__ = ["build_network", "load_network", "network_architecture"]
 
 
 def network_architecture(config: RunConfig) -> NetworkArchitecture:
@@ -91,8 +91,3 @@ def load_network(
         )
     net.eval()
     return net
-
-
-def count_parameters(net: nn.Module) -> int:
-    """Trainable parameters of ``net``."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
