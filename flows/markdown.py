@@ -256,7 +256,9 @@ def posterior_markdown(
         else:
             lines.append(f"![Pairplot of the round {round_} posterior]({uri})")
         lines.append("")
-    directory = Path(pairplot).parent if pairplot is not None else Path(run_file).parent
-    lines += checks_markdown(round_, diagnostics, calibration, directory, max_image_bytes)
+    # the checks' figures are named relative to the run's directory (report/figures/...)
+    lines += checks_markdown(
+        round_, diagnostics, calibration, Path(run_file).parent, max_image_bytes
+    )
     lines.append(f"Run file: `{run_file}`")
     return "\n".join(lines)

@@ -56,7 +56,7 @@ def test_a_shared_first_round_gives_each_observation_a_separate_runs_result(
             with run_session(config) as run:
                 for r in (1, 2):
                     done = run_round(run, r, dask_client, pairplot=False)
-                    simulated += done.stages["simulate"].details["simulations_run"]
+                    simulated += done.stages["simulate"].details.simulations_run
         a, b = RunStore.open(ours.run_path), RunStore.open(alone.run_path)
         for r in (1, 2):  # the same prior draws and seed: the same rounds as a separate run
             assert np.array_equal(a.read_samples(r), b.read_samples(r)), (ours.run_id, r)

@@ -11,7 +11,7 @@ from sbi_rounds.config import CampaignConfig
 from sbi_rounds.diagnostics.stage import diagnose
 from sbi_rounds.lifecycle.session import run_session
 from sbi_rounds.observations import read_observations
-from sbi_rounds.report import render_report
+from sbi_rounds.report.document import render_report
 from sbi_rounds.stages.round import run_round
 
 TABLE = "galaxy,flux,colour\nngc-1,0.5,-0.3\nngc-2,0.1,0.2\nm31,-0.4,0.6\n"

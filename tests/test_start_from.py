@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from sbi_rounds.lifecycle.preflight import preflight
 from sbi_rounds.lifecycle.session import run_session
-from sbi_rounds.report import render_report
+from sbi_rounds.report.document import render_report
 from sbi_rounds.stages import sample_proposal
 from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore, Stage
@@ -52,8 +52,8 @@ def test_another_runs_prior_round_gives_the_same_first_round(source_run, make_co
     assert config.fingerprint() != make_config(**SMALL).fingerprint()  # its own identity
     with run_session(config) as run:
         result = run_round(run, 1, None, pairplot=False)  # no cluster: nothing to simulate
-    assert result.stages["simulate"].details["imported"] == 100
-    assert result.stages["simulate"].details["simulations_run"] == 0
+    assert result.stages["simulate"].details.imported == 100
+    assert result.stages["simulate"].details.simulations_run == 0
     ours, theirs = RunStore.open(config.run_path), RunStore.open(source_run.run_path)
     assert ours.stage(1) == Stage.DONE
     assert ours.round_info(1).proposal["kind"] == "prior"

@@ -16,7 +16,7 @@ from flows.cli.main import main as sbi_rounds
 from sbi_rounds.config import RunConfig
 from sbi_rounds.diagnostics import diagnose
 from sbi_rounds.lifecycle.session import run_session
-from sbi_rounds.report import write_report
+from sbi_rounds.report.document import write_report
 from sbi_rounds.report.results import load_posterior
 from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore, Stage

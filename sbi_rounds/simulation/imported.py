@@ -186,8 +186,9 @@ def plan_imported(run: Any, round_: int) -> dict[str, Any]:
     return {"proposal": info.proposal, "simulations": info.num_simulations}
 
 
-def commit_imported(run: Any, round_: int) -> dict[str, Any]:
-    """Commit the imported simulations of round ``round_`` (read again, checked unchanged)."""
+def commit_imported(run: Any, round_: int) -> int:
+    """Commit the imported simulations of round ``round_`` (read again, checked unchanged);
+    returns how many rows were imported."""
     store = run.store
     stored = store.round_info(round_).proposal["imported"]
     if store.pending_chunks(round_):
@@ -198,11 +199,4 @@ def commit_imported(run: Any, round_: int) -> dict[str, Any]:
                 "from it; restore it, or start a new run"
             )
         store.write_chunks(round_, [(0, data.x, 0.0)])
-    # the keys of a simulated round's result (``simulate``), nothing run
-    return {
-        "imported": stored["rows"],
-        "chunks_run": 0,
-        "chunks_skipped": 0,
-        "simulations_run": 0,
-        "retries": 0,
-    }
+    return int(stored["rows"])

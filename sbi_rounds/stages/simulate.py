@@ -30,12 +30,14 @@ class Simulated:
         chunks_skipped: Chunks committed before (a resumed round), not run again.
         simulations_run: Simulations of the chunks run now.
         retries: Chunk retries after a failure.
+        imported: Rows of a round imported from simulations you have (``start_from``).
     """
 
     chunks_run: int
     chunks_skipped: int
     simulations_run: int
     retries: int
+    imported: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +68,10 @@ def simulate(
     """
     store, cfg = run.store, run.config
     if is_imported(store.round_info(round_).proposal):  # simulations you have: committed
-        return commit_imported(run, round_)
+        imported = commit_imported(run, round_)
+        return Simulated(
+            chunks_run=0, chunks_skipped=0, simulations_run=0, retries=0, imported=imported
+        )
     with store.held_open():  # one open file for the round's many chunk commits
         report = simulate_round(
             store,

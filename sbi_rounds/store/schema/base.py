@@ -15,6 +15,7 @@ __all__ = [
     "PAIRPLOT",
     "POSTERIOR_SUMMARY",
     "PRIOR_MASS",
+    "READING",
     "SECONDS_PER_SIMULATION",
     "TRAINING_ATTEMPTS",
     "TRAINING_SUMMARY",
@@ -35,7 +36,7 @@ DIAGNOSTICS = "diagnostics"
 CALIBRATION = "calibration"
 
 #: The validation context of records read from a file (see ``sbi_rounds.store.schema``).
-_READING = {"reading": True}
+READING = {"reading": True}
 
 T = TypeVar("T")
 
@@ -86,4 +87,4 @@ def read_attr(group: h5py.Group, name: str, kind: type[T] | Any) -> T | None:
     if raw is None:
         return None
     value = json.loads(raw)
-    return None if value is None else _adapter(kind).validate_python(value, context=_READING)
+    return None if value is None else _adapter(kind).validate_python(value, context=READING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from sbi_rounds.store.schema.base import _READING, Record, optional_field
+from sbi_rounds.store.schema.base import READING, Record, optional_field
 
 __all__ = ["NetworkArchitecture", "Role", "ZScore"]
 
@@ -58,4 +58,4 @@ class NetworkArchitecture(Record):
     @classmethod
     def from_json(cls, text: str | bytes) -> NetworkArchitecture:
         """Read what :meth:`to_json` (or any older version) stored; unknown keys are dropped."""
-        return cls.model_validate(json.loads(text), context=_READING)
+        return cls.model_validate(json.loads(text), context=READING)
