@@ -256,9 +256,7 @@ def posterior_markdown(
         else:
             lines.append(f"![Pairplot of the round {round_} posterior]({uri})")
         lines.append("")
-    # the checks' figures are named relative to the run's directory (report/figures/...)
-    lines += checks_markdown(
-        round_, diagnostics, calibration, Path(run_file).parent, max_image_bytes
-    )
+    directory = Path(run_file).parent  # the checks' figures are named relative to it
+    lines += checks_markdown(round_, diagnostics, calibration, directory, max_image_bytes)
     lines.append(f"Run file: `{run_file}`")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ place of ours. Every command therefore puts the working directory last: the user
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -22,5 +23,19 @@ def working_directory_last() -> None:
     cwd = os.getcwd()
     if sys.path and sys.path[0] in ("", cwd):
         del sys.path[0]
+    _own_packages_before_it()
     if cwd not in sys.path:
         sys.path.append(cwd)
+
+
+def _own_packages_before_it() -> None:
+    """Put the folder holding our ``tasks`` and ``flows`` on ``sys.path`` (before the working
+    directory is added): an editable install's finder comes after Python's path search, so a
+    project's ``tasks.py`` anywhere on the path would otherwise be found first. For a regular
+    install the folder is site-packages, already there."""
+    spec = importlib.util.find_spec("tasks")
+    if spec is None or spec.origin is None:
+        return
+    root = os.path.dirname(os.path.dirname(spec.origin))
+    if root not in sys.path:
+        sys.path.append(root)
