@@ -39,9 +39,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbi_rounds.store import SIMULATIONS, RoundDiagnostics, RunStore, Stage, TrainingSummaryRecord
+from sbi_rounds.store import (
+    SIMULATIONS,
+    RoundDiagnostics,
+    RunStore,
+    Stage,
+    TrainedNetwork,
+    TrainingSummaryRecord,
+)
 from sbi_rounds.store.files import StoreFile
-from sbi_rounds.store.schema import C2st
+from sbi_rounds.store.schema import C2st, NetworkArchitecture
 
 KINDS = ("chunk", "stage", "network", "checkpoint", "round record", "plan")
 
@@ -128,18 +135,29 @@ def time_commits(store: RunStore, rounds: int, args: argparse.Namespace) -> dict
         "stage": lambda: store.set_stage(last, Stage.SAMPLED),
         "network": lambda: store.write_network(
             last,
-            weights=weights,
-            architecture={"model": "maf"},
-            history={"loss": list(np.linspace(1, 0, 200))},
-            summary=TrainingSummaryRecord(
-                epochs=200,
-                steps=2000,
-                best_val_loss=0.5,
-                best_epoch=180,
-                stop_reason="validation loss did not improve for 20 epochs",
-                elapsed=60.0,
-                resumed_from_epoch=0,
-                training_samples=10_000,
+            TrainedNetwork(
+                weights=weights,
+                architecture=NetworkArchitecture(
+                    role="posterior",
+                    model="maf",
+                    hidden_features=50,
+                    num_transforms=5,
+                    num_bins=10,
+                    num_components=10,
+                    z_score_theta="independent",
+                    z_score_x="independent",
+                ),
+                history={"loss": list(np.linspace(1, 0, 200))},
+                summary=TrainingSummaryRecord(
+                    epochs=200,
+                    steps=2000,
+                    best_val_loss=0.5,
+                    best_epoch=180,
+                    stop_reason="validation loss did not improve for 20 epochs",
+                    elapsed=60.0,
+                    resumed_from_epoch=0,
+                    training_samples=10_000,
+                ),
             ),
         ),
         "checkpoint": lambda: store.save_checkpoint(

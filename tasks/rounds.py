@@ -70,7 +70,7 @@ def _transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bo
 
 
 @task(name="sample-proposal", task_run_name="sample-proposal-r{round_}", **_NO_CACHE)
-def sample_proposal_task(run: Run, round_: int) -> StageResult:
+def sample_proposal_task(run: Run, round_: int) -> StageResult[stages.ProposalSampled]:
     """Draw the round's parameters from its proposal (prior, posterior, truncated prior)."""
     return stages.sample_proposal(run, round_)
 
@@ -85,25 +85,25 @@ def sample_proposal_task(run: Run, round_: int) -> StageResult:
 )
 def simulate_task(
     run: Run, round_: int, client: Any, progress: Any = None, should_stop: Any = None
-) -> StageResult:
+) -> StageResult[stages.Simulated]:
     """Simulate the round's uncommitted chunks on Dask."""
     return stages.simulate(run, round_, client, progress=progress, should_stop=should_stop)
 
 
 @task(name="append-simulations", task_run_name="append-simulations-r{round_}", **_NO_CACHE)
-def append_simulations_task(run: Run, round_: int) -> StageResult:
+def append_simulations_task(run: Run, round_: int) -> StageResult[stages.Appended]:
     """Count valid simulations and add the round to the training data."""
     return stages.append_simulations(run, round_)
 
 
 @task(name="train", task_run_name="train-r{round_}", **_NO_CACHE)
-def train_task(run: Run, round_: int, callbacks: Any = ()) -> StageResult:
+def train_task(run: Run, round_: int, callbacks: Any = ()) -> StageResult[stages.Trained]:
     """Train the network through the unified runner (resumes from its checkpoint)."""
     return stages.train(run, round_, callbacks=callbacks)
 
 
 @task(name="build-posterior", task_run_name="build-posterior-r{round_}", **_NO_CACHE)
-def build_posterior_task(run: Run, round_: int) -> StageResult:
+def build_posterior_task(run: Run, round_: int) -> StageResult[stages.PosteriorSampled]:
     """Build the posterior at xobs and commit its samples."""
     return stages.build_posterior(run, round_)
 
@@ -116,7 +116,9 @@ def build_posterior_task(run: Run, round_: int) -> StageResult:
     retry_condition_fn=_transient,
     **_NO_CACHE,
 )
-def checkpoint_task(run: Run, round_: int, pairplot: bool = True) -> StageResult:
+def checkpoint_task(
+    run: Run, round_: int, pairplot: bool = True
+) -> StageResult[stages.Checkpointed]:
     """Write the round's summary and pairplot and mark it done."""
     return stages.checkpoint(run, round_, pairplot=pairplot)
 
@@ -142,7 +144,7 @@ STAGE_TASKS = StageTable(
 )
 def diagnose_task(
     run: Run, round_: int, client: Any = None, should_stop: Any = None, progress: Any = None
-) -> StageResult:
+) -> StageResult[stages.Diagnosed]:
     """Check the finished round: summary with MAP, predictive check, movement, C2ST, calibration.
 
     ``client`` may be a function returning the Dask client: it is called only when check
@@ -153,7 +155,7 @@ def diagnose_task(
 
 @task(name="report", task_run_name="report", **_NO_CACHE)
 def report_task(run_path: str | Path, output: str | Path | None = None) -> Path:
-    """Write the run's self-contained HTML report (``<run dir>/report.html`` by default)."""
+    """Write the run's self-contained HTML report (``<run dir>/report/report.html`` by default)."""
     from sbi_rounds.report.document import write_report
 
     return write_report(run_path, output)

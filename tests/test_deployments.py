@@ -503,8 +503,13 @@ def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
                 break
             time.sleep(0.2)
         with get_client(sync_client=True) as client:
+            # by name: the session's shared server holds other tests' runs, killed ones
+            # among them still RUNNING
             (run,) = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(state={"type": {"any_": ["RUNNING"]}}),
+                flow_run_filter=FlowRunFilter(
+                    name={"any_": ["cli-run"]}, state={"type": {"any_": ["RUNNING"]}}
+                ),
+                sort="START_TIME_DESC",
                 limit=1,
             )
             client.set_flow_run_state(run.id, State(type=StateType.CANCELLING))
@@ -522,7 +527,11 @@ def test_cancelling_a_command_line_run_stops_it_and_the_same_command_resumes(
     done_before = sorted(set(range(10)) - set(pending))
     seconds_before = store.chunk_seconds(1)
     with get_client(sync_client=True) as client:
-        (run,) = client.read_flow_runs(limit=1, sort="START_TIME_DESC")
+        (run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name={"any_": ["cli-run"]}),
+            sort="START_TIME_DESC",
+            limit=1,
+        )
         assert run.state.type == StateType.CANCELLED
 
     assert main(["--config", str(tmp_path / "run.yaml"), "--no-progress"]) == 0

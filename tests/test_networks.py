@@ -16,7 +16,7 @@ from sbi_rounds.builders.networks import (
 )
 from sbi_rounds.config import CLASSIFIER_MODELS, DENSITY_MODELS, RunConfig
 from sbi_rounds.methods import get_method
-from sbi_rounds.store import RunStore
+from sbi_rounds.store import RunStore, TrainedNetwork
 from sbi_rounds.store.schema import NetworkArchitecture
 
 THETA = torch.randn(300, 2)
@@ -71,10 +71,12 @@ def test_networks_rebuild_exactly_from_the_run_file(tmp_path, method, model):
     )
     store.write_network(
         1,
-        weights=net.state_dict(),
-        architecture=settings,
-        history={},
-        summary=example_records.training_summary(),
+        TrainedNetwork(
+            weights=net.state_dict(),
+            architecture=settings,
+            history={},
+            summary=example_records.training_summary(),
+        ),
     )
     weights, stored_settings = store.read_network(1)
     # Rebuilt from other data: z-scoring statistics and permutations come from the weights.

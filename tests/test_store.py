@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_rounds.store import FORMAT_VERSION, RunFileError, RunStore, Stage
+from sbi_rounds.store import FORMAT_VERSION, RunFileError, RunStore, Stage, TrainedNetwork
 
 
 @pytest.fixture
@@ -105,10 +105,12 @@ def test_network_and_history_round_trip(store):
     net = torch.nn.Linear(2, 3)
     store.write_network(
         1,
-        weights=net.state_dict(),
-        architecture=example_records.architecture(model="lin"),
-        history={"val_loss": [3.0, 2.0]},
-        summary=example_records.training_summary(),
+        TrainedNetwork(
+            weights=net.state_dict(),
+            architecture=example_records.architecture(model="lin"),
+            history={"val_loss": [3.0, 2.0]},
+            summary=example_records.training_summary(),
+        ),
     )
     weights, arch = store.read_network(1)
     assert arch == example_records.architecture(model="lin")

@@ -19,6 +19,7 @@ from sbi_rounds.store import (
     DamagedRunError,
     RunStore,
     Stage,
+    TrainedNetwork,
 )
 from sbi_rounds.store.checksums import EXPECTED_ATTR, SETTINGS_ATTR, NotReproducedError
 
@@ -46,12 +47,12 @@ def _finished_round(store, round_):
     store.finish_training_attempt(
         round_,
         example_records.attempt(),
-        {
-            "weights": {"w": torch.arange(64.0).reshape(8, 8)},
-            "architecture": example_records.architecture(),
-            "history": {"loss": [1.0, 0.5]},
-            "summary": example_records.training_summary(),
-        },
+        TrainedNetwork(
+            weights={"w": torch.arange(64.0).reshape(8, 8)},
+            architecture=example_records.architecture(),
+            history={"loss": [1.0, 0.5]},
+            summary=example_records.training_summary(),
+        ),
     )
     store.set_stage(round_, Stage.TRAINED)
     store.write_samples(round_, 0, np.full((5, 2), 0.5, dtype=np.float32))
@@ -142,12 +143,12 @@ def _finished_round_from_appended(store, round_):
     store.finish_training_attempt(
         round_,
         example_records.attempt(),
-        {
-            "weights": {"w": torch.arange(64.0).reshape(8, 8)},
-            "architecture": example_records.architecture(),
-            "history": {"loss": [1.0, 0.5]},
-            "summary": example_records.training_summary(),
-        },
+        TrainedNetwork(
+            weights={"w": torch.arange(64.0).reshape(8, 8)},
+            architecture=example_records.architecture(),
+            history={"loss": [1.0, 0.5]},
+            summary=example_records.training_summary(),
+        ),
     )
     store.set_stage(round_, Stage.TRAINED)
     store.write_samples(round_, 0, np.full((5, 2), 0.5, dtype=np.float32))

@@ -24,6 +24,7 @@ from sbi_rounds.store import (
     RoundDiagnostics,
     RunStore,
     Timings,
+    TrainedNetwork,
     TrainingAttempt,
     TrainingSummaryRecord,
 )
@@ -117,12 +118,12 @@ def test_training_records_round_trip_and_attempts_are_appended(store):
     summary = example_records.training_summary(
         attempt=1, limit_reached=None, best_val_loss=-math.inf
     )
-    network = {
-        "weights": {},
-        "architecture": example_records.architecture(),
-        "history": {"val_loss": [2.0, 1.0]},
-        "summary": summary,
-    }
+    network = TrainedNetwork(
+        weights={},
+        architecture=example_records.architecture(),
+        history={"val_loss": [2.0, 1.0]},
+        summary=summary,
+    )
     store.finish_training_attempt(1, first, network)
     store.finish_training_attempt(1, second)  # not kept: the network stays
     again = RunStore.open(store.path)
@@ -249,12 +250,12 @@ def test_the_records_of_a_format1_run_are_read_into_the_models_and_written_back_
         new.write_seconds_per_simulation(r, store.seconds_per_simulation(r))
         new.write_posterior_summary(r, summary)
         new.write_diagnostics(r, diag)
-        network = {
-            "weights": {},
-            "architecture": example_records.architecture(),
-            "history": {},
-            "summary": training,
-        }
+        network = TrainedNetwork(
+            weights={},
+            architecture=example_records.architecture(),
+            history={},
+            summary=training,
+        )
         new.finish_training_attempt(r, attempt, network)
         old, written = _attrs(old_run, r), _attrs(new.path, r)
         for name in RECORDS:

@@ -21,7 +21,7 @@ from sbi_rounds.methods import training_tensors
 from sbi_rounds.seeding import derive_seed, seeded
 from sbi_rounds.stages.network_choice import gaussian_like, simple_wins
 from sbi_rounds.stages.stall import StallCheck, check_stall, validation_losses
-from sbi_rounds.store import Stage, TrainingAttempt, TrainingSummaryRecord
+from sbi_rounds.store import Stage, TrainedNetwork, TrainingAttempt, TrainingSummaryRecord
 from sbi_rounds.store.schema import NetworkArchitecture, StallCheckRecord
 from sbi_rounds.training import (
     Callback,
@@ -218,18 +218,18 @@ def _simple_wins(
     data: tuple[torch.Tensor, ...],
     loss_fn: Any,
     kept: TrainingAttempt,
-    default: dict[str, Any],
+    default: TrainedNetwork,
 ) -> bool:
     """Whether the ``kept`` (simple) network fits round ``round_``'s held-out rows
-    significantly better than the ``default`` one (its ``write_network`` keywords): both
+    significantly better than the trained ``default`` one: both
     evaluated on the validation rows of the round's first training, which the default's
     training held out too (``sbi_rounds.stages.network_choice.simple_wins``)."""
     _, val_rows = split_train_val(
         data, run.config.training.validation_fraction, _split_seed(run.config.seed, round_)
     )
     seed = derive_seed(run.config.seed, round_, "selection")
-    architecture = default["architecture"]
-    network = load_network(run.method, architecture, default["weights"], data[0], data[1])
+    architecture = default.architecture
+    network = load_network(run.method, architecture, default.weights, data[0], data[1])
     ours = validation_losses(network_for_round(run, round_), loss_fn, val_rows, seed)
     theirs = validation_losses(network, loss_fn, val_rows, seed)
     wins = simple_wins(ours, theirs)
@@ -257,13 +257,13 @@ def _train_attempt(
     callbacks: Sequence[Callback],
     architecture: NetworkArchitecture,
     fallback: bool,
-) -> tuple[TrainingAttempt, dict[str, Any]]:
+) -> tuple[TrainingAttempt, TrainedNetwork]:
     """Train attempt ``attempt`` (0: the usual training) of the network ``architecture``
     describes, and check it for a stall.
 
     Returns:
-        ``(record, network)``: the attempt's record (stall check, seed, epochs) and the
-        ``write_network`` keywords of its network.
+        ``(record, network)``: the attempt's record (stall check, seed, epochs) and its
+        trained network.
     """
     store, cfg = run.store, run.config
     keys = ("train",) if attempt == 0 else ("train", attempt)
@@ -310,12 +310,12 @@ def _train_attempt(
         fresh=fresh,
         **check.record(),
     )
-    return record, {
-        "weights": net.state_dict(),
-        "architecture": architecture,
-        "history": summary.history,
-        "summary": _summary_record(summary, int(data[0].shape[0]), attempt, check),
-    }
+    return record, TrainedNetwork(
+        weights=net.state_dict(),
+        architecture=architecture,
+        history=summary.history,
+        summary=_summary_record(summary, int(data[0].shape[0]), attempt, check),
+    )
 
 
 def _summary_record(

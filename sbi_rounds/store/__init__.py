@@ -67,7 +67,7 @@ from sbi_rounds.store.schema import (
     TrainingAttempt,
     TrainingSummaryRecord,
 )
-from sbi_rounds.store.training import RoundCheckpointSink, TrainingRecords
+from sbi_rounds.store.training import RoundCheckpointSink, TrainedNetwork, TrainingRecords
 
 __all__ = [
     "FORMAT",
@@ -88,6 +88,7 @@ __all__ = [
     "RunStore",
     "Stage",
     "Timings",
+    "TrainedNetwork",
     "TrainingAttempt",
     "TrainingSummaryRecord",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -23,45 +24,54 @@ from sbi_rounds.store.schema import (
 )
 from sbi_rounds.store.serialize import read_nested, write_nested
 
-__all__ = ["RoundCheckpointSink", "TrainingRecords"]
+__all__ = ["RoundCheckpointSink", "TrainedNetwork", "TrainingRecords"]
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A trained network as the store commits it.
+
+    Attributes:
+        weights: The network's ``state_dict`` (name -> tensor).
+        architecture: What rebuilds the network around the weights.
+        history: Per-epoch curves (``train_loss``, ``val_loss``, ...; name -> values).
+        summary: How the training went (epochs, best validation loss, stop reason, ...).
+    """
+
+    weights: Mapping[str, torch.Tensor]
+    architecture: NetworkArchitecture
+    history: Mapping[str, list[float]]
+    summary: TrainingSummaryRecord
 
 
 class TrainingRecords(StoreFile):
     """Reads and writes a round's trained network, its attempts and its checkpoints."""
 
     # --- training -----------------------------------------------------------------------
-    def write_network(
-        self,
-        round_: int,
-        *,
-        weights: Mapping[str, torch.Tensor],
-        architecture: NetworkArchitecture,
-        history: Mapping[str, list[float]],
-        summary: TrainingSummaryRecord,
-    ) -> None:
+    def write_network(self, round_: int, network: TrainedNetwork) -> None:
         """Commit the trained network (weights as datasets), history and summary at once.
 
         The round's training checkpoint is dropped in the same commit.
         """
         with self._structural() as f:
-            write_network_group(f[round_group(round_)], weights, architecture, history, summary)
+            write_network_group(f[round_group(round_)], network)
 
     def finish_training_attempt(
         self,
         round_: int,
         record: TrainingAttempt,
-        network: Mapping[str, Any] | None = None,
+        network: TrainedNetwork | None = None,
     ) -> None:
         """Commit one training attempt of ``round_`` at once: its record, appended to
-        :meth:`training_attempts`, and, when given, its network (the ``write_network``
-        keywords) in place of the stored one. The training checkpoint is dropped.
+        :meth:`training_attempts`, and, when given, its network in place of the stored
+        one. The training checkpoint is dropped.
         """
         with self._structural() as f:
             g = f[round_group(round_)]
             attempts = read_attr(g, TRAINING_ATTEMPTS, list[TrainingAttempt]) or []
             write_attr(g, TRAINING_ATTEMPTS, list[TrainingAttempt], [*attempts, record])
             if network is not None:
-                write_network_group(g, **network)
+                write_network_group(g, network)
             elif "training_checkpoint" in g:
                 del g["training_checkpoint"]
 
@@ -132,22 +142,16 @@ class RoundCheckpointSink:
         return self.store.load_checkpoint(self.round)
 
 
-def write_network_group(
-    g: h5py.Group,
-    weights: Mapping[str, torch.Tensor],
-    architecture: NetworkArchitecture,
-    history: Mapping[str, list[float]],
-    summary: TrainingSummaryRecord,
-) -> None:
+def write_network_group(g: h5py.Group, network: TrainedNetwork) -> None:
     """Replace the round group's network, history and summary; drop its checkpoint."""
     for key in ("network", "history", "training_checkpoint"):
         if key in g:
             del g[key]
     net = g.create_group("network")
-    net.attrs["architecture"] = architecture.to_json()
-    for key, value in weights.items():
+    net.attrs["architecture"] = network.architecture.to_json()
+    for key, value in network.weights.items():
         stamp(net.create_dataset(key, data=value.detach().cpu().numpy()))
     hist = g.create_group("history")
-    for key, values in history.items():
+    for key, values in network.history.items():
         stamp(hist.create_dataset(key, data=np.asarray(values, dtype=np.float64)))
-    write_attr(g, TRAINING_SUMMARY, TrainingSummaryRecord, summary)
+    write_attr(g, TRAINING_SUMMARY, TrainingSummaryRecord, network.summary)
