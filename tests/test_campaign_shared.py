@@ -48,6 +48,7 @@ def test_a_shared_first_round_gives_each_observation_a_separate_runs_result(
     shared, separate = _campaign(tmp_path, "shared", True), _campaign(tmp_path, "separate", False)
     with run_session(shared_round_config(shared, settings)) as run:
         run_round(run, 1, dask_client, pairplot=False)
+        trained_once = run.store.training_summary(1)
     simulated = 0
     for ours, alone in zip(
         observation_configs(shared, settings), observation_configs(separate, settings), strict=True
@@ -61,6 +62,8 @@ def test_a_shared_first_round_gives_each_observation_a_separate_runs_result(
         for r in (1, 2):  # the same prior draws and seed: the same rounds as a separate run
             assert np.array_equal(a.read_samples(r), b.read_samples(r)), (ours.run_id, r)
         assert a.round_info(1).proposal["imported"]["source"].endswith("shared-round/run.h5")
+        # round 1 trained once: adopted from the shared run (its wall time too), not repeated
+        assert a.training_summary(1) == trained_once != b.training_summary(1)
     assert simulated == 2 * 100 + 2 * 200  # round 2 of each shared run, all of each separate
 
 
@@ -124,3 +127,26 @@ def test_a_campaign_killed_in_its_shared_round_resumes_without_simulating_it_aga
         assert ours.round_info(1).proposal["imported"]["rows"] == 100
         for r in (1, 2):
             assert np.array_equal(ours.read_samples(r), alone.read_samples(r)), (i, r)
+
+
+@pytest.mark.parametrize(
+    ("change", "adopted"),
+    [({}, True), ({"seed": 1}, False), ({"training": {"max_epochs": 4}}, False)],
+    ids=["same-settings", "another-seed", "another-training-setting"],
+)
+def test_round_one_adopts_the_shared_training_only_when_it_would_repeat_it(
+    tmp_path, make_config, dask_client, change, adopted
+):
+    base = make_config(simulations_per_round=100, training={"max_epochs": 3}, rounds=1)
+    settings = base.model_dump(mode="json", exclude={"xobs", "run_dir", "run_id"})
+    settings = {k: v for k, v in settings.items() if v is not None}
+    campaign = _campaign(tmp_path, "c", True)
+    with run_session(shared_round_config(campaign, settings)) as run:
+        run_round(run, 1, dask_client, pairplot=False)
+        shared = run.store.training_summary(1), run.store.training_attempts(1)
+    training = {**settings["training"], **change.get("training", {})}
+    config = observation_configs(campaign, {**settings, **change, "training": training})[1]
+    with run_session(config) as run:
+        run_round(run, 1, dask_client, pairplot=False)
+        ours = run.store.training_summary(1), run.store.training_attempts(1)
+    assert (ours == shared) is adopted

@@ -45,9 +45,10 @@ class CampaignConfig(BaseModel):
     shared_first_round: bool = Field(
         False,
         title="Shared first round",
-        description="Simulate round 1 (prior draws) once, in <directory>/shared-round, and "
-        "start every observation's run from it (start_from) instead of simulating it per "
-        "observation. Off: each observation gets exactly what a separate run gives.",
+        description="Simulate and train round 1 (prior draws) once, in "
+        "<directory>/shared-round, and start every observation's run from it (start_from, its "
+        "training adopted) instead of simulating it per observation; the results are a "
+        "separate run's. Off: each observation is a separate run.",
     )
     max_concurrent: int = Field(
         2,

@@ -19,6 +19,7 @@ from sbi_rounds.lifecycle.run import Run, network_for_round
 from sbi_rounds.lifecycle.stage import stage
 from sbi_rounds.methods import training_tensors
 from sbi_rounds.seeding import derive_seed, seeded
+from sbi_rounds.stages.adopted import adopt_training, adoptable_source
 from sbi_rounds.stages.network_choice import gaussian_like, simple_wins
 from sbi_rounds.stages.stall import StallCheck, check_stall, validation_losses
 from sbi_rounds.store import Stage, TrainedNetwork, TrainingAttempt, TrainingSummaryRecord
@@ -86,12 +87,17 @@ def train(run: Run, round_: int, callbacks: Sequence[Callback] = ()) -> Trained:
     default network (NSF) too unless the posterior is Gaussian-like, then keeps one
     (``sbi_rounds.stages.network_choice``); later rounds continue with the network kept.
     Every attempt is recorded in the run file (``RunStore.training_attempts``; the second
-    network's has ``fallback`` set).
+    network's has ``fallback`` set). A round 1 started from another run's round 1 with the
+    same training settings and seed adopts that run's training instead of repeating it
+    (``sbi_rounds.stages.adopted``: a campaign's shared first round).
     """
     store, cfg = run.store, run.config
     data = _training_data(run, round_)
     loss_fn = run.method.loss_fn(cfg.method_settings, run.prior, round_)
     attempts = store.training_attempts(round_)
+    if not attempts and (source := adoptable_source(run, round_)) is not None:
+        adopt_training(run, round_, source)  # the same training, done once (campaigns)
+        attempts = store.training_attempts(round_)
     while (settings := _next_architecture(run, round_, attempts)) is not None:
         record, network = _train_attempt(
             run, round_, len(attempts), data, loss_fn, callbacks, *settings

@@ -75,6 +75,16 @@ class TrainingRecords(StoreFile):
             elif "training_checkpoint" in g:
                 del g["training_checkpoint"]
 
+    def adopt_training(
+        self, round_: int, attempts: list[TrainingAttempt], network: TrainedNetwork
+    ) -> None:
+        """Commit another run's finished training as ``round_``'s at once: its attempt
+        records (in place of any) and its kept network (``sbi_rounds.stages.adopted``)."""
+        with self._structural() as f:
+            g = f[round_group(round_)]
+            write_attr(g, TRAINING_ATTEMPTS, list[TrainingAttempt], list(attempts))
+            write_network_group(g, network)
+
     def training_attempts(self, round_: int) -> list[TrainingAttempt]:
         """Records of the round's finished training attempts, first to last (see
         ``sbi_rounds.stages.stall``); empty before the first finished."""
