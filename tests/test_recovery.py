@@ -19,7 +19,10 @@ from small_run import SMALL as SMALL_RUN
 from flows.cli.run import main
 from sbi_rounds.store import RoundCounts, RunStore
 
-SMALL = [*SMALL_RUN, "--predictive-simulations", "0", "--map-iterations", "0"]
+SMALL = [
+    *SMALL_RUN,
+    *("--predictive-simulations", "0", "--map-iterations", "0", "--calibration-simulations", "0"),
+]
 
 SIMULATOR = '''
 """A user's simulator and prior, rewritten by the tests."""
