@@ -76,7 +76,7 @@ def adoptable_source(run: Run, round_: int) -> RunStore | None:
         if _training_settings(source.read_config()) != _training_settings(ours):
             return None
         theirs, mine = source.read_simulations(1), run.store.read_simulations(1)
-    except (RunFileError, OSError, KeyError):  # not a run file, or one this version can't use
+    except (RunFileError, OSError, KeyError, ValueError):  # not a run file, or not one we read
         return None
     if not all(np.array_equal(a, b) for a, b in zip(theirs, mine, strict=True)):
         return None
