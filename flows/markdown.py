@@ -165,14 +165,18 @@ def _calibration_lines(
         f"50% / 90% / 95%: {cov.get(0.5, math.nan):.2f} / {cov.get(0.9, math.nan):.2f} / "
         f"{cov.get(0.95, math.nan):.2f}.",
         "",
-        "| parameter | KS p-value | C2ST ranks | C2ST prior vs DAP |",
-        "| --- | ---: | ---: | ---: |",
     ]
+    classified = all(p.c2st_ranks is not None for p in calibration.parameters.values())
+    if classified:
+        lines += ["| parameter | KS p-value | C2ST ranks | C2ST prior vs DAP |"]
+        lines += ["| --- | ---: | ---: | ---: |"]
+    else:
+        lines += ["| parameter | KS p-value (ranks uniform) |", "| --- | ---: |"]
     for name, p in calibration.parameters.items():
-        lines.append(
-            f"| {name} | {_number(p.ks_p_value)} | {_number(p.c2st_ranks)} | "
-            f"{_number(p.c2st_dap)} |"
+        classifier_cells = (
+            f" {_number(p.c2st_ranks)} | {_number(p.c2st_dap)} |" if classified else ""
         )
+        lines.append(f"| {name} | {_number(p.ks_p_value)} |{classifier_cells}")
     lines.append("")
     figure = calibration.figures.get("coverage")
     if figure and (directory / figure).is_file():

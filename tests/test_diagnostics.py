@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from sbi_rounds.config import RunConfig
@@ -26,6 +27,9 @@ from sbi_rounds.diagnostics import (
     stop_decision,
     stop_decision_for,
 )
+from sbi_rounds.diagnostics import stage as check_stage
+from sbi_rounds.lifecycle.run import posterior_for_round
+from sbi_rounds.report.document import render_report
 from sbi_rounds.stages import RunInterrupted, run_session
 from sbi_rounds.stages.round import run_round
 from sbi_rounds.store import RunStore
@@ -221,13 +225,13 @@ def test_round_one_is_calibrated_with_sbc_ranks_and_expected_coverage(checked_ru
     cal = RunStore.open(config.run_path).calibration(1)
     assert cal.test_simulations == cal.valid == 40 and cal.posterior_samples == 100
     for p in cal.parameters.values():
-        assert 0 <= p.ks_p_value <= 1 and 0 <= p.c2st_ranks <= 1
+        assert 0 <= p.ks_p_value <= 1
+        assert p.c2st_ranks is None and p.c2st_dap is None  # classifier tests off by default
         assert sum(p.rank_histogram) == 40
     cov = cal.coverage
     assert cov.levels == list(COVERAGE_LEVELS) and cov.values[-1] == 1.0
     assert all(a <= b for a, b in zip(cov.values, cov.values[1:], strict=False))
     assert "amortized" in cal.estimator and "round 1" in cal.note
-    assert any("100s" in w for w in cal.warnings)  # sbi's own advice on small checks
     assert set(cal.figures) == {"ranks", "coverage"}
     for name in cal.figures.values():
         assert (config.run_path.parent / name).stat().st_size > 1000
@@ -269,6 +273,74 @@ def test_checks_are_skipped_once_committed_and_the_stopping_rule_reads_them(chec
     assert after.predictive == before.predictive
     assert all(s.truth is None for s in after.posterior.values())
     assert all(s.truth is not None for s in before.posterior.values())
+
+
+def test_the_classifier_tests_of_calibration_switched_on_later_are_filled_in(
+    checked_run, dask_client
+):
+    config, _, _ = checked_run
+    before = RunStore.open(config.run_path).calibration(1)
+    with run_session(config) as run:
+        plain = render_report(run)
+    assert "KS p-value (ranks uniform)" in plain and "C2ST ranks" not in plain
+    more = config.model_copy(
+        update={
+            "diagnostics": config.diagnostics.model_copy(update={"calibration_classifiers": True})
+        }
+    )
+    with run_session(more) as run:
+        assert "calibration" in checks_due(run, 1) and "calibration" not in checks_due(run, 2)
+        result = diagnose(run, 1, lambda: dask_client)
+        assert result.details.parts[-1] == "calibration"
+        assert "calibration" not in checks_due(run, 1)
+        report = render_report(run)
+    after = RunStore.open(config.run_path).calibration(1)
+    for name, p in after.parameters.items():
+        assert 0.0 <= p.c2st_ranks <= 1.0 and 0.0 <= p.c2st_dap <= 1.0
+        # The same seeded ranks: the KS tests are unchanged.
+        assert p.ks_p_value == before.parameters[name].ks_p_value
+        assert p.rank_histogram == before.parameters[name].rank_histogram
+    assert any("100s" in w for w in after.warnings)  # sbi's own advice on small checks
+    assert "C2ST ranks vs uniform" in report
+
+
+def test_the_map_ascent_stops_once_a_stretch_gains_nothing_and_climbs_on_while_it_gains(
+    checked_run, monkeypatch
+):
+    config, _, _ = checked_run
+    more = config.model_copy(
+        update={"diagnostics": config.diagnostics.model_copy(update={"map_iterations": 400})}
+    )
+    with run_session(more) as run:
+        posterior = posterior_for_round(run, 2)
+        real_map, stretches = posterior.map, []
+
+        def counted(**kwargs):
+            stretches.append(kwargs["num_iter"])
+            return real_map(**kwargs)
+
+        monkeypatch.setattr(posterior, "map", counted)
+        monkeypatch.setattr(check_stage, "posterior_for_round", lambda run, round_: posterior)
+        samples = run.store.read_samples(2)
+        near = check_stage._map(run, 2, samples)
+        near_stretches, stretches[:] = list(stretches), []
+        # Started from samples moved 3 posterior sd away, the ascent needs more stretches.
+        moved = np.clip(samples + 3 * samples.std(axis=0), -1.99, 1.99)
+        far = check_stage._map(run, 2, moved)
+        far_stretches = list(stretches)
+        full = real_map(
+            init_method=torch.as_tensor(samples[:1000], dtype=torch.float32),
+            num_iter=400,
+            num_to_optimize=10,
+            show_progress_bars=False,
+            force_update=True,
+        )
+    potential = posterior.potential
+    assert near_stretches == [25, 25]  # the best sample is at the mode: one stretch to see it
+    assert len(far_stretches) > 2 and sum(far_stretches) <= 400, far_stretches
+    for estimate in (near, far):
+        value = float(potential(torch.tensor([estimate], dtype=torch.float32)))
+        assert value >= float(potential(full)) - 0.01
 
 
 def test_a_statistic_the_model_cannot_produce_is_flagged_and_an_interrupted_check_resumes(

@@ -89,10 +89,11 @@ class DiagnosticsConfig(BaseModel):
     map_iterations: int | Literal["auto"] = Field(
         "auto",
         title="MAP gradient steps",
-        description="Gradient-ascent steps of sbi's posterior.map(), started from the best of "
-        "the round's stored posterior samples; 0: no MAP estimate; auto: 200, or 20 for tfmpe "
-        "and tnpse (each of their steps differentiates through an ODE solve; 20 steps reach "
-        "the density 200 do).",
+        description="At most this many gradient-ascent steps of sbi's posterior.map(), "
+        "started from the best of the round's stored posterior samples, in stretches of 25 "
+        "that end once one raises the log density by less than 0.001 (often 50 steps); 0: no "
+        "MAP estimate; auto: 200, or 20 for tfmpe and tnpse (each of their steps "
+        "differentiates through an ODE solve; 20 steps reach the density 200 do).",
     )
     calibration_simulations: int | Literal["auto"] = Field(
         "auto",
@@ -109,6 +110,15 @@ class DiagnosticsConfig(BaseModel):
         le=1_000_000,
         title="Posterior samples per calibration test",
         description="Posterior samples drawn per test simulation to rank its parameters.",
+    )
+    calibration_classifiers: bool = Field(
+        False,
+        title="Classifier tests of calibration",
+        description="Also run the classifier tests of sbi's check_sbc: C2ST of each "
+        "parameter's ranks against uniform ones and of data-averaged posterior samples "
+        "against the prior (cross-validated random forests, about 2 s per parameter and test "
+        "on 2 cores). Off: the rank KS tests, expected coverage and TARP, which the "
+        "calibration alert reads, cost a second or two.",
     )
     reference: str | None = Field(
         None,

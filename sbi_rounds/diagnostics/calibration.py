@@ -76,33 +76,42 @@ def _tarp(theta: Tensor, x: Tensor, posterior: Any, num_posterior_samples: int) 
     return {"atc": float(atc), "ks_p_value": float(p_value)}
 
 
-def _rank_summary(
-    ranks: np.ndarray, checks: dict[str, Any], names: Sequence[str], num_posterior_samples: int
-) -> dict[str, Any]:
-    """Per-parameter SBC results, rank histograms and the coverage curve, from the ranks
-    ``(N, D + 1)`` (the last column the density ranks) and sbi's ``check_sbc`` output."""
+def _uniform_ks_p_value(ranks: np.ndarray, num_posterior_samples: int) -> float:
+    """KS p-value of ranks ``(N,)`` against uniform ones on ``0 .. M`` (as sbi's
+    ``check_sbc`` computes its ``ks_pvals``)."""
     from scipy.stats import kstest, uniform
 
+    return float(kstest(ranks, uniform(loc=0, scale=num_posterior_samples).cdf)[1])
+
+
+def _rank_summary(
+    ranks: np.ndarray,
+    classifiers: dict[str, Any] | None,
+    names: Sequence[str],
+    num_posterior_samples: int,
+) -> dict[str, Any]:
+    """Per-parameter SBC results, rank histograms and the coverage curve, from the ranks
+    ``(N, D + 1)`` (the last column the density ranks) and, when run, the classifier tests
+    of sbi's ``check_sbc`` (``c2st_ranks``, ``c2st_dap``)."""
     dim = len(names)
     bins = int(min(20, max(5, len(ranks) // 10)))
     edges = np.linspace(0, num_posterior_samples, bins + 1)
+    parameters = {}
+    for i, name in enumerate(names):
+        parameters[name] = {
+            "ks_p_value": _uniform_ks_p_value(ranks[:, i], num_posterior_samples),
+            "rank_histogram": np.histogram(ranks[:, i], bins=edges)[0].tolist(),
+        }
+        if classifiers is not None:
+            parameters[name]["c2st_ranks"] = float(classifiers["c2st_ranks"][i])
+            parameters[name]["c2st_dap"] = float(classifiers["c2st_dap"][i])
     return {
-        "parameters": {
-            name: {
-                "ks_p_value": float(checks["ks_pvals"][i]),
-                "c2st_ranks": float(checks["c2st_ranks"][i]),
-                "c2st_dap": float(checks["c2st_dap"][i]),
-                "rank_histogram": np.histogram(ranks[:, i], bins=edges)[0].tolist(),
-            }
-            for i, name in enumerate(names)
-        },
+        "parameters": parameters,
         "rank_bins": edges.tolist(),
         "coverage": {
             "levels": list(COVERAGE_LEVELS),
             "values": coverage_curve(ranks[:, dim], num_posterior_samples),
-            "ks_p_value": float(
-                kstest(ranks[:, dim], uniform(loc=0, scale=num_posterior_samples).cdf)[1]
-            ),
+            "ks_p_value": _uniform_ks_p_value(ranks[:, dim], num_posterior_samples),
         },
     }
 
@@ -115,12 +124,15 @@ def calibrate(
     *,
     num_posterior_samples: int,
     seed: int,
+    classifiers: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Simulation-based calibration and expected coverage of an amortized posterior.
 
     Runs ``sbi.diagnostics.run_sbc`` once with ``D + 1`` reductions: the ``D`` marginals
     (SBC, Talts et al. 2018) and the posterior density (expected coverage, Deistler et
-    al. 2022), then ``sbi.diagnostics.check_sbc`` on the marginal ranks; and TARP
+    al. 2022), KS tests of the marginal and density ranks against uniform ones (as
+    ``sbi.diagnostics.check_sbc`` computes them), with ``classifiers`` also ``check_sbc``'s
+    C2ST tests (cross-validated random forests: seconds per parameter); and TARP
     (Lemos et al. 2023: ``sbi.diagnostics.run_tarp`` and ``check_tarp``), which checks the
     joint posterior's coverage with random reference points. Test simulations with a NaN
     or infinity are left out.
@@ -133,12 +145,13 @@ def calibrate(
         names: One name per parameter.
         num_posterior_samples: Posterior samples per test simulation, ``M``.
         seed: Seeds the posterior sampling and the checks' classifiers.
+        classifiers: Also run ``check_sbc``'s classifier tests.
 
     Returns:
         ``(result, ranks)``: ``result`` holds per parameter the KS p-value of rank
-        uniformity, the C2ST accuracy of ranks vs uniform and of prior vs data-averaged
-        posterior, rank histograms, the coverage curve, TARP's ``atc`` and KS p-value and
-        sbi's warnings; ``ranks`` has shape ``(N_valid, D + 1)``, the last column the
+        uniformity, with ``classifiers`` the C2ST accuracy of ranks vs uniform and of prior
+        vs data-averaged posterior, rank histograms, the coverage curve, TARP's ``atc`` and
+        KS p-value and sbi's warnings; ``ranks`` has shape ``(N_valid, D + 1)``, the last column the
         density ranks.
     """
     from sbi.diagnostics import check_sbc, run_sbc
@@ -161,7 +174,9 @@ def calibrate(
             reduce_fns=reduce_fns,
             show_progress_bar=False,
         )
-        checks = check_sbc(ranks[:, :dim], theta_t, dap, num_posterior_samples)
+        checks = (
+            check_sbc(ranks[:, :dim], theta_t, dap, num_posterior_samples) if classifiers else None
+        )
         tarp = _tarp(theta_t, x_t, posterior, num_posterior_samples)
     ranks_np = ranks.numpy()
     result = {

@@ -235,7 +235,14 @@ def _calibration_section(run: Run) -> str:
             '<h2>Calibration of round 1</h2><p class="note" id="calibration">'
             f"{html.escape(_no_calibration(run))}</p>"
         )
-    rows = [[name, p.ks_p_value, p.c2st_ranks, p.c2st_dap] for name, p in cal.parameters.items()]
+    classified = all(p.c2st_ranks is not None for p in cal.parameters.values())
+    header = ["parameter", "KS p-value (ranks uniform)"]
+    if classified:
+        header += ["C2ST ranks vs uniform", "C2ST prior vs data-averaged posterior"]
+    rows = [
+        [name, p.ks_p_value] + ([p.c2st_ranks, p.c2st_dap] if classified else [])
+        for name, p in cal.parameters.items()
+    ]
     cov = cal.coverage
     levels = dict(zip(cov.levels, cov.values, strict=True))
     shown = [lv for lv in (0.5, 0.8, 0.9, 0.95) if lv in levels]
@@ -248,12 +255,7 @@ def _calibration_section(run: Run) -> str:
         f"{html.escape(cal.estimator or 'round 1')}.</p>"
         + _table(
             "calibration",
-            [
-                "parameter",
-                "KS p-value (ranks uniform)",
-                "C2ST ranks vs uniform",
-                "C2ST prior vs data-averaged posterior",
-            ],
+            header,
             rows,
         )
         + _table(

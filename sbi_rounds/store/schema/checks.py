@@ -203,14 +203,16 @@ class ParameterCalibration(Record):
 
     Attributes:
         ks_p_value: KS test p-value of the ranks against uniform.
-        c2st_ranks: C2ST accuracy of the ranks against uniform ones.
-        c2st_dap: C2ST accuracy of data-averaged posterior samples against the prior.
+        c2st_ranks: C2ST accuracy of the ranks against uniform ones; None: not run
+            (``diagnostics.calibration_classifiers`` off).
+        c2st_dap: C2ST accuracy of data-averaged posterior samples against the prior;
+            None: not run.
         rank_histogram: Counts of the ranks in ``Calibration.rank_bins``.
     """
 
     ks_p_value: float
-    c2st_ranks: float
-    c2st_dap: float
+    c2st_ranks: float | None = optional_field("C2ST of the ranks against uniform ones.")
+    c2st_dap: float | None = optional_field("C2ST of data-averaged posterior samples.")
     rank_histogram: list[int]
 
 
