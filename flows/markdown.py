@@ -166,7 +166,7 @@ def _calibration_lines(
         f"{cov.get(0.95, math.nan):.2f}.",
         "",
     ]
-    classified = all(p.c2st_ranks is not None for p in calibration.parameters.values())
+    classified = calibration.classified
     if classified:
         lines += ["| parameter | KS p-value | C2ST ranks | C2ST prior vs DAP |"]
         lines += ["| --- | ---: | ---: | ---: |"]

@@ -139,8 +139,7 @@ def _calibration_due(run: Run, round_: int) -> bool:
     stored = run.store.calibration(1)
     if stored is None:
         return True
-    classified = all(p.c2st_ranks is not None for p in stored.parameters.values())
-    return run.config.diagnostics.calibration_classifiers and not classified
+    return run.config.diagnostics.calibration_classifiers and not stored.classified
 
 
 def checks_due(run: Run, round_: int) -> list[str]:
@@ -175,10 +174,9 @@ def _map(run: Run, round_: int, samples: np.ndarray) -> list[float]:
     budget = run.config.map_iterations
     estimate = torch.from_numpy(np.ascontiguousarray(samples[:1000], dtype=np.float32))
     best = -math.inf
-    done = 0
     with seeded(derive_seed(run.config.seed, round_, "predictive", 0)):
-        while done < budget:
-            steps = min(MAP_STEPS_PER_STRETCH, budget - done)
+        for stretch, start in enumerate(range(0, budget, MAP_STEPS_PER_STRETCH)):
+            steps = min(MAP_STEPS_PER_STRETCH, budget - start)
             candidate = posterior.map(
                 init_method=estimate,
                 num_iter=steps,
@@ -186,12 +184,11 @@ def _map(run: Run, round_: int, samples: np.ndarray) -> list[float]:
                 show_progress_bars=False,
                 force_update=True,
             )
-            done += steps
             value = float(posterior.potential(candidate))
-            first, gain = done == steps, value - best
-            if first or gain > 0:
+            gain = value - best
+            if stretch == 0 or gain > 0:
                 estimate, best = candidate, value
-            if not first and not gain >= MAP_TOLERANCE:
+            if stretch > 0 and not gain >= MAP_TOLERANCE:  # (not >=: a NaN gain ends it too)
                 break
     return [float(v) for v in estimate.reshape(-1)]
 

@@ -235,7 +235,7 @@ def _calibration_section(run: Run) -> str:
             '<h2>Calibration of round 1</h2><p class="note" id="calibration">'
             f"{html.escape(_no_calibration(run))}</p>"
         )
-    classified = all(p.c2st_ranks is not None for p in cal.parameters.values())
+    classified = cal.classified
     header = ["parameter", "KS p-value (ranks uniform)"]
     if classified:
         header += ["C2ST ranks vs uniform", "C2ST prior vs data-averaged posterior"]

@@ -272,3 +272,8 @@ class Calibration(Record):
     figures: dict[str, str] = Field(default_factory=dict)
     estimator: str | None = None
     note: str | None = None
+
+    @property
+    def classified(self) -> bool:
+        """Whether sbi's classifier tests ran (``diagnostics.calibration_classifiers``)."""
+        return all(p.c2st_ranks is not None for p in self.parameters.values())
