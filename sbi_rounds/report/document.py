@@ -272,9 +272,10 @@ def _calibration_section(run: Run) -> str:
                 [["TARP", cal.tarp.atc, cal.tarp.ks_p_value]],
             )
         )
-        + '<p class="note">Calibrated: KS p-values not small, C2ST near 0.5, coverage equal '
-        "to the level (below it: overconfident; above: underconfident), TARP's area near 0 "
-        "(above: too wide; below: too narrow). "
+        + '<p class="note">Calibrated: KS p-values not small, '
+        + ("C2ST near 0.5, " if classified else "")
+        + "coverage equal to the level (below it: overconfident; above: underconfident), "
+        "TARP's area near 0 (above: too wide; below: too narrow). "
         + html.escape(cal.note or "")
         + "</p>"
         + (f'<ul class="note">{warn}</ul>' if warn else "")
